@@ -1,0 +1,82 @@
+"""Which parameters are prunable, named by their '/'-joined pytree path.
+
+The default rule (paper.md section 1): every array of rank >= 2 whose path does not contain
+``embed`` (case-insensitive). For a Flax LLaMA-style model that is every linear kernel
+(attention q/k/v/o, the MLP matrices) and the untied LM head, and not the token embedding or
+the norm scales. ``include``/``exclude`` regular expressions (``re.search`` on the path)
+override the rule: a leaf is prunable iff it has rank >= 1 and
+``(include matches if include else default rule) and not (exclude matches)``.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import jax
+
+DEFAULT_EXCLUDE = r"(?i)embed"
+
+
+def path_str(path: Sequence[Any]) -> str:
+    """'/'-joined names of a pytree key path, e.g. ``layers_0/attn/q/kernel``."""
+    parts = []
+    for key in path:
+        if isinstance(key, jax.tree_util.DictKey):
+            parts.append(str(key.key))
+        elif isinstance(key, jax.tree_util.GetAttrKey):
+            parts.append(str(key.name))
+        elif isinstance(key, jax.tree_util.SequenceKey):
+            parts.append(str(key.idx))
+        elif isinstance(key, jax.tree_util.FlattenedIndexKey):
+            parts.append(str(key.key))
+        else:
+            parts.append(str(key))
+    return "/".join(parts)
+
+
+def compile_pattern(name: str, pattern: str | None) -> re.Pattern | None:
+    """Compile ``pattern`` or raise a ValueError naming the argument."""
+    if pattern is None:
+        return None
+    if not isinstance(pattern, str):
+        raise ValueError(f"{name}={pattern!r} must be a regular expression string or None")
+    try:
+        return re.compile(pattern)
+    except re.error as err:
+        raise ValueError(f"{name}={pattern!r} is not a valid regular expression: {err}") from err
+
+
+def prunable_flags(params: Any, include: str | None = None,
+                   exclude: str | None = None) -> tuple[list[str], list[bool]]:
+    """Paths and prunable flags of the leaves of ``params``, in ``jax.tree.leaves`` order.
+
+    Raises:
+      ValueError: when ``include`` or ``exclude`` matches no parameter path, or nothing at all
+        is prunable.
+    """
+    inc = compile_pattern("include", include)
+    exc = compile_pattern("exclude", exclude)
+    default_exc = re.compile(DEFAULT_EXCLUDE)
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    paths = [path_str(p) for p, _ in leaves]
+    for name, pat in (("include", inc), ("exclude", exc)):
+        if pat is not None and not any(pat.search(p) for p in paths):
+            raise ValueError(
+                f"{name}={pat.pattern!r} matches no parameter; parameter paths are: "
+                + ", ".join(paths[:20]) + (" ..." if len(paths) > 20 else ""))
+    flags = []
+    for path, (_, leaf) in zip(paths, leaves):
+        ndim = len(getattr(leaf, "shape", ()))
+        if inc is not None:
+            keep = ndim >= 1 and bool(inc.search(path))
+        else:
+            keep = ndim >= 2 and not default_exc.search(path)
+        if exc is not None and exc.search(path):
+            keep = False
+        flags.append(keep)
+    if not any(flags):
+        raise ValueError(
+            f"no prunable parameter (include={include!r}, exclude={exclude!r}); by default "
+            "prunable means rank >= 2 and no 'embed' in the path; parameter paths are: "
+            + ", ".join(paths[:20]))
+    return paths, flags

@@ -1,0 +1,239 @@
+"""The optax transform that applies scheduled magnitude pruning.
+
+Put it LAST in an ``optax.chain``::
+
+    tx = optax.chain(optax.adamw(3e-4), magnitude_pruning(schedule, total_steps))
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)   # pruned weights are now exactly 0.0
+
+Contract, per update call (``count`` = updates applied so far = index of the step whose
+gradients are being applied):
+
+1. ``new = params + updates`` (what ``optax.apply_updates`` will produce).
+2. If step ``count + 1`` is a pruning event, the masks are recomputed from ``new`` (the
+   weights that step's forward pass would see), so the event "happens before the forward pass
+   of its step and uses the current weights" (paper.md section 1). An event at step 0 is
+   applied in ``init`` from the initial weights. Masks only shrink: pruned weights never return.
+   Non-event steps skip the mask computation entirely (``lax.cond``).
+3. The returned updates are ``updates`` where the mask is True and ``-params`` where it is
+   False, so after ``optax.apply_updates`` pruned weights are exactly 0.0 at every step, with
+   no hook to call afterwards.
+
+Masks live once, in ``MagnitudePruningState.masks``: a pytree shaped like the params with a
+bool array for every prunable leaf and ``None`` elsewhere. ``get_masks`` finds them anywhere in
+an optimizer state (inside ``optax.chain``, ``optax.MultiSteps``, ``optax.inject_hyperparams``).
+Feed a Flax model's ``masks`` collection from ``mask_collection(get_masks(opt_state))``.
+
+Optimizer state of pruned weights (policy): Adam moments are NOT reset (as in the paper's
+released code). When the model multiplies kernels by their masks, a pruned weight's gradient is
+exactly 0, so its moments decay geometrically and never matter: whatever Adam, weight decay or
+any earlier transform proposes for a pruned position is replaced by ``-param`` (= 0 after the
+first step), i.e. weight decay and momentum cannot move a pruned weight. Gradient clipping
+sees only active weights' gradients (pruned ones are 0).
+
+Scope: "global" uses ONE threshold over all prunable tensors together (the paper's method;
+per-layer sparsities then differ); "layerwise" gives every tensor the scheduled density.
+Structure "n:m" keeps the ``n`` largest of every ``m`` consecutive fan-in weights (axis -2);
+gradual events keep ``ceil(density * m)`` per group, and ``final_sparsity`` must be ``1 - n/m``.
+A kernel stacked by ``nn.scan`` (leading layers axis) counts as one tensor for "layerwise".
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxsparse.pruning import topk
+from jaxsparse.pruning.schedule import Schedule
+from jaxsparse.pruning.selection import compile_pattern, prunable_flags
+
+SCOPES = ("global", "layerwise")
+_INT32_MAX = 2**31 - 1
+
+
+class MagnitudePruningState(NamedTuple):
+    """State of ``magnitude_pruning``.
+
+    Attributes:
+      count: int32 scalar, updates applied so far (the index of the next forward-pass step).
+      masks: params-shaped pytree; bool array (True = kept) per prunable leaf, None elsewhere.
+    """
+
+    count: jax.Array
+    masks: Any
+
+
+def _parse_structure(structure: str | None) -> tuple[int, int] | None:
+    if structure is None:
+        return None
+    try:
+        n_str, m_str = str(structure).split(":")
+        n, m = int(n_str), int(m_str)
+    except ValueError:
+        raise ValueError(f"structure={structure!r} must be None or 'n:m' such as '2:4'") from None
+    if not 0 < n < m:
+        raise ValueError(f"structure={structure!r}: need 0 < n < m (got n={n}, m={m})")
+    return n, m
+
+
+def magnitude_pruning(schedule: Schedule, total_steps: int, *, scope: str = "global",
+                      structure: str | None = None, include: str | None = None,
+                      exclude: str | None = None) -> optax.GradientTransformationExtraArgs:
+    """Scheduled magnitude pruning as the last element of an ``optax.chain``.
+
+    Args:
+      schedule: a ``Schedule`` (start/end are fractions of ``total_steps``).
+      total_steps: number of training steps T (optimizer updates) of the run.
+      scope: "global" (one threshold over all prunable weights) or "layerwise".
+      structure: None (unstructured) or "n:m", e.g. "2:4", groups along the fan-in axis (-2).
+      include / exclude: regular expressions (``re.search``) on the '/'-joined parameter path
+        that override the default prunable rule (rank >= 2 and no "embed" in the path).
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; its ``update`` requires ``params``.
+
+    Raises:
+      ValueError: bad arguments (here), or at ``init`` patterns that match no parameter, an n:m
+        group size that does not divide a kernel's fan-in axis, or more than 2**31-1 weights.
+    """
+    if not isinstance(schedule, Schedule):
+        raise ValueError(f"schedule={schedule!r} must be a jaxsparse.pruning.Schedule")
+    schedule.check_fits(total_steps)
+    if scope not in SCOPES:
+        raise ValueError(f"scope={scope!r} is unknown; allowed: {', '.join(SCOPES)}")
+    nm = _parse_structure(structure)
+    if nm is not None and not math.isclose(schedule.final_sparsity, 1 - nm[0] / nm[1],
+                                           abs_tol=1e-6):
+        raise ValueError(
+            f"structure={structure!r} keeps {nm[0]} of {nm[1]}, so schedule.final_sparsity must be "
+            f"{1 - nm[0] / nm[1]} (got {schedule.final_sparsity})")
+    compile_pattern("include", include)
+    compile_pattern("exclude", exclude)
+
+    events = schedule.event_steps(total_steps)
+    densities = schedule.event_densities(total_steps)
+
+    def leaf_tables(params):
+        treedef = jax.tree.structure(params)
+        leaves = jax.tree.leaves(params)
+        _, flags = prunable_flags(params, include, exclude)
+        idx = [i for i, f in enumerate(flags) if f]
+        sizes = [int(np.prod(leaves[i].shape)) for i in idx]
+        return treedef, leaves, idx, sizes
+
+    def validate(params) -> None:
+        treedef, leaves, idx, sizes = leaf_tables(params)
+        if sum(sizes) > _INT32_MAX:
+            raise ValueError(f"{sum(sizes)} prunable weights exceed the 2**31-1 supported")
+        if nm is not None:
+            paths, _ = prunable_flags(params, include, exclude)
+            for i in idx:
+                shape = leaves[i].shape
+                if len(shape) < 2 or shape[-2] % nm[1]:
+                    raise ValueError(
+                        f"structure={structure!r}: group size m={nm[1]} does not divide the "
+                        f"fan-in axis (-2) of {paths[i]} with shape {tuple(shape)}")
+
+    def keep_counts(sizes: list[int]) -> np.ndarray:
+        """int32[n_events, n_tensors] (layerwise), [n_events, 1] (global) or, for n:m,
+        [n_events, 1] weights kept per group."""
+        if nm is not None:
+            per_group = np.ceil(densities * nm[1] - 1e-9).astype(np.int64)
+            return np.clip(per_group, nm[0], nm[1]).astype(np.int32)[:, None]
+        if scope == "global":
+            return np.floor(densities * sum(sizes) + 0.5).astype(np.int32)[:, None]
+        return np.floor(densities[:, None] * np.asarray(sizes)[None, :] + 0.5).astype(np.int32)
+
+    def compute_masks(prunable_weights, masks, k_row):
+        """New masks from current weights for one event; ``k_row`` is a row of keep_counts."""
+        if nm is not None:
+            return [topk.n_of_m_mask(w, m, k_row[0], nm[1])
+                    for w, m in zip(prunable_weights, masks)]
+        keys = [topk.score_bits(w, m) for w, m in zip(prunable_weights, masks)]
+        if scope == "global":
+            t = topk.global_threshold(keys, k_row[0])
+            return [x >= t for x in keys]
+        ts = topk.per_tensor_thresholds(keys, k_row)
+        return [x >= ts[i] for i, x in enumerate(keys)]
+
+    def event_index(step):
+        return jnp.searchsorted(jnp.asarray(events), step, side="right") - 1
+
+    def init_fn(params):
+        validate(params)
+        treedef, leaves, idx, sizes = leaf_tables(params)
+        masks = [jnp.ones(leaves[i].shape, bool) for i in idx]
+        if len(events) and events[0] == 0:  # an event at step 0 acts on the initial weights
+            masks = compute_masks([leaves[i] for i in idx], masks,
+                                  jnp.asarray(keep_counts(sizes)[0]))
+        return MagnitudePruningState(count=jnp.zeros((), jnp.int32),
+                                     masks=_unflatten(treedef, len(leaves), idx, masks))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        if params is None:
+            raise ValueError("magnitude_pruning needs params: call tx.update(grads, state, params)")
+        treedef, leaves, idx, sizes = leaf_tables(params)
+        upd_leaves = treedef.flatten_up_to(updates)
+        masks = [m for m in treedef.flatten_up_to(state.masks) if m is not None]
+        next_step = state.count + 1
+        if len(events):
+            table = jnp.asarray(keep_counts(sizes))
+            e = event_index(next_step)
+            is_event = (e >= 0) & (jnp.asarray(events)[jnp.maximum(e, 0)] == next_step)
+
+            def event():  # the weights after this update, computed only on event steps
+                new_w = [(leaves[i] + upd_leaves[i]).astype(leaves[i].dtype) for i in idx]
+                return compute_masks(new_w, masks, table[jnp.maximum(e, 0)])
+            masks = jax.lax.cond(is_event, event, lambda: list(masks))
+        out = list(upd_leaves)
+        for j, i in enumerate(idx):
+            out[i] = jnp.where(masks[j], upd_leaves[i], -leaves[i]).astype(upd_leaves[i].dtype)
+        new_state = MagnitudePruningState(
+            count=optax.safe_increment(state.count),
+            masks=_unflatten(treedef, len(leaves), idx, masks))
+        return treedef.unflatten(out), new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _unflatten(treedef, n_leaves: int, idx: list[int], masks: list) -> Any:
+    full: list = [None] * n_leaves
+    for j, i in enumerate(idx):
+        full[i] = masks[j]
+    return treedef.unflatten(full)
+
+
+def get_masks(opt_state: Any) -> Any:
+    """The masks (params-shaped pytree, None at non-prunable leaves) held in ``opt_state``.
+
+    Works wherever the transform sits: inside ``optax.chain``, ``optax.MultiSteps``,
+    ``optax.inject_hyperparams`` or any other pytree of states.
+
+    Raises:
+      ValueError: when ``opt_state`` holds no, or more than one, ``MagnitudePruningState``.
+    """
+    found = [x for x in jax.tree.leaves(
+        opt_state, is_leaf=lambda x: isinstance(x, MagnitudePruningState))
+        if isinstance(x, MagnitudePruningState)]
+    if len(found) != 1:
+        raise ValueError(f"expected one MagnitudePruningState in the optimizer state, found "
+                         f"{len(found)}; is magnitude_pruning in the optax chain?")
+    return found[0].masks
+
+
+def mask_collection(masks: Any) -> Any:
+    """``masks`` with the None leaves (and emptied dicts) dropped: the nested-dict form of a
+    Flax ``masks`` variable collection, e.g. ``{'layers_0': {'attn': {'q': {'kernel': m}}}}``."""
+    if isinstance(masks, dict):
+        out = {}
+        for key, value in masks.items():
+            sub = mask_collection(value)
+            if sub is not None and not (isinstance(sub, dict) and not sub):
+                out[key] = sub
+        return out
+    return masks
