@@ -1,0 +1,31 @@
+"""The README's main job: sparse pre-training of the demo model on the embedded corpus, on CPU.
+
+Geometric schedule, 25% dense / 50% pruning / 25% recovery, final sparsity 0.8, on Shakespeare
+with a SentencePiece tokenizer trained at first use. About 10 minutes on a 2-core CPU.
+
+    python -m jaxsparse.train --config=configs/default.py --workdir=runs/default
+"""
+from jaxsparse.train.config import base_config
+
+
+def get_config():
+    c = base_config()
+    c.model.size = "demo"
+    c.data.dataset = "shakespeare"
+    c.data.tokenizer = "embedded"
+    c.data.vocab_size = 2048
+    c.train.steps = 300
+    c.train.batch_size = 16
+    c.train.seq_len = 128
+    c.train.learning_rate = 3e-3
+    c.train.warmup_steps = 30
+    c.train.log_every_steps = 10
+    c.pruning.schedule = "geometric"
+    c.pruning.final_sparsity = 0.8
+    c.pruning.start = 0.25
+    c.pruning.end = 0.75
+    c.pruning.interval = 15
+    c.checkpoint.every_steps = 100
+    c.eval.every_steps = 100
+    c.eval.batches = 4
+    return c

@@ -1,0 +1,25 @@
+"""jaxsparse.data: text corpora via tensorflow-datasets, SentencePiece tokenizers, grain packing.
+
+Public API (the trainer's contract):
+  default_config() -> ConfigDict                      the `config.data` section
+  get_tokenizer(data_cfg) -> Tokenizer                encode/decode/vocab_size/bos_id/eos_id/pad_id/name
+  make_train_iterator(data_cfg, *, seq_len, global_batch_size, process_index=None, process_count=None,
+                      seed=0) -> TrainIterator        infinite local batches with get_state/set_state
+  make_eval_batches(data_cfg, *, seq_len, global_batch_size, num_batches=None, process_index=None,
+                    process_count=None) -> list[dict] fixed validation set (local rows)
+  to_global_batch(local_batch, sharding) -> dict[str, jax.Array]
+  split_stats(data_cfg, ...) -> dict                  example/token counts per split
+Command line: python -m jaxsparse.data {inspect,train_tokenizer} --config=CONFIG_FILE
+"""
+from jaxsparse.data.config import default_config
+from jaxsparse.data.inspect import inspect_data, split_stats
+from jaxsparse.data.pipeline import (TrainIterator, make_eval_batches, make_train_iterator,
+                                     to_global_batch)
+from jaxsparse.data.tokenizer import (ByteTokenizer, SentencePieceTokenizer, Tokenizer, get_tokenizer,
+                                      train_for_dataset, train_sentencepiece)
+
+__all__ = [
+    "ByteTokenizer", "SentencePieceTokenizer", "Tokenizer", "TrainIterator", "default_config",
+    "get_tokenizer", "inspect_data", "make_eval_batches", "make_train_iterator", "split_stats",
+    "to_global_batch", "train_for_dataset", "train_sentencepiece",
+]

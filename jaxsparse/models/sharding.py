@@ -1,0 +1,146 @@
+"""Device mesh and logical-axis sharding of the model's variables.
+
+The mesh has axes MESH_AXES = ("data", "fsdp", "tensor"): batch is split over data x fsdp; parameters
+are split over fsdp (their "embed" axis, fully-sharded data parallelism) and tensor (heads, mlp,
+vocab: tensor parallelism). Rules map the model's logical axis names to mesh axes, in Flax's format:
+a sequence of (logical_name, mesh_axis | tuple of mesh axes | None). Each mesh axis is used at most once
+per array (a later rule for an axis already used by an earlier rule on the same array is skipped).
+A mask gets the same logical names as its kernel and therefore the same sharding.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Optional, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES: tuple[str, ...] = ("data", "fsdp", "tensor")
+
+MeshAxes = Union[None, str, tuple[str, ...]]
+Rules = Sequence[tuple[str, MeshAxes]]
+
+DEFAULT_RULES: tuple[tuple[str, MeshAxes], ...] = (
+    ("batch", ("data", "fsdp")),  # activations / input tokens
+    ("length", None),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),  # the fused n_heads * head_dim axis of q/k/v/o kernels
+    ("head_dim", None),
+    ("mlp", "tensor"),
+    ("vocab", "tensor"),
+    ("norm", None),
+    ("layers", None),
+)
+
+
+def make_mesh(data: int, fsdp: int, tensor: int, devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+    """A Mesh of shape (data, fsdp, tensor) over `devices` (default jax.devices()), axes MESH_AXES.
+
+    Raises ValueError when a size is < 1 or data * fsdp * tensor != len(devices).
+    """
+    sizes = {"data": data, "fsdp": fsdp, "tensor": tensor}
+    for name, size in sizes.items():
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"mesh axis {name}={size!r}: must be an integer >= 1")
+    devices = list(jax.devices() if devices is None else devices)
+    if data * fsdp * tensor != len(devices):
+        raise ValueError(f"mesh data={data} x fsdp={fsdp} x tensor={tensor} = {data * fsdp * tensor} devices, "
+                         f"but {len(devices)} devices were given: the product must equal the device count")
+    return Mesh(np.asarray(devices, dtype=object).reshape(data, fsdp, tensor), MESH_AXES)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Sharding of int32[batch, seq] token batches: batch split over ("data", "fsdp"), seq replicated.
+
+    The global batch size must be divisible by data * fsdp.
+    """
+    return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None))
+
+
+def _as_axes(mesh_axes: MeshAxes) -> tuple[str, ...]:
+    if mesh_axes is None:
+        return ()
+    return (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes)
+
+
+def check_rules(mesh: Mesh, rules: Rules) -> None:
+    """Raise ValueError if a rule is malformed or names a mesh axis that `mesh` lacks."""
+    for rule in rules:
+        if not (isinstance(rule, (tuple, list)) and len(rule) == 2 and isinstance(rule[0], str)):
+            raise ValueError(f"sharding rule {rule!r}: must be a pair (logical_name, mesh axes)")
+        for axis in _as_axes(rule[1]):
+            if axis not in mesh.axis_names:
+                raise ValueError(f"sharding rule {rule[0]!r} -> {rule[1]!r}: mesh axis {axis!r} is not in the "
+                                 f"mesh; its axes are {tuple(mesh.axis_names)}")
+
+
+def _mesh_spec(path: str, names: tuple[Any, ...], shape: tuple[int, ...], mesh: Mesh,
+               rules: Rules) -> PartitionSpec:
+    """Mesh PartitionSpec of one variable with logical axis `names`, checked against its `shape`."""
+    known = {rule[0] for rule in rules}
+    for name in names:
+        if name is not None and name not in known:
+            raise ValueError(f"{path}: logical axis {name!r} has no sharding rule; rules cover {sorted(known)}")
+    spec = nn.logical_to_mesh_axes(names, rules)
+    for dim, (size, mesh_axes) in enumerate(zip(shape, spec)):
+        for axis in _as_axes(mesh_axes):
+            if size % mesh.shape[axis]:
+                raise ValueError(
+                    f"{path}: dimension {dim} (logical axis {names[dim]!r}) has size {size}, which mesh axis "
+                    f"{axis!r} of size {mesh.shape[axis]} does not divide")
+        total = int(np.prod([mesh.shape[a] for a in _as_axes(mesh_axes)]))
+        if size % total:
+            raise ValueError(f"{path}: dimension {dim} (logical axis {names[dim]!r}) has size {size}, which mesh "
+                             f"axes {mesh_axes!r} of total size {total} do not divide")
+    return spec
+
+
+def variable_shardings(model: nn.Module, mesh: Mesh, rules: Rules = DEFAULT_RULES,
+                       sample_tokens_shape: tuple[int, int] = (1, 1)) -> tuple[Any, Any]:
+    """Abstract variables and their NamedShardings, from `jax.eval_shape` of `model.init` (no allocation).
+
+    Args:
+      model: a `Transformer` (any Linen module taking int32 tokens whose variables are logically partitioned).
+      mesh: the device mesh; rules: logical -> mesh axis rules (see module doc).
+      sample_tokens_shape: (batch, seq) of the dummy tokens used to trace init; does not affect shapes.
+    Returns:
+      (abstract, shardings): two trees {'params': ..., 'masks': ...} of the same structure, unboxed.
+      `abstract` holds jax.ShapeDtypeStruct leaves (carrying their sharding); `shardings` holds
+      NamedSharding leaves. Pass `shardings` as in/out shardings of the jitted train step.
+    Raises ValueError: a rule names an axis the mesh lacks; a variable's logical axis has no rule; a
+    mesh axis does not divide the dimension it shards (the message names the variable path).
+    """
+    check_rules(mesh, rules)
+    tokens = jax.ShapeDtypeStruct(tuple(sample_tokens_shape), jnp.int32)
+    boxed = jax.eval_shape(model.init, jax.random.key(0), tokens)
+    is_boxed = lambda x: isinstance(x, nn.LogicallyPartitioned)  # noqa: E731
+
+    problems: list[str] = []
+
+    def shard(path: Any, leaf: Any) -> Optional[NamedSharding]:
+        value = leaf.value if is_boxed(leaf) else leaf
+        names = tuple(leaf.names) if is_boxed(leaf) else (None,) * len(value.shape)
+        try:
+            return NamedSharding(mesh, _mesh_spec(jax.tree_util.keystr(path), names, value.shape, mesh, rules))
+        except ValueError as err:
+            problems.append(str(err))
+            return None
+
+    shardings = jax.tree_util.tree_map_with_path(shard, boxed, is_leaf=is_boxed)
+    if problems:
+        raise ValueError(f"cannot shard {len(problems)} variable(s) on mesh {dict(mesh.shape)}:\n  "
+                         + "\n  ".join(problems))
+    abstract = jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s),
+                            nn.unbox(boxed), shardings)
+    return abstract, shardings
+
+
+def init_variables(model: nn.Module, rng: jax.Array, sample_tokens_shape: tuple[int, int],
+                   shardings: Optional[Any] = None) -> Any:
+    """`model.init` unboxed ({'params', 'masks'}), jitted so each variable is created already sharded
+    (by `shardings` from `variable_shardings`; None: default placement)."""
+    init = lambda key: nn.unbox(model.init(key, jnp.zeros(sample_tokens_shape, jnp.int32)))  # noqa: E731
+    return (jax.jit(init) if shardings is None else jax.jit(init, out_shardings=shardings))(rng)

@@ -1,0 +1,80 @@
+"""The decoder-only transformer (paper.md section 4): embed -> blocks -> final RMSNorm -> LM head.
+
+Variables (non-scanned; with `scan_layers` the blocks are one module "layers" whose leaves have a
+leading n_layers axis, logical axis "layers"):
+
+  params/embed/embedding               [V, D]      ("vocab", "embed")   N(0, 1); no mask
+  params/layers_i/attn_norm/scale      [D]         ("norm",)            ones; no mask
+  params/layers_i/attn/{q,k,v}/kernel  [D, H*K]    ("embed", "heads")
+  params/layers_i/attn/o/kernel        [H*K, D]    ("heads", "embed")
+  params/layers_i/mlp_norm/scale       [D]         ("norm",)
+  params/layers_i/mlp/{wi_0,wi_1}/kernel [D, F]    ("embed", "mlp")
+  params/layers_i/mlp/wo/kernel        [F, D]      ("mlp", "embed")
+  params/final_norm/scale              [D]         ("norm",)
+  params/lm_head/kernel                [D, V]      ("embed", "vocab")
+  masks/<same path as each kernel>     bool, same shape and axes as the kernel
+
+Apply as `Transformer(cfg).apply({'params': params, 'masks': masks}, tokens)`; `masks` may omit any
+kernel (or be left out entirely): that kernel is then used unmasked. At training time the masks are
+`jaxsparse.pruning.get_masks(opt_state)` with its None leaves dropped (one source of truth).
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from .config import ModelConfig
+from .layers import MASKS, Block, MaskedDense, RMSNorm
+
+
+class TokenEmbed(nn.Module):
+    """Token lookup: int tokens [B, S] -> [B, S, D] in `dtype`. Param `embedding` [V, D], N(0, 1)."""
+
+    vocab_size: int
+    features: int
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        table = self.param("embedding",
+                           nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")),
+                           (self.vocab_size, self.features), self.param_dtype)
+        return jnp.take(jnp.asarray(table, self.dtype), tokens, axis=0)
+
+
+class Transformer(nn.Module):
+    """LLaMA-style causal language model.
+
+    __call__(tokens: int32[B, S]) -> float32 logits [B, S, vocab_size]; logits at position t depend
+    only on tokens[:, :t+1]. Requires 1 <= S <= config.max_seq_len (checked at trace time).
+    """
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        cfg = self.config
+        if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
+            raise ValueError(f"tokens: expected an integer array [batch, seq], got {tokens.dtype}{list(tokens.shape)}")
+        if not 1 <= tokens.shape[1] <= cfg.max_seq_len:
+            raise ValueError(f"tokens: sequence length {tokens.shape[1]} must be in [1, max_seq_len="
+                             f"{cfg.max_seq_len}]")
+        dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        x = TokenEmbed(cfg.vocab_size, cfg.d_model, dtype, pdtype, name="embed")(tokens)
+
+        block = Block
+        if cfg.remat:
+            block = nn.remat(block, prevent_cse=not cfg.scan_layers)
+        if cfg.scan_layers:
+            stack = nn.scan(block, variable_axes={"params": 0, MASKS: 0}, split_rngs={"params": True},
+                            length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+            x, _ = stack(cfg, name="layers")(x, None)
+        else:
+            for i in range(cfg.n_layers):
+                x, _ = block(cfg, name=f"layers_{i}")(x, None)
+
+        x = RMSNorm(cfg.norm_eps, dtype, pdtype, name="final_norm")(x)
+        return MaskedDense(cfg.vocab_size, ("embed", "vocab"), dtype, pdtype, out_dtype=jnp.float32,
+                           name="lm_head")(x)

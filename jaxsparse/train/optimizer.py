@@ -1,0 +1,45 @@
+"""The optimizer: AdamW with warm-up + cosine, global-norm clipping, then magnitude pruning.
+
+paper.md section 5: AdamW (b1 0.9, b2 0.95, eps 1e-8, weight decay 0.1), clipping 1.0, linear
+warm-up then cosine decay to 10% of the peak. The pruning transform is the last element of the
+chain, so after `optax.apply_updates` pruned weights are exactly zero at every step, and the
+masks live once, in its state (`jaxsparse.pruning.get_masks(opt_state)`).
+"""
+from __future__ import annotations
+
+import ml_collections
+import optax
+
+from jaxsparse.pruning import magnitude_pruning
+from jaxsparse.train import config as config_lib
+
+
+def warmup_steps(config: ml_collections.ConfigDict, total_steps: int) -> int:
+    """train.warmup_steps, or 10% of the run (at most 1000) when it is -1."""
+    if config.train.warmup_steps >= 0:
+        return min(config.train.warmup_steps, total_steps)
+    return min(1000, max(1, total_steps // 10))
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+    """Linear warm-up from 0 to the peak, then cosine to min_lr_ratio x peak at total_steps."""
+    peak = config.train.learning_rate
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=peak, warmup_steps=warmup_steps(config, total_steps),
+        decay_steps=max(total_steps, warmup_steps(config, total_steps) + 1),
+        end_value=peak * config.train.min_lr_ratio)
+
+
+def make_optimizer(config: ml_collections.ConfigDict,
+                   total_steps: int) -> optax.GradientTransformationExtraArgs:
+    """clip -> adamw(schedule) -> magnitude_pruning, for a run of `total_steps` steps."""
+    t, p = config.train, config.pruning
+    parts = []
+    if t.grad_clip > 0:
+        parts.append(optax.clip_by_global_norm(t.grad_clip))
+    parts.append(optax.adamw(learning_rate_schedule(config, total_steps), b1=t.b1, b2=t.b2,
+                             eps=t.eps, weight_decay=t.weight_decay))
+    parts.append(magnitude_pruning(config_lib.schedule(config), total_steps, scope=p.scope,
+                                   structure=p.structure or None, include=p.include or None,
+                                   exclude=p.exclude or None))
+    return optax.chain(*parts)

@@ -1,0 +1,78 @@
+"""End-of-run outputs: WORKDIR/summary.json (the scaling-law fitter's input) and PNG plots."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+
+def write_summary(workdir: str, config: ml_collections.ConfigDict, plan: dict[str, Any],
+                  final: dict[str, Any]) -> dict[str, Any]:
+    """Write summary.json atomically and return it.
+
+    Keys: config (resolved), n_total, n_prunable, n_avg (N̄ over all parameters),
+    n_avg_prunable, n_final (active at the end), tokens, steps, final_sparsity (realised),
+    final_train_loss, final_eval_loss, flops (sparsity-aware training FLOPs), plus `final`'s
+    other entries.
+    """
+    summary = {
+        "config": config.to_dict(),
+        "n_total": plan["params"]["total"],
+        "n_prunable": plan["params"]["prunable"],
+        "n_avg": plan["n_avg"],
+        "n_avg_prunable": plan["n_avg_prunable"],
+        "tokens": plan["tokens"],
+        "steps": plan["steps"],
+        "flops": plan["flops"],
+        **final,
+    }
+    path = os.path.join(workdir, "summary.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2, default=str)
+    os.replace(tmp, path)
+    return summary
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_run(workdir: str) -> str:
+    """training.png: loss (train and eval), density and active parameters against step."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(workdir)
+    train = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label="train")
+    if evals:
+        axes[0].plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-",
+                     label="eval")
+    axes[0].set(xlabel="step", ylabel="loss (nats/token)", title="Loss")
+    axes[0].legend()
+    axes[1].plot([r["step"] for r in train], [r["density"] for r in train], drawstyle="steps-post")
+    axes[1].set(xlabel="step", ylabel="density (kept fraction of prunable)",
+                title="Density", ylim=(0, 1.05))
+    axes[2].plot([r["step"] for r in train], [r["active_params"] for r in train],
+                 drawstyle="steps-post", label="active")
+    axes[2].plot([r["step"] for r in train], [r["n_avg_so_far"] for r in train], "--",
+                 label="N̄ so far")
+    axes[2].set(xlabel="step", ylabel="parameters", title="Active parameters")
+    axes[2].legend()
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = os.path.join(workdir, "training.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
