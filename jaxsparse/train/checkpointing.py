@@ -22,7 +22,7 @@ ITEMS = ("state", "data", "meta")
 
 def identity(config: ml_collections.ConfigDict, vocab_size: int, total_steps: int) -> dict:
     """What a checkpoint must share with the current run to be resumed by it (dotted keys)."""
-    ident = {f"model.{k}": config.model[k] for k in ("size", "dtype", "scan_layers")}
+    ident = {f"model.{k}": config.model[k] for k in ("size", "dtype", "scan_layers", "d_model", "n_layers", "n_heads")}
     ident["model.vocab_size"] = vocab_size
     ident.update({f"pruning.{k}": v for k, v in config.pruning.to_dict().items()})
     ident.update({"train.steps": total_steps, "train.batch_size": config.train.batch_size,

@@ -29,6 +29,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.size = "demo"            # one of jaxsparse.models.SIZES; vocab comes from the tokenizer
     c.model.vocab_size = 0           # 0 = the tokenizer's; else fixed (>= the tokenizer's)
+    c.model.d_model = 0              # 0 = the size's; else a width override (small sweeps)
+    c.model.n_layers = 0             # 0 = the size's
+    c.model.n_heads = 0              # 0 = the size's
     c.model.dtype = ""               # "" = the size's default compute dtype, else float32|bfloat16
     c.model.scan_layers = False
     c.model.remat = False
@@ -132,6 +135,9 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> models.M
                                      remat=config.model.remat)
     if config.model.dtype:
         overrides["dtype"] = config.model.dtype
+    for key in ("d_model", "n_layers", "n_heads"):
+        if config.model[key]:
+            overrides[key] = config.model[key]
     try:
         return models.get_config(config.model.size, **overrides)
     except ValueError as err:
@@ -164,7 +170,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _int(config, "seed", 0)
     if config.model.size not in models.SIZES:
         _fail("model.size", config.model.size, f"one of {', '.join(models.SIZES)}")
-    _int(config, "model.vocab_size", 0)
+    for key in ("vocab_size", "d_model", "n_layers", "n_heads"):
+        _int(config, f"model.{key}", 0)
     if config.model.dtype not in ("", "float32", "bfloat16"):
         _fail("model.dtype", config.model.dtype, "'', 'float32' or 'bfloat16'")
     data_config.validate(config.data)
