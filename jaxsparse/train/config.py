@@ -29,6 +29,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.size = "demo"            # one of jaxsparse.models.SIZES; vocab comes from the tokenizer
     c.model.vocab_size = 0           # 0 = the tokenizer's; else fixed (>= the tokenizer's)
+    c.model.vocab_multiple = 128     # pad the vocabulary up to a multiple (shards over tensor)
     c.model.d_model = 0              # 0 = the size's; else a width override (small sweeps)
     c.model.n_layers = 0             # 0 = the size's
     c.model.n_heads = 0              # 0 = the size's
@@ -129,8 +130,11 @@ def check_keys(config: ml_collections.ConfigDict) -> None:
 
 
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> models.ModelConfig:
-    """The ModelConfig of a training config, with the tokenizer's vocabulary."""
-    overrides: dict[str, Any] = dict(vocab_size=vocab_size, max_seq_len=config.train.seq_len,
+    """The ModelConfig of a training config, with the tokenizer's vocabulary padded up to a
+    multiple of model.vocab_multiple (the extra ids are never produced by the tokenizer)."""
+    multiple = config.model.vocab_multiple
+    padded = -(-vocab_size // multiple) * multiple
+    overrides: dict[str, Any] = dict(vocab_size=padded, max_seq_len=config.train.seq_len,
                                      scan_layers=config.model.scan_layers,
                                      remat=config.model.remat)
     if config.model.dtype:
@@ -172,6 +176,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("model.size", config.model.size, f"one of {', '.join(models.SIZES)}")
     for key in ("vocab_size", "d_model", "n_layers", "n_heads"):
         _int(config, f"model.{key}", 0)
+    _int(config, "model.vocab_multiple", 1)
     if config.model.dtype not in ("", "float32", "bfloat16"):
         _fail("model.dtype", config.model.dtype, "'', 'float32' or 'bfloat16'")
     data_config.validate(config.data)

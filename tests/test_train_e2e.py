@@ -1,0 +1,184 @@
+"""The trainer end to end on the test-size model (in-process API and command line)."""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from jaxsparse.pruning import Schedule
+from jaxsparse.train import prepare, train
+from train_utils import (cli_env, find_key, flat, restore_raw_state, run_cli, tiny_config,
+                         train_cmd, train_losses, write_corpus)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, corpus):
+    path = tmp_path_factory.mktemp("data")
+    import os
+    os.environ["JAXSPARSE_DATA_DIR"] = str(path)
+    return path
+
+
+def _config(corpus, data_dir, **kw):
+    return tiny_config(corpus, **{"data.data_dir": str(data_dir), **kw})
+
+
+def test_sparse_run_follows_schedule_zeroes_pruned_weights_and_reports_exact_n_avg(
+        corpus, data_dir, tmp_path):
+    config = _config(corpus, data_dir)
+    summary = train(config, str(tmp_path))
+    steps = config.train.steps
+    sched = Schedule(config.pruning.schedule, config.pruning.final_sparsity,
+                     config.pruning.start, config.pruning.end, config.pruning.interval)
+    n_prunable = summary["n_prunable"]
+    events = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    events = {r["step"]: r for r in events if r["kind"] == "pruning_event"}
+    want = [int(s) for s in sched.event_steps(steps) if s < steps]
+    assert sorted(events) == want
+    for step, rec in events.items():  # realised density = schedule, up to rounding of one weight
+        assert abs(rec["density"] - sched.density_at(step, steps)) <= 1.0 / n_prunable
+    # global scope: per-layer sparsities differ at the final event
+    per_layer = list(events[want[-1]]["per_layer_sparsity"].values())
+    assert max(per_layer) - min(per_layer) > 0.05
+
+    n_other = summary["n_total"] - n_prunable
+    exact = n_other + sched.average_density(steps) * n_prunable
+    assert summary["n_avg"] == pytest.approx(exact, rel=1e-12)
+    assert summary["n_avg_realised"] == pytest.approx(exact, rel=1e-4)
+    assert summary["final_sparsity"] == pytest.approx(0.75, abs=1.0 / n_prunable)
+    assert summary["tokens"] == steps * config.train.batch_size * config.train.seq_len
+    assert math.isfinite(summary["final_eval_loss"])
+    first = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()][0]
+    assert summary["final_train_loss"] < first["loss"]  # it learns
+
+    state = restore_raw_state(tmp_path, steps)
+    params, masks = flat(state["params"]), flat(find_key(state["opt_state"], "masks"))
+    checked = 0
+    for key, m in masks.items():
+        w = params[key]
+        assert m.dtype == np.bool_ and m.shape == w.shape
+        assert np.all(w[~m] == 0.0)
+        checked += 1
+    assert checked == 2 * 7 + 1  # 7 kernels per block x 2 blocks + LM head
+    assert all(np.count_nonzero(v) == v.size for k, v in params.items()
+               if "embed" in k or "scale" in k)
+
+
+def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(
+        corpus, data_dir, tmp_path):
+    config = _config(corpus, data_dir, **{"train.learning_rate": 1e6, "train.grad_clip": 0.0,
+                                          "checkpoint.every_steps": 1,
+                                          "checkpoint.async_save": False,
+                                          "train.log_every_steps": 1, "train.steps": 40})
+    with pytest.raises(FloatingPointError, match="not finite.*last good checkpoint"):
+        train(config, str(tmp_path))
+    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved, "a checkpoint before the divergence must exist"
+    state = restore_raw_state(tmp_path, saved[-1])
+    assert all(np.all(np.isfinite(v)) for v in flat(state["params"]).values())
+    assert not any(p.name.endswith("tmp") for p in (tmp_path / "checkpoints").iterdir())
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run_bitwise(corpus, data_dir, tmp_path):
+    env = cli_env(data_dir)
+    extra = ["--config.train.steps=200", "--config.checkpoint.every_steps=8",
+             "--config.train.log_every_steps=1", "--config.pruning.interval=10",
+             "--config.eval.every_steps=0"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    done = run_cli(train_cmd(corpus, full, *extra), env)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    import subprocess
+    proc = subprocess.Popen(train_cmd(corpus, killed, *extra), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    ckpts = killed / "checkpoints"
+    while time.time() < deadline and proc.poll() is None:
+        if ckpts.exists() and any(p.name.isdigit() and int(p.name) < 150 for p in ckpts.iterdir()):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (killed / "summary.json").exists()
+    again = run_cli(train_cmd(corpus, killed, *extra), env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from" in again.stdout
+
+    a, b = flat(restore_raw_state(full, 200)), flat(restore_raw_state(killed, 200))
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    la, lb = train_losses(full), train_losses(killed)
+    assert la.keys() == lb.keys() == set(range(1, 201))
+    assert la == lb  # bitwise: no batch repeated or skipped
+
+
+def test_dry_run_prints_plan_without_training(corpus, data_dir, tmp_path):
+    out = run_cli(train_cmd(corpus, tmp_path / "w", "--dry_run"), cli_env(data_dir))
+    assert out.returncode == 0, out.stderr[-2000:]
+    plan = json.loads(out.stdout)
+    assert plan["steps"] == 24 and plan["schedule"]["event_steps"][0] == 6
+    assert plan["params"]["total"] > plan["params"]["prunable"] > 0
+    assert plan["n_avg"] < plan["params"]["total"]
+    assert plan["memory_per_device_bytes"]["total"] > 0
+    assert not (tmp_path / "w").exists()
+
+
+def test_paper_config_dry_run_matches_budget():
+    import sys
+    sys.path.insert(0, "configs")
+    import paper  # noqa: PLC0415
+    sys.path.pop(0)
+    config = paper.get_config("size=58m,sparsity=0.6,budget=20x,batch=8")
+    config.mesh.fsdp = 1
+    config.mesh.data = -1
+    plan = prepare(config, None)["plan"]
+    assert plan["params"]["total"] == 57_940_480 or abs(plan["params"]["total"] - 57.94e6) < 1e4
+    assert plan["tokens"] >= 400 * plan["params"]["total"]
+    assert plan["tokens"] - 400 * plan["params"]["total"] < 8 * 2048
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--config.train.bogus=1"], "bogus"),
+    (["--config.train.batch_size=7"], "batch_size"),
+    (["--config.pruning.interval=50"], "interval"),
+    (["--config.pruning.final_sparsity=1.5"], "final_sparsity"),
+    (["--config.pruning.schedule=square"], "pruning.schedule"),
+    (["--config.mesh.tensor=3"], "mesh"),
+])
+def test_bad_cli_input_is_rejected_before_training(corpus, data_dir, tmp_path, extra, needle):
+    out = run_cli(train_cmd(corpus, tmp_path / "w", *extra), cli_env(data_dir))
+    assert out.returncode == 2
+    assert needle in out.stderr and "error" in out.stderr
+    assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_bad_config_argument_and_unwritable_workdir(corpus, data_dir, tmp_path):
+    out = run_cli([*train_cmd(corpus, tmp_path / "w")[:3], "--config=configs/paper.py:sparsity=abc",
+                   f"--workdir={tmp_path / 'w'}"], cli_env(data_dir))
+    assert out.returncode == 2 and "sparsity" in out.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="workdir"):
+        train(_config(corpus, data_dir), str(blocker / "sub"))
+
+
+def test_workdir_of_another_run_is_refused_and_left_untouched(corpus, data_dir, tmp_path):
+    train(_config(corpus, data_dir, **{"train.steps": 8}), str(tmp_path))
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").rglob("*")}
+    for key, value in (("pruning.final_sparsity", 0.5), ("model.d_model", 32),
+                       ("model.n_heads", 2)):
+        with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+            train(_config(corpus, data_dir, **{"train.steps": 8, key: value}), str(tmp_path))
+    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").rglob("*")}
+    assert before == after

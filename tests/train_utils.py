@@ -1,0 +1,102 @@
+"""Shared helpers of the trainer tests: a tiny corpus, tiny configs, CLI runs, reference runs."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_corpus(root: Path, files: int = 12, paragraphs: int = 40, seed: int = 0) -> Path:
+    """A deterministic plain-text corpus (about 200 KB) of random words."""
+    rng = np.random.default_rng(seed)
+    words = ["".join(rng.choice(list("etaoinshrdlucmfw"), size=int(rng.integers(2, 7))))
+             for _ in range(200)]
+    root.mkdir(parents=True, exist_ok=True)
+    for f in range(files):
+        paras = [" ".join(rng.choice(words, size=int(rng.integers(20, 60))))
+                 for _ in range(paragraphs)]
+        (root / f"doc_{f}.txt").write_text("\n\n".join(paras) + "\n", encoding="utf-8")
+    return root
+
+
+def tiny_config(corpus: Path, **overrides):
+    """configs/tiny.py on `corpus` (bytes tokenizer), with dotted-key overrides."""
+    sys.path.insert(0, str(REPO / "configs"))
+    try:
+        import tiny  # noqa: PLC0415
+    finally:
+        sys.path.pop(0)
+    config = tiny.get_config(f"corpus={corpus}")
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+def cli_env(data_dir: Path, devices: int = 8) -> dict:
+    env = dict(os.environ)
+    env["JAXSPARSE_DATA_DIR"] = str(data_dir)
+    env["JAX_PLATFORMS"] = "cpu"
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def train_cmd(corpus: Path, workdir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "jaxsparse.train", f"--config={REPO}/configs/tiny.py:corpus={corpus}",
+            f"--workdir={workdir}", *extra]
+
+
+def run_cli(args: list[str], env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def train_losses(workdir: Path) -> dict[int, float]:
+    """step -> logged train loss (the last record of each step wins, as after a resume)."""
+    out = {}
+    for line in (workdir / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec["kind"] == "train":
+            out[rec["step"]] = rec["loss"]
+    return out
+
+
+def restore_raw_state(workdir: Path, step: int | None = None) -> dict:
+    """The saved TrainState of a workdir as nested numpy containers (no target needed)."""
+    import orbax.checkpoint as ocp
+    ckpt_dir = workdir / "checkpoints"
+    if step is None:
+        step = max(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
+    return ocp.StandardCheckpointer().restore(ckpt_dir / str(step) / "state")
+
+
+def find_key(tree, key):
+    """The first value stored under `key` anywhere in nested dicts/lists."""
+    if isinstance(tree, dict):
+        if key in tree:
+            return tree[key]
+        children = tree.values()
+    elif isinstance(tree, (list, tuple)):
+        children = tree
+    else:
+        return None
+    for child in children:
+        hit = find_key(child, key)
+        if hit is not None:
+            return hit
+    return None
+
+
+def flat(tree) -> dict[str, np.ndarray]:
+    return {jax.tree_util.keystr(p): np.asarray(v)
+            for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
