@@ -182,3 +182,25 @@ def test_workdir_of_another_run_is_refused_and_left_untouched(corpus, data_dir, 
             train(_config(corpus, data_dir, **{"train.steps": 8, key: value}), str(tmp_path))
     after = {p: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").rglob("*")}
     assert before == after
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(corpus, data_dir, tmp_path):
+    import subprocess
+    env = cli_env(data_dir)
+    extra = ["--config.train.steps=160", "--config.checkpoint.every_steps=1000",
+             "--config.eval.every_steps=0", "--config.pruning.interval=20"]
+    proc = subprocess.Popen(train_cmd(corpus, tmp_path, *extra), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:  # wait until training is under way
+        if line.startswith("step"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    assert "SIGTERM: checkpoint saved at step" in out
+    saved = int(out.split("checkpoint saved at step ")[1].split(";")[0])
+    assert 0 < saved < 160 and (tmp_path / "checkpoints" / str(saved)).exists()
+    assert not (tmp_path / "summary.json").exists()
+    again = run_cli(train_cmd(corpus, tmp_path, *extra), env)
+    assert again.returncode == 0 and f"resumed from {tmp_path}/checkpoints/{saved}" in again.stdout
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 160

@@ -21,7 +21,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxsparse import data as data_lib
 from jaxsparse import models
-from jaxsparse.pruning import get_masks, summary
+from jaxsparse.pruning import summary
 from jaxsparse.train import config as config_lib
 from jaxsparse.train import report
 from jaxsparse.train.checkpointing import Checkpointer, identity
@@ -30,7 +30,7 @@ from jaxsparse.train.optimizer import learning_rate_schedule, make_optimizer
 from jaxsparse.train.plan import run_plan
 from jaxsparse.train.run_setup import build_mesh, check_workdir, resolve_vocab
 from jaxsparse.train.state import abstract_state, create_state
-from jaxsparse.train.step import active_params, make_eval_step, make_train_step
+from jaxsparse.train.step import active_params, make_eval_step, make_train_step, model_masks
 
 
 class _Preemption:
@@ -125,7 +125,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     meta = {"identity": ident, "config": config.to_dict()}
     start = int(jax.device_get(state.step))
     progress = Progress(steps, start)
-    active = int(jax.device_get(count_active(state)))
+    dense = sched.kind == "dense"  # no pruning transform: every prunable weight stays active
+    active = n_prunable if dense else int(jax.device_get(count_active(state)))
     # N̄ so far, from the realised active counts (the density changes only at events)
     active_sum = float(sum(n_other + sched.density_at(t, steps) * n_prunable
                            for t in range(0, start))) if start else 0.0
@@ -159,7 +160,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                     f"({'none' if last_good is None else f'{ckpt.directory}/{last_good}'}) "
                     "is intact; lower config.train.learning_rate or check the data.")
             if event:
-                masks_summary = summary(get_masks(state.opt_state))
+                masks_summary = summary(model_masks(state.opt_state))
                 active = masks_summary.active
                 writer.write("pruning_event", done, {
                     "density": masks_summary.density, "scheduled_density":
@@ -199,11 +200,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     eval_loss = _evaluate(eval_step, state, eval_batches, batch_sharding)
     writer.write("eval", steps, {"eval_loss": eval_loss})
     ckpt.close()
-    final_masks = summary(get_masks(state.opt_state))
+    final_active = n_prunable if dense else summary(model_masks(state.opt_state)).active
     final = {
         "n_avg_realised": active_sum / steps if start == 0 else None,
-        "n_final": n_other + final_masks.active,
-        "final_sparsity": final_masks.sparsity,
+        "n_final": n_other + final_active,
+        "final_sparsity": 1.0 - final_active / n_prunable,
         "final_train_loss": float(np.mean(losses)) if losses else None,
         "final_eval_loss": eval_loss,
     }
@@ -212,7 +213,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         result = report.write_summary(workdir, config, plan, final)
         if config.metrics.plots:
             report.plot_run(workdir)
-        say(f"done: eval loss {eval_loss:.4f}, sparsity {final_masks.sparsity:.4f}; "
+        say(f"done: eval loss {eval_loss:.4f}, sparsity {final['final_sparsity']:.4f}; "
             f"summary in {os.path.join(workdir, 'summary.json')}")
     writer.close()
     return result

@@ -1,4 +1,5 @@
-"""The optimizer: AdamW with warm-up + cosine, global-norm clipping, then magnitude pruning.
+"""The optimizer: AdamW with warm-up + cosine, global-norm clipping, then magnitude pruning
+(left out for pruning.schedule = "dense").
 
 paper.md section 5: AdamW (b1 0.9, b2 0.95, eps 1e-8, weight decay 0.1), clipping 1.0, linear
 warm-up then cosine decay to 10% of the peak. The pruning transform is the last element of the
@@ -39,7 +40,9 @@ def make_optimizer(config: ml_collections.ConfigDict,
         parts.append(optax.clip_by_global_norm(t.grad_clip))
     parts.append(optax.adamw(learning_rate_schedule(config, total_steps), b1=t.b1, b2=t.b2,
                              eps=t.eps, weight_decay=t.weight_decay))
-    parts.append(magnitude_pruning(config_lib.schedule(config), total_steps, scope=p.scope,
-                                   structure=p.structure or None, include=p.include or None,
-                                   exclude=p.exclude or None))
+    schedule = config_lib.schedule(config)
+    if schedule.kind != "dense":  # a dense run carries no masks and pays nothing for pruning
+        parts.append(magnitude_pruning(schedule, total_steps, scope=p.scope,
+                                       structure=p.structure or None, include=p.include or None,
+                                       exclude=p.exclude or None))
     return optax.chain(*parts)

@@ -14,10 +14,18 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxsparse.pruning import get_masks, mask_collection
+from jaxsparse.pruning import MagnitudePruningState, get_masks, mask_collection
 from jaxsparse.train.state import TrainState
 
 Batch = dict[str, jax.Array]
+
+
+def model_masks(opt_state: Any) -> dict:
+    """The model's `masks` collection from the pruning state; {} (all kernels dense) when the
+    optimizer has no pruning transform (a dense run)."""
+    has_pruning = any(isinstance(x, MagnitudePruningState) for x in jax.tree.leaves(
+        opt_state, is_leaf=lambda x: isinstance(x, MagnitudePruningState)))
+    return mask_collection(get_masks(opt_state)) if has_pruning else {}
 
 
 def _loss_sums(model: nn.Module, params: Any, masks: Any, batch: Batch) -> tuple[jax.Array,
@@ -43,7 +51,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
-        masks = mask_collection(get_masks(state.opt_state))
+        masks = model_masks(state.opt_state)
         if grad_accum == 1:
             (total, weight), grads = grads_of(state.params, masks, batch)
         else:
@@ -70,12 +78,13 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 def make_eval_step(model: nn.Module) -> Callable[[TrainState, Batch], dict]:
     """eval(state, batch) -> {"loss_sum", "weights"} (sum these over batches, then divide)."""
     def eval_step(state: TrainState, batch: Batch) -> dict:
-        masks = mask_collection(get_masks(state.opt_state))
+        masks = model_masks(state.opt_state)
         total, weight = _loss_sums(model, state.params, masks, batch)
         return {"loss_sum": total, "weights": weight}
     return eval_step
 
 
 def active_params(state: TrainState) -> jax.Array:
-    """int32: kept prunable weights (sum of the masks)."""
-    return sum(jnp.sum(m, dtype=jnp.int32) for m in jax.tree.leaves(get_masks(state.opt_state)))
+    """int32: kept weights of the masked kernels (sum of the masks; 0 for a dense run)."""
+    return sum((jnp.sum(m, dtype=jnp.int32) for m in jax.tree.leaves(model_masks(state.opt_state))),
+               jnp.zeros((), jnp.int32))
