@@ -1,4 +1,5 @@
 """Data: packing, resumption, per-process shards, the validation set, global batches and the CLI."""
+
 from __future__ import annotations
 
 import collections
@@ -18,7 +19,9 @@ from jaxsparse import data
 from jaxsparse.data import pipeline, tfds_builder
 
 _HERE = pathlib.Path(__file__).parent
-_spec = importlib.util.spec_from_file_location("synthetic_corpus", _HERE / "data_configs" / "synthetic_corpus.py")
+_spec = importlib.util.spec_from_file_location(
+    "synthetic_corpus", _HERE / "data_configs" / "synthetic_corpus.py"
+)
 synthetic_corpus = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(synthetic_corpus)
 BYTES = data.ByteTokenizer()
@@ -27,216 +30,239 @@ SEQ = 48
 
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
-  root = synthetic_corpus.write_corpus(str(tmp_path_factory.mktemp("corpus")))
-  c = data.default_config()
-  c.dataset = f"text:{root}"
-  c.data_dir = str(tmp_path_factory.mktemp("tfds"))
-  c.tokenizer = "bytes"
-  c.chunk_chars = 300
-  c.validation_fraction = 0.1
-  c.read_threads = 2
-  return c
+    root = synthetic_corpus.write_corpus(str(tmp_path_factory.mktemp("corpus")))
+    c = data.default_config()
+    c.dataset = f"text:{root}"
+    c.data_dir = str(tmp_path_factory.mktemp("tfds"))
+    c.tokenizer = "bytes"
+    c.chunk_chars = 300
+    c.validation_fraction = 0.1
+    c.read_threads = 2
+    return c
 
 
 def _train_texts(cfg) -> list[str]:
-  src = tfds_builder.open_dataset(cfg)[1]["train"]
-  return [src[i]["text"].decode("utf-8") for i in range(len(src))]
+    src = tfds_builder.open_dataset(cfg)[1]["train"]
+    return [src[i]["text"].decode("utf-8") for i in range(len(src))]
 
 
 def _stream(batches) -> np.ndarray:
-  """The packed token stream: each row's window (inputs + last target), rows and batches in order."""
-  rows = [np.concatenate([b["inputs"], b["targets"][:, -1:]], axis=1) for b in batches]
-  return np.concatenate(rows, axis=0).reshape(-1)
+    """The packed token stream: each row's window (inputs + last target), rows and batches in order."""
+    rows = [np.concatenate([b["inputs"], b["targets"][:, -1:]], axis=1) for b in batches]
+    return np.concatenate(rows, axis=0).reshape(-1)
 
 
 def _documents(stream: np.ndarray) -> list[str]:
-  """Splits a stream into complete [BOS] doc [EOS] units (a trailing partial one is dropped)."""
-  assert stream[0] == BYTES.bos_id, "the stream starts at a document start"
-  ends = np.flatnonzero(stream == BYTES.eos_id)
-  docs, start = [], 0
-  for end in ends:
-    unit = stream[start:end + 1]
-    assert unit[0] == BYTES.bos_id and (unit[1:-1] >= BYTES.offset).all(), "BOS/EOS boundaries"
-    docs.append(BYTES.decode(unit[1:-1]))
-    start = end + 1
-  return docs
+    """Splits a stream into complete [BOS] doc [EOS] units (a trailing partial one is dropped)."""
+    assert stream[0] == BYTES.bos_id, "the stream starts at a document start"
+    ends = np.flatnonzero(stream == BYTES.eos_id)
+    docs, start = [], 0
+    for end in ends:
+        unit = stream[start : end + 1]
+        assert unit[0] == BYTES.bos_id and (unit[1:-1] >= BYTES.offset).all(), "BOS/EOS boundaries"
+        docs.append(BYTES.decode(unit[1:-1]))
+        start = end + 1
+    return docs
 
 
 def test_packing_gives_full_rows_with_exact_document_boundaries(cfg):
-  it = data.make_train_iterator(cfg, seq_len=SEQ, global_batch_size=4, process_index=0, process_count=1)
-  batches = [next(it) for _ in range(40)]
-  for b in batches:
-    assert set(b) == {"inputs", "targets", "weights"}
-    assert b["inputs"].shape == b["targets"].shape == b["weights"].shape == (4, SEQ)
-    assert b["inputs"].dtype == np.int32 and b["weights"].dtype == np.float32
-    assert (b["weights"] == 1).all()
-    np.testing.assert_array_equal(b["inputs"][:, 1:], b["targets"][:, :-1])
-  stream = _stream(batches)
-  docs = _documents(stream)
-  train = collections.Counter(_train_texts(cfg))
-  assert len(docs) > 20
-  assert all(d in train for d in docs)  # every packed unit is a whole train document: no token lost
-  assert len(set(docs)) == len(docs)  # first epoch: no document twice
+    it = data.make_train_iterator(cfg, seq_len=SEQ, global_batch_size=4, process_index=0, process_count=1)
+    batches = [next(it) for _ in range(40)]
+    for b in batches:
+        assert set(b) == {"inputs", "targets", "weights"}
+        assert b["inputs"].shape == b["targets"].shape == b["weights"].shape == (4, SEQ)
+        assert b["inputs"].dtype == np.int32 and b["weights"].dtype == np.float32
+        assert (b["weights"] == 1).all()
+        np.testing.assert_array_equal(b["inputs"][:, 1:], b["targets"][:, :-1])
+    stream = _stream(batches)
+    docs = _documents(stream)
+    train = collections.Counter(_train_texts(cfg))
+    assert len(docs) > 20
+    assert all(d in train for d in docs)  # every packed unit is a whole train document: no token lost
+    assert len(set(docs)) == len(docs)  # first epoch: no document twice
 
 
 def test_resume_from_saved_state_equals_uninterrupted(cfg):
-  kw = dict(seq_len=SEQ, global_batch_size=4, process_index=0, process_count=1, seed=3)
-  ref_it = data.make_train_iterator(cfg, **kw)
-  ref = [next(ref_it) for _ in range(14)]
-  for k in (0, 5, 9):
-    it = data.make_train_iterator(cfg, **kw)
-    for _ in range(k + 1):
-      next(it)
-    state = json.loads(json.dumps(it.get_state()))  # as a checkpoint would store it
-    resumed = data.make_train_iterator(cfg, **kw)
-    resumed.set_state(state)
-    for j in range(k + 1, 14):
-      got = next(resumed)
-      for key in got:
-        np.testing.assert_array_equal(got[key], ref[j][key], err_msg=f"k={k} batch={j} {key}")
-  other = data.make_train_iterator(cfg, **{**kw, "seq_len": SEQ + 1})
-  with pytest.raises(ValueError, match="seq_len"):
-    other.set_state(state)
+    kw = dict(seq_len=SEQ, global_batch_size=4, process_index=0, process_count=1, seed=3)
+    ref_it = data.make_train_iterator(cfg, **kw)
+    ref = [next(ref_it) for _ in range(14)]
+    for k in (0, 5, 9):
+        it = data.make_train_iterator(cfg, **kw)
+        for _ in range(k + 1):
+            next(it)
+        state = json.loads(json.dumps(it.get_state()))  # as a checkpoint would store it
+        resumed = data.make_train_iterator(cfg, **kw)
+        resumed.set_state(state)
+        for j in range(k + 1, 14):
+            got = next(resumed)
+            for key in got:
+                np.testing.assert_array_equal(got[key], ref[j][key], err_msg=f"k={k} batch={j} {key}")
+    other = data.make_train_iterator(cfg, **{**kw, "seq_len": SEQ + 1})
+    with pytest.raises(ValueError, match="seq_len"):
+        other.set_state(state)
 
 
 def test_resume_when_windows_end_exactly_at_document_ends(cfg):
-  """States with no partial document buffered also survive the JSON round trip."""
-  texts = [{"text": f"doc{i:03d}" + "x" * (SEQ + 1 - 2 - 6)} for i in range(30)]
-  ds = pipeline.train_dataset(cfg, texts, BYTES, seq_len=SEQ, local_batch=2, process_index=0,
-                              process_count=1, seed=1)
-  ref = [b["inputs"].copy() for b, _ in zip(pipeline.TrainIterator(ds, {}, BYTES), range(10))]
-  assert all(row[0] == BYTES.bos_id for b in ref for row in b)  # one document per window
-  it = pipeline.TrainIterator(ds, {}, BYTES)
-  for _ in range(4):
-    next(it)
-  resumed = pipeline.TrainIterator(ds, {}, BYTES)
-  resumed.set_state(json.loads(json.dumps(it.get_state())))
-  for j in range(4, 10):
-    np.testing.assert_array_equal(next(resumed)["inputs"], ref[j])
+    """States with no partial document buffered also survive the JSON round trip."""
+    texts = [{"text": f"doc{i:03d}" + "x" * (SEQ + 1 - 2 - 6)} for i in range(30)]
+    ds = pipeline.train_dataset(
+        cfg, texts, BYTES, seq_len=SEQ, local_batch=2, process_index=0, process_count=1, seed=1
+    )
+    ref = [b["inputs"].copy() for b, _ in zip(pipeline.TrainIterator(ds, {}, BYTES), range(10))]
+    assert all(row[0] == BYTES.bos_id for b in ref for row in b)  # one document per window
+    it = pipeline.TrainIterator(ds, {}, BYTES)
+    for _ in range(4):
+        next(it)
+    resumed = pipeline.TrainIterator(ds, {}, BYTES)
+    resumed.set_state(json.loads(json.dumps(it.get_state())))
+    for j in range(4, 10):
+        np.testing.assert_array_equal(next(resumed)["inputs"], ref[j])
 
 
 def test_two_processes_read_disjoint_shards_whose_union_is_the_epoch(cfg):
-  train = _train_texts(cfg)
-  n = len(train)
-  seen = []
-  for p in range(2):
-    it = data.make_train_iterator(cfg, seq_len=SEQ, global_batch_size=8, process_index=p, process_count=2)
-    share = (n - p + 1) // 2  # positions p, p+2, ... of the epoch's permutation
-    docs: list[str] = []
-    batches = []
-    while len(docs) < share:
-      batches.append(next(it))
-      assert batches[-1]["inputs"].shape == (4, SEQ)  # local rows = global 8 // 2 processes
-      docs = _documents(_stream(batches))
-    seen.append(docs[:share])
-  assert not set(seen[0]) & set(seen[1])
-  assert collections.Counter(seen[0] + seen[1]) == collections.Counter(train)
+    train = _train_texts(cfg)
+    n = len(train)
+    seen = []
+    for p in range(2):
+        it = data.make_train_iterator(cfg, seq_len=SEQ, global_batch_size=8, process_index=p, process_count=2)
+        share = (n - p + 1) // 2  # positions p, p+2, ... of the epoch's permutation
+        docs: list[str] = []
+        batches = []
+        while len(docs) < share:
+            batches.append(next(it))
+            assert batches[-1]["inputs"].shape == (4, SEQ)  # local rows = global 8 // 2 processes
+            docs = _documents(_stream(batches))
+        seen.append(docs[:share])
+    assert not set(seen[0]) & set(seen[1])
+    assert collections.Counter(seen[0] + seen[1]) == collections.Counter(train)
 
 
 def test_eval_batches_are_fixed_and_split_by_process(cfg):
-  full = data.make_eval_batches(cfg, seq_len=SEQ, global_batch_size=4, num_batches=3,
-                                process_index=0, process_count=1)
-  again = data.make_eval_batches(cfg, seq_len=SEQ, global_batch_size=4, num_batches=3,
-                                 process_index=0, process_count=1)
-  assert len(full) == 3 and all(b["inputs"].shape == (4, SEQ) and (b["weights"] == 1).all() for b in full)
-  for a, b in zip(full, again):
-    np.testing.assert_array_equal(a["inputs"], b["inputs"])
-  for p in range(2):
-    part = data.make_eval_batches(cfg, seq_len=SEQ, global_batch_size=4, num_batches=3,
-                                  process_index=p, process_count=2)
-    for a, b in zip(part, full):
-      np.testing.assert_array_equal(a["targets"], b["targets"][2 * p:2 * p + 2])
-  val_docs = tfds_builder.open_dataset(cfg)[1]["validation"]
-  assert _documents(_stream(full))[0] == val_docs[0]["text"].decode("utf-8")
-  with pytest.raises(ValueError, match=r"seq_len=4096.*eval_batches"):
-    data.make_eval_batches(cfg, seq_len=4096, global_batch_size=4, num_batches=2, process_index=0,
-                           process_count=1)
+    full = data.make_eval_batches(
+        cfg, seq_len=SEQ, global_batch_size=4, num_batches=3, process_index=0, process_count=1
+    )
+    again = data.make_eval_batches(
+        cfg, seq_len=SEQ, global_batch_size=4, num_batches=3, process_index=0, process_count=1
+    )
+    assert len(full) == 3 and all(b["inputs"].shape == (4, SEQ) and (b["weights"] == 1).all() for b in full)
+    for a, b in zip(full, again):
+        np.testing.assert_array_equal(a["inputs"], b["inputs"])
+    for p in range(2):
+        part = data.make_eval_batches(
+            cfg, seq_len=SEQ, global_batch_size=4, num_batches=3, process_index=p, process_count=2
+        )
+        for a, b in zip(part, full):
+            np.testing.assert_array_equal(a["targets"], b["targets"][2 * p : 2 * p + 2])
+    val_docs = tfds_builder.open_dataset(cfg)[1]["validation"]
+    assert _documents(_stream(full))[0] == val_docs[0]["text"].decode("utf-8")
+    with pytest.raises(ValueError, match=r"seq_len=4096.*eval_batches"):
+        data.make_eval_batches(
+            cfg, seq_len=4096, global_batch_size=4, num_batches=2, process_index=0, process_count=1
+        )
 
 
 def test_batch_not_divisible_by_processes_or_devices(cfg):
-  with pytest.raises(ValueError, match="global_batch_size=6 .*process_count=4"):
-    data.make_train_iterator(cfg, seq_len=SEQ, global_batch_size=6, process_index=0, process_count=4)
-  with pytest.raises(ValueError, match="process_index=2"):
-    data.make_eval_batches(cfg, seq_len=SEQ, global_batch_size=4, num_batches=1, process_index=2,
-                           process_count=2)
-  mesh = Mesh(np.array(jax.devices()[:8]).reshape(4, 2), ("data", "model"))
-  batch = {"inputs": np.zeros((6, SEQ), np.int32)}
-  with pytest.raises(ValueError, match="6 global rows, not divisible by the 4 shards"):
-    data.to_global_batch(batch, NamedSharding(mesh, PartitionSpec("data")))
+    with pytest.raises(ValueError, match="global_batch_size=6 .*process_count=4"):
+        data.make_train_iterator(cfg, seq_len=SEQ, global_batch_size=6, process_index=0, process_count=4)
+    with pytest.raises(ValueError, match="process_index=2"):
+        data.make_eval_batches(
+            cfg, seq_len=SEQ, global_batch_size=4, num_batches=1, process_index=2, process_count=2
+        )
+    mesh = Mesh(np.array(jax.devices()[:8]).reshape(4, 2), ("data", "model"))
+    batch = {"inputs": np.zeros((6, SEQ), np.int32)}
+    with pytest.raises(ValueError, match="6 global rows, not divisible by the 4 shards"):
+        data.to_global_batch(batch, NamedSharding(mesh, PartitionSpec("data")))
 
 
 def test_to_global_batch_on_8_devices(cfg):
-  assert jax.device_count() == 8
-  mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model"))
-  sharding = NamedSharding(mesh, PartitionSpec("data", None))
-  local = next(data.make_train_iterator(cfg, seq_len=SEQ, global_batch_size=8))
-  arrays = data.to_global_batch(local, sharding)
-  for key, value in local.items():
-    assert arrays[key].shape == (8, SEQ) and arrays[key].dtype == value.dtype
-    assert arrays[key].sharding == sharding
-    np.testing.assert_array_equal(np.asarray(arrays[key]), value)
-    assert arrays[key].addressable_shards[0].data.shape == (2, SEQ)
+    assert jax.device_count() == 8
+    mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model"))
+    sharding = NamedSharding(mesh, PartitionSpec("data", None))
+    local = next(data.make_train_iterator(cfg, seq_len=SEQ, global_batch_size=8))
+    arrays = data.to_global_batch(local, sharding)
+    for key, value in local.items():
+        assert arrays[key].shape == (8, SEQ) and arrays[key].dtype == value.dtype
+        assert arrays[key].sharding == sharding
+        np.testing.assert_array_equal(np.asarray(arrays[key]), value)
+        assert arrays[key].addressable_shards[0].data.shape == (2, SEQ)
 
 
 def test_prepared_tfds_path_reads_the_same_data(cfg):
-  """The prepared-tfds code path (as for c4/en) reads a locally built dataset by name."""
-  dataset_id, _ = tfds_builder.open_dataset(cfg)
-  by_name = cfg.copy_and_resolve_references()
-  by_name.dataset = dataset_id.rsplit("/", 1)[0]  # "jaxsparse_text/<config>"
-  kw = dict(seq_len=SEQ, global_batch_size=4, process_index=0, process_count=1)
-  a = next(data.make_train_iterator(cfg, **kw))
-  b = next(data.make_train_iterator(by_name, **kw))
-  np.testing.assert_array_equal(a["inputs"], b["inputs"])
+    """The prepared-tfds code path (as for c4/en) reads a locally built dataset by name."""
+    dataset_id, _ = tfds_builder.open_dataset(cfg)
+    by_name = cfg.copy_and_resolve_references()
+    by_name.dataset = dataset_id.rsplit("/", 1)[0]  # "jaxsparse_text/<config>"
+    kw = dict(seq_len=SEQ, global_batch_size=4, process_index=0, process_count=1)
+    a = next(data.make_train_iterator(cfg, **kw))
+    b = next(data.make_train_iterator(by_name, **kw))
+    np.testing.assert_array_equal(a["inputs"], b["inputs"])
 
 
 def test_cli_inspect_and_train_tokenizer(cfg, tmp_path):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  base = [sys.executable, "-m", "jaxsparse.data"]
-  common = [f"--config={_HERE / 'data_configs' / 'tiny.py'}", f"--config.data.dataset={cfg.dataset}",
-            f"--config.data.data_dir={cfg.data_dir}", "--config.data.chunk_chars=300",
-            "--config.data.validation_fraction=0.1"]
-  out = subprocess.run(base + ["inspect"] + common, capture_output=True, text=True, env=env, timeout=120,
-                       cwd=_HERE.parent)
-  assert out.returncode == 0, out.stderr[-2000:]
-  info = json.loads(out.stdout)
-  _, sources = tfds_builder.open_dataset(cfg)
-  for split in ("train", "validation"):
-    src = sources[split]
-    expected = sum(len(src[i]["text"]) + 2 for i in range(len(src)))  # bytes + BOS + EOS
-    assert info[f"{split}_tokens"] == expected and info["splits"][split]["examples"] == len(src)
-  assert info["vocab_size"] == 259 and info["tokenizer"]["name"] == "bytes"
-  assert info["first_sequence"][:20] in "".join(_train_texts(cfg))
-  model = tmp_path / "cli.model"
-  out = subprocess.run(base + ["train_tokenizer", f"--dataset={cfg.dataset}", f"--data_dir={cfg.data_dir}",
-                               "--vocab_size=350", f"--output={model}"],
-                       capture_output=True, text=True, env=env, timeout=120, cwd=_HERE.parent)
-  assert out.returncode == 0, out.stderr[-2000:]
-  assert json.loads(out.stdout)["vocab_size"] == 350
-  assert data.get_tokenizer(cfg.copy_and_resolve_references()).vocab_size == 259  # cfg untouched
-  tok = data.tokenizer.load_sentencepiece(str(model))
-  assert tok.decode(tok.encode("[p0.1] round trip")) == "[p0.1] round trip"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    base = [sys.executable, "-m", "jaxsparse.data"]
+    common = [
+        f"--config={_HERE / 'data_configs' / 'tiny.py'}",
+        f"--config.data.dataset={cfg.dataset}",
+        f"--config.data.data_dir={cfg.data_dir}",
+        "--config.data.chunk_chars=300",
+        "--config.data.validation_fraction=0.1",
+    ]
+    out = subprocess.run(
+        base + ["inspect"] + common, capture_output=True, text=True, env=env, timeout=120, cwd=_HERE.parent
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    info = json.loads(out.stdout)
+    _, sources = tfds_builder.open_dataset(cfg)
+    for split in ("train", "validation"):
+        src = sources[split]
+        expected = sum(len(src[i]["text"]) + 2 for i in range(len(src)))  # bytes + BOS + EOS
+        assert info[f"{split}_tokens"] == expected and info["splits"][split]["examples"] == len(src)
+    assert info["vocab_size"] == 259 and info["tokenizer"]["name"] == "bytes"
+    assert info["first_sequence"][:20] in "".join(_train_texts(cfg))
+    model = tmp_path / "cli.model"
+    out = subprocess.run(
+        base
+        + [
+            "train_tokenizer",
+            f"--dataset={cfg.dataset}",
+            f"--data_dir={cfg.data_dir}",
+            "--vocab_size=350",
+            f"--output={model}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=_HERE.parent,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout)["vocab_size"] == 350
+    assert data.get_tokenizer(cfg.copy_and_resolve_references()).vocab_size == 259  # cfg untouched
+    tok = data.tokenizer.load_sentencepiece(str(model))
+    assert tok.decode(tok.encode("[p0.1] round trip")) == "[p0.1] round trip"
 
 
 def test_worker_processes_give_the_same_resumable_stream(cfg):
-  """num_workers=1 (grain worker process) streams the in-process batches and resumes exactly."""
-  kw = dict(seq_len=SEQ, global_batch_size=4, process_index=0, process_count=1)
-  in_process = data.make_train_iterator(cfg, **kw)
-  ref = [next(in_process) for _ in range(8)]
-  mp_cfg = cfg.copy_and_resolve_references()
-  mp_cfg.num_workers = 1
-  it = data.make_train_iterator(mp_cfg, **kw)
-  try:
-    got = [next(it) for _ in range(3)]
-    state = json.loads(json.dumps(it.get_state()))
-    got += [next(it) for _ in range(2)]
-  finally:
-    it.close()
-  for a, b in zip(got, ref):
-    np.testing.assert_array_equal(a["inputs"], b["inputs"])
-  resumed = data.make_train_iterator(mp_cfg, **kw)
-  try:
-    resumed.set_state(state)
-    for j in range(3, 8):
-      np.testing.assert_array_equal(next(resumed)["targets"], ref[j]["targets"])
-  finally:
-    resumed.close()
+    """num_workers=1 (grain worker process) streams the in-process batches and resumes exactly."""
+    kw = dict(seq_len=SEQ, global_batch_size=4, process_index=0, process_count=1)
+    in_process = data.make_train_iterator(cfg, **kw)
+    ref = [next(in_process) for _ in range(8)]
+    mp_cfg = cfg.copy_and_resolve_references()
+    mp_cfg.num_workers = 1
+    it = data.make_train_iterator(mp_cfg, **kw)
+    try:
+        got = [next(it) for _ in range(3)]
+        state = json.loads(json.dumps(it.get_state()))
+        got += [next(it) for _ in range(2)]
+    finally:
+        it.close()
+    for a, b in zip(got, ref):
+        np.testing.assert_array_equal(a["inputs"], b["inputs"])
+    resumed = data.make_train_iterator(mp_cfg, **kw)
+    try:
+        resumed.set_state(state)
+        for j in range(3, 8):
+            np.testing.assert_array_equal(next(resumed)["targets"], ref[j]["targets"])
+    finally:
+        resumed.close()

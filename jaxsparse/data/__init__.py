@@ -11,15 +11,31 @@ Public API (the trainer's contract):
   split_stats(data_cfg, ...) -> dict                  example/token counts per split
 Command line: python -m jaxsparse.data {inspect,train_tokenizer} --config=CONFIG_FILE
 """
+
 from jaxsparse.data.config import default_config
 from jaxsparse.data.inspect import inspect_data, split_stats
-from jaxsparse.data.pipeline import (TrainIterator, make_eval_batches, make_train_iterator,
-                                     to_global_batch)
-from jaxsparse.data.tokenizer import (ByteTokenizer, SentencePieceTokenizer, Tokenizer, get_tokenizer,
-                                      train_for_dataset, train_sentencepiece)
+from jaxsparse.data.pipeline import TrainIterator, make_eval_batches, make_train_iterator, to_global_batch
+from jaxsparse.data.tokenizer import (
+    ByteTokenizer,
+    SentencePieceTokenizer,
+    Tokenizer,
+    get_tokenizer,
+    train_for_dataset,
+    train_sentencepiece,
+)
 
 __all__ = [
-    "ByteTokenizer", "SentencePieceTokenizer", "Tokenizer", "TrainIterator", "default_config",
-    "get_tokenizer", "inspect_data", "make_eval_batches", "make_train_iterator", "split_stats",
-    "to_global_batch", "train_for_dataset", "train_sentencepiece",
+    "ByteTokenizer",
+    "SentencePieceTokenizer",
+    "Tokenizer",
+    "TrainIterator",
+    "default_config",
+    "get_tokenizer",
+    "inspect_data",
+    "make_eval_batches",
+    "make_train_iterator",
+    "split_stats",
+    "to_global_batch",
+    "train_for_dataset",
+    "train_sentencepiece",
 ]

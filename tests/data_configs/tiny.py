@@ -3,17 +3,18 @@
 The tests point it at a generated corpus with --config.data.dataset=text:/... and
 --config.data.data_dir=/tmp/... overrides.
 """
+
 import ml_collections
 
 from jaxsparse.data import default_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.data = default_config()
-  config.data.tokenizer = "bytes"
-  config.data.eval_batches = 2
-  config.train = ml_collections.ConfigDict()
-  config.train.seq_len = 32
-  config.train.batch_size = 4
-  return config
+    config = ml_collections.ConfigDict()
+    config.data = default_config()
+    config.data.tokenizer = "bytes"
+    config.data.eval_batches = 2
+    config.train = ml_collections.ConfigDict()
+    config.train.seq_len = 32
+    config.train.batch_size = 4
+    return config
