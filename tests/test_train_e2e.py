@@ -136,14 +136,15 @@ def test_dry_run_prints_plan_without_training(corpus, data_dir, tmp_path):
 
 def test_paper_config_dry_run_matches_budget():
     import sys
-    sys.path.insert(0, "configs")
+    from train_utils import REPO
+    sys.path.insert(0, str(REPO / "configs"))
     import paper  # noqa: PLC0415
     sys.path.pop(0)
     config = paper.get_config("size=58m,sparsity=0.6,budget=20x,batch=8")
     config.mesh.fsdp = 1
     config.mesh.data = -1
     plan = prepare(config, None)["plan"]
-    assert plan["params"]["total"] == 57_940_480 or abs(plan["params"]["total"] - 57.94e6) < 1e4
+    assert abs(plan["params"]["total"] - 57.94e6) < 1e4  # paper.md: 57.94M
     assert plan["tokens"] >= 400 * plan["params"]["total"]
     assert plan["tokens"] - 400 * plan["params"]["total"] < 8 * 2048
 
