@@ -172,6 +172,8 @@ def test_bad_config_argument_and_unwritable_workdir(corpus, data_dir, tmp_path):
     blocker.write_text("x")
     with pytest.raises(ValueError, match="workdir"):
         train(_config(corpus, data_dir), str(blocker / "sub"))
+    with pytest.raises(ValueError, match="gcsfuse"):
+        train(_config(corpus, data_dir), "gs://bucket/run")
 
 
 def test_workdir_of_another_run_is_refused_and_left_untouched(corpus, data_dir, tmp_path):

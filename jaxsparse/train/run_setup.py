@@ -16,6 +16,10 @@ def check_workdir(workdir: str) -> None:
     """Create `workdir` if needed and prove it is writable (a probe file, then removed)."""
     if not workdir:
         raise ValueError("--workdir is required: the directory for checkpoints, metrics and summary")
+    if "://" in workdir:
+        raise ValueError(f"--workdir={workdir!r}: URLs are not supported; mount the bucket "
+                         "(e.g. gcsfuse BUCKET /mnt/gcs, as launch/setup.sh does) and pass the "
+                         "local path, e.g. /mnt/gcs/runs/NAME")
     try:
         os.makedirs(workdir, exist_ok=True)
         probe = os.path.join(workdir, f".write_probe_{uuid.uuid4().hex}")

@@ -1,0 +1,85 @@
+"""Validate every run of a sweep in-process, exactly as the trainer's command line would read it.
+
+`load_config(run)` builds the ConfigDict through ml-collections' own flag parser (the same
+`--config=FILE[:args] --config.key=value` semantics as ``python -m jaxsparse.train``), after
+checking that every override key exists. `plan_runs(runs)` validates all runs and returns their
+dry-run plans (`jaxsparse.train.prepare(config, None)["plan"]`) before anything is launched.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+from jaxsparse.sweep.spec import Run, SweepError, resolve_config_file, split_config
+
+
+def _load(argv: list[str]) -> ml_collections.ConfigDict:
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "training config", flag_values=values,
+                                    lock_config=True, sys_argv=argv)
+    values(argv)
+    return values.config
+
+
+def _check_key(base: ml_collections.ConfigDict, key: str, run: Run) -> None:
+    node: Any = base
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            prefix = ".".join(parts[:depth])
+            known = (", ".join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict)
+                     else f"none: config.{prefix} is a value, not a section")
+            raise SweepError(f"run {run.name!r}: override key {key!r} is not a key of "
+                             f"{run.config_file}; known keys under config.{prefix or ''}: {known}")
+        node = node[part]
+    if isinstance(node, ml_collections.ConfigDict):
+        raise SweepError(f"run {run.name!r}: override key {key!r} is a section of the config, "
+                         "not a value; override its keys one by one")
+
+
+def load_config(run: Run) -> ml_collections.ConfigDict:
+    """The run's resolved training config (file + args + overrides). Raises SweepError."""
+    path, arg = split_config(run.config)
+    config_arg = resolve_config_file(path) + (f":{arg}" if arg is not None else "")
+    try:
+        base = _load(["sweep", f"--config={config_arg}"])
+    except Exception as err:  # the config file's own errors (bad args) come in many types
+        raise SweepError(f"run {run.name!r}: config {run.config!r} does not load: {err}") from err
+    for key in run.overrides:
+        _check_key(base, key, run)
+    try:
+        return _load(["sweep", f"--config={config_arg}", *run.override_flags()])
+    except Exception as err:
+        raise SweepError(f"run {run.name!r}: overrides {run.override_flags()} are not "
+                         f"accepted: {err}") from err
+
+
+def plan_run(run: Run, local_devices: bool = True) -> dict[str, Any]:
+    """Validate one run and return its plan.
+
+    local_devices: also check the mesh and batch against this machine's devices (the
+    `prepare` path of the trainer); False for runs that go to another machine (TPU), where
+    only the config, vocabulary and schedule are checked and `plan["mesh"]` is empty.
+    """
+    from jaxsparse.train import config as config_lib
+    from jaxsparse.train import prepare
+    from jaxsparse.train.plan import run_plan
+    from jaxsparse.train.run_setup import resolve_vocab
+
+    config = load_config(run)
+    try:
+        if local_devices:
+            return prepare(config, None)["plan"]
+        config_lib.validate(config)
+        return run_plan(config, resolve_vocab(config), {})
+    except (ValueError, TypeError, KeyError) as err:
+        raise SweepError(f"run {run.name!r} ({run.config} "
+                         f"{' '.join(run.override_flags())}): {err}") from err
+
+
+def plan_runs(runs: list[Run], local_devices: bool = True) -> dict[str, dict[str, Any]]:
+    """Plans of all runs, by name; the first invalid run raises SweepError (nothing launched)."""
+    return {run.name: plan_run(run, local_devices) for run in runs}

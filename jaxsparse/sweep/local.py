@@ -1,0 +1,206 @@
+"""Run a sweep on this machine: K trainer subprocesses at a time, resumable and idempotent.
+
+A run whose WORKDIR/summary.json exists is skipped. Any other run is (re)started with the same
+trainer command; the trainer resumes from WORKDIR/checkpoints by itself. Each run's stdout and
+stderr are appended to WORKDIR/log.txt. With K > 1 every run is pinned to its own share of the
+CPU cores (sched_setaffinity) and told to use that many threads. SIGINT/SIGTERM are forwarded to
+the running trainers as SIGTERM, which makes them checkpoint and stop; rerun to resume.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+from jaxsparse.sweep.spec import Run
+
+SUMMARY = "summary.json"
+LOG = "log.txt"
+HISTORY = "runner.jsonl"  # in the sweep root: one record per finished or failed trainer process
+
+
+def is_done(root: str, run: Run) -> bool:
+    return os.path.exists(os.path.join(root, run.workdir, SUMMARY))
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+@dataclasses.dataclass
+class _Active:
+    run: Run
+    proc: subprocess.Popen
+    log: object
+    started: float
+    slot: int
+
+
+def _slot_cores(slot: int, parallel: int) -> list[int] | None:
+    """The CPU cores of parallel slot `slot` (None: no pinning, one run uses everything)."""
+    if parallel <= 1 or not hasattr(os, "sched_getaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    share = max(1, len(cores) // parallel)
+    start = (slot * share) % len(cores)
+    return cores[start:start + share] or cores[:share]
+
+
+def _env(cores: list[int] | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if cores is not None:
+        threads = str(len(cores))
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
+                            + ("false" if len(cores) == 1 else "true")).strip()
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = threads
+    return env
+
+
+class LocalRunner:
+    """Runs `runs` under `root`, `parallel` at a time; `weights` (e.g. planned FLOPs) give ETA."""
+
+    def __init__(self, runs: list[Run], root: str, parallel: int = 1,
+                 weights: dict[str, float] | None = None,
+                 say: Callable[[str], None] = lambda m: print(m, flush=True),
+                 progress_every_s: float = 60.0):
+        if parallel < 1:
+            raise ValueError(f"--parallel={parallel} is not allowed: expected an integer >= 1")
+        self.runs, self.root, self.parallel = runs, root, parallel
+        self.weights = weights or {r.name: 1.0 for r in runs}
+        self.say = say
+        self.progress_every_s = progress_every_s
+        self._stop_signal: int | None = None
+
+    def command(self, run: Run) -> list[str]:
+        from jaxsparse.sweep.spec import resolve_config_file, split_config
+        path, arg = split_config(run.config)
+        config = resolve_config_file(path) + (f":{arg}" if arg is not None else "")
+        workdir = os.path.join(self.root, run.workdir)
+        return [sys.executable, "-m", "jaxsparse.train", *run.train_args(workdir, config)]
+
+    def _start(self, run: Run, slot: int) -> _Active:
+        workdir = os.path.join(self.root, run.workdir)
+        os.makedirs(workdir, exist_ok=True)
+        cmd = self.command(run)
+        log = open(os.path.join(workdir, LOG), "a", encoding="utf-8")
+        resumed = os.path.isdir(os.path.join(workdir, "checkpoints"))
+        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} "
+                  f"{'resume' if resumed else 'start'}: {' '.join(cmd)}\n")
+        log.flush()
+        cores = _slot_cores(slot, self.parallel)
+        preexec = (lambda: os.sched_setaffinity(0, cores)) if cores else None
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(cores),
+                                preexec_fn=preexec, start_new_session=True)
+        self.say(f"[{run.name}] {'resumed' if resumed else 'started'} "
+                 f"(log: {os.path.join(workdir, LOG)})")
+        return _Active(run, proc, log, time.time(), slot)
+
+    def _on_signal(self, signum, frame) -> None:
+        del frame
+        self._stop_signal = signum
+
+    def run(self) -> int:
+        """Run everything not done; return 0 (all done), 1 (some failed) or 128+signal."""
+        pending = [r for r in self.runs if not is_done(self.root, r)]
+        skipped = len(self.runs) - len(pending)
+        if skipped:
+            self.say(f"{skipped} of {len(self.runs)} runs already have {SUMMARY}: skipped")
+        timed: list[tuple[float, float]] = []  # (weight, wall seconds) of finished runs
+        t0, last_progress = time.time(), 0.0
+        active: list[_Active] = []
+        finished, failed = 0, []
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while pending or active:
+                if self._stop_signal is not None:
+                    return self._shutdown(active)
+                free = [s for s in range(self.parallel) if s not in {a.slot for a in active}]
+                while pending and free:
+                    active.append(self._start(pending.pop(0), free.pop(0)))
+                time.sleep(0.2)
+                for a in list(active):
+                    code = a.proc.poll()
+                    if code is None:
+                        continue
+                    active.remove(a)
+                    a.log.close()
+                    wall = time.time() - a.started
+                    self._record(a.run, code, wall)
+                    if code == 0 and is_done(self.root, a.run):
+                        finished += 1
+                        timed.append((self.weights[a.run.name], wall))
+                        self.say(f"[{a.run.name}] done in {format_duration(wall)}")
+                    else:
+                        failed.append(a.run)
+                        self.say(f"[{a.run.name}] FAILED (exit {code}) after "
+                                 f"{format_duration(wall)}; see "
+                                 f"{os.path.join(self.root, a.run.workdir, LOG)}")
+                    last_progress = 0.0
+                now = time.time()
+                if now - last_progress >= self.progress_every_s or not (pending or active):
+                    last_progress = now
+                    left = [a.run for a in active] + pending
+                    self.say(self._progress(finished, skipped, failed, active, pending,
+                                            now - t0, self._eta(timed, left)))
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+        if failed:
+            self.say(f"{len(failed)} run(s) failed: {', '.join(r.name for r in failed)}; "
+                     "rerun the same command to retry them (finished runs are skipped)")
+            return 1
+        return 0
+
+    def _record(self, run: Run, code: int, wall: float) -> None:
+        os.makedirs(self.root, exist_ok=True)
+        with open(os.path.join(self.root, HISTORY), "a", encoding="utf-8") as f:
+            f.write(json.dumps({"name": run.name, "exit": code, "wall_s": round(wall, 2),
+                                "finished": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+
+    def _eta(self, timed: list[tuple[float, float]], left: list[Run]) -> str:
+        """Seconds per run = a + b * weight, fitted to the finished runs (a, b >= 0), summed
+        over the runs left (running ones counted whole) and divided by `parallel`."""
+        if not timed:
+            return "?" if left else "0m00s"
+        w = np.array([x for x, _ in timed])
+        t = np.array([y for _, y in timed])
+        a, b = 0.0, float(t.sum() / max(w.sum(), 1e-30))
+        if len(timed) >= 2 and np.ptp(w) > 0:
+            b_fit, a_fit = np.polyfit(w, t, 1)
+            if a_fit >= 0 and b_fit >= 0:
+                a, b = float(a_fit), float(b_fit)
+        seconds = sum(a + b * self.weights[r.name] for r in left) / self.parallel
+        return format_duration(seconds)
+
+    def _progress(self, finished, skipped, failed, active, pending, elapsed, eta) -> str:
+        return (f"progress: {finished + skipped}/{len(self.runs)} done ({skipped} skipped), "
+                f"{len(active)} running, {len(pending)} waiting, {len(failed)} failed | "
+                f"elapsed {format_duration(elapsed)} | ETA {eta}")
+
+    def _shutdown(self, active: list[_Active]) -> int:
+        signum = self._stop_signal or signal.SIGTERM
+        self.say(f"signal {signum}: asking {len(active)} running trainer(s) to checkpoint and "
+                 "stop; rerun the same command to resume")
+        for a in active:
+            if a.proc.poll() is None:
+                a.proc.send_signal(signal.SIGTERM)
+        for a in active:
+            try:
+                a.proc.wait(timeout=300)
+            except subprocess.TimeoutExpired:
+                a.proc.kill()
+                a.proc.wait()
+            a.log.close()
+            self._record(a.run, a.proc.returncode, time.time() - a.started)
+        return 128 + int(signum)
