@@ -27,7 +27,7 @@ def fan_in_init(scale: float = 1.0) -> Initializer:
 
 
 class MaskedDense(nn.Module):
-    """y = x @ (kernel * mask): a bias-free linear layer whose kernel carries a pruning mask.
+    """y = x @ where(mask, kernel, 0): a bias-free linear layer whose kernel carries a pruning mask.
 
     Params: `kernel` [in_features, features], logical axes `kernel_axes` (fan-in first: the pruning
     library's n:m groups run along axis -2). Masks: `kernel` in the `masks` collection, bool, same
@@ -55,7 +55,7 @@ class MaskedDense(nn.Module):
             if mask.shape != shape:
                 raise ValueError(f"mask of {'/'.join(self.path)}/kernel has shape {mask.shape}; "
                                  f"the kernel has shape {shape}")
-            kernel = kernel * mask.astype(self.dtype)
+            kernel = jnp.where(mask, kernel, jnp.zeros((), self.dtype))
         out_dtype = self.out_dtype or self.dtype
         return jnp.dot(jnp.asarray(x, self.dtype), kernel, preferred_element_type=out_dtype).astype(out_dtype)
 
