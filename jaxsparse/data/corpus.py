@@ -129,20 +129,19 @@ class DecodeReport:
         self.bad_lines: list[str] = []
 
     def warn(self) -> None:
-        if self.non_utf8:
-            msg = (
-                f"{len(self.non_utf8)} corpus file(s) are not valid UTF-8; undecodable bytes were replaced "
-                f"with U+FFFD: {', '.join(self.non_utf8[:10])}{' ...' if len(self.non_utf8) > 10 else ''}"
-            )
-            warnings.warn(msg, UnicodeWarning, stacklevel=2)
-            log.warning(msg)
-        if self.bad_lines:
-            msg = (
-                f"{len(self.bad_lines)} .jsonl line(s) skipped (not a JSON object with a string 'text'): "
-                f"{', '.join(self.bad_lines[:10])}{' ...' if len(self.bad_lines) > 10 else ''}"
-            )
-            warnings.warn(msg, UserWarning, stacklevel=2)
-            log.warning(msg)
+        _warn_counted(self.non_utf8, "corpus file(s) are not valid UTF-8; undecodable bytes were "
+                      "replaced with U+FFFD", UnicodeWarning)
+        _warn_counted(self.bad_lines, ".jsonl line(s) skipped (not a JSON object with a string "
+                      "'text')", UserWarning)
+
+
+def _warn_counted(items: list[str], what: str, category: type[Warning]) -> None:
+    """One warning with the count of `items` and the first ten of them (nothing if empty)."""
+    if not items:
+        return
+    msg = f"{len(items)} {what}: {', '.join(items[:10])}{' ...' if len(items) > 10 else ''}"
+    warnings.warn(msg, category, stacklevel=3)
+    log.warning(msg)
 
 
 def _read_text(f: CorpusFile, report: DecodeReport) -> str:
