@@ -182,3 +182,30 @@ def test_update_without_params_is_a_clear_error():
     tx = magnitude_pruning(SCHED, TOTAL)
     with pytest.raises(ValueError, match="params"):
         tx.update(params, tx.init(params))
+
+
+def test_pruned_weights_are_exactly_zero_with_lower_precision_updates():
+    params = {"fc": {"kernel": jax.random.normal(jax.random.key(0), (8, 8)) * 1.2345678}}
+    tx = magnitude_pruning(Schedule("one_shot", 0.5, 0.0, 0.0, 1), 10)
+    state = tx.init(params)
+    grads = jax.tree.map(lambda w: jnp.zeros_like(w, jnp.bfloat16), params)
+    updates, state = tx.update(grads, state, params)
+    new = optax.apply_updates(params, updates)
+    mask = np.asarray(get_masks(state)["fc"]["kernel"])
+    assert np.all(np.asarray(new["fc"]["kernel"])[~mask] == 0.0)
+    assert new["fc"]["kernel"].dtype == jnp.float32
+
+
+def test_average_param_count_uses_the_densities_n_of_m_realises():
+    from jaxsparse.pruning import average_param_count, realised_densities
+    sched = Schedule("geometric", 0.5, 0.25, 0.75, 10)
+    plain = average_param_count(sched, 1000, 400, 100)
+    nm = average_param_count(sched, 1000, 400, 100, structure="2:4")
+    dens = realised_densities(sched, 1000, "2:4")
+    np.testing.assert_allclose(dens * 4, np.round(dens * 4))
+    assert dens[-1] == 0.5 and np.all(dens >= sched.event_densities(1000) - 1e-12)
+    assert nm.total > plain.total
+    steps = np.arange(1000)
+    idx = np.searchsorted(sched.event_steps(1000), steps, side="right")
+    per_step = np.where(idx == 0, 1.0, dens[np.maximum(idx - 1, 0)])
+    assert nm.prunable == pytest.approx(400 * per_step.mean(), rel=1e-12)

@@ -180,8 +180,11 @@ def test_workdir_of_another_run_is_refused_and_left_untouched(corpus, data_dir, 
     train(_config(corpus, data_dir, **{"train.steps": 8}), str(tmp_path))
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").rglob("*")}
     for key, value in (("pruning.final_sparsity", 0.5), ("model.d_model", 32),
-                       ("model.n_heads", 2)):
-        with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+                       ("model.n_heads", 2), ("model.vocab_multiple", 64),
+                       ("train.grad_clip", 0.0)):
+        field = {"model.vocab_multiple": "model.vocab_size",
+                 "train.grad_clip": "grad_clip"}.get(key, key)
+        with pytest.raises(ValueError, match=field.replace(".", r"\.")):
             train(_config(corpus, data_dir, **{"train.steps": 8, key: value}), str(tmp_path))
     after = {p: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").rglob("*")}
     assert before == after
@@ -199,7 +202,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(corpus, data_dir, tmp_
             proc.send_signal(signal.SIGTERM)
             break
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0
+    assert proc.returncode == 75  # EX_TEMPFAIL: saved, rerun to resume
     assert "SIGTERM: checkpoint saved at step" in out
     saved = int(out.split("checkpoint saved at step ")[1].split(";")[0])
     assert 0 < saved < 160 and (tmp_path / "checkpoints" / str(saved)).exists()
@@ -207,3 +210,55 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(corpus, data_dir, tmp_
     again = run_cli(train_cmd(corpus, tmp_path, *extra), env)
     assert again.returncode == 0 and f"resumed from {tmp_path}/checkpoints/{saved}" in again.stdout
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 160
+
+
+def test_finished_run_is_not_redone_and_its_summary_kept(corpus, data_dir, tmp_path):
+    config = _config(corpus, data_dir, **{"train.steps": 8, "eval.every_steps": 3})
+    first = train(config, str(tmp_path))
+    evals = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["kind"] == "eval"]
+    assert evals == [3, 6, 8]  # every eval.every_steps, also off the log interval, and at the end
+    again = train(config, str(tmp_path))
+    assert again == json.loads((tmp_path / "summary.json").read_text())
+    assert again["final_train_loss"] == first["final_train_loss"] is not None
+    assert again["n_avg_realised"] == first["n_avg_realised"]
+
+
+def test_plan_counts_only_masked_weights_and_realised_n_of_m_densities(corpus, data_dir):
+    base = prepare(_config(corpus, data_dir), None)["plan"]
+    no_head = prepare(_config(corpus, data_dir, **{"pruning.exclude": "lm_head"}), None)["plan"]
+    head = 64 * no_head["model"]["vocab_size"]
+    assert no_head["params"]["prunable"] == base["params"]["prunable"] - head
+    assert no_head["n_avg"] > base["n_avg"] and no_head["flops"] > base["flops"]
+    nm = prepare(_config(corpus, data_dir, **{"pruning.structure": "2:4",
+                                              "pruning.final_sparsity": 0.5}), None)["plan"]
+    from jaxsparse.pruning import realised_densities
+    sched = Schedule("geometric", 0.5, 0.25, 0.75, 2)
+    realised = realised_densities(sched, 24, "2:4")
+    assert set(np.round(realised * 4, 9)) <= {2.0, 3.0, 4.0} and realised[-1] == 0.5
+    want = nm["params"]["other"] + sched.average_density(24, realised) * nm["params"]["prunable"]
+    assert nm["n_avg"] == pytest.approx(want, rel=1e-12)
+    assert nm["n_avg"] > base["n_avg"]  # rounding up to whole weights per group keeps more
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"train.eps": 0.0}, "train.eps"),
+    ({"pruning.structure": "2:4"}, "final_sparsity"),
+    ({"pruning.include": "nothing_matches"}, "include"),
+])
+def test_dry_run_rejects_what_training_would(corpus, data_dir, overrides, field):
+    with pytest.raises(ValueError, match=field):
+        prepare(_config(corpus, data_dir, **overrides), None)
+
+
+def test_per_layer_sparsity_splits_scanned_kernels_by_layer():
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec
+    from jaxsparse import models
+    from jaxsparse.train.loop import _per_layer_sparsity
+    stacked = jnp.stack([jnp.ones((4, 4), bool), jnp.zeros((4, 4), bool).at[0, 0].set(True)])
+    masks = {"layers": {"q": {"kernel": stacked}}, "lm_head": {"kernel": jnp.ones((4, 8), bool)}}
+    mesh = models.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    got = _per_layer_sparsity(masks, NamedSharding(mesh, PartitionSpec()))
+    assert got == {"layers/q/kernel[0]": 0.0, "layers/q/kernel[1]": 15 / 16, "lm_head/kernel": 0.0}

@@ -12,11 +12,13 @@ from jaxsparse.pruning.accounting import (AverageParamCount, SparsitySummary, Te
                                           average_param_count, summary)
 from jaxsparse.pruning.schedule import KINDS, Schedule
 from jaxsparse.pruning.selection import prunable_flags
+from jaxsparse.pruning.structure import parse_structure, realised_densities
 from jaxsparse.pruning.transform import (SCOPES, MagnitudePruningState, get_masks,
                                          magnitude_pruning, mask_collection)
 
 __all__ = [
     "KINDS", "SCOPES", "AverageParamCount", "MagnitudePruningState", "Schedule",
     "SparsitySummary", "TensorSparsity", "average_param_count", "get_masks",
-    "magnitude_pruning", "mask_collection", "prunable_flags", "summary",
+    "magnitude_pruning", "mask_collection", "parse_structure", "prunable_flags",
+    "realised_densities", "summary",
 ]

@@ -10,6 +10,7 @@ import numpy as np
 
 from jaxsparse.pruning.schedule import Schedule
 from jaxsparse.pruning.selection import path_str, prunable_flags
+from jaxsparse.pruning.structure import realised_densities
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,9 +92,11 @@ class AverageParamCount(NamedTuple):
 
 
 def average_param_count(schedule: Schedule, total_steps: int, n_prunable: int,
-                        n_other: int) -> AverageParamCount:
-    """N̄ = (1/T) sum_t [n_other + density(t) * n_prunable] with the exact discrete density."""
+                        n_other: int, structure: str | None = None) -> AverageParamCount:
+    """N̄ = (1/T) sum_t [n_other + density(t) * n_prunable] with the exact discrete density
+    (as realised by an n:m ``structure`` when given)."""
     if n_prunable < 0 or n_other < 0:
         raise ValueError(f"n_prunable={n_prunable} and n_other={n_other} must be >= 0")
-    prunable = schedule.average_density(total_steps) * n_prunable
+    dens = realised_densities(schedule, total_steps, structure)
+    prunable = schedule.average_density(total_steps, dens) * n_prunable
     return AverageParamCount(total=n_other + prunable, prunable=prunable)

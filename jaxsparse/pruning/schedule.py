@@ -144,13 +144,17 @@ class Schedule:
         return (idx > 0) & (ev[xp.maximum(idx - 1, 0)] == step)
 
     # ----------------------------------------------------------------- averages
-    def average_density(self, total_steps: int) -> float:
-        """Exact mean of ``density_at(t)`` over ``t = 0 .. total_steps - 1``."""
+    def average_density(self, total_steps: int, densities: np.ndarray | None = None) -> float:
+        """Exact mean of ``density_at(t)`` over ``t = 0 .. total_steps - 1``.
+
+        ``densities`` (one per event) replaces the scheduled ones, e.g. the densities an n:m
+        structure realises (``jaxsparse.pruning.realised_densities``).
+        """
         _check_total(total_steps)
         events = self.event_steps(total_steps)
         if len(events) == 0:
             return 1.0
-        dens = self.event_densities(total_steps)
+        dens = self.event_densities(total_steps) if densities is None else np.asarray(densities)
         spans = np.diff(np.append(events, total_steps))  # steps each density is in force
         total = float(events[0]) + float(np.sum(spans * dens))
         return total / total_steps

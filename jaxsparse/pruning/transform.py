@@ -50,6 +50,7 @@ import optax
 from jaxsparse.pruning import topk
 from jaxsparse.pruning.schedule import Schedule
 from jaxsparse.pruning.selection import compile_pattern, prunable_flags
+from jaxsparse.pruning.structure import kept_per_group, parse_structure
 
 SCOPES = ("global", "layerwise")
 _INT32_MAX = 2**31 - 1
@@ -65,19 +66,6 @@ class MagnitudePruningState(NamedTuple):
 
     count: jax.Array
     masks: Any
-
-
-def _parse_structure(structure: str | None) -> tuple[int, int] | None:
-    if structure is None:
-        return None
-    try:
-        n_str, m_str = str(structure).split(":")
-        n, m = int(n_str), int(m_str)
-    except ValueError:
-        raise ValueError(f"structure={structure!r} must be None or 'n:m' such as '2:4'") from None
-    if not 0 < n < m:
-        raise ValueError(f"structure={structure!r}: need 0 < n < m (got n={n}, m={m})")
-    return n, m
 
 
 def magnitude_pruning(schedule: Schedule, total_steps: int, *, scope: str = "global",
@@ -105,7 +93,7 @@ def magnitude_pruning(schedule: Schedule, total_steps: int, *, scope: str = "glo
     schedule.check_fits(total_steps)
     if scope not in SCOPES:
         raise ValueError(f"scope={scope!r} is unknown; allowed: {', '.join(SCOPES)}")
-    nm = _parse_structure(structure)
+    nm = parse_structure(structure)
     if nm is not None and not math.isclose(schedule.final_sparsity, 1 - nm[0] / nm[1],
                                            abs_tol=1e-6):
         raise ValueError(
@@ -142,8 +130,7 @@ def magnitude_pruning(schedule: Schedule, total_steps: int, *, scope: str = "glo
         """int32[n_events, n_tensors] (layerwise), [n_events, 1] (global) or, for n:m,
         [n_events, 1] weights kept per group."""
         if nm is not None:
-            per_group = np.ceil(densities * nm[1] - 1e-9).astype(np.int64)
-            return np.clip(per_group, nm[0], nm[1]).astype(np.int32)[:, None]
+            return kept_per_group(schedule, total_steps, nm)[:, None]
         if scope == "global":
             return np.floor(densities * sum(sizes) + 0.5).astype(np.int32)[:, None]
         return np.floor(densities[:, None] * np.asarray(sizes)[None, :] + 0.5).astype(np.int32)
@@ -192,7 +179,9 @@ def magnitude_pruning(schedule: Schedule, total_steps: int, *, scope: str = "glo
             masks = jax.lax.cond(is_event, event, lambda: list(masks))
         out = list(upd_leaves)
         for j, i in enumerate(idx):
-            out[i] = jnp.where(masks[j], upd_leaves[i], -leaves[i]).astype(upd_leaves[i].dtype)
+            # in the wider of the two dtypes, so that params + updates is exactly 0 when pruned
+            dtype = jnp.promote_types(upd_leaves[i].dtype, leaves[i].dtype)
+            out[i] = jnp.where(masks[j], upd_leaves[i].astype(dtype), -leaves[i].astype(dtype))
         new_state = MagnitudePruningState(
             count=optax.safe_increment(state.count),
             masks=_unflatten(treedef, len(leaves), idx, masks))

@@ -143,7 +143,9 @@ class LocalRunner:
                         self.say(f"[{a.run.name}] done in {format_duration(wall)}")
                     else:
                         failed.append(a.run)
-                        self.say(f"[{a.run.name}] FAILED (exit {code}) after "
+                        why = ("stopped by SIGTERM, checkpoint saved; rerun to resume"
+                               if code == 75 else f"FAILED (exit {code})")
+                        self.say(f"[{a.run.name}] {why} after "
                                  f"{format_duration(wall)}; see "
                                  f"{os.path.join(self.root, a.run.workdir, LOG)}")
                     last_progress = 0.0

@@ -18,6 +18,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_PREEMPTED = 2, 3, 75  # 75: EX_TEMPFAIL, "try again"
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py[:args]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and summary.")
@@ -68,13 +70,15 @@ def main(argv) -> None:
         if not _WORKDIR.value:
             raise ValueError("--workdir is required (or use --dry_run)")
         init_distributed()
-        loop.train(config, _WORKDIR.value)
+        result = loop.train(config, _WORKDIR.value)
+        if "preempted_at" in result:  # checkpoint saved; rerun the command to resume
+            sys.exit(EXIT_PREEMPTED)
     except ValueError as err:  # bad input: nothing was computed
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
     except FloatingPointError as err:  # divergence: the last good checkpoint is kept
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(3)
+        sys.exit(EXIT_DIVERGED)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

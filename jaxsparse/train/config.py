@@ -196,7 +196,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _num(config, "train.min_lr_ratio", 0.0, 1.0)
     _num(config, "train.b1", 0.0, 1.0, hi_open=True)
     _num(config, "train.b2", 0.0, 1.0, hi_open=True)
-    _num(config, "train.eps", 0.0, 1.0)
+    _num(config, "train.eps", 0.0, 1.0, lo_open=True)
     _num(config, "train.weight_decay", 0.0, 10.0)
     _num(config, "train.grad_clip", 0.0, 1e9)
     _int(config, "train.log_every_steps", 1)

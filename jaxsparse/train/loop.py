@@ -7,6 +7,7 @@ metrics.jsonl, summary.json and training.png (process 0 only).
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -14,20 +15,21 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxsparse import data as data_lib
 from jaxsparse import models
 from jaxsparse.pruning import summary
+from jaxsparse.pruning.selection import path_str
 from jaxsparse.train import config as config_lib
 from jaxsparse.train import report
 from jaxsparse.train.checkpointing import Checkpointer, identity
 from jaxsparse.train.metrics import MetricsWriter, Progress, say
 from jaxsparse.train.optimizer import learning_rate_schedule, make_optimizer
-from jaxsparse.train.plan import run_plan
+from jaxsparse.train.plan import run_plan, train_flops_per_token
 from jaxsparse.train.run_setup import build_mesh, check_workdir, resolve_vocab
 from jaxsparse.train.state import abstract_state, create_state
 from jaxsparse.train.step import active_params, make_eval_step, make_train_step, model_masks
@@ -80,8 +82,26 @@ def _evaluate(eval_step, state, batches, sharding) -> float:
     return float(sum(s["loss_sum"] for s in sums) / max(1.0, sum(s["weights"] for s in sums)))
 
 
+def _per_layer_sparsity(masks: Any, replicated: NamedSharding) -> dict[str, float]:
+    """Sparsity per mask; a kernel stacked by nn.scan (rank >= 3) gets one entry per layer,
+    named ``path[i]``."""
+    flat = [(path_str(p), m) for p, m in jax.tree_util.tree_flatten_with_path(masks)[0]]
+    counts = jax.jit(lambda ms: [jnp.sum(m, axis=tuple(range(1, m.ndim)) if m.ndim >= 3
+                                         else None, dtype=jnp.int32) for m in ms],
+                     out_shardings=replicated)([m for _, m in flat])
+    out = {}
+    for (path, m), c in zip(flat, jax.device_get(counts)):
+        per = int(np.prod(m.shape[1:])) if m.ndim >= 3 else int(np.prod(m.shape))
+        if m.ndim >= 3:
+            out.update({f"{path}[{i}]": 1.0 - int(ci) / per for i, ci in enumerate(c)})
+        else:
+            out[path] = 1.0 - int(c) / per
+    return out
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Run (or resume) the training described by `config` in `workdir`; return summary.json."""
+    """Run (or resume) the training described by `config` in `workdir`; return summary.json
+    (or {"preempted_at": step} after a SIGTERM)."""
     prep = prepare(config, workdir)
     mesh, plan, vocab = prep["mesh"], prep["plan"], prep["vocab"]
     steps, seq = plan["steps"], config.train.seq_len
@@ -91,10 +111,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     sched = config_lib.schedule(config)
     abstract, shardings = abstract_state(model, tx, mesh, models.DEFAULT_RULES, seq)
     ckpt = Checkpointer(workdir, config.checkpoint.keep, config.checkpoint.async_save)
-    ident = identity(config, vocab, steps)
+    ident = identity(config, model_cfg, steps)
     latest = ckpt.latest_step()
+    progress_meta: dict[str, Any] = {}
     if latest is not None:
         ckpt.check_compatible(latest, ident)  # before anything is written
+        progress_meta = ckpt.read_meta(latest).get("progress", {})
+        summary_path = os.path.join(workdir, "summary.json")
+        if latest == steps and os.path.exists(summary_path):
+            say(f"nothing to do: {workdir} holds a finished run ({summary_path})")
+            with open(summary_path, encoding="utf-8") as f:
+                return json.load(f)
     is_main = jax.process_index() == 0
     train_iter = data_lib.make_train_iterator(config.data, seq_len=seq,
                                               global_batch_size=config.train.batch_size,
@@ -113,28 +140,33 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     train_step = jax.jit(make_train_step(model, tx, config.train.grad_accum),
                          in_shardings=(shardings, batch_sharding),
                          out_shardings=(shardings, replicated), donate_argnums=(0,))
-    eval_step = jax.jit(make_eval_step(model), in_shardings=(shardings, batch_sharding),
-                        out_shardings=replicated)
+    eval_step = jax.jit(make_eval_step(model, config.train.grad_accum),
+                        in_shardings=(shardings, batch_sharding), out_shardings=replicated)
     count_active = jax.jit(active_params, in_shardings=(shardings,), out_shardings=replicated)
     lr_at = learning_rate_schedule(config, steps)
 
     n_prunable = plan["params"]["prunable"]
     n_other = plan["params"]["total"] - n_prunable
     tokens_per_step = plan["tokens_per_step"]
-    writer = MetricsWriter(workdir, enabled=is_main, tensorboard=config.metrics.tensorboard)
-    meta = {"identity": ident, "config": config.to_dict()}
     start = int(jax.device_get(state.step))
+    writer = MetricsWriter(workdir, enabled=is_main, tensorboard=config.metrics.tensorboard,
+                           keep_until=start)
     progress = Progress(steps, start)
     dense = sched.kind == "dense"  # no pruning transform: every prunable weight stays active
     active = n_prunable if dense else int(jax.device_get(count_active(state)))
-    # N̄ so far, from the realised active counts (the density changes only at events)
-    active_sum = float(sum(n_other + sched.density_at(t, steps) * n_prunable
-                           for t in range(0, start))) if start else 0.0
+    if start == 0 and not dense and sched.is_event(0, steps):  # an event applied in init
+        writer.write("pruning_event", 0, {
+            "density": active / n_prunable, "scheduled_density": float(sched.density_at(0, steps)),
+            "per_layer_sparsity": _per_layer_sparsity(model_masks(state.opt_state), replicated)})
+    # sum over done steps of the active parameters in force (for N̄ so far), kept in checkpoints
+    active_sum = float(progress_meta.get("active_sum", 0.0))
+    losses: list[float] = list(progress_meta.get("losses", []))
     pending: list[dict] = []
-    losses: list[float] = []
     last_good = latest
     t_log, step_at_log = time.time(), start
     eval_loss = float("nan")
+    every = config.eval.every_steps
+    single = jax.process_count() == 1
     with _Preemption() as preempt:
         for step in range(start, steps):
             state, metrics = train_step(state, data_lib.to_global_batch(next(train_iter),
@@ -144,9 +176,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             done = step + 1
             event = bool(sched.is_event(done, steps)) and done < steps
             log_now = done % config.train.log_every_steps == 0 or done == steps or event
-            ckpt_now = (config.checkpoint.every_steps and done % config.checkpoint.every_steps == 0)
-            stop = preempt.agreed() if (log_now or ckpt_now) else False
-            if not (log_now or ckpt_now or stop):
+            ckpt_now = bool(config.checkpoint.every_steps
+                            and done % config.checkpoint.every_steps == 0)
+            eval_now = bool(every and done % every == 0 and done < steps)
+            # one process: the flag at every step; several: agreed on at log/checkpoint steps
+            stop = preempt.requested if single else (
+                preempt.agreed() if (log_now or ckpt_now) else False)
+            if not (log_now or ckpt_now or eval_now or stop):
                 continue
             fetched = jax.device_get(pending)
             pending = []
@@ -160,16 +196,16 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                     f"({'none' if last_good is None else f'{ckpt.directory}/{last_good}'}) "
                     "is intact; lower config.train.learning_rate or check the data.")
             if event:
-                masks_summary = summary(model_masks(state.opt_state))
-                active = masks_summary.active
+                masks = model_masks(state.opt_state)
+                active = summary(masks).active
                 writer.write("pruning_event", done, {
-                    "density": masks_summary.density, "scheduled_density":
-                    float(sched.density_at(done, steps)),
-                    "per_layer_sparsity": {k: t.sparsity for k, t in masks_summary.tensors.items()}})
+                    "density": active / n_prunable,
+                    "scheduled_density": float(sched.density_at(done, steps)),
+                    "per_layer_sparsity": _per_layer_sparsity(masks, replicated)})
             now = time.time()
             tok_s = tokens_per_step * (done - step_at_log) / max(now - t_log, 1e-9)
             density = active / n_prunable
-            tflops = models.flops_per_token(model_cfg, seq, min(1.0, density)) * tok_s / 1e12
+            tflops = train_flops_per_token(model_cfg, seq, n_prunable, density) * tok_s / 1e12
             record = {
                 "loss": float(np.mean(losses)), "learning_rate": float(lr_at(step)),
                 "grad_norm": norms[-1], "tokens_per_s": tok_s,
@@ -181,13 +217,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             if peak > 0:
                 record["mfu"] = tflops / (peak * jax.device_count())
             writer.write("train", done, record)
-            if is_main:
+            if is_main and (log_now or stop):
                 progress.log(done, record["loss"], density, tok_s)
-            t_log, step_at_log = now, done
-            if config.eval.every_steps and done % config.eval.every_steps == 0 and done < steps:
-                eval_loss = _evaluate(eval_step, state, eval_batches, batch_sharding)
-                writer.write("eval", done, {"eval_loss": eval_loss})
-            if ckpt_now or stop:
+            if ckpt_now or stop:  # before any eval: a preempted run has little time left
+                meta = {"identity": ident, "config": config.to_dict(),
+                        "progress": {"active_sum": active_sum, "losses": losses}}
                 ckpt.save(done, state, train_iter.get_state(), meta, force=stop)
                 last_good = done
             if stop:
@@ -195,14 +229,20 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 writer.close()
                 say(f"SIGTERM: checkpoint saved at step {done}; rerun the same command to resume")
                 return {"preempted_at": done}
+            if eval_now:
+                eval_loss = _evaluate(eval_step, state, eval_batches, batch_sharding)
+                writer.write("eval", done, {"eval_loss": eval_loss})
+            t_log, step_at_log = time.time(), done  # eval and checkpoint time not in tokens/s
     if last_good != steps:
+        meta = {"identity": ident, "config": config.to_dict(),
+                "progress": {"active_sum": active_sum, "losses": losses}}
         ckpt.save(steps, state, train_iter.get_state(), meta, force=True)
     eval_loss = _evaluate(eval_step, state, eval_batches, batch_sharding)
     writer.write("eval", steps, {"eval_loss": eval_loss})
     ckpt.close()
     final_active = n_prunable if dense else summary(model_masks(state.opt_state)).active
     final = {
-        "n_avg_realised": active_sum / steps if start == 0 else None,
+        "n_avg_realised": active_sum / steps,
         "n_final": n_other + final_active,
         "final_sparsity": 1.0 - final_active / n_prunable,
         "final_train_loss": float(np.mean(losses)) if losses else None,

@@ -23,12 +23,23 @@ def format_duration(seconds: float) -> str:
 class MetricsWriter:
     """Appends records to metrics.jsonl (and TensorBoard scalars) in `workdir`."""
 
-    def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True):
+    def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True,
+                 keep_until: int = 0):
+        """``keep_until``: the step the run resumes from; records of later steps (written
+        before a crash, and about to be redone) are dropped so that no step appears twice."""
         self.enabled = enabled
         self._tb = None
         if not enabled:
             return
-        self._file = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+        path = os.path.join(workdir, "metrics.jsonl")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                kept = [line for line in f if line.strip()
+                        and json.loads(line).get("step", 0) <= keep_until]
+            with open(path + ".tmp", "w", encoding="utf-8") as f:
+                f.writelines(kept)
+            os.replace(path + ".tmp", path)
+        self._file = open(path, "a", encoding="utf-8")
         if tensorboard:
             from tensorboardX import SummaryWriter  # TensorBoard files without TensorFlow
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))

@@ -55,9 +55,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         if grad_accum == 1:
             (total, weight), grads = grads_of(state.params, masks, batch)
         else:
-            micro = jax.tree.map(
-                lambda x: x.reshape(x.shape[0] // grad_accum, grad_accum, *x.shape[1:])
-                .swapaxes(0, 1), batch)
+            micro = _micro_batches(batch, grad_accum)
 
             def body(carry, mb):
                 (t, w), g = grads_of(state.params, masks, mb)
@@ -75,11 +73,25 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     return step
 
 
-def make_eval_step(model: nn.Module) -> Callable[[TrainState, Batch], dict]:
-    """eval(state, batch) -> {"loss_sum", "weights"} (sum these over batches, then divide)."""
+def _micro_batches(batch: Batch, grad_accum: int) -> Batch:
+    """[B, ...] -> [grad_accum, B / grad_accum, ...], micro-batch i holding rows i, i+A, ..."""
+    return jax.tree.map(lambda x: x.reshape(x.shape[0] // grad_accum, grad_accum, *x.shape[1:])
+                        .swapaxes(0, 1), batch)
+
+
+def make_eval_step(model: nn.Module, grad_accum: int = 1) -> Callable[[TrainState, Batch], dict]:
+    """eval(state, batch) -> {"loss_sum", "weights"} (sum these over batches, then divide).
+    Runs the batch in `grad_accum` pieces, like training, so it fits the same memory."""
     def eval_step(state: TrainState, batch: Batch) -> dict:
         masks = model_masks(state.opt_state)
-        total, weight = _loss_sums(model, state.params, masks, batch)
+        if grad_accum == 1:
+            total, weight = _loss_sums(model, state.params, masks, batch)
+        else:
+            def body(carry, mb):
+                t, w = _loss_sums(model, state.params, masks, mb)
+                return (carry[0] + t, carry[1] + w), None
+            (total, weight), _ = jax.lax.scan(body, (jnp.zeros(()), jnp.zeros(())),
+                                              _micro_batches(batch, grad_accum))
         return {"loss_sum": total, "weights": weight}
     return eval_step
 
