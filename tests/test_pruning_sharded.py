@@ -1,6 +1,5 @@
 """The pruning transform on an 8-device mesh: same masks as one device, no all-gather."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
