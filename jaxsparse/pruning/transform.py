@@ -14,7 +14,9 @@ gradients are being applied):
    weights that step's forward pass would see), so the event "happens before the forward pass
    of its step and uses the current weights" (paper.md section 1). An event at step 0 is
    applied in ``init`` from the initial weights. Masks only shrink: pruned weights never return.
-   Non-event steps skip the mask computation entirely (``lax.cond``).
+   Non-event steps skip the mask computation entirely (``lax.cond``). Their one cost is an
+   elementwise pass: the updates feed the event branch, so XLA materialises them instead of
+   fusing them into the final select (bench/bench_pruning_threshold.py reports it).
 3. The returned updates are ``updates`` where the mask is True and ``-params`` where it is
    False, so after ``optax.apply_updates`` pruned weights are exactly 0.0 at every step, with
    no hook to call afterwards.
