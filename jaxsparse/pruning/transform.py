@@ -108,19 +108,19 @@ def magnitude_pruning(schedule: Schedule, total_steps: int, *, scope: str = "glo
     densities = schedule.event_densities(total_steps)
 
     def leaf_tables(params):
+        """(treedef, leaves, indices of the prunable leaves, their sizes, all leaf paths)."""
         treedef = jax.tree.structure(params)
         leaves = jax.tree.leaves(params)
-        _, flags = prunable_flags(params, include, exclude)
+        paths, flags = prunable_flags(params, include, exclude)
         idx = [i for i, f in enumerate(flags) if f]
         sizes = [int(np.prod(leaves[i].shape)) for i in idx]
-        return treedef, leaves, idx, sizes
+        return treedef, leaves, idx, sizes, paths
 
     def validate(params) -> None:
-        treedef, leaves, idx, sizes = leaf_tables(params)
+        _, leaves, idx, sizes, paths = leaf_tables(params)
         if sum(sizes) > _INT32_MAX:
             raise ValueError(f"{sum(sizes)} prunable weights exceed the 2**31-1 supported")
         if nm is not None:
-            paths, _ = prunable_flags(params, include, exclude)
             for i in idx:
                 shape = leaves[i].shape
                 if len(shape) < 2 or shape[-2] % nm[1]:
@@ -154,7 +154,7 @@ def magnitude_pruning(schedule: Schedule, total_steps: int, *, scope: str = "glo
 
     def init_fn(params):
         validate(params)
-        treedef, leaves, idx, sizes = leaf_tables(params)
+        treedef, leaves, idx, sizes, _ = leaf_tables(params)
         masks = [jnp.ones(leaves[i].shape, bool) for i in idx]
         if len(events) and events[0] == 0:  # an event at step 0 acts on the initial weights
             masks = compute_masks([leaves[i] for i in idx], masks,
@@ -166,7 +166,7 @@ def magnitude_pruning(schedule: Schedule, total_steps: int, *, scope: str = "glo
         del extra_args
         if params is None:
             raise ValueError("magnitude_pruning needs params: call tx.update(grads, state, params)")
-        treedef, leaves, idx, sizes = leaf_tables(params)
+        treedef, leaves, idx, sizes, _ = leaf_tables(params)
         upd_leaves = treedef.flatten_up_to(updates)
         masks = [m for m in treedef.flatten_up_to(state.masks) if m is not None]
         next_step = state.count + 1

@@ -154,13 +154,22 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     progress = Progress(steps, start)
     dense = sched.kind == "dense"  # no pruning transform: every prunable weight stays active
     active = n_prunable if dense else int(jax.device_get(count_active(state)))
+    def log_event(step: int, masks: Any, active: int) -> None:
+        writer.write("pruning_event", step, {
+            "density": active / n_prunable,
+            "scheduled_density": float(sched.density_at(step, steps)),
+            "per_layer_sparsity": _per_layer_sparsity(masks, replicated)})
+
     if start == 0 and not dense and sched.is_event(0, steps):  # an event applied in init
-        writer.write("pruning_event", 0, {
-            "density": active / n_prunable, "scheduled_density": float(sched.density_at(0, steps)),
-            "per_layer_sparsity": _per_layer_sparsity(model_masks(state.opt_state), replicated)})
+        log_event(0, model_masks(state.opt_state), active)
     # sum over done steps of the active parameters in force (for N̄ so far), kept in checkpoints
     active_sum = float(progress_meta.get("active_sum", 0.0))
     losses: list[float] = list(progress_meta.get("losses", []))
+
+    def meta() -> dict:
+        return {"identity": ident, "config": config.to_dict(),
+                "progress": {"active_sum": active_sum, "losses": losses}}
+
     pending: list[dict] = []
     last_good = latest
     t_log, step_at_log = time.time(), start
@@ -198,10 +207,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             if event:
                 masks = model_masks(state.opt_state)
                 active = summary(masks).active
-                writer.write("pruning_event", done, {
-                    "density": active / n_prunable,
-                    "scheduled_density": float(sched.density_at(done, steps)),
-                    "per_layer_sparsity": _per_layer_sparsity(masks, replicated)})
+                log_event(done, masks, active)
             now = time.time()
             tok_s = tokens_per_step * (done - step_at_log) / max(now - t_log, 1e-9)
             density = active / n_prunable
@@ -220,9 +226,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             if is_main and (log_now or stop):
                 progress.log(done, record["loss"], density, tok_s)
             if ckpt_now or stop:  # before any eval: a preempted run has little time left
-                meta = {"identity": ident, "config": config.to_dict(),
-                        "progress": {"active_sum": active_sum, "losses": losses}}
-                ckpt.save(done, state, train_iter.get_state(), meta, force=stop)
+                ckpt.save(done, state, train_iter.get_state(), meta(), force=stop)
                 last_good = done
             if stop:
                 ckpt.close()
@@ -234,9 +238,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 writer.write("eval", done, {"eval_loss": eval_loss})
             t_log, step_at_log = time.time(), done  # eval and checkpoint time not in tokens/s
     if last_good != steps:
-        meta = {"identity": ident, "config": config.to_dict(),
-                "progress": {"active_sum": active_sum, "losses": losses}}
-        ckpt.save(steps, state, train_iter.get_state(), meta, force=True)
+        ckpt.save(steps, state, train_iter.get_state(), meta(), force=True)
     eval_loss = _evaluate(eval_step, state, eval_batches, batch_sharding)
     writer.write("eval", steps, {"eval_loss": eval_loss})
     ckpt.close()
