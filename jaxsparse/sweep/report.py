@@ -109,7 +109,8 @@ def _verdict(p: analysis.Points, fits: dict[str, Any], dense: dict[str, Any] | N
     low_e = [r["kind"] for r in fits.values() if r["E"] < 1e-3 * min(r["mae"], 1.0) + 1e-6]
     if low_e:
         out.append(f"- Caution: E (the irreducible loss) went to ~0 in the fit(s) with N = "
-                   f"{', '.join(analysis.SIZE_LABELS[k] for k in low_e)}: these runs do not pin E down, so α, β, A, B trade off "
+                   f"{', '.join(analysis.SIZE_LABELS[k] for k in low_e)}: these runs do not pin E down, "
+                   "so α, β, A, B trade off "
                    "against it and are not comparable to the paper's values.")
     if dense is not None:
         e = dense["errors"]
