@@ -1,0 +1,66 @@
+"""Error kinds and exit codes shared by every jaxsparse command line (one place for each).
+
+Contract of every CLI (`train`, `data`, `sweep`, `scaling`, `generate`, `evaluate`, `export`):
+
+| exit | meaning |
+|---|---|
+| 0 | done |
+| 1 | a fault after compute started (I/O error, disk full): the message says what was saved |
+| 2 | bad input (config, data, checkpoint, argument): nothing was computed or written |
+| 3 | training diverged (non-finite loss): the last good checkpoint is kept |
+| 4 | the run does not fit the target's memory (`--compile_for`) |
+| 75 | preempted (SIGTERM): a checkpoint was saved; rerun the same command to resume |
+
+This module imports nothing from jaxsparse, so `data/`, `models/`, `train/` and the other
+packages can all raise `ConfigError` (the pruning library stays standalone and raises ValueError).
+"""
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Callable, Iterable
+from typing import NoReturn, TypeVar
+
+EXIT_OK = 0
+EXIT_FAULT = 1
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+EXIT_DOES_NOT_FIT = 4
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again"
+
+
+class ConfigError(ValueError):
+    """Bad input, found before any compute: the message names the field (or file), the value and
+    what is allowed. Command lines turn it into one plain line on stderr and exit 2."""
+
+
+def unknown_key_message(section: str, key: str, allowed: Iterable[str]) -> str:
+    """'unknown key data.tokenzier; did you mean data.tokenizer? Known: ...'."""
+    allowed = sorted(allowed)
+    prefix = f"{section}." if section else ""
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+    return f"unknown key {prefix}{key}{hint} Known keys: {', '.join(prefix + k for k in allowed)}"
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    """Print `error: message` (plain text, no traceback) to stderr and exit with `code`."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+T = TypeVar("T")
+
+
+def exit_on_bad_input(fn: Callable[..., T]) -> Callable[..., T]:
+    """Decorate a CLI entry point: a `ConfigError` becomes one line on stderr and exit 2."""
+
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as err:
+            fail(str(err), EXIT_BAD_INPUT)
+
+    wrapper.__name__ = getattr(fn, "__name__", "main")
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
