@@ -40,7 +40,11 @@ def test_list_prints_every_run_with_its_command_and_plan(tmp_path, capsys):
                                  "--config.model.remat=true")
     assert a["tags"] == {"kind": "dense"} and a["plan"]["steps"] == 8
     code, out, _ = _cli(capsys, sweep, "--list", "--root", str(tmp_path / "r"))
-    assert [line.split("\t")[0] for line in out.splitlines()] == ["a", "b"]
+    header, row_a, row_b = out.splitlines()[:3]
+    assert header.split()[:4] == ["name", "size", "N", "N̄"] and "FLOPs" in header
+    assert row_a.split()[:2] == ["a", "test"] and row_b.split()[-1] == "sub/b"
+    steps = header.index("steps")  # the planned steps, under their column
+    assert row_a[steps:].split()[0] == "8"
     assert not (tmp_path / "r").exists()  # listing creates nothing
 
 

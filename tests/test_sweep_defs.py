@@ -23,7 +23,7 @@ def test_schedules_sweep_is_the_papers_80_runs():
     plans = plan_runs(runs)
     grid = set()
     for run in runs:
-        p = plans[run.name]
+        p = plans[run.name].to_json()  # the JSON users and sweep files see
         s = p["schedule"]
         assert p["model"]["d_model"] == 768 and p["model"]["n_layers"] == 12
         assert abs(p["params"]["total"] - 162.42e6) < 0.01e6  # paper.md section 4
@@ -47,7 +47,7 @@ def test_scaling_sweep_is_the_papers_30_runs():
     plans = plan_runs(runs)
     grid = set()
     for run in runs:
-        p = plans[run.name]
+        p = plans[run.name].to_json()  # the JSON users and sweep files see
         s = p["schedule"]
         total, prunable = p["params"]["total"], p["params"]["prunable"]
         sparsity = float(_arg(run.config, "sparsity"))
@@ -68,18 +68,19 @@ def test_mini_sweep_validates_and_matches_nbar_to_its_dense_partners():
     by_name = {r.name: r for r in runs}
     kinds = {r.tags["kind"] for r in runs}
     assert kinds == {"dense", "sparse", "matched"}
-    widths = {plans[r.name]["model"]["d_model"] for r in runs if r.tags["kind"] == "dense"}
+    widths = {plans[r.name].model.d_model for r in runs if r.tags["kind"] == "dense"}
     assert len(widths) >= 4
     matched = [r for r in runs if r.tags["kind"] == "matched"]
     assert matched
     for run in matched:
         partner = by_name[run.tags["match"]]
         mine, theirs = plans[run.name], plans[partner.name]
-        assert mine["tokens"] == theirs["tokens"]                    # same D
-        assert mine["n_avg"] == pytest.approx(theirs["n_avg"], rel=1e-3)  # same N̄
-        assert mine["params"]["total"] > theirs["params"]["total"]   # a bigger model, pruned
-        assert mine["n_final"] < 0.7 * theirs["n_final"]
+        assert mine.tokens == theirs.tokens                    # same D
+        assert mine.n_avg == pytest.approx(theirs.n_avg, rel=1e-3)  # same N̄
+        assert mine.params.total > theirs.params.total   # a bigger model, pruned
+        assert mine.n_final < 0.7 * theirs.n_final
     for run in runs:
         if run.tags["kind"] == "sparse":
-            s = plans[run.name]["schedule"]
-            assert (s["start"], s["end"]) == (0.25, 0.75) and 9 <= s["n_events"] <= 12
+            s = plans[run.name].pruning
+            assert (s.schedule.start, s.schedule.end) == (0.25, 0.75)
+            assert 9 <= len(s.event_steps) <= 12

@@ -36,9 +36,9 @@ def finished_sweep(tmp_path_factory):
         plan = plans[run.name]
         workdir = root / run.workdir
         workdir.mkdir(parents=True)
-        loss = _law(plan["n_avg"], plan["tokens"])
+        loss = _law(plan.n_avg, plan.tokens)
         write_summary(str(workdir), load_config(run), plan, {
-            "n_final": plan["n_final"], "final_sparsity": 1 - plan["schedule"]["final_density"],
+            "n_final": plan.n_final, "final_sparsity": 1 - plan.pruning.final_density,
             "final_train_loss": loss + 0.01, "final_eval_loss": loss})
     return runs, root
 

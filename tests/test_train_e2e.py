@@ -143,7 +143,7 @@ def test_paper_config_dry_run_matches_budget():
     config = paper.get_config("size=58m,sparsity=0.6,budget=20x,batch=8")
     config.mesh.fsdp = 1
     config.mesh.data = -1
-    plan = prepare(config, None)["plan"]
+    plan = prepare(config, None).plan.to_json()
     assert abs(plan["params"]["total"] - 57.94e6) < 1e4  # paper.md: 57.94M
     assert plan["tokens"] >= 400 * plan["params"]["total"]
     assert plan["tokens"] - 400 * plan["params"]["total"] < 8 * 2048
@@ -225,13 +225,13 @@ def test_finished_run_is_not_redone_and_its_summary_kept(corpus, data_dir, tmp_p
 
 
 def test_plan_counts_only_masked_weights_and_realised_n_of_m_densities(corpus, data_dir):
-    base = prepare(_config(corpus, data_dir), None)["plan"]
-    no_head = prepare(_config(corpus, data_dir, **{"pruning.exclude": "lm_head"}), None)["plan"]
+    base = prepare(_config(corpus, data_dir)).plan.to_json()
+    no_head = prepare(_config(corpus, data_dir, **{"pruning.exclude": "lm_head"})).plan.to_json()
     head = 64 * no_head["model"]["vocab_size"]
     assert no_head["params"]["prunable"] == base["params"]["prunable"] - head
     assert no_head["n_avg"] > base["n_avg"] and no_head["flops"] > base["flops"]
     nm = prepare(_config(corpus, data_dir, **{"pruning.structure": "2:4",
-                                              "pruning.final_sparsity": 0.5}), None)["plan"]
+                                              "pruning.final_sparsity": 0.5})).plan.to_json()
     from jaxsparse.pruning import realised_densities
     sched = Schedule("geometric", 0.5, 0.25, 0.75, 2)
     realised = realised_densities(sched, 24, "2:4")
@@ -256,9 +256,9 @@ def test_per_layer_sparsity_splits_scanned_kernels_by_layer():
     import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec
     from jaxsparse import models
-    from jaxsparse.train.loop import _per_layer_sparsity
+    from jaxsparse.train.actions import per_layer_sparsity
     stacked = jnp.stack([jnp.ones((4, 4), bool), jnp.zeros((4, 4), bool).at[0, 0].set(True)])
     masks = {"layers": {"q": {"kernel": stacked}}, "lm_head": {"kernel": jnp.ones((4, 8), bool)}}
     mesh = models.make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    got = _per_layer_sparsity(masks, NamedSharding(mesh, PartitionSpec()))
+    got = per_layer_sparsity(masks, NamedSharding(mesh, PartitionSpec()))
     assert got == {"layers/q/kernel[0]": 0.0, "layers/q/kernel[1]": 15 / 16, "lm_head/kernel": 0.0}

@@ -8,8 +8,7 @@ import pytest
 from jaxsparse import data as data_lib
 from jaxsparse import models
 from jaxsparse.pruning import get_masks
-from jaxsparse.train import config as config_lib
-from jaxsparse.train.optimizer import make_optimizer
+from jaxsparse.train import prepare
 from jaxsparse.train.state import abstract_state, create_state
 from jaxsparse.train.step import make_train_step
 from train_utils import tiny_config, write_corpus
@@ -30,9 +29,9 @@ def setup(tmp_path_factory):
 
 
 def run_steps(config, batches, mesh, grad_accum=1):
-    vocab = data_lib.get_tokenizer(config.data).vocab_size
-    model = models.Transformer(config_lib.model_config(config, vocab))
-    tx = make_optimizer(config, STEPS)
+    run = prepare(config, local_devices=False)  # the model and transform, resolved once
+    model, tx = run.model, run.tx
+    assert run.steps == STEPS
     _, shardings = abstract_state(model, tx, mesh, models.DEFAULT_RULES, config.train.seq_len)
     state = create_state(model, tx, config.seed, config.train.seq_len, shardings)
     bs = models.batch_sharding(mesh)

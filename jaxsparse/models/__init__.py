@@ -7,6 +7,7 @@ Public API:
   attention_flops_per_token(config, seq_len)                -- accounting.py
   MESH_AXES, DEFAULT_RULES, make_mesh, batch_sharding,
   variable_shardings, init_variables                        -- sharding.py
+  build(config, family="llama"), register(name), families() -- registry.py (the model seam)
 `python -m jaxsparse.models SIZE` prints a size's accounting as JSON (see __main__.py).
 """
 from .accounting import attention_flops_per_token, flops_per_token, param_counts
@@ -14,10 +15,13 @@ from .config import SIZES, ModelConfig, get_config
 from .layers import MASKS
 from .sharding import (DEFAULT_RULES, MESH_AXES, batch_sharding, init_variables, make_mesh,
                        variable_shardings)
+from .registry import DEFAULT_FAMILY, build, families, register
 from .transformer import Transformer
+
+register(DEFAULT_FAMILY)(Transformer)  # LLaMA-style decoder (paper section 4)
 
 __all__ = [
     "ModelConfig", "get_config", "SIZES", "Transformer", "param_counts", "flops_per_token",
     "attention_flops_per_token", "MESH_AXES", "DEFAULT_RULES", "make_mesh", "batch_sharding",
-    "variable_shardings", "init_variables", "MASKS",
+    "variable_shardings", "init_variables", "MASKS", "build", "register", "families", "DEFAULT_FAMILY",
 ]

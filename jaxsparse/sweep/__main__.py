@@ -1,6 +1,6 @@
 """Command line of the sweep runner.
 
-    python -m jaxsparse.sweep SWEEP_FILE[:arg] --list [--format jsonl]
+    python -m jaxsparse.sweep SWEEP_FILE[:arg] --list [--format jsonl]   # a table of planned runs
     python -m jaxsparse.sweep SWEEP_FILE --run local [--parallel K]
     python -m jaxsparse.sweep SWEEP_FILE --run tpu --tpu_name=T --zone=Z --project=P [--dry_run]
         [--shard K/N]       # runs K, K+N, ... only: one shard per TPU VM
@@ -20,6 +20,7 @@ import os
 import sys
 import time
 
+from jaxsparse.errors import EXIT_BAD_INPUT, ConfigError
 from jaxsparse.sweep.spec import SweepError, load_sweep, sweep_name
 
 MINI = "configs/sweeps/mini.py"
@@ -30,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep", help="SWEEP_FILE[:arg] (a configs/sweeps/*.py file), or 'mini'")
     p.add_argument("--root", help="sweep root directory (default runs/sweeps/<name>)")
-    p.add_argument("--list", action="store_true", help="print the runs (validated), one a line")
+    p.add_argument("--list", action="store_true",
+                   help="print the runs (validated) as a table: size, N, N̄, final sparsity, steps, "
+                        "tokens, FLOPs, workdir; --format jsonl adds each run's command")
     p.add_argument("--format", choices=("text", "jsonl"), default="text")
     p.add_argument("--run", choices=("local", "tpu"), help="run the runs not done yet")
     p.add_argument("--parallel", type=int, default=1, help="local runs at a time (default 1)")
@@ -62,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
             args.run, args.collect, args.report = "local", "", True
     try:
         return _main(args)
-    except SweepError as err:
+    except ConfigError as err:  # SweepError too: bad input, nothing launched
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except BrokenPipeError:  # e.g. `--list | head`
         sys.stderr.close()
         return 0
@@ -92,8 +95,9 @@ def _main(args: argparse.Namespace) -> int:
     status = 0
     t0 = time.time()
     if args.run == "local":
-        from jaxsparse.sweep.local import LocalRunner, format_duration
-        weights = {r.name: float(plans[r.name]["flops_dense"]) for r in runs}
+        from jaxsparse.sweep.local import LocalRunner
+        from jaxsparse.train.console import format_duration
+        weights = {r.name: float(plans[r.name].flops_dense) for r in runs}
         print(f"sweep {name}: {len(runs)} runs in {root} (validated), {args.parallel} at a time",
               flush=True)
         status = LocalRunner(runs, root, args.parallel, weights).run()
@@ -134,17 +138,36 @@ def _shard(runs: list, shard: str | None) -> list:
     return runs[int(k)::int(n)]
 
 
+LIST_COLUMNS = ("name", "size", "N", "N̄", "final sparsity", "steps", "tokens", "FLOPs", "workdir")
+
+
+def _list_row(run, plan, root: str) -> dict:
+    """One run of `--list`: its definition, command and planned figures (JSON-ready)."""
+    entry = run.as_dict(root)
+    p = plan.to_json()
+    entry["plan"] = {k: p[k] for k in ("steps", "tokens", "n_avg", "n_avg_prunable", "n_final",
+                                       "flops")}
+    entry["plan"]["n_total"] = plan.params.total
+    entry["plan"]["size"] = plan.size
+    entry["plan"]["final_sparsity"] = plan.pruning.schedule.final_sparsity
+    return entry
+
+
 def _print_list(runs, plans, root: str, fmt: str) -> None:
-    for run in runs:
-        entry = run.as_dict(root)
-        p = plans[run.name]
-        entry["plan"] = {k: p[k] for k in ("steps", "tokens", "n_avg", "n_avg_prunable",
-                                           "n_final", "flops")}
-        entry["plan"]["n_total"] = p["params"]["total"]
-        if fmt == "jsonl":
+    from jaxsparse.train.console import count
+    rows = [_list_row(run, plans[run.name], root) for run in runs]
+    if fmt == "jsonl":
+        for entry in rows:
             print(json.dumps(entry))
-        else:
-            print(f"{run.name}\t{entry['workdir']}\t{entry['command']}")
+        return
+    table = [LIST_COLUMNS] + [
+        (e["name"], e["plan"]["size"], count(e["plan"]["n_total"]), count(e["plan"]["n_avg"]),
+         f"{e['plan']['final_sparsity']:g}", f"{e['plan']['steps']:,}", count(e["plan"]["tokens"]),
+         f"{e['plan']['flops']:.3g}", os.path.relpath(e["workdir"], root)) for e in rows]
+    widths = [max(len(str(r[i])) for r in table) for i in range(len(LIST_COLUMNS))]
+    for r in table:
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+    print(f"\n{len(rows)} runs under {root}; commands: --format jsonl")
 
 
 if __name__ == "__main__":

@@ -3,17 +3,21 @@
 `load_config(run)` builds the ConfigDict through ml-collections' own flag parser (the same
 `--config=FILE[:args] --config.key=value` semantics as ``python -m jaxsparse.train``), after
 checking that every override key exists. `plan_runs(runs)` validates all runs and returns their
-dry-run plans (`jaxsparse.train.prepare(config, None)["plan"]`) before anything is launched.
+plans (`jaxsparse.train.Plan`, from the trainer's own `prepare`) before anything is launched.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
+from jaxsparse.errors import ConfigError
 from jaxsparse.sweep.spec import Run, SweepError, resolve_config_file, split_config
+
+if TYPE_CHECKING:
+    from jaxsparse.train.plan import Plan
 
 
 def _load(argv: list[str]) -> ml_collections.ConfigDict:
@@ -57,29 +61,23 @@ def load_config(run: Run) -> ml_collections.ConfigDict:
                          f"accepted: {err}") from err
 
 
-def plan_run(run: Run, local_devices: bool = True) -> dict[str, Any]:
+def plan_run(run: Run, local_devices: bool = True) -> Plan:
     """Validate one run and return its plan.
 
-    local_devices: also check the mesh and batch against this machine's devices (the
-    `prepare` path of the trainer); False for runs that go to another machine (TPU), where
-    only the config, vocabulary and schedule are checked and `plan["mesh"]` is empty.
+    local_devices: also check the mesh and batch against this machine's devices (as the
+    trainer does); False for runs that go to another machine (TPU), where only the config,
+    vocabulary and schedule are checked and `plan.mesh` is empty.
     """
-    from jaxsparse.train import config as config_lib
     from jaxsparse.train import prepare
-    from jaxsparse.train.plan import run_plan
-    from jaxsparse.train.run_setup import resolve_vocab
 
     config = load_config(run)
     try:
-        if local_devices:
-            return prepare(config, None)["plan"]
-        config_lib.validate(config)
-        return run_plan(config, resolve_vocab(config), {})
-    except (ValueError, TypeError, KeyError) as err:
+        return prepare(config, None, local_devices=local_devices).plan
+    except ConfigError as err:
         raise SweepError(f"run {run.name!r} ({run.config} "
                          f"{' '.join(run.override_flags())}): {err}") from err
 
 
-def plan_runs(runs: list[Run], local_devices: bool = True) -> dict[str, dict[str, Any]]:
+def plan_runs(runs: list[Run], local_devices: bool = True) -> dict[str, Plan]:
     """Plans of all runs, by name; the first invalid run raises SweepError (nothing launched)."""
     return {run.name: plan_run(run, local_devices) for run in runs}

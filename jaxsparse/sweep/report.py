@@ -12,8 +12,9 @@ from typing import Any
 
 from jaxsparse import scaling
 from jaxsparse.sweep import analysis, figures
-from jaxsparse.sweep.local import HISTORY, format_duration
+from jaxsparse.sweep.local import HISTORY
 from jaxsparse.sweep.spec import Run
+from jaxsparse.train.console import format_duration
 
 
 def _fmt(x: float) -> str:

@@ -10,7 +10,7 @@ A sweep file is Python (ml-collections style) that defines ``get_sweep(arg=None)
   workdir    optional, relative to the sweep root (default: the name); unique within the sweep
   tags       optional dict of str/int/float: carried into ``--list`` and the collected CSV
 
-Nothing here imports JAX; `jaxsparse.sweep.check` validates the configs.
+`jaxsparse.sweep.check` validates the configs (through the trainer's own `prepare`).
 """
 from __future__ import annotations
 
@@ -22,12 +22,16 @@ import shlex
 import sys
 from typing import Any
 
+from jaxsparse.errors import ConfigError
+from jaxsparse.train.config_args import PROJECT_ROOT, resolve_config_file, split_config
+
+__all__ = ["PROJECT_ROOT", "Run", "SweepError", "load_sweep", "resolve_config_file", "split_config"]
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
 _RUN_KEYS = ("name", "config", "overrides", "workdir", "tags")
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-class SweepError(ValueError):
+class SweepError(ConfigError):
     """Bad sweep input (file, runs, CLI arguments): reported as ``error: ...``, exit status 2."""
 
 
@@ -61,23 +65,6 @@ class Run:
                 "workdir": workdir, "tags": dict(self.tags),
                 "command": shlex.join(["python3", "-m", "jaxsparse.train",
                                        *self.train_args(workdir)])}
-
-
-def split_config(config: str) -> tuple[str, str | None]:
-    """'configs/paper.py:size=58m' -> ('configs/paper.py', 'size=58m'); no args -> (path, None)."""
-    match = re.match(r"^(.*?\.py)(?::(.*))?$", config)
-    if not match:
-        raise SweepError(f"config {config!r} is not allowed: expected 'path/to/file.py[:args]'")
-    return match.group(1), match.group(2)
-
-
-def resolve_config_file(path: str) -> str:
-    """An existing config file: `path` as given, else relative to the project root."""
-    for candidate in (path, os.path.join(PROJECT_ROOT, path)):
-        if os.path.isfile(candidate):
-            return os.path.abspath(candidate)
-    raise SweepError(f"config file {path!r} does not exist (looked in {os.getcwd()} and "
-                     f"{PROJECT_ROOT})")
 
 
 def format_value(value: Any) -> str:

@@ -3,7 +3,15 @@
     python -m jaxsparse.train --config=configs/default.py --workdir=runs/default
     python -m jaxsparse.train --config=configs/paper.py:size=162m,sparsity=0.8 --workdir=DIR \\
         --config.train.batch_size=256
-    python -m jaxsparse.train --config=configs/default.py --dry_run      # the plan, as JSON
+    python -m jaxsparse.train --config=configs/default.py --print_config  # every key, value, doc
+    python -m jaxsparse.train --config=configs/default.py --dry_run       # the plan, as JSON
+
+Flags: --restart (start over in a workdir whose outputs cannot be resumed: moves checkpoints/,
+metrics.jsonl, summary.json, training.png and tensorboard/ to WORKDIR/previous/<UTC time>/,
+deletes nothing), --force (skip the check of the memory plan against the device memory).
+Exit status (jaxsparse.errors): 0 done; 1 fault after compute started (the message says what was
+saved; rerun to resume); 2 bad input (one line naming the file or field; nothing computed);
+3 diverged; 75 preempted by SIGTERM (checkpoint saved; rerun to resume).
 
 Multi-host: on TPU VMs `jax.distributed.initialize()` is called with no arguments; elsewhere
 pass --coordinator_address, --num_processes and --process_id (CPU processes use gloo).
@@ -15,15 +23,23 @@ import os
 import sys
 
 import jax
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_PREEMPTED = 2, 3, 75  # 75: EX_TEMPFAIL, "try again"
+from jaxsparse.errors import (EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FAULT, EXIT_OK, EXIT_PREEMPTED,
+                              ConfigError, fail)
+from jaxsparse.train import cli_args
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py[:args]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and summary.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan as JSON and exit (no allocation).")
+_PRINT_CONFIG = flags.DEFINE_bool("print_config", False,
+                                  "Print every resolved config key with its value, default and doc.")
+_RESTART = flags.DEFINE_bool("restart", False, "Start over: move the workdir's previous outputs "
+                             "to WORKDIR/previous/<time>/ (nothing is deleted).")
+_FORCE = flags.DEFINE_bool("force", False, "Start even if the memory plan exceeds device memory.")
 _COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
 _NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
 _PID = flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
@@ -40,7 +56,7 @@ def _on_tpu_vm() -> bool:
 def init_distributed() -> None:
     explicit = [v is not None for v in (_COORD.value, _NPROC.value, _PID.value)]
     if any(explicit) and not all(explicit):
-        raise app.UsageError("--coordinator_address, --num_processes and --process_id go together")
+        raise ConfigError("--coordinator_address, --num_processes and --process_id go together")
     if _DIST.value == "off":
         return
     if all(explicit):
@@ -52,45 +68,54 @@ def init_distributed() -> None:
         jax.distributed.initialize()
 
 
-def main(argv) -> None:
+def _config() -> ml_collections.ConfigDict:
+    config = _CONFIG.value
+    if config is None:
+        raise ConfigError("--config is required, e.g. --config=configs/default.py "
+                          "(see --help)")
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"--config={flags.FLAGS['config'].config_filename}: get_config() "
+                          f"returned a {type(config).__name__}, expected an "
+                          "ml_collections.ConfigDict (start from base_config())")
+    return config
+
+
+def run(argv: list[str]) -> int:
+    """The trainer's command; returns the exit status (errors become exceptions, see main)."""
+    if len(argv) > 1:
+        raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])} (flags look like --name=value)")
+    config = _config()
+    from jaxsparse.train import config as config_lib  # after flag parsing: keeps --help fast
+    from jaxsparse.train import loop
+    if _PRINT_CONFIG.value:
+        print(config_lib.describe(config))
+        return EXIT_OK
+    if _DRY_RUN.value:
+        print(json.dumps(loop.prepare(config).plan.to_json(), indent=2))
+        return EXIT_OK
+    if not _WORKDIR.value:
+        raise ConfigError("--workdir is required (or use --dry_run / --print_config)")
+    init_distributed()
+    result = loop.train(config, _WORKDIR.value, restart=_RESTART.value, force=_FORCE.value)
+    return EXIT_PREEMPTED if "preempted_at" in result else EXIT_OK
+
+
+def main(argv: list[str]) -> None:
     if not flags.FLAGS["verbosity"].present:  # libraries' INFO chatter off; progress is printed
         logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if _CONFIG.value is None:
-        raise app.UsageError("--config is required, e.g. --config=configs/default.py")
-    from jaxsparse.train import loop  # after flag parsing: keeps --help fast
-
-    config = _CONFIG.value
+    from jaxsparse.train.loop import TrainingFault
     try:
-        if _DRY_RUN.value:
-            plan = loop.prepare(config, None)["plan"]
-            print(json.dumps(plan, indent=2))
-            return
-        if not _WORKDIR.value:
-            raise ValueError("--workdir is required (or use --dry_run)")
-        init_distributed()
-        result = loop.train(config, _WORKDIR.value)
-        if "preempted_at" in result:  # checkpoint saved; rerun the command to resume
-            sys.exit(EXIT_PREEMPTED)
-    except ValueError as err:  # bad input: nothing was computed
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(run(argv))
+    except ConfigError as err:  # bad input: nothing was computed
+        fail(str(err), EXIT_BAD_INPUT)
     except FloatingPointError as err:  # divergence: the last good checkpoint is kept
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(EXIT_DIVERGED)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing, with config errors (unknown keys, bad values) as clean usage errors."""
-    try:
-        return flags.FLAGS(argv)
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as err:
-        print(f"error: bad command line (--config, --config.* override or flag): {err}\n"
-              "See --helpfull; config keys and defaults: jaxsparse/train/config.py",
-              file=sys.stderr)
-        sys.exit(2)
+        fail(str(err), EXIT_DIVERGED)
+    except TrainingFault as err:  # after compute started: what was saved, how to resume
+        fail(str(err), EXIT_FAULT)
+    except BrokenPipeError:  # e.g. `--print_config | head`
+        sys.stderr.close()
+        sys.exit(EXIT_OK)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=cli_args.parse_flags)

@@ -11,28 +11,11 @@ from __future__ import annotations
 import json
 import os
 
-import ml_collections
 import orbax.checkpoint as ocp
 
-from jaxsparse import models
 from jaxsparse.train.state import TrainState
 
 ITEMS = ("state", "data", "meta")
-
-
-def identity(config: ml_collections.ConfigDict, model_cfg: models.ModelConfig,
-             total_steps: int) -> dict:
-    """What a checkpoint must share with the current run to be resumed by it (dotted keys):
-    everything that changes the train state's structure or shapes, or the pruning."""
-    ident = {f"model.{k}": getattr(model_cfg, k) for k in (
-        "vocab_size", "d_model", "n_layers", "n_heads", "head_dim", "mlp_dim", "dtype",
-        "param_dtype", "scan_layers")}
-    ident["model.size"] = config.model.size
-    ident.update({f"pruning.{k}": v for k, v in config.pruning.to_dict().items()})
-    ident.update({"train.steps": total_steps, "train.batch_size": config.train.batch_size,
-                  "train.seq_len": config.train.seq_len,
-                  "train.grad_clip > 0": config.train.grad_clip > 0})
-    return ident
 
 
 class Checkpointer:

@@ -1,4 +1,4 @@
-"""Metrics of a run: WORKDIR/metrics.jsonl, TensorBoard event files, and a console line.
+"""Metrics of a run: WORKDIR/metrics.jsonl and TensorBoard event files (console: train/console.py).
 
 Every record of metrics.jsonl is one JSON object with a "kind" ("train", "eval" or
 "pruning_event") and a "step". Only process 0 writes (the others get a no-op writer).
@@ -7,17 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
-from absl import logging
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
 class MetricsWriter:
@@ -60,32 +51,3 @@ class MetricsWriter:
             self._file.close()
             if self._tb is not None:
                 self._tb.close()
-
-
-class Progress:
-    """A console line per log interval: step, loss, density, tokens/s and ETA."""
-
-    def __init__(self, total_steps: int, start_step: int):
-        self.total = total_steps
-        self.start_step = start_step
-        self.t0 = time.time()
-
-    def line(self, step: int, loss: float, density: float, tokens_per_s: float) -> str:
-        done = step - self.start_step
-        elapsed = time.time() - self.t0
-        eta = elapsed / done * (self.total - step) if done > 0 else float("nan")
-        eta_text = format_duration(eta) if done > 0 else "?"
-        return (f"step {step:>7d}/{self.total} ({100 * step / self.total:5.1f}%)  "
-                f"loss {loss:7.4f}  density {density:6.4f}  {tokens_per_s:10,.0f} tok/s  "
-                f"elapsed {format_duration(elapsed)}  ETA {eta_text}")
-
-    def log(self, *args: Any) -> None:
-        say(self.line(*args))
-
-
-def say(message: str) -> None:
-    """A console line from process 0 (stdout, flushed), also sent to the absl log."""
-    logging.info(message)
-    import jax
-    if jax.process_index() == 0:
-        print(message, flush=True)

@@ -11,8 +11,7 @@ from __future__ import annotations
 import ml_collections
 import optax
 
-from jaxsparse.pruning import magnitude_pruning
-from jaxsparse.train import config as config_lib
+from jaxsparse.pruning import Schedule, magnitude_pruning
 
 
 def warmup_steps(config: ml_collections.ConfigDict, total_steps: int) -> int:
@@ -31,16 +30,16 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) 
         end_value=peak * config.train.min_lr_ratio)
 
 
-def make_optimizer(config: ml_collections.ConfigDict,
-                   total_steps: int) -> optax.GradientTransformationExtraArgs:
-    """clip -> adamw(schedule) -> magnitude_pruning, for a run of `total_steps` steps."""
+def make_optimizer(config: ml_collections.ConfigDict, total_steps: int,
+                   schedule: Schedule) -> optax.GradientTransformationExtraArgs:
+    """clip -> adamw(learning-rate schedule) -> magnitude_pruning(`schedule`), for a run of
+    `total_steps` steps (`schedule` is the run's one Schedule, see train.run.prepare)."""
     t, p = config.train, config.pruning
     parts = []
     if t.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(t.grad_clip))
     parts.append(optax.adamw(learning_rate_schedule(config, total_steps), b1=t.b1, b2=t.b2,
                              eps=t.eps, weight_decay=t.weight_decay))
-    schedule = config_lib.schedule(config)
     if schedule.kind != "dense":  # a dense run carries no masks and pays nothing for pruning
         parts.append(magnitude_pruning(schedule, total_steps, scope=p.scope,
                                        structure=p.structure or None, include=p.include or None,

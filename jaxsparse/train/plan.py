@@ -1,41 +1,131 @@
-"""The plan of a run, computed from the config alone (no model allocation): `--dry_run`.
+"""The plan of a run (`Plan`), computed without allocating the model: what `--dry_run` prints.
 
 Units: parameters are counts of scalars; tokens and steps are integers; FLOPs are training
 FLOPs (forward + backward, see jaxsparse.models.flops_per_token); bytes are per device.
+`Plan.to_json()` is the only place the plan becomes a dict (the dry run, summary.json, sweeps).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from jaxsparse import models
-from jaxsparse.pruning import average_param_count, prunable_flags, realised_densities
-from jaxsparse.train import config as config_lib
-from jaxsparse.train.optimizer import make_optimizer
+from jaxsparse.pruning import Schedule, average_param_count, realised_densities
 
-_EVENTS_SHOWN = 50
+EVENTS_SHOWN = 50
 
 
-def masked_param_count(config: ml_collections.ConfigDict, model_cfg: models.ModelConfig,
-                       total_steps: int) -> int:
-    """Number of weights the pruning transform masks (its include/exclude rules applied to the
-    abstract params). Building the optimizer's state abstractly also validates the pruning
-    arguments (patterns that match nothing, n:m groups that do not divide a kernel)."""
-    tokens = jax.ShapeDtypeStruct((1, config.train.seq_len), jnp.int32)
-    params = jax.eval_shape(lambda: nn.unbox(models.Transformer(model_cfg).init(
-        jax.random.key(0), jnp.zeros(tokens.shape, tokens.dtype)))["params"])
-    p = config.pruning
-    try:
-        _, flags = prunable_flags(params, p.include or None, p.exclude or None)
-        jax.eval_shape(make_optimizer(config, total_steps).init, params)
-    except ValueError as err:
-        raise ValueError(f"config.pruning: {err}") from err
-    return int(sum(np.prod(x.shape) for x, f in zip(jax.tree.leaves(params), flags) if f))
+@dataclasses.dataclass(frozen=True)
+class ParamCounts:
+    """total: all parameters (from `jax.eval_shape` of the model's init); prunable: the weights
+    the pruning transform masks; embedding: the token table; other = total - prunable."""
+
+    total: int
+    prunable: int
+    embedding: int
+
+    @property
+    def other(self) -> int:
+        return self.total - self.prunable
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes per device: sharded train state, activations kept for the backward pass, total."""
+
+    state: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.state + self.activations
+
+
+@dataclasses.dataclass(frozen=True)
+class SchedulePlan:
+    """The pruning schedule over this run: event steps and the densities it realises."""
+
+    schedule: Schedule
+    structure: str | None
+    event_steps: tuple[int, ...]
+    average_density: float
+    average_density_closed_form: float
+    final_density: float
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.schedule
+        return {"kind": s.kind, "final_sparsity": s.final_sparsity, "start": s.start,
+                "end": s.end, "interval": s.interval, "structure": self.structure,
+                "n_events": len(self.event_steps),
+                "event_steps": list(self.event_steps[:EVENTS_SHOWN]),
+                "event_steps_truncated": len(self.event_steps) > EVENTS_SHOWN,
+                "average_density": self.average_density,
+                "average_density_closed_form": self.average_density_closed_form,
+                "final_density": self.final_density}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Everything known about a run before it starts.
+
+    n_avg: N̄, the parameters active on average over the run (all parameters; paper section 2),
+    from the densities the transform realises; n_final: active at the end; flops: sparsity-aware
+    training FLOPs of the run; flops_dense: the same run without pruning; mesh: axis -> size
+    ({} when planned for another machine).
+    """
+
+    size: str
+    model: models.ModelConfig
+    params: ParamCounts
+    steps: int
+    tokens_per_step: int
+    pruning: SchedulePlan
+    n_avg: float
+    n_avg_prunable: float
+    flops: float
+    flops_dense: float
+    mesh: dict[str, int]
+    memory: MemoryEstimate
+
+    @property
+    def tokens(self) -> int:
+        return self.steps * self.tokens_per_step
+
+    @property
+    def n_final(self) -> float:
+        return self.params.other + self.pruning.final_density * self.params.prunable
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan as `--dry_run` prints it (stable keys: sweeps and users read them)."""
+        m = self.model
+        return {
+            "model": {"size": self.size, "d_model": m.d_model, "n_layers": m.n_layers,
+                      "n_heads": m.n_heads, "head_dim": m.head_dim, "mlp_dim": m.mlp_dim,
+                      "vocab_size": m.vocab_size, "dtype": m.dtype},
+            "params": {"total": self.params.total, "prunable": self.params.prunable,
+                       "embedding": self.params.embedding, "other": self.params.other},
+            "steps": self.steps, "tokens_per_step": self.tokens_per_step, "tokens": self.tokens,
+            "tokens_per_param": self.tokens / self.params.total,
+            "schedule": self.pruning.to_json(),
+            "n_avg": self.n_avg, "n_avg_prunable": self.n_avg_prunable, "n_final": self.n_final,
+            "flops": self.flops, "flops_dense": self.flops_dense, "mesh": dict(self.mesh),
+            "memory_per_device_bytes": {"state": self.memory.state,
+                                        "activations": self.memory.activations,
+                                        "total": self.memory.total},
+        }
+
+
+def param_counts(abstract_params: Any, prunable_flags: list[bool]) -> ParamCounts:
+    """Counts from the abstract params (`jax.eval_shape` of init) and the transform's flags."""
+    flat = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
+    sizes = [int(np.prod(leaf.shape)) for _, leaf in flat]
+    embedding = sum(n for (path, _), n in zip(flat, sizes)
+                    if getattr(path[0], "key", None) == "embed")
+    return ParamCounts(total=sum(sizes), embedding=embedding,
+                       prunable=sum(n for n, f in zip(sizes, prunable_flags) if f))
 
 
 def train_flops_per_token(model_cfg: models.ModelConfig, seq_len: int, n_masked: int,
@@ -44,62 +134,36 @@ def train_flops_per_token(model_cfg: models.ModelConfig, seq_len: int, n_masked:
     return models.flops_per_token(model_cfg, seq_len) - 6.0 * (1.0 - density) * n_masked
 
 
-def run_plan(config: ml_collections.ConfigDict, vocab_size: int,
-             mesh_shape: dict[str, int]) -> dict[str, Any]:
-    """Parameter counts, steps, tokens, schedule events, predicted N̄, FLOPs, memory estimate.
-
-    ``params.prunable`` counts the weights the pruning transform masks (with the config's
-    include/exclude rules); N̄ uses the densities the transform realises (n:m rounds them).
-    """
-    model_cfg = config_lib.model_config(config, vocab_size)
-    counts = models.param_counts(model_cfg)
-    steps = config_lib.total_steps(config, counts["total"])
-    sched = config_lib.schedule(config)
-    sched.check_fits(steps)
-    structure = config.pruning.structure or None
-    tokens_per_step = config.train.batch_size * config.train.seq_len
-    n_prunable = masked_param_count(config, model_cfg, steps)
-    n_other = counts["total"] - n_prunable
-    n_avg = average_param_count(sched, steps, n_prunable, n_other, structure)
-    events = sched.event_steps(steps)
-    realised = realised_densities(sched, steps, structure)
-    density_avg = sched.average_density(steps, realised)
-    final_density = float(realised[-1]) if len(realised) else 1.0
-    seq = config.train.seq_len
-    return {
-        "model": {"size": config.model.size, "d_model": model_cfg.d_model,
-                  "n_layers": model_cfg.n_layers, "n_heads": model_cfg.n_heads,
-                  "head_dim": model_cfg.head_dim, "mlp_dim": model_cfg.mlp_dim,
-                  "vocab_size": model_cfg.vocab_size, "dtype": model_cfg.dtype},
-        "params": {"total": counts["total"], "prunable": n_prunable,
-                   "embedding": counts["embedding"], "other": n_other},
-        "steps": steps,
-        "tokens_per_step": tokens_per_step,
-        "tokens": steps * tokens_per_step,
-        "tokens_per_param": steps * tokens_per_step / counts["total"],
-        "schedule": {
-            "kind": sched.kind, "final_sparsity": sched.final_sparsity, "start": sched.start,
-            "end": sched.end, "interval": sched.interval, "structure": structure,
-            "n_events": int(len(events)),
-            "event_steps": [int(e) for e in events[:_EVENTS_SHOWN]],
-            "event_steps_truncated": bool(len(events) > _EVENTS_SHOWN),
-            "average_density": density_avg,
-            "average_density_closed_form": sched.average_density_closed_form(steps),
-            "final_density": final_density,
-        },
-        "n_avg": n_avg.total,
-        "n_avg_prunable": n_avg.prunable,
-        "n_final": n_other + final_density * n_prunable,
-        "flops": train_flops_per_token(model_cfg, seq, n_prunable, density_avg)
-        * steps * tokens_per_step,
-        "flops_dense": models.flops_per_token(model_cfg, seq) * steps * tokens_per_step,
-        "mesh": mesh_shape,
-        "memory_per_device_bytes": memory_estimate(config, model_cfg, counts, mesh_shape),
-    }
+def schedule_plan(schedule: Schedule, steps: int, structure: str | None) -> SchedulePlan:
+    realised = realised_densities(schedule, steps, structure)
+    return SchedulePlan(
+        schedule=schedule, structure=structure,
+        event_steps=tuple(int(e) for e in schedule.event_steps(steps)),
+        average_density=float(schedule.average_density(steps, realised)),
+        average_density_closed_form=float(schedule.average_density_closed_form(steps)),
+        final_density=float(realised[-1]) if len(realised) else 1.0)
 
 
-def memory_estimate(config: ml_collections.ConfigDict, model_cfg: models.ModelConfig,
-                    counts: dict[str, int], mesh_shape: dict[str, int]) -> dict[str, int]:
+def make_plan(*, size: str, model_cfg: models.ModelConfig, params: ParamCounts, steps: int,
+              batch_size: int, seq_len: int, grad_accum: int, schedule: Schedule,
+              structure: str | None, mesh_shape: dict[str, int]) -> Plan:
+    """The Plan of a resolved run (see `jaxsparse.train.run.prepare`, its one caller)."""
+    tokens_per_step = batch_size * seq_len
+    pruning = schedule_plan(schedule, steps, structure)
+    n_avg = average_param_count(schedule, steps, params.prunable, params.other, structure)
+    per_token = train_flops_per_token(model_cfg, seq_len, params.prunable,
+                                      pruning.average_density)
+    return Plan(
+        size=size, model=model_cfg, params=params, steps=steps, tokens_per_step=tokens_per_step,
+        pruning=pruning, n_avg=float(n_avg.total), n_avg_prunable=float(n_avg.prunable),
+        flops=per_token * steps * tokens_per_step,
+        flops_dense=models.flops_per_token(model_cfg, seq_len) * steps * tokens_per_step,
+        mesh=dict(mesh_shape),
+        memory=memory_estimate(model_cfg, params, mesh_shape, batch_size // grad_accum, seq_len))
+
+
+def memory_estimate(model_cfg: models.ModelConfig, params: ParamCounts,
+                    mesh_shape: dict[str, int], micro_batch: int, seq_len: int) -> MemoryEstimate:
     """A rough per-device estimate: sharded state plus activations kept for the backward pass.
 
     State: f32 params, Adam mu and nu, f32 grads (16 bytes/param) and bool masks (1 byte per
@@ -107,13 +171,11 @@ def memory_estimate(config: ml_collections.ConfigDict, model_cfg: models.ModelCo
     token per layer (2 with remat) plus the f32 logits, for the per-device micro-batch.
     """
     shards = max(1, mesh_shape.get("fsdp", 1) * mesh_shape.get("tensor", 1))
-    state = (16 * counts["total"] + counts["prunable"]) // shards
+    state = (16 * params.total + params.prunable) // shards
     batch_shards = max(1, mesh_shape.get("data", 1) * mesh_shape.get("fsdp", 1))
-    local_tokens = (config.train.batch_size // config.train.grad_accum // batch_shards
-                    * config.train.seq_len)
+    local_tokens = micro_batch // batch_shards * seq_len
     act_bytes = 2 if model_cfg.dtype == "bfloat16" else 4
     per_layer = (2 if model_cfg.remat else 16) * model_cfg.d_model * act_bytes
     activations = local_tokens * (model_cfg.n_layers * per_layer
                                   + 8 * model_cfg.vocab_size // max(1, mesh_shape.get("tensor", 1)))
-    return {"state": int(state), "activations": int(activations),
-            "total": int(state + activations)}
+    return MemoryEstimate(state=int(state), activations=int(activations))

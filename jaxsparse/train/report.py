@@ -7,8 +7,10 @@ from typing import Any
 
 import ml_collections
 
+from jaxsparse.train.plan import Plan
 
-def write_summary(workdir: str, config: ml_collections.ConfigDict, plan: dict[str, Any],
+
+def write_summary(workdir: str, config: ml_collections.ConfigDict, plan: Plan,
                   final: dict[str, Any]) -> dict[str, Any]:
     """Write summary.json atomically and return it.
 
@@ -19,13 +21,13 @@ def write_summary(workdir: str, config: ml_collections.ConfigDict, plan: dict[st
     """
     summary = {
         "config": config.to_dict(),
-        "n_total": plan["params"]["total"],
-        "n_prunable": plan["params"]["prunable"],
-        "n_avg": plan["n_avg"],
-        "n_avg_prunable": plan["n_avg_prunable"],
-        "tokens": plan["tokens"],
-        "steps": plan["steps"],
-        "flops": plan["flops"],
+        "n_total": plan.params.total,
+        "n_prunable": plan.params.prunable,
+        "n_avg": plan.n_avg,
+        "n_avg_prunable": plan.n_avg_prunable,
+        "tokens": plan.tokens,
+        "steps": plan.steps,
+        "flops": plan.flops,
         **final,
     }
     path = os.path.join(workdir, "summary.json")

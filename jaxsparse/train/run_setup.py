@@ -1,7 +1,11 @@
-"""Checks and resolutions done before any compute: workdir, vocabulary, device mesh."""
+"""Checks and resolutions done before any compute: workdir, vocabulary, device mesh, memory.
+
+Every failure is a `ConfigError` (bad input: the command line exits 2, nothing computed).
+"""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import jax
@@ -10,16 +14,32 @@ from jax.sharding import Mesh
 
 from jaxsparse import data as data_lib
 from jaxsparse import models
+from jaxsparse.errors import ConfigError
+
+# What a run writes into its workdir; `--restart` moves these aside (never deletes them).
+RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "summary.json", "training.png", "tensorboard")
+PREVIOUS = "previous"
 
 
-def check_workdir(workdir: str) -> None:
-    """Create `workdir` if needed and prove it is writable (a probe file, then removed)."""
+def _has_checkpoint(workdir: str) -> bool:
+    path = os.path.join(workdir, "checkpoints")
+    return os.path.isdir(path) and any(name.isdigit() for name in os.listdir(path))
+
+
+def check_workdir(workdir: str, restart: bool = False) -> None:
+    """Create `workdir` if needed and prove it is writable (a probe file, then removed).
+
+    A workdir holding metrics.jsonl or summary.json but no checkpoint cannot be resumed (its
+    records would be silently replaced): refused unless `restart`. With `restart`, every output
+    of the previous run (RUN_OUTPUTS) is moved to WORKDIR/previous/<UTC time>/ and the run starts
+    from step 0; nothing is deleted.
+    """
     if not workdir:
-        raise ValueError("--workdir is required: the directory for checkpoints, metrics and summary")
+        raise ConfigError("--workdir is required: the directory for checkpoints, metrics and summary")
     if "://" in workdir:
-        raise ValueError(f"--workdir={workdir!r}: URLs are not supported; mount the bucket "
-                         "(e.g. gcsfuse BUCKET /mnt/gcs, as launch/setup.sh does) and pass the "
-                         "local path, e.g. /mnt/gcs/runs/NAME")
+        raise ConfigError(f"--workdir={workdir}: URLs are not supported; mount the bucket "
+                          "(e.g. gcsfuse BUCKET /mnt/gcs, as launch/setup.sh does) and pass the "
+                          "local path, e.g. /mnt/gcs/runs/NAME")
     try:
         os.makedirs(workdir, exist_ok=True)
         probe = os.path.join(workdir, f".write_probe_{uuid.uuid4().hex}")
@@ -27,7 +47,55 @@ def check_workdir(workdir: str) -> None:
             f.write("ok")
         os.remove(probe)
     except OSError as err:
-        raise ValueError(f"--workdir={workdir!r} is not a writable directory: {err}") from err
+        raise ConfigError(f"--workdir={workdir} is not a writable directory: {err}") from err
+    outputs = [n for n in RUN_OUTPUTS if os.path.exists(os.path.join(workdir, n))]
+    if restart and outputs:
+        _move_aside(workdir, outputs)
+    elif not _has_checkpoint(workdir) and {"metrics.jsonl", "summary.json"} & set(outputs):
+        raise ConfigError(
+            f"--workdir={workdir} holds {' and '.join(sorted(set(outputs) - {'checkpoints'}))} "
+            "but no checkpoint to resume from; use a new --workdir, or pass --restart to start "
+            f"over (it moves the old outputs to {os.path.join(workdir, PREVIOUS)}/)")
+
+
+def _move_aside(workdir: str, outputs: list[str]) -> None:
+    if jax.process_index() != 0:
+        return
+    target = os.path.join(workdir, PREVIOUS, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+    os.makedirs(target, exist_ok=True)
+    for name in outputs:
+        os.replace(os.path.join(workdir, name), os.path.join(target, name))
+    print(f"--restart: moved {', '.join(outputs)} to {target}", flush=True)
+
+
+def device_memory_limit() -> tuple[int, str]:
+    """(bytes one device may use, where the figure comes from): the smallest `bytes_limit` of
+    the local devices' memory_stats(), else (CPU) the host's physical memory / local devices."""
+    limits = []
+    for device in jax.local_devices():
+        try:
+            stats = device.memory_stats() or {}
+        except Exception:  # noqa: BLE001 - some backends do not implement it
+            stats = {}
+        if stats.get("bytes_limit"):
+            limits.append(int(stats["bytes_limit"]))
+    if limits:
+        return min(limits), f"memory_stats() of {jax.local_devices()[0].device_kind}"
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    n = max(1, jax.local_device_count())
+    return physical // n, f"host memory {physical / 2**30:.1f} GiB shared by {n} local device(s)"
+
+
+def check_memory(estimate_bytes: int, local_devices: bool = True) -> None:
+    """Refuse a run whose per-device memory plan exceeds what a device has (ConfigError)."""
+    if not local_devices:
+        return
+    limit, source = device_memory_limit()
+    if estimate_bytes > limit:
+        raise ConfigError(
+            f"the memory plan needs about {estimate_bytes / 2**30:.2f} GiB per device, more than "
+            f"the {limit / 2**30:.2f} GiB limit ({source}); lower train.batch_size, raise "
+            "train.grad_accum or mesh.fsdp, set model.remat=True, or pass --force to try anyway")
 
 
 def resolve_vocab(config: ml_collections.ConfigDict) -> int:
@@ -36,45 +104,55 @@ def resolve_vocab(config: ml_collections.ConfigDict) -> int:
     if fixed and not os.path.exists(os.path.expanduser(str(config.data.tokenizer))) \
             and config.data.tokenizer not in ("bytes", "embedded"):
         return fixed  # e.g. a remote tokenizer on a TPU VM: trust the configured vocabulary
-    tokenizer = data_lib.get_tokenizer(config.data)
+    try:
+        tokenizer = data_lib.get_tokenizer(config.data)
+    except (ValueError, OSError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"config.data.tokenizer={config.data.tokenizer}: {err}") from err
     if fixed and tokenizer.vocab_size > fixed:
-        raise ValueError(f"config.model.vocab_size={fixed} is smaller than the tokenizer's "
-                         f"vocabulary ({tokenizer.vocab_size}, data.tokenizer="
-                         f"{config.data.tokenizer!r}); use 0 (the tokenizer's) or a larger value")
+        raise ConfigError(f"config.model.vocab_size={fixed} is smaller than the tokenizer's "
+                          f"vocabulary ({tokenizer.vocab_size}, data.tokenizer="
+                          f"{config.data.tokenizer}); use 0 (the tokenizer's) or a larger value")
     return fixed or tokenizer.vocab_size
 
 
-def build_mesh(config: ml_collections.ConfigDict) -> Mesh:
-    """The (data, fsdp, tensor) mesh over all devices; -1 on one axis takes the rest.
-
-    Raises ValueError naming config.mesh.* when the axes do not match the device count, or
-    config.train.batch_size when the batch does not split over data x fsdp (per micro-batch).
-    """
-    n = jax.device_count()
+def _mesh_sizes(config: ml_collections.ConfigDict, n: int) -> dict[str, int]:
     sizes = {a: config.mesh[a] for a in ("data", "fsdp", "tensor")}
     free = [a for a, v in sizes.items() if v == -1]
     if len(free) > 1:
-        raise ValueError(f"config.mesh: only one axis may be -1, got {sizes}")
+        raise ConfigError(f"config.mesh: only one axis may be -1, got {sizes}")
     fixed = 1
     for a, v in sizes.items():
         if v != -1:
             fixed *= v
     if free:
         if n % fixed:
-            raise ValueError(f"config.mesh={sizes}: {fixed} devices on the fixed axes do not "
-                             f"divide the {n} devices")
+            raise ConfigError(f"config.mesh={sizes}: {fixed} devices on the fixed axes do not "
+                              f"divide the {n} devices")
         sizes[free[0]] = n // fixed
     if sizes["data"] * sizes["fsdp"] * sizes["tensor"] != n:
-        raise ValueError(f"config.mesh={sizes} needs {sizes['data'] * sizes['fsdp'] * sizes['tensor']}"
-                         f" devices, but there are {n}; set one axis to -1 to use them all")
+        raise ConfigError(f"config.mesh={sizes} needs "
+                          f"{sizes['data'] * sizes['fsdp'] * sizes['tensor']} devices, but there "
+                          f"are {n}; set one axis to -1 to use them all")
+    return sizes
+
+
+def build_mesh(config: ml_collections.ConfigDict) -> Mesh:
+    """The (data, fsdp, tensor) mesh over all devices; -1 on one axis takes the rest.
+
+    Raises ConfigError naming config.mesh.* when the axes do not match the device count, or
+    config.train.batch_size when the batch does not split over data x fsdp (per micro-batch).
+    """
+    sizes = _mesh_sizes(config, jax.device_count())
     shards = sizes["data"] * sizes["fsdp"]
     micro = config.train.batch_size // config.train.grad_accum
     if micro % shards:
-        raise ValueError(
+        raise ConfigError(
             f"config.train.batch_size={config.train.batch_size} (per micro-batch "
             f"{micro} with train.grad_accum={config.train.grad_accum}) is not divisible by the "
             f"{shards} data-parallel shards (mesh data={sizes['data']} x fsdp={sizes['fsdp']})")
     if config.train.batch_size % jax.process_count():
-        raise ValueError(f"config.train.batch_size={config.train.batch_size} is not divisible by "
-                         f"the {jax.process_count()} processes")
+        raise ConfigError(f"config.train.batch_size={config.train.batch_size} is not divisible "
+                          f"by the {jax.process_count()} processes")
     return models.make_mesh(sizes["data"], sizes["fsdp"], sizes["tensor"])

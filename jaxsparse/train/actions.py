@@ -1,0 +1,49 @@
+"""The measurements the loop's actions take: eval loss, per-layer sparsity, the train record.
+
+Pure helpers (no loop state): each takes what it measures and returns plain numbers.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+
+from jaxsparse import data as data_lib
+from jaxsparse.pruning.selection import path_str
+
+
+def evaluate(eval_step, state, batches, sharding) -> float:
+    """Mean eval loss (nats/token) over the fixed validation batches."""
+    sums = [eval_step(state, data_lib.to_global_batch(b, sharding)) for b in batches]
+    sums = jax.device_get(sums)
+    return float(sum(s["loss_sum"] for s in sums) / max(1.0, sum(s["weights"] for s in sums)))
+
+
+def per_layer_sparsity(masks: Any, replicated: NamedSharding) -> dict[str, float]:
+    """Sparsity per mask; a kernel stacked by nn.scan (rank >= 3) gets one entry per layer,
+    named ``path[i]``."""
+    flat = [(path_str(p), m) for p, m in jax.tree_util.tree_flatten_with_path(masks)[0]]
+    counts = jax.jit(lambda ms: [jnp.sum(m, axis=tuple(range(1, m.ndim)) if m.ndim >= 3
+                                         else None, dtype=jnp.int32) for m in ms],
+                     out_shardings=replicated)([m for _, m in flat])
+    out = {}
+    for (path, m), c in zip(flat, jax.device_get(counts)):
+        per = int(np.prod(m.shape[1:])) if m.ndim >= 3 else int(np.prod(m.shape))
+        if m.ndim >= 3:
+            out.update({f"{path}[{i}]": 1.0 - int(ci) / per for i, ci in enumerate(c)})
+        else:
+            out[path] = 1.0 - int(c) / per
+    return out
+
+
+def check_finite(losses: list[float], norms: list[float], done: int, last_good: str) -> None:
+    """Raise FloatingPointError when a loss or gradient norm since the last fetch is not finite."""
+    if not all(math.isfinite(x) for x in losses + norms):
+        raise FloatingPointError(
+            f"training diverged: loss {losses[-1]} / grad norm {norms[-1]} is not finite by step "
+            f"{done}; stopped. The last good checkpoint ({last_good}) is intact; lower "
+            "config.train.learning_rate or check the data.")

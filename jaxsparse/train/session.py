@@ -1,0 +1,173 @@
+"""The live state of one training loop (`Session`) and the actions the loop takes on it.
+
+`open_session` builds what a run needs to step (data iterators, the train state restored or
+created on the mesh, the jitted steps, the metrics writer) and registers each closable resource
+on the caller's ExitStack. Units: `active` counts the prunable weights in force; `active_sum`
+sums, over the steps done, all parameters in force (N̄ so far = active_sum / steps done).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import jax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxsparse import data as data_lib
+from jaxsparse import models
+from jaxsparse.pruning import summary
+from jaxsparse.train import actions
+from jaxsparse.train.checkpointing import Checkpointer
+from jaxsparse.train.console import Progress, say
+from jaxsparse.train.metrics import MetricsWriter
+from jaxsparse.train.optimizer import learning_rate_schedule
+from jaxsparse.train.plan import train_flops_per_token
+from jaxsparse.train.run import Run
+from jaxsparse.train.state import abstract_state, create_state
+from jaxsparse.train.step import active_params, make_eval_step, make_train_step, model_masks
+
+
+class Session:
+    """Mutable loop state plus the named actions (see jaxsparse.train.loop)."""
+
+    def __init__(self, run: Run, workdir: str, ckpt: Checkpointer, shardings: Any):
+        self.run, self.workdir, self.ckpt = run, workdir, ckpt
+        c = run.config
+        self.batch_sharding = models.batch_sharding(run.mesh)
+        self.replicated = NamedSharding(run.mesh, PartitionSpec())
+        self.train_step = jax.jit(make_train_step(run.model, run.tx, c.train.grad_accum),
+                                  in_shardings=(shardings, self.batch_sharding),
+                                  out_shardings=(shardings, self.replicated), donate_argnums=(0,))
+        self.eval_step = jax.jit(make_eval_step(run.model, c.train.grad_accum),
+                                 in_shardings=(shardings, self.batch_sharding),
+                                 out_shardings=self.replicated)
+        self.count_active = jax.jit(active_params, in_shardings=(shardings,),
+                                    out_shardings=self.replicated)
+        self.lr_at = learning_rate_schedule(c, run.steps)
+        self.dense = run.schedule.kind == "dense"  # no transform: every weight stays active
+        self.progress = Progress(run.steps)
+        self.pending: list[dict] = []
+        self.losses: list[float] = []
+        self.active_sum = 0.0
+        self.state: Any = None
+        self.train_iter: Any = None
+        self.eval_batches: Any = None
+        self.writer: Any = None
+        self.start = self.step_at_log = 0
+        self.last_good: int | None = None
+        self.active = run.plan.params.prunable
+        self.t_log = time.time()
+
+    def masks(self) -> Any:
+        return model_masks(self.state.opt_state)
+
+    def advance(self) -> None:
+        """One train step on the next batch (asynchronous: metrics stay on device)."""
+        batch = data_lib.to_global_batch(next(self.train_iter), self.batch_sharding)
+        self.state, metrics = self.train_step(self.state, batch)
+        self.pending.append(metrics)
+        self.active_sum += self.run.plan.params.other + self.active
+        if self.progress.first_step is None:
+            jax.block_until_ready(metrics)  # the first step (and its compilation) is done
+            self.progress.started(self.start + 1)
+
+    def fetch(self, done: int) -> tuple[list[float], list[float]]:
+        """Metrics of the steps since the last fetch to host; raise if any is not finite."""
+        fetched, self.pending = jax.device_get(self.pending), []
+        losses = [float(m["loss"]) for m in fetched]
+        norms = [float(m["grad_norm"]) for m in fetched]
+        self.losses = losses
+        last = "none" if self.last_good is None else f"{self.ckpt.directory}/{self.last_good}"
+        if not all(map(_finite, losses + norms)):
+            self.ckpt.wait()
+        actions.check_finite(losses, norms, done, last)
+        return losses, norms
+
+    def record_event(self, done: int) -> None:
+        """A pruning event happened at step `done`: record densities (total and per layer)."""
+        masks = self.masks()
+        self.active = summary(masks).active
+        self.writer.write("pruning_event", done, {
+            "density": self.active / self.run.plan.params.prunable,
+            "scheduled_density": float(self.run.schedule.density_at(done, self.run.steps)),
+            "per_layer_sparsity": actions.per_layer_sparsity(masks, self.replicated)})
+
+    def log(self, done: int, losses: list[float], norms: list[float], echo: bool) -> None:
+        """The train record to metrics.jsonl; the console line when `echo` (process 0)."""
+        record = train_record(self, done, losses, norms)
+        self.writer.write("train", done, record)
+        if echo:
+            self.progress.log(done, record["loss"], record["density"], record["tokens_per_s"])
+
+    def checkpoint(self, done: int, force: bool = False) -> None:
+        meta = {"identity": self.run.identity, "config": self.run.config.to_dict(),
+                "progress": {"active_sum": self.active_sum, "losses": self.losses}}
+        self.ckpt.save(done, self.state, self.train_iter.get_state(), meta, force=force)
+        self.last_good = done
+        say(f"checkpoint at step {done}: {self.ckpt.directory}/{done}")
+
+    def evaluate(self, done: int) -> float:
+        loss = actions.evaluate(self.eval_step, self.state, self.eval_batches, self.batch_sharding)
+        self.writer.write("eval", done, {"eval_loss": loss})
+        say(f"eval at step {done}: loss {loss:.4f} over {self.run.config.eval.batches} batches")
+        return loss
+
+    def restart_clock(self, done: int) -> None:
+        self.t_log, self.step_at_log = time.time(), done
+
+
+def _finite(x: float) -> bool:
+    return x == x and abs(x) != float("inf")
+
+
+def train_record(s: Session, done: int, losses: list[float], norms: list[float]) -> dict:
+    """The metrics.jsonl record of the log interval ending at step `done`."""
+    plan, now = s.run.plan, time.time()
+    tok_s = plan.tokens_per_step * (done - s.step_at_log) / max(now - s.t_log, 1e-9)
+    density = s.active / plan.params.prunable
+    tflops = train_flops_per_token(s.run.model_config, s.run.seq_len, plan.params.prunable,
+                                   density) * tok_s / 1e12
+    record = {"loss": float(sum(losses) / len(losses)), "learning_rate": float(s.lr_at(done - 1)),
+              "grad_norm": norms[-1], "tokens_per_s": tok_s,
+              "step_time_s": (now - s.t_log) / max(done - s.step_at_log, 1),
+              "density": density, "active_params": plan.params.other + s.active,
+              "n_avg_so_far": s.active_sum / done, "tflops_per_s": tflops}
+    peak = s.run.config.metrics.peak_tflops_per_device
+    if peak > 0:
+        record["mfu"] = tflops / (peak * jax.device_count())
+    return record
+
+
+def open_session(run: Run, workdir: str, ckpt: Checkpointer,
+                 stack: contextlib.ExitStack) -> Session:
+    """A Session at the latest checkpoint (or step 0); its resources close with `stack`."""
+    c, seq = run.config, run.seq_len
+    abstract, shardings = abstract_state(run.model, run.tx, run.mesh, models.DEFAULT_RULES, seq)
+    s = Session(run, workdir, ckpt, shardings)
+    s.train_iter = data_lib.make_train_iterator(c.data, seq_len=seq, seed=c.seed,
+                                                global_batch_size=c.train.batch_size)
+    stack.callback(s.train_iter.close)
+    s.eval_batches = data_lib.make_eval_batches(c.data, seq_len=seq, num_batches=c.eval.batches,
+                                                global_batch_size=c.train.batch_size)
+    latest = ckpt.latest_step()
+    if latest is not None:
+        progress = ckpt.read_meta(latest).get("progress", {})
+        s.state, data_state = ckpt.restore(latest, abstract)
+        s.train_iter.set_state(data_state)
+        s.active_sum = float(progress.get("active_sum", 0.0))
+        s.losses = list(progress.get("losses", []))
+        s.last_good = latest
+        say(f"resumed from {ckpt.directory}/{latest}")
+    else:
+        s.state = create_state(run.model, run.tx, c.seed, seq, shardings)
+    s.start = s.step_at_log = int(jax.device_get(s.state.step))
+    s.writer = MetricsWriter(workdir, enabled=jax.process_index() == 0,
+                             tensorboard=c.metrics.tensorboard, keep_until=s.start)
+    stack.callback(s.writer.close)
+    if not s.dense:
+        s.active = int(jax.device_get(s.count_active(s.state)))
+        if s.start == 0 and run.schedule.is_event(0, run.steps):  # an event applied in init
+            s.record_event(0)
+    s.t_log = time.time()
+    return s
