@@ -58,7 +58,7 @@ def test_list_prints_every_run_with_its_command_and_plan(tmp_path, capsys):
     (f'[{{"name": "a", "config": "{TINY}", "workdir": "../out"}}]', "workdir='../out'"),
     (f'[{{"name": "a", "config": "{TINY}", "overides": {{}}}}]', "unknown keys ['overides']"),
     ('[{"name": "a", "config": "configs/nope.py"}]',
-     "config file 'configs/nope.py' does not exist"),
+     "config file configs/nope.py does not exist"),
 ])
 def test_bad_sweep_files_are_rejected_before_anything_runs(tmp_path, capsys, runs, message):
     sweep = _sweep_file(tmp_path, runs)
@@ -69,9 +69,9 @@ def test_bad_sweep_files_are_rejected_before_anything_runs(tmp_path, capsys, run
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ('{"train.stepz": 3}', "override key 'train.stepz' is not a key of configs/tiny.py; known "
-                           "keys under config.train: b1, b2, batch_size"),
-    ('{"nope.x": 1}', "override key 'nope.x'"),
+    ('{"train.stepz": 3}', "override key train.stepz is not a key of configs/tiny.py: unknown "
+                           "key train.stepz; did you mean train.steps?"),
+    ('{"nope.x": 1}', "override key nope.x"),
     ('{"train": 1}', "'train' is a section of the config"),
     ('{"train.steps": "many"}', "--config.train.steps=many"),
     ('{"pruning.final_sparsity": 1.5}', "config.pruning"),
@@ -107,7 +107,7 @@ def test_other_bad_invocations(tmp_path, capsys):
     no_fn.write_text("RUNS = []\n")
     assert "defines no get_sweep" in _cli(capsys, str(no_fn), "--list")[2]
     code, _, err = _cli(capsys, "configs/sweeps/scaling.py:batch=abc", "--list")
-    assert code == 2 and "batch='abc' does not parse as int" in err
+    assert code == 2 and "batch=abc does not parse as int" in err
     code, _, err = _cli(capsys, "configs/sweeps/scaling.py", "--collect",
                         str(tmp_path / "x.csv"), "--root", str(tmp_path / "empty"))
     assert code == 2 and "no run of scaling has finished" in err
@@ -121,8 +121,8 @@ def test_override_values_format_as_the_trainer_parses_them(capsys):
     with pytest.raises(SweepError, match="expected a list of run dicts"):
         check_runs({"name": "a"}, "x.py")
     code, out, err = _cli(capsys, "configs/sweeps/scaling.py", "--list", "--shard", "1/4")
-    assert code == 0 and [x.split("\t")[0] for x in out.splitlines()] == [
-        r.name for r in load_sweep("configs/sweeps/scaling.py")[1::4]]
+    names = [x.split()[0] for x in out.splitlines()[1:] if x.strip()][:-1]  # header, footer
+    assert code == 0 and names == [r.name for r in load_sweep("configs/sweeps/scaling.py")[1::4]]
     assert "--shard='4/4'" in _cli(capsys, "configs/sweeps/scaling.py", "--list", "--shard",
                                    "4/4")[2]
     runs = load_sweep("configs/sweeps/scaling.py:batch=512")

@@ -15,7 +15,8 @@ Argument (optional): scale (multiplies every token budget; default 1.0; e.g. 0.1
 from jaxsparse import models
 from jaxsparse.data import ByteTokenizer
 from jaxsparse.pruning import Schedule, average_param_count
-from jaxsparse.train.config import base_config, model_config, total_steps
+from jaxsparse.train.config import base_config
+from jaxsparse.train.run import model_config, total_steps
 from jaxsparse.train.config_args import parse_config_args
 
 WIDTHS = (32, 48, 64, 80, 96)          # d_model of the dense ladder

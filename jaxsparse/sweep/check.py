@@ -13,7 +13,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from jaxsparse.errors import ConfigError
+from jaxsparse.errors import ConfigError, unknown_key_message
 from jaxsparse.sweep.spec import Run, SweepError, resolve_config_file, split_config
 
 if TYPE_CHECKING:
@@ -32,12 +32,13 @@ def _check_key(base: ml_collections.ConfigDict, key: str, run: Run) -> None:
     node: Any = base
     parts = key.split(".")
     for depth, part in enumerate(parts):
-        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-            prefix = ".".join(parts[:depth])
-            known = (", ".join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict)
-                     else f"none: config.{prefix} is a value, not a section")
-            raise SweepError(f"run {run.name!r}: override key {key!r} is not a key of "
-                             f"{run.config_file}; known keys under config.{prefix or ''}: {known}")
+        prefix = ".".join(parts[:depth])
+        if not isinstance(node, ml_collections.ConfigDict):
+            raise SweepError(f"run {run.name!r}: override key {key} is not a key of "
+                             f"{run.config_file}: config.{prefix} is a value, not a section")
+        if part not in node:
+            raise SweepError(f"run {run.name!r}: override key {key} is not a key of "
+                             f"{run.config_file}: {unknown_key_message(prefix, part, node.keys())}")
         node = node[part]
     if isinstance(node, ml_collections.ConfigDict):
         raise SweepError(f"run {run.name!r}: override key {key!r} is a section of the config, "
