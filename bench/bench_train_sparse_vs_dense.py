@@ -24,17 +24,17 @@ import default  # noqa: E402
 
 from jaxsparse import data as data_lib  # noqa: E402
 from jaxsparse import models  # noqa: E402
-from jaxsparse.train import config as config_lib  # noqa: E402
-from jaxsparse.train.optimizer import make_optimizer  # noqa: E402
-from jaxsparse.train.run_setup import build_mesh, resolve_vocab  # noqa: E402
+from jaxsparse.train import prepare  # noqa: E402
+from jaxsparse.train.run_setup import build_mesh  # noqa: E402
 from jaxsparse.train.state import abstract_state, create_state  # noqa: E402
 from jaxsparse.train.step import make_train_step  # noqa: E402
 
 
 def build(config, total_steps, batch, mesh):
-    vocab = resolve_vocab(config)
-    model = models.Transformer(config_lib.model_config(config, vocab))
-    tx = make_optimizer(config, total_steps)
+    config = config.copy_and_resolve_references()
+    config.train.steps = total_steps
+    run = prepare(config)  # the model and transform, resolved once
+    model, tx = run.model, run.tx
     _, shardings = abstract_state(model, tx, mesh, models.DEFAULT_RULES, config.train.seq_len)
     state = create_state(model, tx, config.seed, config.train.seq_len, shardings)
     step = jax.jit(make_train_step(model, tx), in_shardings=(shardings, models.batch_sharding(mesh)),
@@ -83,7 +83,7 @@ def main() -> None:
         print(f"  {k:7s} median {v * 1e3:8.1f} ms/step  {tokens / v:9,.0f} tokens/s")
     print(f"  sparse / dense step time: {med['sparse'] / med['dense']:.4f} "
           f"({(med['sparse'] / med['dense'] - 1) * 100:+.2f}%)")
-    sched = config_lib.schedule(base)
+    sched = prepare(base).schedule
     steps = base.train.steps
     n_events = len(sched.event_steps(steps))
     overhead = n_events * (med["event"] - med["sparse"]) / (steps * med["sparse"])

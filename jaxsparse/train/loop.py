@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 import jax
+from absl import logging
 import ml_collections
 import numpy as np
 
@@ -71,6 +72,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
     outputs aside; `force`: skip the memory check. Raises ConfigError (bad input, nothing
     computed), FloatingPointError (diverged) or TrainingFault (I/O fault after compute)."""
     run = prepare(config, workdir, restart=restart, force=force)
+    computing = False
     try:
         with contextlib.ExitStack() as stack:
             ckpt = Checkpointer(workdir, config.checkpoint.keep, config.checkpoint.async_save)
@@ -80,8 +82,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
                 return finished
             session = open_session(run, workdir, ckpt, stack)
             say(startup_line(run, workdir, session.start))
+            computing = True
             return _run_steps(session, stack.enter_context(Preemption()))
-    except OSError as err:
+    except (ConfigError, FloatingPointError):
+        raise
+    except Exception as err:  # noqa: BLE001 - after compute started, every fault is reported
+        if not (computing or isinstance(err, OSError)):
+            raise
+        logging.info("training fault", exc_info=True)  # the traceback, with --verbosity=0
         raise TrainingFault(_fault_message(err, workdir)) from err
 
 
@@ -109,8 +117,10 @@ def _fault_message(err: OSError, workdir: str) -> str:
     steps = sorted(int(n) for n in os.listdir(ckpts) if n.isdigit()) if os.path.isdir(ckpts) else []
     saved = (f"the newest complete checkpoint is {ckpts}/{steps[-1]} (step {steps[-1]})"
              if steps else "no checkpoint was saved")
-    return (f"I/O fault during training: {err}. {saved}; fix the cause (e.g. free disk space) "
-            "and rerun the same command to resume from the newest checkpoint.")
+    cause = " ".join(f"{type(err).__name__}: {err}".split())
+    return (f"fault during training ({cause}). {saved}; fix the cause (e.g. free disk space) "
+            "and rerun the same command to resume from the newest checkpoint "
+            "(--verbosity=0 prints the traceback).")
 
 
 def _run_steps(s: Session, preempt: Preemption) -> dict[str, Any]:

@@ -105,7 +105,7 @@ class Session:
                 "progress": {"active_sum": self.active_sum, "losses": self.losses}}
         self.ckpt.save(done, self.state, self.train_iter.get_state(), meta, force=force)
         self.last_good = done
-        say(f"checkpoint at step {done}: {self.ckpt.directory}/{done}")
+        say(f"checkpoint: saving step {done} to {self.ckpt.directory}/{done}")
 
     def evaluate(self, done: int) -> float:
         loss = actions.evaluate(self.eval_step, self.state, self.eval_batches, self.batch_sharding)

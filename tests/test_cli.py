@@ -1,0 +1,158 @@
+"""The trainer's command-line contract (issue 12.4-12.6): bad input exits 2 with one plain line
+naming the file or field (no traceback, nothing written); a fault after compute started exits 1
+saying what was saved and how to resume; --help, --print_config, --restart and --force."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from jaxsparse.errors import ConfigError
+from jaxsparse.train import prepare
+from jaxsparse.train.run_setup import device_memory_limit
+from train_utils import REPO, cli_env, run_cli, tiny_config, train_cmd, write_corpus
+
+TINY = f"{REPO}/configs/tiny.py"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    return cli_env(tmp_path_factory.mktemp("data"))
+
+
+def _config_file(tmp_path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+BAD_INPUT = [  # (id, config file text or None for configs/tiny.py, extra args, words in the line)
+    ("missing config file", None, ["--config=configs/no_such.py"], ["configs/no_such.py", "does not exist"]),
+    ("syntax error", "def get_config(:\n    pass\n", [], ["bad.py", "syntax error at line 1"]),
+    ("get_config returns a dict", "def get_config():\n    return {'seed': 1}\n", [],
+     ["bad.py", "get_config() returned a dict"]),
+    ("get_config raises", "def get_config():\n    raise RuntimeError('no corpus here')\n", [],
+     ["bad.py", "no corpus here"]),
+    ("unknown key in the file",
+     "from jaxsparse.train.config import base_config\n"
+     "def get_config():\n    c = base_config()\n    c.train.stpes = 3\n    return c\n", ["--dry_run"],
+     ["unknown key train.stpes", "did you mean train.steps?"]),
+    ("unknown data key in the file",
+     "from jaxsparse.train.config import base_config\n"
+     "def get_config():\n    c = base_config()\n    c.data.tokenzier = 'bytes'\n    return c\n",
+     ["--dry_run"], ["data.tokenzier", "did you mean data.tokenizer?"]),
+    ("unknown override", None, ["--config.train.stesp=3"], ["train.stesp", "did you mean train.steps?"]),
+    ("unknown section", None, ["--config.trian.steps=3"], ["trian", "did you mean train?"]),
+    ("override of the wrong type", None, ["--config.train.steps=abc"], ["config.train.steps=abc"]),
+    ("bad config argument", None, [f"--config={TINY}:steps=abc"], ["tiny.py", "steps=abc does not parse"]),
+    ("bad value", None, ["--config.pruning.final_sparsity=1.5"], ["final_sparsity"]),
+    ("stray argument", None, ["extra"], ["unexpected arguments: extra"]),
+    ("memory plan over the device memory", None, ["--config.train.batch_size=1048576"],
+     ["memory plan needs", "GiB limit", "--force"]),
+]
+
+
+@pytest.mark.parametrize("text, extra, words", [c[1:] for c in BAD_INPUT], ids=[c[0] for c in BAD_INPUT])
+def test_bad_input_exits_2_with_one_plain_line_and_writes_nothing(tmp_path, corpus, env, text,
+                                                                  extra, words):
+    args = train_cmd(corpus, tmp_path / "w", *extra)
+    if text is not None:
+        args[3] = f"--config={_config_file(tmp_path, 'bad.py', text)}"
+    out = run_cli(args, env)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and "\\n" not in lines[0] and "\\'" not in lines[0]
+    for word in words:
+        assert word in lines[0]
+    assert not (tmp_path / "w").exists()
+
+
+def test_help_exits_0_and_points_to_print_config(env):
+    out = run_cli([*train_cmd(REPO, REPO)[:3], "--help"], env)
+    assert out.returncode == 0 and "--print_config" in out.stdout and "--restart" in out.stdout
+
+
+def test_print_config_lists_every_key_with_value_default_and_doc(corpus, env):
+    out = run_cli([*train_cmd(corpus, REPO)[:4], "--config.train.steps=7", "--print_config"], env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = {line.split(" = ")[0]: line for line in out.stdout.splitlines()}
+    from jaxsparse.train.config import key_docs
+    assert set(key_docs()) <= set(lines)  # every key, data's included
+    assert lines["train.steps"].startswith("train.steps = 7 ")
+    assert "optimizer steps" in lines["train.steps"] and "(default 0)" in lines["train.steps"]
+    assert "(default" not in lines["train.b1"] and "AdamW beta1" in lines["train.b1"]
+
+
+def test_memory_plan_is_checked_against_the_device_unless_forced(corpus, tmp_path):
+    config = tiny_config(corpus, **{"train.batch_size": 1 << 20})
+    estimate = prepare(config).plan.memory.total
+    limit, _ = device_memory_limit()
+    assert estimate > limit
+    with pytest.raises(ConfigError, match="memory plan needs"):
+        prepare(config, str(tmp_path / "refused"))
+    assert not (tmp_path / "refused").exists()
+    assert prepare(config, str(tmp_path / "forced"), force=True).plan.memory.total == estimate
+
+
+def test_outputs_without_a_checkpoint_are_refused_unless_restart(corpus, env, tmp_path):
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    (workdir / "metrics.jsonl").write_text('{"kind": "train", "step": 3, "loss": 1.0}\n')
+    out = run_cli(train_cmd(corpus, workdir, "--config.train.steps=4"), env)
+    assert out.returncode == 2 and "no checkpoint to resume from" in out.stderr
+    assert "--restart" in out.stderr
+    out = run_cli(train_cmd(corpus, workdir, "--config.train.steps=4", "--restart"), env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    moved = list((workdir / "previous").iterdir())
+    assert len(moved) == 1 and (moved[0] / "metrics.jsonl").read_text().startswith('{"kind"')
+    assert json.loads((workdir / "summary.json").read_text())["steps"] == 4
+    # the console: a start-up line, checkpoint saves and eval results
+    assert "test model (" in out.stdout and "4 steps" in out.stdout
+    assert "checkpoint: saving step 4" in out.stdout and "eval at step 4: loss" in out.stdout
+
+
+def test_a_disk_full_fault_after_compute_exits_1_saying_what_was_saved(corpus, env, tmp_path):
+    """RLIMIT_FSIZE makes every write past 256 KiB fail (EFBIG), as a full disk would: the
+    checkpoint's data cannot be written, the steps were computed. (The data set was built by
+    the previous test in this module's data_dir, within the limit or not at all.)"""
+    run_cli([*train_cmd(corpus, tmp_path / "warm", "--config.train.steps=1")], env)  # builds data
+    args = train_cmd(corpus, tmp_path / "w", "--config.train.steps=8",
+                     "--config.checkpoint.every_steps=4", "--config.eval.every_steps=0")
+    limited = [args[0], "-c", "import os, resource, sys; "
+               "resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, 256 << 10)); "
+               "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])", *args[1:]]
+    out = subprocess.run(limited, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: fault during training") and "File too large" in last
+    assert "no checkpoint was saved" in last and "rerun the same command to resume" in last
+    assert "step       4/8" in out.stdout  # steps were computed before the fault
+
+
+def test_size_presets_are_kept_unless_a_config_sets_scan_layers_or_remat(corpus):
+    from jaxsparse.train.run import model_config
+    config = tiny_config(corpus, **{"model.size": "58m"})
+    assert config.model.scan_layers is None and config.model.remat is None  # = the size's
+    preset = model_config(config, 32000)
+    assert preset.scan_layers is True and preset.remat is True
+    config.model.remat = False
+    assert model_config(config, 32000).remat is False
+
+
+def test_eta_counts_from_the_first_completed_step():
+    import time
+    from jaxsparse.train.console import Progress
+    progress = Progress(total_steps=100)
+    time.sleep(0.3)  # "compilation": before the first step completes
+    assert "ETA ?" in progress.line(1, 1.0, 1.0, 1.0)
+    progress.started(1)
+    progress.t_first -= 9.0  # as if 9 s passed since the first step completed
+    line = progress.line(10, 1.0, 1.0, 1.0)  # 9 steps in 9 s: 90 steps left = 90 s
+    assert "ETA 1m30s" in line or "ETA 1m29s" in line
