@@ -156,3 +156,25 @@ def test_eta_counts_from_the_first_completed_step():
     progress.t_first -= 9.0  # as if 9 s passed since the first step completed
     line = progress.line(10, 1.0, 1.0, 1.0)  # 9 steps in 9 s: 90 steps left = 90 s
     assert "ETA 1m30s" in line or "ETA 1m29s" in line
+
+
+def test_the_trainer_builds_its_model_through_the_registry(corpus):
+    import dataclasses
+    from jaxsparse import models
+    built = []
+
+    @models.register("test_counting_llama")
+    def counting(model_cfg):
+        built.append(model_cfg)
+        return models.Transformer(model_cfg)
+
+    config = tiny_config(corpus, **{"model.family": "test_counting_llama"})
+    run = prepare(config)
+    assert built == [run.model_config]  # built once, through the seam
+    assert run.plan.params.total == models.param_counts(run.model_config)["total"]
+    fields = {f"model.{f.name}" for f in dataclasses.fields(run.model_config)}
+    model_keys = {k for k in run.identity if k.startswith("model.")}
+    assert model_keys == fields - {"model.remat"} | {"model.size", "model.family"}
+    config.model.family = "lama"
+    with pytest.raises(ConfigError, match="config.model.family='lama'"):
+        prepare(config)

@@ -111,10 +111,19 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def _data_docs() -> dict[str, str]:
-    """One-line docs of the data keys, read from data.config.default_config's docstring."""
+    """Docs of the data keys, read from data.config.default_config's docstring (one source):
+    `      key: text` lines, with their more-indented continuation lines joined."""
     docs: dict[str, str] = {}
-    for match in re.finditer(r"^\s{6}(\w+): (.+)$", data_config.default_config.__doc__ or "", re.M):
-        docs[match.group(1)] = match.group(2).strip()
+    key = None
+    for line in (data_config.default_config.__doc__ or "").splitlines():
+        match = re.match(r"^\s{6}(\w+): (.+)$", line)
+        if match:
+            key = match.group(1)
+            docs[key] = match.group(2).strip()
+        elif key and re.match(r"^\s{8,}\S", line):
+            docs[key] += " " + line.strip()
+        else:
+            key = None
     return docs
 
 

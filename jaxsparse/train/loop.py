@@ -112,7 +112,7 @@ def _finished_summary(run: Run, ckpt: Checkpointer, workdir: str) -> dict | None
     return None
 
 
-def _fault_message(err: OSError, workdir: str) -> str:
+def _fault_message(err: BaseException, workdir: str) -> str:
     ckpts = os.path.join(workdir, "checkpoints")
     steps = sorted(int(n) for n in os.listdir(ckpts) if n.isdigit()) if os.path.isdir(ckpts) else []
     saved = (f"the newest complete checkpoint is {ckpts}/{steps[-1]} (step {steps[-1]})"
