@@ -1,4 +1,5 @@
-"""The paper's runs (paper.md sections 2, 3, 5): LLaMA-style models on C4 with gradual pruning.
+"""The paper's runs (Jin et al., "The Journey Matters", ICLR 2025, sections 2, 3, 5): LLaMA-style
+models on C4 with gradual pruning.
 
 Arguments (all optional), e.g.
     --config=configs/paper.py:size=162m,sparsity=0.8,schedule=geometric,start=0.25,end=0.75,budget=10x

@@ -26,7 +26,7 @@ def test_schedules_sweep_is_the_papers_80_runs():
         p = plans[run.name].to_json()  # the JSON users and sweep files see
         s = p["schedule"]
         assert p["model"]["d_model"] == 768 and p["model"]["n_layers"] == 12
-        assert abs(p["params"]["total"] - 162.42e6) < 0.01e6  # paper.md section 4
+        assert abs(p["params"]["total"] - 162.42e6) < 0.01e6  # the paper, section 4
         assert s["kind"] == "geometric"
         budget = {"10x": 200, "20x": 400}[_arg(run.config, "budget")]
         # the step count is the budget rounded up to whole steps

@@ -1,4 +1,4 @@
-"""The paper's 30 scaling-law runs (paper.md section 2), all with the 25%/75% geometric schedule.
+"""The paper's 30 scaling-law runs (Jin et al., ICLR 2025, section 2), all with the 25%/75% geometric schedule.
 
 Sizes 58M, 162M, 468M x final sparsity {0, 0.2, 0.4, 0.6, 0.8} x token budget {10x, 20x}
 Chinchilla (200, 400 tokens per total parameter). Sparsity 0 is the dense run. Each run is

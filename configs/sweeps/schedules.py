@@ -1,4 +1,4 @@
-"""The paper's 80 schedule runs (paper.md section 3), all on the 162M model.
+"""The paper's 80 schedule runs (Jin et al., ICLR 2025, section 3), all on the 162M model.
 
 10 (start, end) pairs: dense fraction a in {0, 0.25, 0.5, 0.75} x pruning fraction p in
 {0.25, 0.5, 0.75, 1.0} with a + p <= 1 (start = a, end = a + p, fractions of training), x final

@@ -87,7 +87,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
     except (ConfigError, FloatingPointError):
         raise
     except Exception as err:  # noqa: BLE001 - after compute started, every fault is reported
-        if not (computing or isinstance(err, OSError)):
+        if not computing:
             raise
         logging.info("training fault", exc_info=True)  # the traceback, with --verbosity=0
         raise TrainingFault(_fault_message(err, workdir)) from err

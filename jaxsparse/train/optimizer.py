@@ -1,8 +1,8 @@
 """The optimizer: AdamW with warm-up + cosine, global-norm clipping, then magnitude pruning
 (left out for pruning.schedule = "dense").
 
-paper.md section 5: AdamW (b1 0.9, b2 0.95, eps 1e-8, weight decay 0.1), clipping 1.0, linear
-warm-up then cosine decay to 10% of the peak. The pruning transform is the last element of the
+Jin et al. (ICLR 2025), section 5: AdamW (b1 0.9, b2 0.95, eps 1e-8, weight decay 0.1), clipping
+1.0, linear warm-up then cosine decay to 10% of the peak. The pruning transform is the last element of the
 chain, so after `optax.apply_updates` pruned weights are exactly zero at every step, and the
 masks live once, in its state (`jaxsparse.pruning.get_masks(opt_state)`).
 """
@@ -30,15 +30,15 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) 
         end_value=peak * config.train.min_lr_ratio)
 
 
-def make_optimizer(config: ml_collections.ConfigDict, total_steps: int,
-                   schedule: Schedule) -> optax.GradientTransformationExtraArgs:
-    """clip -> adamw(learning-rate schedule) -> magnitude_pruning(`schedule`), for a run of
-    `total_steps` steps (`schedule` is the run's one Schedule, see train.run.prepare)."""
+def make_optimizer(config: ml_collections.ConfigDict, total_steps: int, schedule: Schedule,
+                   learning_rate: optax.Schedule) -> optax.GradientTransformationExtraArgs:
+    """clip -> adamw(`learning_rate`) -> magnitude_pruning(`schedule`), for a run of
+    `total_steps` steps (both schedules are the run's own, built once by train.run.prepare)."""
     t, p = config.train, config.pruning
     parts = []
     if t.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(t.grad_clip))
-    parts.append(optax.adamw(learning_rate_schedule(config, total_steps), b1=t.b1, b2=t.b2,
+    parts.append(optax.adamw(learning_rate, b1=t.b1, b2=t.b2,
                              eps=t.eps, weight_decay=t.weight_decay))
     if schedule.kind != "dense":  # a dense run carries no masks and pays nothing for pruning
         parts.append(magnitude_pruning(schedule, total_steps, scope=p.scope,

@@ -23,7 +23,7 @@ from jaxsparse.errors import ConfigError
 from jaxsparse.pruning import Schedule, prunable_flags
 from jaxsparse.train import config as config_lib
 from jaxsparse.train import run_setup
-from jaxsparse.train.optimizer import make_optimizer
+from jaxsparse.train.optimizer import learning_rate_schedule, make_optimizer
 from jaxsparse.train.plan import Plan, make_plan, param_counts
 
 # ModelConfig fields that change how the step computes, not what the train state holds: a
@@ -33,13 +33,15 @@ COMPUTE_ONLY_FIELDS = frozenset({"remat", "remat_policy", "attention"})
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Run:
-    """One resolved training run. `mesh` is None when planned for another machine."""
+    """One resolved training run. `steps`: optimizer steps; `learning_rate`: step -> rate (the
+    one the transform `tx` uses); `mesh` is None when planned for another machine."""
 
     config: ml_collections.ConfigDict
     model_config: models.ModelConfig
     model: nn.Module
     schedule: Schedule
     steps: int
+    learning_rate: optax.Schedule
     tx: optax.GradientTransformation
     mesh: Mesh | None
     plan: Plan
@@ -139,7 +141,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
         sched.check_fits(steps)
     except ValueError as err:
         raise ConfigError(f"config.pruning: {err}") from err
-    tx = make_optimizer(config, steps, sched)
+    learning_rate = learning_rate_schedule(config, steps)
+    tx = make_optimizer(config, steps, sched, learning_rate)
     params = param_counts(abstract_params, _pruning_checked(config, abstract_params, tx))
     mesh = run_setup.build_mesh(config) if local_devices else None
     plan = make_plan(size=config.model.size, model_cfg=model_cfg, params=params, steps=steps,
@@ -152,4 +155,4 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
             run_setup.check_memory(plan.memory.total, local_devices)
         run_setup.check_workdir(workdir, restart)
     return Run(config=config, model_config=model_cfg, model=model, schedule=sched, steps=steps,
-               tx=tx, mesh=mesh, plan=plan)
+               learning_rate=learning_rate, tx=tx, mesh=mesh, plan=plan)

@@ -21,7 +21,6 @@ from jaxsparse.train import actions
 from jaxsparse.train.checkpointing import Checkpointer
 from jaxsparse.train.console import Progress, say
 from jaxsparse.train.metrics import MetricsWriter
-from jaxsparse.train.optimizer import learning_rate_schedule
 from jaxsparse.train.plan import train_flops_per_token
 from jaxsparse.train.run import Run
 from jaxsparse.train.state import abstract_state, create_state
@@ -44,7 +43,7 @@ class Session:
                                  out_shardings=self.replicated)
         self.count_active = jax.jit(active_params, in_shardings=(shardings,),
                                     out_shardings=self.replicated)
-        self.lr_at = learning_rate_schedule(c, run.steps)
+        self.lr_at = run.learning_rate
         self.dense = run.schedule.kind == "dense"  # no transform: every weight stays active
         self.progress = Progress(run.steps)
         self.pending: list[dict] = []
