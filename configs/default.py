@@ -1,7 +1,9 @@
 """The README's main job: sparse pre-training of the demo model on the embedded corpus, on CPU.
 
 Geometric schedule, 25% dense / 50% pruning / 25% recovery, final sparsity 0.8, on Shakespeare
-with a SentencePiece tokenizer trained at first use. About 10 minutes on a 2-core CPU.
+with a SentencePiece tokenizer trained at first use. Measured 2026-11-29: 20 min 53 s wall on a
+2-core CPU shared with other jobs (load average 12-18, tokenizer and data already cached); an
+idle machine is faster (not measured here).
 
     python -m jaxsparse.train --config=configs/default.py --workdir=runs/default
 """

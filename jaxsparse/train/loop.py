@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxsparse.errors import ConfigError
 from jaxsparse.pruning import summary
-from jaxsparse.train import report
+from jaxsparse.train import report, run_setup
 from jaxsparse.train.checkpointing import Checkpointer
 from jaxsparse.train.console import say, startup_line
 from jaxsparse.train.preemption import Preemption
@@ -75,6 +75,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
     computing = False
     try:
         with contextlib.ExitStack() as stack:
+            if restart:
+                run_setup.move_previous_outputs(workdir)
             ckpt = Checkpointer(workdir, config.checkpoint.keep, config.checkpoint.async_save)
             stack.callback(ckpt.close)
             finished = _finished_summary(run, ckpt, workdir)

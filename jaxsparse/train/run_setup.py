@@ -30,9 +30,8 @@ def check_workdir(workdir: str, restart: bool = False) -> None:
     """Create `workdir` if needed and prove it is writable (a probe file, then removed).
 
     A workdir holding metrics.jsonl or summary.json but no checkpoint cannot be resumed (its
-    records would be silently replaced): refused unless `restart`. With `restart`, every output
-    of the previous run (RUN_OUTPUTS) is moved to WORKDIR/previous/<UTC time>/ and the run starts
-    from step 0; nothing is deleted.
+    records would be silently replaced): refused unless `restart` (then the trainer calls
+    `move_previous_outputs` once it holds the workdir, and starts from step 0).
     """
     if not workdir:
         raise ConfigError("--workdir is required: the directory for checkpoints, metrics and summary")
@@ -49,23 +48,26 @@ def check_workdir(workdir: str, restart: bool = False) -> None:
     except OSError as err:
         raise ConfigError(f"--workdir={workdir} is not a writable directory: {err}") from err
     outputs = [n for n in RUN_OUTPUTS if os.path.exists(os.path.join(workdir, n))]
-    if restart and outputs:
-        _move_aside(workdir, outputs)
-    elif not _has_checkpoint(workdir) and {"metrics.jsonl", "summary.json"} & set(outputs):
+    if not restart and not _has_checkpoint(workdir) and {"metrics.jsonl", "summary.json"} & set(outputs):
         raise ConfigError(
             f"--workdir={workdir} holds {' and '.join(sorted(set(outputs) - {'checkpoints'}))} "
             "but no checkpoint to resume from; use a new --workdir, or pass --restart to start "
             f"over (it moves the old outputs to {os.path.join(workdir, PREVIOUS)}/)")
 
 
-def _move_aside(workdir: str, outputs: list[str]) -> None:
-    if jax.process_index() != 0:
-        return
-    target = os.path.join(workdir, PREVIOUS, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
-    os.makedirs(target, exist_ok=True)
-    for name in outputs:
-        os.replace(os.path.join(workdir, name), os.path.join(target, name))
-    print(f"--restart: moved {', '.join(outputs)} to {target}", flush=True)
+def move_previous_outputs(workdir: str) -> None:
+    """`--restart`: move every output of a previous run (RUN_OUTPUTS) to
+    WORKDIR/previous/<UTC time>/ (process 0 moves, the others wait; nothing is deleted)."""
+    outputs = [n for n in RUN_OUTPUTS if os.path.exists(os.path.join(workdir, n))]
+    if jax.process_index() == 0 and outputs:
+        target = os.path.join(workdir, PREVIOUS, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+        os.makedirs(target, exist_ok=True)
+        for name in outputs:
+            os.replace(os.path.join(workdir, name), os.path.join(target, name))
+        print(f"--restart: moved {', '.join(outputs)} to {target}", flush=True)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("jaxsparse --restart: previous outputs moved")
 
 
 def device_memory_limit() -> tuple[int, str]:
