@@ -147,15 +147,13 @@ def test_size_presets_are_kept_unless_a_config_sets_scan_layers_or_remat(corpus)
 
 
 def test_eta_counts_from_the_first_completed_step():
-    import time
     from jaxsparse.train.console import Progress
     progress = Progress(total_steps=100)
-    time.sleep(0.3)  # "compilation": before the first step completes
-    assert "ETA ?" in progress.line(1, 1.0, 1.0, 1.0)
-    progress.started(1)
-    progress.t_first -= 9.0  # as if 9 s passed since the first step completed
-    line = progress.line(10, 1.0, 1.0, 1.0)  # 9 steps in 9 s: 90 steps left = 90 s
-    assert "ETA 1m30s" in line or "ETA 1m29s" in line
+    t0 = progress.t0
+    assert "ETA ?" in progress.line(1, 1.0, 1.0, 1.0, now=t0 + 50)  # still compiling
+    progress.started(1, now=t0 + 50)  # the first step completed after 50 s of compilation
+    line = progress.line(10, 1.0, 1.0, 1.0, now=t0 + 59)  # 9 steps in 9 s: 90 steps left
+    assert "ETA 1m30s" in line and "elapsed 0m59s" in line  # not (59 s / 10 steps) x 90
 
 
 def test_the_trainer_builds_its_model_through_the_registry(corpus):

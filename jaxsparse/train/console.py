@@ -61,13 +61,15 @@ class Progress:
         self.first_step: int | None = None
         self.t_first = 0.0
 
-    def started(self, step: int) -> None:
+    def started(self, step: int, now: float | None = None) -> None:
         """Mark that `step` steps are done (the first call fixes the ETA's origin)."""
         if self.first_step is None:
-            self.first_step, self.t_first = step, time.time()
+            self.first_step, self.t_first = step, time.time() if now is None else now
 
-    def line(self, step: int, loss: float, density: float, tokens_per_s: float) -> str:
-        now = time.time()
+    def line(self, step: int, loss: float, density: float, tokens_per_s: float,
+             now: float | None = None) -> str:
+        """The console line once `step` steps are done (`now`: time.time() by default)."""
+        now = time.time() if now is None else now
         done = step - self.first_step if self.first_step is not None else 0
         eta = format_duration((now - self.t_first) / done * (self.total - step)) if done > 0 else "?"
         return (f"step {step:>7d}/{self.total} ({100 * step / self.total:5.1f}%)  "
