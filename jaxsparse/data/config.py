@@ -115,8 +115,12 @@ def data_dir_of(cfg: ml_collections.ConfigDict) -> str:
 
 
 def validate(cfg: ml_collections.ConfigDict) -> DatasetSpec:
-    """Checks every data key, and that the named corpus folder and tokenizer file exist; returns the
-    parsed dataset spec. Raises ConfigError naming the field, its value and what is allowed."""
+    """Checks every data key, and that a `text:` corpus folder exists and holds input files; returns the
+    parsed dataset spec. Raises ConfigError naming the field, its value and what is allowed.
+
+    A tokenizer *file* is checked where it is loaded (`tokenizer.load_sentencepiece`), so that a run
+    planned elsewhere (`--dry_run` with a fixed config.model.vocab_size) need not have it.
+    """
     known = default_config()
     for key in cfg.keys():
         if key not in known:
@@ -128,7 +132,9 @@ def validate(cfg: ml_collections.ConfigDict) -> DatasetSpec:
     if spec.kind == "text":
         check_corpus_folder(cfg.dataset, spec.path)
     data_dir_of(cfg)
-    check_tokenizer_value(cfg.tokenizer)
+    if not isinstance(cfg.tokenizer, str) or not cfg.tokenizer:
+        raise ConfigError(f"{SECTION}.tokenizer={cfg.tokenizer!r} is not allowed: expected one of "
+                          f"{TOKENIZER_KINDS} or the path of a SentencePiece .model file.")
     _check_int(cfg, "vocab_size", MIN_SP_VOCAB)
     if cfg.tokenizer_model_type not in MODEL_TYPES:
         raise ConfigError(f"{SECTION}.tokenizer_model_type={cfg.tokenizer_model_type!r} is not allowed: "
