@@ -8,30 +8,31 @@ expects) by running the shards that own them. The stream is infinite and never p
 (the position of every logical shard, gathered from all processes) restores the stream exactly with
 `set_state()`, also under a different process count.
 
-Evaluation: the validation split in stored order, packed into full global batches, each process taking
-its rows.
+Evaluation: the validation split in stored order, packed the same way into full global batches, each
+process taking its rows.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 from collections.abc import Mapping, Sequence
+from concurrent import futures
 from typing import Any
 
-import grain
 import jax
 import ml_collections
 import numpy as np
 
 from jaxsparse.data import config as config_lib
 from jaxsparse.data import packing
+from jaxsparse.data.packing import Batch, windows_to_batch
 from jaxsparse.data import shards as shards_lib
 from jaxsparse.data import tfds_builder
 from jaxsparse.data.tokenizer import Tokenizer, get_tokenizer
 from jaxsparse.errors import ConfigError
 
-Batch = dict[str, np.ndarray]  # {"inputs", "targets": int32[B, L], "weights": float32[B, L]}
 STATE_FORMAT = "logical-shards-v1"
 _META_CHECKED = ("dataset", "tokenizer_vocab_size", "seq_len", "global_batch_size", "shards", "shuffle_seed")
 
@@ -46,15 +47,6 @@ def _process(process_index: int | None, process_count: int | None) -> tuple[int,
 def combined_seed(shuffle_seed: int, seed: int) -> int:
     """One 32-bit shuffle seed from data.shuffle_seed and the caller's run seed."""
     return int(np.random.SeedSequence([int(shuffle_seed), int(seed)]).generate_state(1)[0])
-
-
-def windows_to_batch(windows: np.ndarray) -> Batch:
-    """int32[B, seq_len + 1] windows -> the model dict (targets = inputs shifted by one, weights 1)."""
-    return {
-        "inputs": np.ascontiguousarray(windows[:, :-1]),
-        "targets": np.ascontiguousarray(windows[:, 1:]),
-        "weights": np.ones((windows.shape[0], windows.shape[1] - 1), np.float32),
-    }
 
 
 class TrainIterator:
@@ -168,26 +160,25 @@ def make_train_iterator(
     return TrainIterator(reader, streams, rows_per_shard, meta, tokenizer)
 
 
-def _read_options(cfg: ml_collections.ConfigDict) -> grain.ReadOptions:
-    return grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=8 * cfg.read_threads)
-
-
-def validation_stream(
-    data_cfg: ml_collections.ConfigDict,
-    source: Sequence[Any],
-    tokenizer: Tokenizer,
-    *,
-    seq_len: int,
-    batch_size: int,
-) -> grain.IterDataset:
-    """The validation split in stored order (no shuffle), packed; the last batch may be padded/short."""
-    docs = grain.MapDataset.source(source).map(packing.TokenizeDocument(tokenizer))
-    return packing.packed_batches(
-        docs.to_iter_dataset(_read_options(data_cfg)),
-        seq_len=seq_len,
-        batch_size=batch_size,
-        drop_remainder=False,
-    )
+def validation_tokens(source: Sequence[Any], tokenizer: Tokenizer, *, threads: int,
+                      limit: int | None = None) -> np.ndarray:
+    """The validation split in stored order (no shuffle), each document [BOS] + ids + [EOS], concatenated:
+    int32[n]. Stops once `limit` tokens are read (None: the whole split). Tokenizes on `threads` threads."""
+    tokenize = packing.TokenizeDocument(tokenizer)
+    parts: list[np.ndarray] = []
+    have = 0
+    with futures.ThreadPoolExecutor(threads, thread_name_prefix="jaxsparse-eval") as pool:
+        pending = collections.deque(pool.submit(tokenize.map, source[i]) for i in range(min(8 * threads, len(source))))
+        following = len(pending)
+        while pending and (limit is None or have < limit):
+            parts.append(pending.popleft().result()[packing.TOKENS])
+            have += len(parts[-1])
+            if following < len(source):
+                pending.append(pool.submit(tokenize.map, source[following]))
+                following += 1
+        for rest in pending:
+            rest.cancel()
+    return np.concatenate(parts) if parts else np.zeros(0, np.int32)
 
 
 def make_eval_batches(
@@ -199,12 +190,13 @@ def make_eval_batches(
     process_index: int | None = None,
     process_count: int | None = None,
 ) -> list[Batch]:
-    """The fixed validation set: the first `num_batches` (the trainer's config.eval.batches) full global
-    batches of the packed validation split, each cut to this process's rows [p*local_batch,
-    (p+1)*local_batch).
+    """The fixed validation set: the first `num_batches` (the trainer's config.eval.batches) global
+    batches of the validation split packed in stored order (windows of seq_len + 1 tokens, as in
+    training), each cut to this process's rows [p*local_batch, (p+1)*local_batch).
 
-    Same dict format as training (weights all 1). Raises ConfigError naming the fields when the
-    validation split holds fewer than num_batches * global_batch_size * (seq_len + 1) tokens.
+    Same dict format as training (weights all 1: only full batches are used). Raises ConfigError naming
+    the fields when the validation split holds fewer than num_batches * global_batch_size * (seq_len + 1)
+    tokens.
     """
     config_lib.validate(data_cfg)
     pidx, pcount = _process(process_index, process_count)
@@ -213,26 +205,19 @@ def make_eval_batches(
         raise ConfigError(f"config.eval.batches={num_batches!r} is not allowed: expected an integer >= 1.")
     _, sources = tfds_builder.open_dataset(data_cfg)
     tokenizer = get_tokenizer(data_cfg)
-    stream = validation_stream(
-        data_cfg, sources["validation"], tokenizer, seq_len=seq_len, batch_size=global_batch_size
-    )
-    batches: list[Batch] = []
-    for batch in stream:
-        if batch["inputs"].shape[0] < global_batch_size or not batch["weights"].all():
-            break
-        batches.append({k: v[pidx * local_batch : (pidx + 1) * local_batch] for k, v in batch.items()})
-        if len(batches) == num_batches:
-            return batches
-    val_tokens = sum(
-        len(tokenizer.encode(packing.TokenizeDocument.text_of(x))) + 2 for x in sources["validation"]
-    )
-    raise ConfigError(
-        f"config.eval.batches={num_batches}: the validation split of config.data.dataset="
-        f"{data_cfg.dataset!r} has {val_tokens} tokens ({len(sources['validation'])} documents), enough "
-        f"for {len(batches)} full global batch(es) of config.train.batch_size={global_batch_size} x "
-        f"(config.train.seq_len={seq_len} + 1) tokens; reduce config.eval.batches, config.train.seq_len "
-        "or config.train.batch_size, or raise config.data.validation_fraction."
-    )
+    need = num_batches * global_batch_size * (seq_len + 1)
+    tokens = validation_tokens(sources["validation"], tokenizer, threads=data_cfg.read_threads, limit=need)
+    if len(tokens) < need:
+        full = len(tokens) // (global_batch_size * (seq_len + 1))
+        raise ConfigError(
+            f"config.eval.batches={num_batches}: the validation split of config.data.dataset="
+            f"{data_cfg.dataset!r} has {len(tokens)} tokens ({len(sources['validation'])} documents), enough "
+            f"for {full} full global batch(es) of config.train.batch_size={global_batch_size} x "
+            f"(config.train.seq_len={seq_len} + 1) tokens; reduce config.eval.batches, config.train.seq_len "
+            "or config.train.batch_size, or raise config.data.validation_fraction."
+        )
+    windows = tokens[:need].reshape(num_batches, global_batch_size, seq_len + 1)
+    return [windows_to_batch(w[pidx * local_batch : (pidx + 1) * local_batch]) for w in windows]
 
 
 def _batch_shards(sharding: jax.sharding.NamedSharding) -> int:
