@@ -215,6 +215,7 @@ def test_cli_inspect_and_train_tokenizer(cfg, tmp_path):
         f"--config.data.data_dir={cfg.data_dir}",
         "--config.data.chunk_chars=300",
         "--config.data.validation_fraction=0.1",
+        "--config.eval.batches=3",
     ]
     out = subprocess.run(
         base + ["inspect"] + common, capture_output=True, text=True, env=env, timeout=120, cwd=_HERE.parent
@@ -227,7 +228,7 @@ def test_cli_inspect_and_train_tokenizer(cfg, tmp_path):
         expected = sum(len(src[i]["text"]) + 2 for i in range(len(src)))  # bytes + BOS + EOS
         assert info[f"{split}_tokens"] == expected and info["splits"][split]["examples"] == len(src)
     assert info["vocab_size"] == 259 and info["tokenizer"]["name"] == "bytes"
-    assert info["eval_batches"] == 2 and info["shards"] == 4  # config.eval.batches, as the trainer reads it
+    assert info["eval_batches"] == 3 and info["shards"] == 4  # config.eval.batches, as the trainer reads it
     assert info["first_sequence"][:20] in "".join(_train_texts(cfg))
     model = tmp_path / "cli.model"
     out = subprocess.run(

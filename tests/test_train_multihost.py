@@ -6,6 +6,7 @@ of processes (the global batch of a step built from each process's own document 
 """
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -81,9 +82,9 @@ def test_two_processes_match_one_process_and_resume_across_process_counts(tmp_pa
     # A checkpoint written by two processes resumes on one, and the reverse; both continue exactly.
     one_from_two = _interrupted_copy(double, tmp_path / "one_from_two")
     stdout = _one_process(corpus, one_from_two, data_dir)
-    assert f"resumed from {one_from_two / 'checkpoints'}/{CKPT}" in stdout
+    assert re.search(rf"resumed .*{CKPT}", stdout), stdout[-2000:]  # from the checkpoint, not from scratch
     np.testing.assert_allclose(_losses(one_from_two), want, rtol=0, atol=1e-5)
     two_from_one = _interrupted_copy(single, tmp_path / "two_from_one")
     outs = _two_processes(corpus, two_from_one, data_dir)
-    assert f"resumed from {two_from_one / 'checkpoints'}/{CKPT}" in outs[0]
+    assert re.search(rf"resumed .*{CKPT}", outs[0]), outs[0][-2000:]
     np.testing.assert_allclose(_losses(two_from_one), want, rtol=0, atol=1e-5)
