@@ -1,7 +1,8 @@
 """Input pipeline throughput against the train step's token consumption, side by side in one run.
 
 Pipeline: tokens/s of `jaxsparse.data.make_train_iterator` for the default data config (embedded
-Shakespeare, SentencePiece tokenizer) at seq_len 256 and global batch 16, one process; tokens counted
+Shakespeare, SentencePiece tokenizer, data.shards logical shards) at seq_len 256 and global batch 16,
+one process (it runs every shard); tokens counted
 as batch rows x seq_len (the `inputs` tokens a train step consumes). Train: tokens/s of a jitted
 forward + backward + optax.adamw update of the "demo" model on the same batch shape. Repetitions of
 the two are interleaved; medians are reported and their ratio is the figure of merit
@@ -100,6 +101,8 @@ def main() -> None:
         "vocab_size": tok.vocab_size,
         "seq_len": args.seq_len,
         "global_batch_size": args.batch,
+        "shards": cfg.shards,
+        "read_threads": cfg.read_threads,
         "reps": args.reps,
         "backend": jax.default_backend(),
         "devices": jax.device_count(),

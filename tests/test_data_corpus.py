@@ -12,6 +12,7 @@ import pytest
 
 from jaxsparse import data
 from jaxsparse.data import corpus, tfds_builder, tokenizer
+from jaxsparse.errors import ConfigError
 
 _GEN = pathlib.Path(__file__).parent / "data_configs" / "synthetic_corpus.py"
 _spec = importlib.util.spec_from_file_location("synthetic_corpus", _GEN)
@@ -75,6 +76,33 @@ def test_changed_corpus_is_rebuilt(tmp_path):
     assert second_id != first_id
     texts = _texts(second["train"]) + _texts(second["validation"])
     assert any("[added]" in t for t in texts)
+
+
+def test_corpus_edited_with_size_and_mtime_kept_is_rebuilt(tmp_path):
+    """The fingerprint is by content: one byte changed in place, same size and mtime -> a new build."""
+    root = synthetic_corpus.write_corpus(str(tmp_path / "c"), txt_files=2, paragraphs=10, jsonl_lines=5)
+    cfg = _cfg(f"text:{root}", str(tmp_path / "tfds"))
+    first_id, first = tfds_builder.open_dataset(cfg)
+    path = os.path.join(root, "plays", "play_1.txt")
+    st = os.stat(path)
+    raw = bytearray(open(path, "rb").read())
+    at = raw.index(b"[p1.0]") + 1
+    raw[at : at + 2] = b"q9"  # "[p1.0]" -> "[q9.0]": same length
+    with open(path, "r+b") as fh:
+        fh.write(raw)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (os.stat(path).st_size, os.stat(path).st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    corpus._CONTENT_HASHES.clear()  # as in a new process
+    second_id, second = tfds_builder.open_dataset(cfg)
+    assert second_id != first_id
+    texts = _texts(second["train"]) + _texts(second["validation"])
+    assert any(t.startswith("[q9.0]") for t in texts) and not any(t.startswith("[p1.0]") for t in texts)
+    before = _texts(first["train"]) + _texts(first["validation"])
+    assert any(t.startswith("[p1.0]") for t in before)
+    # Unchanged content keeps the fingerprint (and so the cached build), whatever the mtime.
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    corpus._CONTENT_HASHES.clear()
+    assert tfds_builder.open_dataset(cfg)[0] == second_id
 
 
 def test_chunk_text_keeps_content_and_bounds_size():
@@ -150,20 +178,20 @@ def test_embedded_shakespeare_corpus_builds(tmp_path):
 def test_bad_corpus_input_is_named(tmp_path):
     base = str(tmp_path / "tfds")
     missing = str(tmp_path / "nope")
-    with pytest.raises(FileNotFoundError, match="nope"):
+    with pytest.raises(ConfigError, match=r"config\.data\.dataset=.*nope.*does not exist"):
         tfds_builder.open_dataset(_cfg(f"text:{missing}", base))
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "readme.md").write_text("not a corpus file")
-    with pytest.raises(ValueError, match="empty corpus"):
+    with pytest.raises(ConfigError, match="empty corpus"):
         tfds_builder.open_dataset(_cfg(f"text:{empty}", base))
     (empty / "blank.txt").write_text("\n\n   \n")
-    with pytest.raises(ValueError, match="0 non-empty document"):
+    with pytest.raises(ConfigError, match=r"config\.data\.dataset=.*0 non-empty document"):
         tfds_builder.open_dataset(_cfg(f"text:{empty}", base))
     # A prepared-tfds dataset under a data_dir that does not exist.
-    with pytest.raises(FileNotFoundError, match="data.data_dir="):
+    with pytest.raises(ConfigError, match="config.data.data_dir="):
         tfds_builder.open_dataset(_cfg("c4/en", missing))
-    with pytest.raises(FileNotFoundError, match="c4/en"):
+    with pytest.raises(ConfigError, match="c4/en"):
         tfds_builder.open_dataset(_cfg("c4/en", base))
 
 
@@ -186,28 +214,33 @@ def test_non_utf8_files_are_replaced_and_counted(tmp_path):
 @pytest.mark.parametrize(
     "key,value,match",
     [
-        ("dataset", "hf://c4", "data.dataset='hf://c4'"),
+        ("dataset", "hf://c4", "config.data.dataset='hf://c4'"),
         ("dataset", "text:", "after 'text:'"),
-        ("vocab_size", 100, "data.vocab_size=100"),
-        ("tokenizer_model_type", "wordpiece", "data.tokenizer_model_type"),
-        ("validation_fraction", 0.9, "data.validation_fraction"),
-        ("num_workers", -1, "data.num_workers"),
+        ("vocab_size", 100, "config.data.vocab_size=100"),
+        ("tokenizer_model_type", "wordpiece", "config.data.tokenizer_model_type"),
+        ("validation_fraction", 0.9, "config.data.validation_fraction"),
+        ("shards", 0, "config.data.shards=0"),
+        ("read_threads", 0, "config.data.read_threads=0"),
+        ("tokenzier", "bytes", "unknown key config.data.tokenzier; did you mean config.data.tokenizer?"),
+        ("eval_batches", 8, "unknown key config.data.eval_batches"),
     ],
 )
 def test_bad_config_values_are_named(tmp_path, key, value, match):
     cfg = _cfg("shakespeare", str(tmp_path))
     cfg[key] = value
-    with pytest.raises(ValueError, match=match.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ConfigError, match=match.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
         tfds_builder.open_dataset(cfg)
 
 
 def test_tokenizer_file_that_does_not_load_is_named(tmp_path):
     bad = tmp_path / "broken.model"
     bad.write_bytes(b"this is not a sentencepiece proto" * 10)
-    with pytest.raises(ValueError, match="broken.model could not be loaded"):
+    with pytest.raises(ConfigError, match="broken.model could not be loaded"):
         data.get_tokenizer(_cfg("shakespeare", str(tmp_path), tokenizer=str(bad)))
-    with pytest.raises(FileNotFoundError, match="missing.model"):
+    with pytest.raises(ConfigError, match=r"config\.data\.tokenizer=.*missing.model.*no such file"):
         data.get_tokenizer(_cfg("shakespeare", str(tmp_path), tokenizer=str(tmp_path / "missing.model")))
-    with pytest.raises(ValueError, match="data.vocab_size=5000"):
+    with pytest.raises(ConfigError, match=r"config\.data\.tokenizer=.*is a directory"):
+        data.get_tokenizer(_cfg("shakespeare", str(tmp_path), tokenizer=str(tmp_path)))
+    with pytest.raises(ConfigError, match="config.data.vocab_size=5000"):
         tokenizer.train_sentencepiece(["tiny corpus"] * 3, vocab_size=5000)
     assert np.asarray(data.ByteTokenizer().encode("a")).tolist() == [ord("a") + 3]

@@ -1,4 +1,5 @@
-"""Data: packing, resumption, per-process shards, the validation set, global batches and the CLI."""
+"""Data: packing, resumption, the validation set, global batches and the CLI (logical shards and host-count
+independence: test_data_shards.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxsparse import data
-from jaxsparse.data import pipeline, tfds_builder
+from jaxsparse.data import shards, tfds_builder
+from jaxsparse.errors import ConfigError
 
 _HERE = pathlib.Path(__file__).parent
 _spec = importlib.util.spec_from_file_location(
@@ -38,6 +40,7 @@ def cfg(tmp_path_factory):
     c.chunk_chars = 300
     c.validation_fraction = 0.1
     c.read_threads = 2
+    c.shards = 4
     return c
 
 
@@ -46,10 +49,11 @@ def _train_texts(cfg) -> list[str]:
     return [src[i]["text"].decode("utf-8") for i in range(len(src))]
 
 
-def _stream(batches) -> np.ndarray:
-    """The packed token stream: each row's window (inputs + last target), rows and batches in order."""
-    rows = [np.concatenate([b["inputs"], b["targets"][:, -1:]], axis=1) for b in batches]
-    return np.concatenate(rows, axis=0).reshape(-1)
+def _stream(batches, rows: slice = slice(None)) -> np.ndarray:
+    """The packed token stream of `rows` of each batch: each row's window (inputs + last target), rows and
+    batches in order. One logical shard's rows give that shard's stream."""
+    windows = [np.concatenate([b["inputs"][rows], b["targets"][rows, -1:]], axis=1) for b in batches]
+    return np.concatenate(windows, axis=0).reshape(-1)
 
 
 def _documents(stream: np.ndarray) -> list[str]:
@@ -68,18 +72,19 @@ def _documents(stream: np.ndarray) -> list[str]:
 def test_packing_gives_full_rows_with_exact_document_boundaries(cfg):
     it = data.make_train_iterator(cfg, seq_len=SEQ, global_batch_size=4, process_index=0, process_count=1)
     batches = [next(it) for _ in range(40)]
+    it.close()
     for b in batches:
         assert set(b) == {"inputs", "targets", "weights"}
         assert b["inputs"].shape == b["targets"].shape == b["weights"].shape == (4, SEQ)
         assert b["inputs"].dtype == np.int32 and b["weights"].dtype == np.float32
         assert (b["weights"] == 1).all()
         np.testing.assert_array_equal(b["inputs"][:, 1:], b["targets"][:, :-1])
-    stream = _stream(batches)
-    docs = _documents(stream)
     train = collections.Counter(_train_texts(cfg))
-    assert len(docs) > 20
+    per_shard = [_documents(_stream(batches, slice(s, s + 1))) for s in range(4)]  # 4 shards, 1 row each
+    docs = [d for shard in per_shard for d in shard]
+    assert all(len(shard) > 5 for shard in per_shard)
     assert all(d in train for d in docs)  # every packed unit is a whole train document: no token lost
-    assert len(set(docs)) == len(docs)  # first epoch: no document twice
+    assert len(set(docs)) == len(docs)  # first epoch: no document twice, shards read disjoint documents
 
 
 def test_resume_from_saved_state_equals_uninterrupted(cfg):
@@ -91,50 +96,49 @@ def test_resume_from_saved_state_equals_uninterrupted(cfg):
         for _ in range(k + 1):
             next(it)
         state = json.loads(json.dumps(it.get_state()))  # as a checkpoint would store it
+        it.close()
         resumed = data.make_train_iterator(cfg, **kw)
         resumed.set_state(state)
         for j in range(k + 1, 14):
             got = next(resumed)
             for key in got:
                 np.testing.assert_array_equal(got[key], ref[j][key], err_msg=f"k={k} batch={j} {key}")
+        resumed.close()
     other = data.make_train_iterator(cfg, **{**kw, "seq_len": SEQ + 1})
-    with pytest.raises(ValueError, match="seq_len"):
+    with pytest.raises(ConfigError, match="seq_len"):
         other.set_state(state)
+    with pytest.raises(ConfigError, match="not written by this pipeline"):
+        other.set_state({"meta": state["meta"], "grain": {}})  # a state of the earlier per-process pipeline
+    other.close()
 
 
-def test_resume_when_windows_end_exactly_at_document_ends(cfg):
-    """States with no partial document buffered also survive the JSON round trip."""
-    texts = [{"text": f"doc{i:03d}" + "x" * (SEQ + 1 - 2 - 6)} for i in range(30)]
-    ds = pipeline.train_dataset(
-        cfg, texts, BYTES, seq_len=SEQ, local_batch=2, process_index=0, process_count=1, seed=1
-    )
-    ref = [b["inputs"].copy() for b, _ in zip(pipeline.TrainIterator(ds, {}, BYTES), range(10))]
-    assert all(row[0] == BYTES.bos_id for b in ref for row in b)  # one document per window
-    it = pipeline.TrainIterator(ds, {}, BYTES)
-    for _ in range(4):
-        next(it)
-    resumed = pipeline.TrainIterator(ds, {}, BYTES)
-    resumed.set_state(json.loads(json.dumps(it.get_state())))
-    for j in range(4, 10):
-        np.testing.assert_array_equal(next(resumed)["inputs"], ref[j])
+def test_resume_when_windows_end_exactly_at_document_ends():
+    """A shard whose windows end exactly at document ends has position (doc, 0) and resumes there."""
+    texts = [{"text": f"doc{i:03d}" + "x" * (SEQ + 1 - 2 - 6)} for i in range(60)]  # one window each
+    reader = shards.DocumentReader(texts, BYTES, seed=1, threads=2)
+    ref = shards.ShardStream(reader, 1, 3, SEQ + 1)
+    windows = [ref.next_rows(2) for _ in range(8)]  # 16 documents: the epoch's positions 1, 4, 7, ...
+    assert all(w[0] == BYTES.bos_id and w[-1] == BYTES.eos_id for rows in windows for w in rows)
+    assert len({BYTES.decode(w[1:-1]) for rows in windows for w in rows}) == 16
+    it = shards.ShardStream(reader, 1, 3, SEQ + 1)
+    for _ in range(3):
+        it.next_rows(2)
+    assert it.position == (6, 0)
+    resumed = shards.ShardStream(reader, 1, 3, SEQ + 1, position=json.loads(json.dumps(it.position)))
+    for j in range(3, 8):
+        np.testing.assert_array_equal(resumed.next_rows(2), windows[j])
+    reader.close()
 
 
-def test_two_processes_read_disjoint_shards_whose_union_is_the_epoch(cfg):
-    train = _train_texts(cfg)
-    n = len(train)
-    seen = []
-    for p in range(2):
-        it = data.make_train_iterator(cfg, seq_len=SEQ, global_batch_size=8, process_index=p, process_count=2)
-        share = (n - p + 1) // 2  # positions p, p+2, ... of the epoch's permutation
-        docs: list[str] = []
-        batches = []
-        while len(docs) < share:
-            batches.append(next(it))
-            assert batches[-1]["inputs"].shape == (4, SEQ)  # local rows = global 8 // 2 processes
-            docs = _documents(_stream(batches))
-        seen.append(docs[:share])
-    assert not set(seen[0]) & set(seen[1])
-    assert collections.Counter(seen[0] + seen[1]) == collections.Counter(train)
+def test_thread_count_does_not_change_the_stream(cfg):
+    kw = dict(seq_len=SEQ, global_batch_size=8, process_index=0, process_count=1)
+    one = cfg.copy_and_resolve_references()
+    one.read_threads = 1
+    a, b = data.make_train_iterator(one, **kw), data.make_train_iterator(cfg, **kw)
+    for _ in range(12):
+        np.testing.assert_array_equal(next(a)["inputs"], next(b)["inputs"])
+    a.close()
+    b.close()
 
 
 def test_eval_batches_are_fixed_and_split_by_process(cfg):
@@ -155,16 +159,20 @@ def test_eval_batches_are_fixed_and_split_by_process(cfg):
             np.testing.assert_array_equal(a["targets"], b["targets"][2 * p : 2 * p + 2])
     val_docs = tfds_builder.open_dataset(cfg)[1]["validation"]
     assert _documents(_stream(full))[0] == val_docs[0]["text"].decode("utf-8")
-    with pytest.raises(ValueError, match=r"seq_len=4096.*eval_batches"):
+    with pytest.raises(ConfigError, match=r"config\.eval\.batches=2.*config\.train\.seq_len=4096"):
         data.make_eval_batches(
             cfg, seq_len=4096, global_batch_size=4, num_batches=2, process_index=0, process_count=1
         )
 
 
 def test_batch_not_divisible_by_processes_or_devices(cfg):
-    with pytest.raises(ValueError, match="global_batch_size=6 .*process_count=4"):
+    with pytest.raises(ConfigError, match="config.train.batch_size=6 is not divisible by the 4 processes"):
         data.make_train_iterator(cfg, seq_len=SEQ, global_batch_size=6, process_index=0, process_count=4)
-    with pytest.raises(ValueError, match="process_index=2"):
+    with pytest.raises(ConfigError, match=r"config\.data\.shards=4 does not divide config\.train\.batch_size=6"):
+        data.make_train_iterator(cfg, seq_len=SEQ, global_batch_size=6, process_index=0, process_count=2)
+    with pytest.raises(ConfigError, match=r"config\.data\.shards=4 is not divisible by the 8 processes.*e\.g\. 8"):
+        data.make_train_iterator(cfg, seq_len=SEQ, global_batch_size=8, process_index=0, process_count=8)
+    with pytest.raises(ConfigError, match="process_index=2"):
         data.make_eval_batches(
             cfg, seq_len=SEQ, global_batch_size=4, num_batches=1, process_index=2, process_count=2
         )
@@ -207,6 +215,7 @@ def test_cli_inspect_and_train_tokenizer(cfg, tmp_path):
         f"--config.data.data_dir={cfg.data_dir}",
         "--config.data.chunk_chars=300",
         "--config.data.validation_fraction=0.1",
+        "--config.eval.batches=3",
     ]
     out = subprocess.run(
         base + ["inspect"] + common, capture_output=True, text=True, env=env, timeout=120, cwd=_HERE.parent
@@ -219,6 +228,7 @@ def test_cli_inspect_and_train_tokenizer(cfg, tmp_path):
         expected = sum(len(src[i]["text"]) + 2 for i in range(len(src)))  # bytes + BOS + EOS
         assert info[f"{split}_tokens"] == expected and info["splits"][split]["examples"] == len(src)
     assert info["vocab_size"] == 259 and info["tokenizer"]["name"] == "bytes"
+    assert info["eval_batches"] == 3 and info["shards"] == 4  # config.eval.batches, as the trainer reads it
     assert info["first_sequence"][:20] in "".join(_train_texts(cfg))
     model = tmp_path / "cli.model"
     out = subprocess.run(
@@ -241,28 +251,3 @@ def test_cli_inspect_and_train_tokenizer(cfg, tmp_path):
     assert data.get_tokenizer(cfg.copy_and_resolve_references()).vocab_size == 259  # cfg untouched
     tok = data.tokenizer.load_sentencepiece(str(model))
     assert tok.decode(tok.encode("[p0.1] round trip")) == "[p0.1] round trip"
-
-
-def test_worker_processes_give_the_same_resumable_stream(cfg):
-    """num_workers=1 (grain worker process) streams the in-process batches and resumes exactly."""
-    kw = dict(seq_len=SEQ, global_batch_size=4, process_index=0, process_count=1)
-    in_process = data.make_train_iterator(cfg, **kw)
-    ref = [next(in_process) for _ in range(8)]
-    mp_cfg = cfg.copy_and_resolve_references()
-    mp_cfg.num_workers = 1
-    it = data.make_train_iterator(mp_cfg, **kw)
-    try:
-        got = [next(it) for _ in range(3)]
-        state = json.loads(json.dumps(it.get_state()))
-        got += [next(it) for _ in range(2)]
-    finally:
-        it.close()
-    for a, b in zip(got, ref):
-        np.testing.assert_array_equal(a["inputs"], b["inputs"])
-    resumed = data.make_train_iterator(mp_cfg, **kw)
-    try:
-        resumed.set_state(state)
-        for j in range(3, 8):
-            np.testing.assert_array_equal(next(resumed)["targets"], ref[j]["targets"])
-    finally:
-        resumed.close()

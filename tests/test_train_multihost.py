@@ -1,19 +1,25 @@
-"""Two processes on 127.0.0.1 (gloo), four fake CPU devices each, against one 8-device process."""
+"""Host-count-independent training: one process x 8 devices against two processes x 4 devices (127.0.0.1,
+gloo), and checkpoints that resume under the other process count.
+
+The reference is the one-process run through the same CLI, so a data order that depended on the number
+of processes (the global batch of a step built from each process's own document stream) fails here.
+"""
 from __future__ import annotations
 
+import re
+import shutil
 import socket
 import subprocess
 
 import numpy as np
 
-from jaxsparse import data as data_lib
-from jaxsparse import models
-from test_train_sharding import run_steps
-from train_utils import cli_env, tiny_config, train_cmd, train_losses, write_corpus
+from train_utils import cli_env, run_cli, train_cmd, train_losses, write_corpus
 
-STEPS = 6
-OVERRIDES = {"train.steps": STEPS, "pruning.interval": 1, "pruning.start": 0.0,
-             "pruning.end": 0.5, "train.log_every_steps": 1, "eval.batches": 1}
+STEPS, CKPT = 6, 3
+OVERRIDES = {"train.steps": STEPS, "pruning.interval": 1, "pruning.start": 0.0, "pruning.end": 0.5,
+             "train.log_every_steps": 1, "eval.batches": 1, "eval.every_steps": 0,
+             "checkpoint.every_steps": CKPT, "checkpoint.async_save": False}
+EXTRA = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
 
 
 def _free_port() -> int:
@@ -22,34 +28,63 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_match_single_process_eight_devices(tmp_path):
-    corpus = write_corpus(tmp_path / "corpus")
-    data_dir = tmp_path / "data"
-    config = tiny_config(corpus, **{"data.data_dir": str(data_dir), **OVERRIDES})
-    # Reference: one process, 8 devices, global batch = process 0's rows then process 1's.
-    iters = [data_lib.make_train_iterator(config.data, seq_len=config.train.seq_len,
-                                          global_batch_size=config.train.batch_size,
-                                          process_index=p, process_count=2, seed=config.seed)
-             for p in range(2)]
-    batches = [{k: np.concatenate([a[k], b[k]]) for k in a}
-               for a, b in ([next(it) for it in iters] for _ in range(STEPS))]
-    _, _, want = run_steps(config, batches, models.make_mesh(8, 1, 1))
+def _one_process(corpus, workdir, data_dir) -> str:
+    out = run_cli(train_cmd(corpus, workdir, *EXTRA), cli_env(data_dir, devices=8))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
 
-    workdir = tmp_path / "run"
+
+def _two_processes(corpus, workdir, data_dir) -> list[str]:
     port = _free_port()
-    env = cli_env(data_dir, devices=4)
-    extra = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
     procs = [subprocess.Popen(
-        train_cmd(corpus, workdir, *extra, f"--coordinator_address=127.0.0.1:{port}",
+        train_cmd(corpus, workdir, *EXTRA, f"--coordinator_address=127.0.0.1:{port}",
                   "--num_processes=2", f"--process_id={i}"),
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+        env=cli_env(data_dir, devices=4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
+    return [o for o, _ in outs]
+
+
+def _interrupted_copy(workdir, dest):
+    """`workdir` as a run stopped right after the checkpoint of step CKPT: later checkpoints and the
+    summary removed (the metrics of later steps are dropped by the resume)."""
+    shutil.copytree(workdir, dest)
+    for step in range(CKPT + 1, STEPS + 1):
+        shutil.rmtree(dest / "checkpoints" / str(step), ignore_errors=True)
+    (dest / "summary.json").unlink()
+    return dest
+
+
+def _losses(workdir) -> list[float]:
     got = train_losses(workdir)
     assert sorted(got) == list(range(1, STEPS + 1))
-    np.testing.assert_allclose([got[s] for s in range(1, STEPS + 1)], want, rtol=0, atol=1e-5)
-    assert (workdir / "summary.json").exists()
+    return [got[s] for s in range(1, STEPS + 1)]
+
+
+def test_two_processes_match_one_process_and_resume_across_process_counts(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus")
+    data_dir = tmp_path / "data"
+    single = tmp_path / "single"
+    _one_process(corpus, single, data_dir)
+    want = _losses(single)
+    assert len(set(want)) == STEPS  # the steps see different batches
+
+    double = tmp_path / "double"
+    outs = _two_processes(corpus, double, data_dir)
+    np.testing.assert_allclose(_losses(double), want, rtol=0, atol=1e-5)
+    assert (double / "summary.json").exists()
     # only process 0 reports (gloo prints its own connection lines on every process)
-    assert "done: eval loss" in outs[0][0] and "done: eval loss" not in outs[1][0]
-    assert "loss" not in outs[1][0]
+    assert "done: eval loss" in outs[0] and "done: eval loss" not in outs[1]
+    assert "loss" not in outs[1]
+
+    # A checkpoint written by two processes resumes on one, and the reverse; both continue exactly.
+    one_from_two = _interrupted_copy(double, tmp_path / "one_from_two")
+    stdout = _one_process(corpus, one_from_two, data_dir)
+    assert re.search(rf"resumed .*{CKPT}", stdout), stdout[-2000:]  # from the checkpoint, not from scratch
+    np.testing.assert_allclose(_losses(one_from_two), want, rtol=0, atol=1e-5)
+    two_from_one = _interrupted_copy(single, tmp_path / "two_from_one")
+    outs = _two_processes(corpus, two_from_one, data_dir)
+    assert re.search(rf"resumed .*{CKPT}", outs[0]), outs[0][-2000:]
+    np.testing.assert_allclose(_losses(two_from_one), want, rtol=0, atol=1e-5)

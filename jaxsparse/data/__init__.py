@@ -1,18 +1,23 @@
-"""jaxsparse.data: text corpora via tensorflow-datasets, SentencePiece tokenizers, grain packing.
+"""jaxsparse.data: text corpora via tensorflow-datasets, SentencePiece tokenizers, packing into logical shards.
 
 Public API (the trainer's contract):
   default_config() -> ConfigDict                      the `config.data` section
+  validate(data_cfg), check_batch_layout(data_cfg, global_batch_size, process_count=1)
+                                                      ConfigError naming config.data.<key> on bad input
   get_tokenizer(data_cfg) -> Tokenizer                encode/decode/vocab_size/bos_id/eos_id/pad_id/name
   make_train_iterator(data_cfg, *, seq_len, global_batch_size, process_index=None, process_count=None,
-                      seed=0) -> TrainIterator        infinite local batches with get_state/set_state
-  make_eval_batches(data_cfg, *, seq_len, global_batch_size, num_batches=None, process_index=None,
-                    process_count=None) -> list[dict] fixed validation set (local rows)
+                      seed=0) -> TrainIterator        infinite local rows of global batches that do not
+                                                      depend on the process count; get_state/set_state
+                                                      (collective in multi-process runs)
+  make_eval_batches(data_cfg, *, seq_len, global_batch_size, num_batches, process_index=None,
+                    process_count=None) -> list[dict] fixed validation set (local rows);
+                                                      num_batches is the trainer's config.eval.batches
   to_global_batch(local_batch, sharding) -> dict[str, jax.Array]
   split_stats(data_cfg, ...) -> dict                  example/token counts per split
 Command line: python -m jaxsparse.data {inspect,train_tokenizer} --config=CONFIG_FILE
 """
 
-from jaxsparse.data.config import default_config
+from jaxsparse.data.config import check_batch_layout, default_config, validate
 from jaxsparse.data.inspect import inspect_data, split_stats
 from jaxsparse.data.pipeline import TrainIterator, make_eval_batches, make_train_iterator, to_global_batch
 from jaxsparse.data.tokenizer import (
@@ -29,6 +34,7 @@ __all__ = [
     "SentencePieceTokenizer",
     "Tokenizer",
     "TrainIterator",
+    "check_batch_layout",
     "default_config",
     "get_tokenizer",
     "inspect_data",
@@ -38,4 +44,5 @@ __all__ = [
     "to_global_batch",
     "train_for_dataset",
     "train_sentencepiece",
+    "validate",
 ]

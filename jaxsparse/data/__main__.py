@@ -8,12 +8,16 @@
       Trains a SentencePiece model on the train split; without --output it writes the cache file that
       data.tokenizer='embedded' loads. Prints JSON with the path and vocabulary size.
 Config fields can be overridden as usual: --config.data.dataset=text:/path --config.train.seq_len=128.
+Exit codes (jaxsparse.errors): 0 done; 2 bad input (missing or broken config file, unknown key, bad
+value, missing corpus or tokenizer, ...), printed as one plain line with no traceback.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
+import re
 import sys
 import time
 
@@ -22,6 +26,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jaxsparse.data import config as config_lib
+from jaxsparse.errors import ConfigError, exit_on_bad_input, fail
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -49,8 +54,46 @@ _OUTPUT = flags.DEFINE_string(
 COMMANDS = ("inspect", "train_tokenizer")
 
 
-def _data_config() -> ml_collections.ConfigDict:
+def _config() -> ml_collections.ConfigDict | None:
     cfg = _CONFIG.value
+    if cfg is None:
+        return None
+    where = f"--config={config_flags.get_config_filename(flags.FLAGS['config'])}"
+    load_error = getattr(cfg, "_error", None) if type(cfg).__name__ == "_ErrorConfig" else None
+    if load_error is not None:  # config_flags defers a failed load (missing file, syntax error, ...)
+        raise ConfigError(f"{where} could not be loaded: {type(load_error).__name__}: {_one_line(load_error)}")
+    if not isinstance(cfg, ml_collections.ConfigDict):
+        raise ConfigError(f"{where}: get_config() returned a {type(cfg).__name__}, expected an "
+                          "ml_collections.ConfigDict.")
+    return cfg
+
+
+def _one_line(err: BaseException) -> str:
+    """The error's message on one line (ml_collections wraps some messages in a repr)."""
+    text = str(err.args[0]) if isinstance(err, (KeyError, AttributeError)) and err.args else str(err)
+    if text[:1] in "'\"":
+        with contextlib.suppress(ValueError, SyntaxError):
+            text = str(ast.literal_eval(text))
+    return " ".join(text.split()) or type(err).__name__
+
+
+def _unknown_override(argv: list[str], message: str) -> str:
+    """'unknown key config.data.tokenzier (--config.data.tokenzier=x); did you mean config.data.tokenizer?'"""
+    key = message.split()[0].strip("'\"") if message else ""
+    names = [a.split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    bad = [n for n in names if n.rsplit(".", 1)[-1] == key] or [n for n in names if key and key in n]
+    if not bad:
+        return f"unknown config key in a --config.* override: {message}"
+    field = bad[0][2:]
+    close = re.search(r'Did you mean "([^"]+)"', message)
+    hint = f"; did you mean {field.rsplit('.', 1)[0]}.{close.group(1)}?" if close else ""
+    return f"unknown key {field} (from {bad[0]}){hint}"
+
+
+def _data_config() -> ml_collections.ConfigDict:
+    cfg = _config()
+    if cfg is not None and "data" not in cfg:
+        raise ConfigError("config.data is missing: expected a trainer config (see configs/default.py).")
     data = config_lib.default_config() if cfg is None else cfg.data
     for key, flag in (
         ("dataset", _DATASET),
@@ -66,10 +109,11 @@ def _data_config() -> ml_collections.ConfigDict:
 def _inspect() -> dict:
     from jaxsparse.data.inspect import inspect_data
 
-    if _CONFIG.value is None:
-        raise app.UsageError("inspect needs --config=CONFIG_FILE (a trainer config with config.data).")
+    config = _config()
+    if config is None:
+        raise ConfigError("inspect needs --config=CONFIG_FILE (a trainer config with config.data).")
     max_examples = _MAX_EXAMPLES.value or None
-    return inspect_data(_CONFIG.value, max_examples=max_examples)
+    return inspect_data(config, max_examples=max_examples)
 
 
 def _train_tokenizer() -> dict:
@@ -91,9 +135,10 @@ def _train_tokenizer() -> dict:
     }
 
 
+@exit_on_bad_input
 def main(argv: list[str]) -> None:
     if len(argv) != 2 or argv[1] not in COMMANDS:
-        raise app.UsageError(
+        raise ConfigError(
             f"usage: python -m jaxsparse.data {{{','.join(COMMANDS)}}} --config=CONFIG_FILE "
             f"[flags]; got {argv[1:]}"
         )
@@ -102,5 +147,17 @@ def main(argv: list[str]) -> None:
     sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing; the config file is loaded here, so any error is bad input: one line, exit 2."""
+    try:
+        return flags.FLAGS(argv)
+    except Exception as err:  # noqa: BLE001 - a broken config file can raise anything
+        message = _one_line(err)
+        if isinstance(err, (AttributeError, KeyError)):  # an override names a key the config lacks
+            fail(_unknown_override(argv, message))
+        fail(f"bad command line (--config file, --config.* override or flag): {type(err).__name__}: "
+             f"{message}")
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -1,8 +1,12 @@
 """The data section of a training config, and its validation.
 
 `default_config()` is the single source of truth for the data keys; the trainer's config files embed it
-as `config.data`. Sequence length and global batch size are *not* data keys: the trainer keeps them at
-`config.train.seq_len` / `config.train.batch_size` and passes them to the pipeline functions.
+as `config.data`. Sequence length, global batch size and the number of evaluation batches are *not*
+data keys: the trainer keeps them at `config.train.seq_len`, `config.train.batch_size` and
+`config.eval.batches` and passes them to the pipeline functions.
+
+Every check raises `jaxsparse.errors.ConfigError` naming the field (`config.data.KEY`), the value and
+what is allowed, before anything is built or computed.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import re
 
 import ml_collections
 
+from jaxsparse.errors import ConfigError, unknown_key_message
+
 # Environment variable that overrides the default tfds data directory (the cache of built datasets).
 DATA_DIR_ENV = "JAXSPARSE_DATA_DIR"
 DEFAULT_DATA_DIR = "~/.cache/jaxsparse/tfds"
@@ -21,7 +27,9 @@ TEXT_PREFIX = "text:"
 TOKENIZER_KINDS = ("embedded", "bytes")  # or a path to a SentencePiece .model file
 MODEL_TYPES = ("bpe", "unigram")
 MIN_SP_VOCAB = 320  # 256 byte-fallback pieces + 4 specials + room for merges
+CORPUS_SUFFIXES = (".txt", ".jsonl")
 _TFDS_NAME = re.compile(r"^[a-z][a-z0-9_]*(/[A-Za-z0-9_.\-]+)?(:[0-9]+\.[0-9]+\.[0-9]+)?$")
+SECTION = "config.data"
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -40,9 +48,10 @@ def default_config() -> ml_collections.ConfigDict:
         boundaries) before the train/validation split.
       validation_fraction: fraction of documents of a local corpus held out as the validation split.
       shuffle_seed: seed of the per-epoch document shuffle (combined with the `seed` argument).
-      read_threads: grain threads reading + tokenizing documents (per process).
-      num_workers: grain worker processes (0 = in-process); changing it changes the packed stream.
-      eval_batches: number of global batches in the fixed validation set.
+      shards: logical data shards; shard s fills rows [s*B/shards, (s+1)*B/shards) of every global batch
+        of B rows, so the data of a step never depends on the number of processes. Must divide
+        config.train.batch_size and be divisible by the process count.
+      read_threads: threads reading + tokenizing documents (per process).
     """
     cfg = ml_collections.ConfigDict()
     cfg.dataset = EMBEDDED_DATASET
@@ -54,9 +63,8 @@ def default_config() -> ml_collections.ConfigDict:
     cfg.chunk_chars = 4000
     cfg.validation_fraction = 0.05
     cfg.shuffle_seed = 0
+    cfg.shards = 8
     cfg.read_threads = 4
-    cfg.num_workers = 0
-    cfg.eval_batches = 8
     return cfg
 
 
@@ -72,98 +80,151 @@ class DatasetSpec:
     name: str = ""
 
 
-def parse_dataset(value: str) -> DatasetSpec:
-    """Parses `data.dataset`; raises ValueError naming the field and the allowed forms."""
+_DATASET_FORMS = "'shakespeare', a prepared tfds name 'name[/config][:x.y.z]' such as 'c4/en', or " \
+    "'text:/path/to/folder' (a folder of .txt/.jsonl files)"
+
+
+def parse_dataset(value: object) -> DatasetSpec:
+    """Parses `data.dataset` (no file system access); raises ConfigError naming the allowed forms."""
     if not isinstance(value, str) or not value:
-        raise ValueError(
-            f"data.dataset={value!r} is not allowed: expected 'shakespeare', a tfds name "
-            "such as 'c4/en', or 'text:/path/to/folder'."
-        )
+        raise ConfigError(f"{SECTION}.dataset={value!r} is not allowed: expected {_DATASET_FORMS}.")
     if value == EMBEDDED_DATASET:
         return DatasetSpec(kind="embedded")
     if value.startswith(TEXT_PREFIX):
         path = value[len(TEXT_PREFIX) :]
         if not path:
-            raise ValueError(f"data.dataset={value!r}: the folder after 'text:' is empty.")
+            raise ConfigError(f"{SECTION}.dataset={value!r}: the folder after 'text:' is empty.")
         return DatasetSpec(kind="text", path=os.path.abspath(os.path.expanduser(path)))
     if _TFDS_NAME.match(value):
         return DatasetSpec(kind="tfds", name=value)
-    raise ValueError(
-        f"data.dataset={value!r} is not allowed: expected 'shakespeare', a tfds name "
-        "'name[/config][:x.y.z]' such as 'c4/en', or 'text:/path/to/folder'."
-    )
+    raise ConfigError(f"{SECTION}.dataset={value!r} is not allowed: expected {_DATASET_FORMS}.")
 
 
 def data_dir_of(cfg: ml_collections.ConfigDict) -> str:
     """The configured data_dir with ~ expanded (local paths made absolute; gs:// kept)."""
     value = cfg.data_dir
     if not isinstance(value, str) or not value:
-        raise ValueError(f"data.data_dir={value!r} is not allowed: expected a directory path.")
+        raise ConfigError(f"{SECTION}.data_dir={value!r} is not allowed: expected a directory path.")
     if "://" in value:
         return value
-    return os.path.abspath(os.path.expanduser(value))
+    path = os.path.abspath(os.path.expanduser(value))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{SECTION}.data_dir={value!r} exists but is not a directory: expected a "
+                          "directory (created if missing) for built datasets and tokenizers.")
+    return path
 
 
 def validate(cfg: ml_collections.ConfigDict) -> DatasetSpec:
-    """Checks every data key before any work starts; returns the parsed dataset spec.
+    """Checks every data key, and that a `text:` corpus folder exists and holds input files; returns the
+    parsed dataset spec. Raises ConfigError naming the field, its value and what is allowed.
 
-    Raises ValueError / TypeError naming the field, its value and what is allowed.
+    A tokenizer *file* is checked where it is loaded (`tokenizer.load_sentencepiece`), so that a run
+    planned elsewhere (`--dry_run` with a fixed config.model.vocab_size) need not have it.
     """
-    required = set(default_config().keys())
-    missing = sorted(required - set(cfg.keys()))
+    known = default_config()
+    for key in cfg.keys():
+        if key not in known:
+            raise ConfigError(unknown_key_message(SECTION, key, known.keys()))
+    missing = sorted(set(known.keys()) - set(cfg.keys()))
     if missing:
-        raise ValueError(
-            f"data config is missing keys {missing}; start from jaxsparse.data.default_config()."
-        )
+        raise ConfigError(f"{SECTION} is missing keys {missing}; start from jaxsparse.data.default_config().")
     spec = parse_dataset(cfg.dataset)
+    if spec.kind == "text":
+        check_corpus_folder(cfg.dataset, spec.path)
     data_dir_of(cfg)
-    tok = cfg.tokenizer
-    if not isinstance(tok, str) or not tok:
-        raise ValueError(
-            f"data.tokenizer={tok!r} is not allowed: expected one of {TOKENIZER_KINDS} "
-            "or a path to a SentencePiece .model file."
-        )
+    if not isinstance(cfg.tokenizer, str) or not cfg.tokenizer:
+        raise ConfigError(f"{SECTION}.tokenizer={cfg.tokenizer!r} is not allowed: expected one of "
+                          f"{TOKENIZER_KINDS} or the path of a SentencePiece .model file.")
     _check_int(cfg, "vocab_size", MIN_SP_VOCAB)
     if cfg.tokenizer_model_type not in MODEL_TYPES:
-        raise ValueError(
-            f"data.tokenizer_model_type={cfg.tokenizer_model_type!r} is not allowed: "
-            f"expected one of {MODEL_TYPES}."
-        )
+        raise ConfigError(f"{SECTION}.tokenizer_model_type={cfg.tokenizer_model_type!r} is not allowed: "
+                          f"expected one of {MODEL_TYPES}.")
     _check_int(cfg, "tokenizer_train_chars", 10_000)
     _check_int(cfg, "chunk_chars", 64)
     frac = cfg.validation_fraction
-    if not isinstance(frac, (int, float)) or not 0.0 < frac < 0.5:
-        raise ValueError(f"data.validation_fraction={frac!r} is not allowed: expected a number in (0, 0.5).")
+    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0.0 < frac < 0.5:
+        raise ConfigError(f"{SECTION}.validation_fraction={frac!r} is not allowed: expected a number in "
+                          "(0, 0.5).")
     _check_int(cfg, "shuffle_seed", 0)
+    _check_int(cfg, "shards", 1)
     _check_int(cfg, "read_threads", 1)
-    _check_int(cfg, "num_workers", 0)
-    _check_int(cfg, "eval_batches", 1)
     return spec
+
+
+def check_corpus_folder(value: str, path: str) -> None:
+    """A `text:` corpus must be an existing folder holding at least one .txt/.jsonl file."""
+    if not os.path.exists(path):
+        raise ConfigError(f"{SECTION}.dataset={value!r}: the folder {path} does not exist; expected "
+                          "'text:' followed by a folder of .txt/.jsonl files.")
+    if not os.path.isdir(path):
+        raise ConfigError(f"{SECTION}.dataset={value!r}: {path} is a file, not a folder; expected "
+                          "'text:' followed by a folder of .txt/.jsonl files.")
+    for _, dirnames, filenames in os.walk(path):
+        dirnames.sort()
+        if any(n.endswith(CORPUS_SUFFIXES) and not n.startswith(".") for n in filenames):
+            return
+    raise ConfigError(f"{SECTION}.dataset={value!r}: the folder contains no {'/'.join(CORPUS_SUFFIXES)} "
+                      "files (empty corpus).")
+
+
+def check_tokenizer_value(value: object) -> None:
+    """'embedded', 'bytes', or an existing SentencePiece .model file (remote gs:// paths not checked)."""
+    allowed = f"expected one of {TOKENIZER_KINDS} or the path of a SentencePiece .model file"
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{SECTION}.tokenizer={value!r} is not allowed: {allowed}.")
+    if value in TOKENIZER_KINDS or "://" in value:
+        return
+    path = os.path.abspath(os.path.expanduser(value))
+    if not os.path.exists(path):
+        raise ConfigError(f"{SECTION}.tokenizer={value!r}: no such file ({path}); {allowed}.")
+    if not os.path.isfile(path):
+        raise ConfigError(f"{SECTION}.tokenizer={value!r}: {path} is a directory, not a file; {allowed}.")
 
 
 def _check_int(cfg: ml_collections.ConfigDict, key: str, minimum: int) -> None:
     value = cfg[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"data.{key}={value!r} is not allowed: expected an integer >= {minimum}.")
+        raise ConfigError(f"{SECTION}.{key}={value!r} is not allowed: expected an integer >= {minimum}.")
+
+
+def check_batch_layout(cfg: ml_collections.ConfigDict, global_batch_size: int, process_count: int = 1) -> int:
+    """Checks config.data.shards against the global batch and the process count; returns the rows each
+    logical shard fills per global batch (global_batch_size // shards).
+
+    Each shard fills whole rows of every batch (so shards must divide config.train.batch_size) and each
+    process runs whole shards (so the process count must divide shards).
+    """
+    shards = cfg.shards
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise ConfigError(f"{SECTION}.shards={shards!r} is not allowed: expected an integer >= 1.")
+    fits = [d for d in range(1, global_batch_size + 1) if global_batch_size % d == 0 and d % process_count == 0]
+    hint = f" (e.g. {max([d for d in fits if d <= shards] or fits[:1])})" if fits else ""
+    if global_batch_size % shards:
+        raise ConfigError(
+            f"{SECTION}.shards={shards} does not divide config.train.batch_size={global_batch_size}: each "
+            f"logical data shard fills batch_size/shards whole rows of every batch; set {SECTION}.shards "
+            f"to a divisor of {global_batch_size} that the {process_count} process(es) divide{hint}.")
+    if shards % process_count:
+        raise ConfigError(
+            f"{SECTION}.shards={shards} is not divisible by the {process_count} processes: each process "
+            f"runs whole logical shards; set {SECTION}.shards to a multiple of {process_count} that divides "
+            f"config.train.batch_size={global_batch_size}{hint}.")
+    return global_batch_size // shards
 
 
 def check_batch_args(seq_len: int, global_batch_size: int, process_index: int, process_count: int) -> int:
     """Validates the shape arguments of the pipeline; returns the local batch (rows per process)."""
     for name, value, minimum in (
-        ("seq_len", seq_len, 1),
-        ("global_batch_size", global_batch_size, 1),
+        ("config.train.seq_len", seq_len, 1),
+        ("config.train.batch_size", global_batch_size, 1),
         ("process_count", process_count, 1),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{name}={value!r} is not allowed: expected an integer >= {minimum}.")
+            raise ConfigError(f"{name}={value!r} is not allowed: expected an integer >= {minimum}.")
     if not isinstance(process_index, int) or not 0 <= process_index < process_count:
-        raise ValueError(
-            f"process_index={process_index!r} is not allowed: expected 0 <= process_index < "
-            f"process_count={process_count}."
-        )
+        raise ConfigError(f"process_index={process_index!r} is not allowed: expected 0 <= process_index < "
+                          f"process_count={process_count}.")
     if global_batch_size % process_count:
-        raise ValueError(
-            f"global_batch_size={global_batch_size} (config.train.batch_size) is not divisible "
-            f"by process_count={process_count}: each process must load the same number of rows."
-        )
+        raise ConfigError(f"config.train.batch_size={global_batch_size} is not divisible by the "
+                          f"{process_count} processes: each process must load the same number of rows.")
     return global_batch_size // process_count

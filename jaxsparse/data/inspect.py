@@ -13,6 +13,9 @@ from jaxsparse.data import packing
 from jaxsparse.data import pipeline
 from jaxsparse.data import tfds_builder
 from jaxsparse.data.tokenizer import get_tokenizer
+from jaxsparse.errors import ConfigError
+
+REQUIRED = ("data", "train.seq_len", "train.batch_size", "eval.batches")
 
 
 def split_stats(
@@ -39,20 +42,27 @@ def split_stats(
 
 
 def inspect_data(config: ml_collections.ConfigDict, *, max_examples: int | None = 100_000) -> dict[str, Any]:
-    """JSON-ready summary of a trainer config's data (uses config.data, config.train.seq_len/batch_size)."""
-    for field in ("data", "train"):
-        if field not in config:
-            raise ValueError(
-                f"config has no '{field}' section; inspect expects a trainer config with "
-                "config.data, config.train.seq_len and config.train.batch_size."
-            )
+    """JSON-ready summary of a trainer config's data: config.data, config.train.seq_len / batch_size and
+    config.eval.batches (the number of validation batches the trainer evaluates on)."""
+    for field in REQUIRED:
+        node = config
+        for part in field.split("."):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                raise ConfigError(f"config.{field} is missing: inspect expects a trainer config with "
+                                  f"{', '.join('config.' + f for f in REQUIRED)} (see configs/default.py).")
+            node = node[part]
     data_cfg = config.data
-    seq_len, batch = config.train.get("seq_len"), config.train.get("batch_size")
+    seq_len, batch, eval_batches = config.train.seq_len, config.train.batch_size, config.eval.batches
+    config_lib.validate(data_cfg)
     config_lib.check_batch_args(seq_len, batch, 0, 1)
+    config_lib.check_batch_layout(data_cfg, batch)
+    if isinstance(eval_batches, bool) or not isinstance(eval_batches, int) or eval_batches < 1:
+        raise ConfigError(f"config.eval.batches={eval_batches!r} is not allowed: expected an integer >= 1.")
     dataset_id, _ = tfds_builder.open_dataset(data_cfg)
     stats = split_stats(data_cfg, max_examples=max_examples)
     it = pipeline.make_train_iterator(
-        data_cfg, seq_len=seq_len, global_batch_size=batch, process_index=0, process_count=1, seed=0
+        data_cfg, seq_len=seq_len, global_batch_size=batch, process_index=0, process_count=1,
+        seed=config.get("seed", 0),
     )
     first = next(it)
     it.close()
@@ -80,7 +90,9 @@ def inspect_data(config: ml_collections.ConfigDict, *, max_examples: int | None 
         "validation_tokens": stats["validation"]["tokens"],
         "train_batches_per_epoch": stats["train"]["tokens"] // window_tokens,
         "eval_batches_available": stats["validation"]["tokens"] // window_tokens,
-        "eval_batches": data_cfg.eval_batches,
+        "eval_batches": eval_batches,
+        "shards": data_cfg.shards,
+        "rows_per_shard": batch // data_cfg.shards,
         "first_sequence": tok.decode(window),
         "first_sequence_ids": [int(i) for i in window[:16]],
     }

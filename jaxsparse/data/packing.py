@@ -1,11 +1,10 @@
-"""Tokenize documents and pack them into fixed-length training windows (grain transforms).
+"""Tokenized documents and the rows made of their packed windows (the one definition of both).
 
-Each document becomes [BOS] + tokens + [EOS]; the documents of a stream are concatenated and cut into
-consecutive, non-overlapping windows of seq_len + 1 tokens (grain's ConcatThenSplitIterDataset), so no
-token is dropped and a document may continue in the next window. A window w gives one row:
-inputs = w[:-1], targets = w[1:] (next-token targets), weights = 1 where the target is a real token.
-Only at the end of a *finite* stream (the validation set) is the last window padded; its padded targets
-get weight 0. The infinite training stream never pads.
+Each document becomes [BOS] + tokens + [EOS]. A stream of documents (one logical training shard, or the
+validation split in stored order) is concatenated and cut into consecutive, non-overlapping windows of
+seq_len + 1 tokens, so no token is dropped, nothing is padded and a document may continue in the next
+window (see `shards.ShardStream` and `pipeline.validation_tokens`). A window w gives one row:
+inputs = w[:-1], targets = w[1:] (next-token targets), weights = 1.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import numpy as np
 from jaxsparse.data.tokenizer import Tokenizer
 
 TOKENS = "tokens"
-SEGMENTS = "tokens_segment_ids"  # added by ConcatThenSplit: 0 marks padding
+Batch = dict[str, np.ndarray]  # {"inputs", "targets": int32[B, L], "weights": float32[B, L]}
 
 
 class TokenizeDocument(grain.transforms.Map):
@@ -44,26 +43,11 @@ class TokenizeDocument(grain.transforms.Map):
         return {TOKENS: out}
 
 
-def pack(ds: grain.IterDataset, seq_len: int) -> grain.IterDataset:
-    """Packs {"tokens": int32[n]} elements into {"tokens": int32[seq_len+1], "tokens_segment_ids": ...}."""
-    return grain.experimental.ConcatThenSplitIterDataset(ds, length_struct={TOKENS: seq_len + 1})
-
-
-class WindowsToBatch(grain.transforms.Map):
-    """A batch of packed windows -> {"inputs","targets": int32[B, seq_len], "weights": float32[B, seq_len]}."""
-
-    def map(self, element: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        windows = np.asarray(element[TOKENS], dtype=np.int32)
-        real = np.asarray(element[SEGMENTS])[:, 1:] > 0
-        return {
-            "inputs": np.ascontiguousarray(windows[:, :-1]),
-            "targets": np.ascontiguousarray(windows[:, 1:]),
-            "weights": real.astype(np.float32),
-        }
-
-
-def packed_batches(
-    ds: grain.IterDataset, *, seq_len: int, batch_size: int, drop_remainder: bool = True
-) -> grain.IterDataset:
-    """Tokenized documents -> packed batches of `batch_size` rows of the model dict (see WindowsToBatch)."""
-    return pack(ds, seq_len).batch(batch_size, drop_remainder=drop_remainder).map(WindowsToBatch())
+def windows_to_batch(windows: np.ndarray) -> Batch:
+    """int32[B, seq_len + 1] windows -> {"inputs", "targets": int32[B, seq_len] (targets = inputs shifted
+    by one token), "weights": float32[B, seq_len] (all 1)}."""
+    return {
+        "inputs": np.ascontiguousarray(windows[:, :-1]),
+        "targets": np.ascontiguousarray(windows[:, 1:]),
+        "weights": np.ones((windows.shape[0], windows.shape[1] - 1), np.float32),
+    }

@@ -1,31 +1,40 @@
-"""Training and evaluation batches (grain), and their assembly into global jax.Arrays.
+"""Training and evaluation batches, and their assembly into global jax.Arrays.
 
-Training stream of process p of P (per epoch e, with one permutation of all train documents):
-  shuffle(documents, seed, epoch) -> documents at positions p, p+P, p+2P, ... -> tokenize (+BOS/EOS)
-  -> concatenate and cut into seq_len+1 windows -> batches of global_batch_size // P rows.
-The P processes read disjoint document sets whose union is the epoch. The stream is infinite and never
-pads; `get_state()` after batch k restores exactly batches k+1, k+2, ... with `set_state()`.
+Training: `config.data.shards` logical shards (see `jaxsparse.data.shards`) each fill fixed rows of
+every global batch from their own slice of one global document order, so the global batch of step t is
+a function of the config and t only, never of the number of processes. Process p of P builds the rows
+[p*B/P, (p+1)*B/P) of each global batch of B rows (the layout `jax.make_array_from_process_local_data`
+expects) by running the shards that own them. The stream is infinite and never pads. `get_state()`
+(the position of every logical shard, gathered from all processes) restores the stream exactly with
+`set_state()`, also under a different process count.
+
+Evaluation: the validation split in stored order, packed the same way into full global batches, each
+process taking its rows.
 """
 
 from __future__ import annotations
 
-import json
+import collections
+import functools
 import math
 from collections.abc import Mapping, Sequence
+from concurrent import futures
 from typing import Any
 
-import grain
 import jax
 import ml_collections
 import numpy as np
-from absl import flags
 
 from jaxsparse.data import config as config_lib
 from jaxsparse.data import packing
+from jaxsparse.data.packing import Batch, windows_to_batch
+from jaxsparse.data import shards as shards_lib
 from jaxsparse.data import tfds_builder
 from jaxsparse.data.tokenizer import Tokenizer, get_tokenizer
+from jaxsparse.errors import ConfigError
 
-Batch = dict[str, np.ndarray]  # {"inputs", "targets": int32[B, L], "weights": float32[B, L]}
+STATE_FORMAT = "logical-shards-v1"
+_META_CHECKED = ("dataset", "tokenizer_vocab_size", "seq_len", "global_batch_size", "shards", "shuffle_seed")
 
 
 def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
@@ -41,102 +50,72 @@ def combined_seed(shuffle_seed: int, seed: int) -> int:
 
 
 class TrainIterator:
-    """Iterator of local training batches with JSON-serialisable `get_state()` / `set_state()`.
+    """Infinite iterator of this process's rows of each global training batch.
 
-    The state records the shape arguments; `set_state` refuses a state saved under different ones.
+    `get_state()` / `set_state()` hold {"format", "meta", "shards": {"<s>": [doc, offset]}}, JSON-safe.
+    In a multi-process run (process_count == jax.process_count() > 1) `get_state()` is a collective:
+    every process calls it at the same step (the trainer does, at each checkpoint) and each gets the
+    positions of all shards. An iterator built for a simulated process (process_count given and not
+    jax's) returns only its own shards; merge the "shards" of all processes to get the full state.
     """
 
-    def __init__(self, dataset: grain.IterDataset, meta: dict[str, Any], tokenizer: Tokenizer):
-        self._dataset = dataset
-        self._it = iter(dataset)
-        self.meta = meta
-        self.tokenizer = tokenizer
+    def __init__(self, reader: shards_lib.DocumentReader, streams: list[shards_lib.ShardStream],
+                 rows_per_shard: int, meta: dict[str, Any], tokenizer: Tokenizer):
+        self._reader, self._streams, self._rows = reader, streams, rows_per_shard
+        self.meta, self.tokenizer = meta, tokenizer
 
     def __iter__(self) -> TrainIterator:
         return self
 
     def __next__(self) -> Batch:
-        return next(self._it)
+        return windows_to_batch(np.concatenate([s.next_rows(self._rows) for s in self._streams]))
+
+    def _gather(self, local: np.ndarray) -> np.ndarray:
+        """Positions of all shards, int64[S, 2], from every process's own (in shard order)."""
+        count = self.meta["process_count"]
+        if count == 1 or count != jax.process_count():
+            return local
+        from jax.experimental import multihost_utils
+
+        gathered = multihost_utils.process_allgather(shards_lib.encode_positions(local))
+        return shards_lib.decode_positions(np.asarray(gathered)).reshape(-1, 2)
 
     def get_state(self) -> dict[str, Any]:
-        """The position after the last returned batch: {"meta": {...}, "grain": {...}} (JSON-safe)."""
-        return json.loads(
-            json.dumps({"meta": self.meta, "grain": self._it.get_state()}, default=_json_default)
-        )
+        """The position after the last returned batch (JSON-safe; see the class docstring)."""
+        local = np.array([s.position for s in self._streams], dtype=np.int64).reshape(-1, 2)
+        positions = self._gather(local)
+        first = 0 if len(positions) == self.meta["shards"] else self._streams[0].shard
+        meta = {k: self.meta[k] for k in _META_CHECKED}
+        return {"format": STATE_FORMAT, "meta": meta,
+                "shards": {str(first + i): [int(d), int(o)] for i, (d, o) in enumerate(positions)}}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
-        """Restores a state from `get_state()` (also after a JSON round trip)."""
-        if not isinstance(state, Mapping) or "grain" not in state or "meta" not in state:
-            raise ValueError(
-                "TrainIterator.set_state: expected a dict from get_state() with 'meta' and 'grain'."
-            )
-        diff = {k: (state["meta"].get(k), v) for k, v in self.meta.items() if state["meta"].get(k) != v}
+        """Restores a state from `get_state()` (also after a JSON round trip, and when it was written
+        under another process count); refuses a state of another pipeline with the differing fields."""
+        found = state.get("format") if isinstance(state, Mapping) else type(state).__name__
+        if found != STATE_FORMAT:
+            raise ConfigError(
+                "the data-iterator state (checkpoint item 'data') was not written by this pipeline "
+                f"(expected format {STATE_FORMAT!r}, got {found!r}; checkpoints of the per-process pipeline "
+                "of earlier versions cannot be resumed exactly): use a new --workdir.")
+        saved = state.get("meta", {})
+        diff = {k: (saved.get(k), self.meta[k]) for k in _META_CHECKED if saved.get(k) != self.meta[k]}
         if diff:
-            raise ValueError(
-                "TrainIterator.set_state: the state was saved by a different pipeline; "
-                f"(saved, current) per field: {diff}"
-            )
-        self._it.set_state(_restore_tuples(state["grain"]))
+            raise ConfigError("the data-iterator state was saved by a different data pipeline; "
+                              f"(saved, current) per field: {diff}")
+        positions = state.get("shards", {})
+        lacking = [s.shard for s in self._streams if str(s.shard) not in positions]
+        if lacking:
+            raise ConfigError(f"the data-iterator state has no position for logical shards {lacking}.")
+        for i, old in enumerate(self._streams):
+            old.cancel()
+            self._streams[i] = shards_lib.ShardStream(self._reader, old.shard, old.num_shards, old.window,
+                                                      tuple(positions[str(old.shard)]))
 
     def close(self) -> None:
-        close = getattr(self._it, "close", None)
-        if close is not None:
-            close()
-
-
-def _restore_tuples(state: Any) -> Any:
-    """Undoes JSON's tuple -> list and int -> str keys in grain states (packing compares slices with a
-    (-1, -1) tuple; interleave keys future states by int)."""
-    if isinstance(state, Mapping):
-        out = {k: _restore_tuples(v) for k, v in state.items()}
-        if isinstance(out.get("remainder_slices"), Mapping):
-            out["remainder_slices"] = {f: tuple(sl) for f, sl in out["remainder_slices"].items()}
-        if isinstance(out.get("future_states"), Mapping):  # grain's interleave keys them by int
-            out["future_states"] = {int(i): v for i, v in out["future_states"].items()}
-        return out
-    if isinstance(state, list):
-        return [_restore_tuples(v) for v in state]
-    return state
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, (np.ndarray, tuple)):
-        return list(np.asarray(value).tolist())
-    raise TypeError(f"iterator state holds a {type(value).__name__}, which is not JSON-serialisable")
-
-
-def _read_options(cfg: ml_collections.ConfigDict) -> grain.ReadOptions:
-    return grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=8 * cfg.read_threads)
-
-
-def train_dataset(
-    cfg: ml_collections.ConfigDict,
-    source: Sequence[Any],
-    tokenizer: Tokenizer,
-    *,
-    seq_len: int,
-    local_batch: int,
-    process_index: int,
-    process_count: int,
-    seed: int,
-) -> grain.IterDataset:
-    """The grain pipeline of one process (see the module docstring); `source` is the train split."""
-    if len(source) == 0:
-        raise ValueError(f"data.dataset={cfg.dataset!r}: the train split is empty.")
-    docs = grain.MapDataset.source(source).shuffle(seed=seed).repeat()
-    docs = docs[process_index::process_count].map(packing.TokenizeDocument(tokenizer))
-    ds = packing.packed_batches(
-        docs.to_iter_dataset(_read_options(cfg)), seq_len=seq_len, batch_size=local_batch
-    )
-    if cfg.num_workers > 0:
-        if not flags.FLAGS.is_parsed():  # grain reads absl flags; outside an absl app use their defaults
-            flags.FLAGS.mark_as_parsed()
-        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers))
-    return ds
+        for stream in self._streams:
+            stream.cancel()
+        self._reader.close()
 
 
 def make_train_iterator(
@@ -148,57 +127,58 @@ def make_train_iterator(
     process_count: int | None = None,
     seed: int = 0,
 ) -> TrainIterator:
-    """Infinite iterator of this process's training batches (local_batch = global_batch_size // P rows).
+    """Infinite iterator of this process's rows of every global training batch (see the module docstring).
 
     Each batch: {"inputs": int32[local_batch, seq_len], "targets": int32[local_batch, seq_len] (inputs
-    shifted by one token), "weights": float32[local_batch, seq_len] (all 1: the stream never pads)}.
-    Epoch-aware shuffle by (data.shuffle_seed, seed); process_index/count default to JAX's.
+    shifted by one token), "weights": float32[local_batch, seq_len] (all 1: the stream never pads)} with
+    local_batch = global_batch_size // process_count: rows [p*local_batch, (p+1)*local_batch) of the
+    global batch, which is the same for any process count. Epoch-aware shuffle by (data.shuffle_seed,
+    seed); process_index/count default to JAX's. Raises ConfigError for bad config or shapes.
     """
     config_lib.validate(data_cfg)
     pidx, pcount = _process(process_index, process_count)
-    local_batch = config_lib.check_batch_args(seq_len, global_batch_size, pidx, pcount)
+    config_lib.check_batch_args(seq_len, global_batch_size, pidx, pcount)
+    rows_per_shard = config_lib.check_batch_layout(data_cfg, global_batch_size, pcount)
     dataset_id, sources = tfds_builder.open_dataset(data_cfg)
+    if len(sources["train"]) == 0:
+        raise ConfigError(f"config.data.dataset={data_cfg.dataset!r}: the train split is empty.")
     tokenizer = get_tokenizer(data_cfg)
     shuffle = combined_seed(data_cfg.shuffle_seed, seed)
-    ds = train_dataset(
-        data_cfg,
-        sources["train"],
-        tokenizer,
-        seq_len=seq_len,
-        local_batch=local_batch,
-        process_index=pidx,
-        process_count=pcount,
-        seed=shuffle,
-    )
+    reader = shards_lib.DocumentReader(sources["train"], tokenizer, seed=shuffle, threads=data_cfg.read_threads)
+    streams = [shards_lib.ShardStream(reader, s, data_cfg.shards, seq_len + 1)
+               for s in shards_lib.owned_shards(data_cfg.shards, pidx, pcount)]
     meta = {
         "dataset": dataset_id,
         "tokenizer_vocab_size": tokenizer.vocab_size,
         "seq_len": seq_len,
         "global_batch_size": global_batch_size,
+        "shards": data_cfg.shards,
+        "shuffle_seed": shuffle,
         "process_index": pidx,
         "process_count": pcount,
-        "shuffle_seed": shuffle,
-        "num_workers": data_cfg.num_workers,
     }
-    return TrainIterator(ds, meta, tokenizer)
+    return TrainIterator(reader, streams, rows_per_shard, meta, tokenizer)
 
 
-def validation_stream(
-    data_cfg: ml_collections.ConfigDict,
-    source: Sequence[Any],
-    tokenizer: Tokenizer,
-    *,
-    seq_len: int,
-    batch_size: int,
-) -> grain.IterDataset:
-    """The validation split in stored order (no shuffle), packed; the last batch may be padded/short."""
-    docs = grain.MapDataset.source(source).map(packing.TokenizeDocument(tokenizer))
-    return packing.packed_batches(
-        docs.to_iter_dataset(_read_options(data_cfg)),
-        seq_len=seq_len,
-        batch_size=batch_size,
-        drop_remainder=False,
-    )
+def validation_tokens(source: Sequence[Any], tokenizer: Tokenizer, *, threads: int,
+                      limit: int | None = None) -> np.ndarray:
+    """The validation split in stored order (no shuffle), each document [BOS] + ids + [EOS], concatenated:
+    int32[n]. Stops once `limit` tokens are read (None: the whole split). Tokenizes on `threads` threads."""
+    tokenize = packing.TokenizeDocument(tokenizer)
+    parts: list[np.ndarray] = []
+    have = 0
+    with futures.ThreadPoolExecutor(threads, thread_name_prefix="jaxsparse-eval") as pool:
+        pending = collections.deque(pool.submit(tokenize.map, source[i]) for i in range(min(8 * threads, len(source))))
+        following = len(pending)
+        while pending and (limit is None or have < limit):
+            parts.append(pending.popleft().result()[packing.TOKENS])
+            have += len(parts[-1])
+            if following < len(source):
+                pending.append(pool.submit(tokenize.map, source[following]))
+                following += 1
+        for rest in pending:
+            rest.cancel()
+    return np.concatenate(parts) if parts else np.zeros(0, np.int32)
 
 
 def make_eval_batches(
@@ -206,46 +186,38 @@ def make_eval_batches(
     *,
     seq_len: int,
     global_batch_size: int,
-    num_batches: int | None = None,
+    num_batches: int,
     process_index: int | None = None,
     process_count: int | None = None,
 ) -> list[Batch]:
-    """The fixed validation set: the first `num_batches` (default data.eval_batches) full global batches
-    of the packed validation split, each cut to this process's rows [p*local_batch, (p+1)*local_batch).
+    """The fixed validation set: the first `num_batches` (the trainer's config.eval.batches) global
+    batches of the validation split packed in stored order (windows of seq_len + 1 tokens, as in
+    training), each cut to this process's rows [p*local_batch, (p+1)*local_batch).
 
-    Same dict format as training (weights all 1). Raises ValueError naming the fields when the validation
-    split holds fewer than num_batches * global_batch_size * (seq_len + 1) tokens.
+    Same dict format as training (weights all 1: only full batches are used). Raises ConfigError naming
+    the fields when the validation split holds fewer than num_batches * global_batch_size * (seq_len + 1)
+    tokens.
     """
     config_lib.validate(data_cfg)
     pidx, pcount = _process(process_index, process_count)
     local_batch = config_lib.check_batch_args(seq_len, global_batch_size, pidx, pcount)
-    num_batches = data_cfg.eval_batches if num_batches is None else num_batches
     if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
-        raise ValueError(
-            f"num_batches (data.eval_batches)={num_batches!r} is not allowed: expected an " "integer >= 1."
-        )
+        raise ConfigError(f"config.eval.batches={num_batches!r} is not allowed: expected an integer >= 1.")
     _, sources = tfds_builder.open_dataset(data_cfg)
     tokenizer = get_tokenizer(data_cfg)
-    stream = validation_stream(
-        data_cfg, sources["validation"], tokenizer, seq_len=seq_len, batch_size=global_batch_size
-    )
-    batches: list[Batch] = []
-    for batch in stream:
-        if batch["inputs"].shape[0] < global_batch_size or not batch["weights"].all():
-            break
-        batches.append({k: v[pidx * local_batch : (pidx + 1) * local_batch] for k, v in batch.items()})
-        if len(batches) == num_batches:
-            return batches
-    val_tokens = sum(
-        len(tokenizer.encode(packing.TokenizeDocument.text_of(x))) + 2 for x in sources["validation"]
-    )
-    raise ValueError(
-        f"The validation split of data.dataset={data_cfg.dataset!r} has {val_tokens} tokens "
-        f"({len(sources['validation'])} documents), enough for {len(batches)} full global batch(es) of "
-        f"{global_batch_size} x (seq_len={seq_len} + 1) tokens, but num_batches (data.eval_batches)="
-        f"{num_batches} were requested: reduce data.eval_batches, config.train.seq_len or "
-        "config.train.batch_size."
-    )
+    need = num_batches * global_batch_size * (seq_len + 1)
+    tokens = validation_tokens(sources["validation"], tokenizer, threads=data_cfg.read_threads, limit=need)
+    if len(tokens) < need:
+        full = len(tokens) // (global_batch_size * (seq_len + 1))
+        raise ConfigError(
+            f"config.eval.batches={num_batches}: the validation split of config.data.dataset="
+            f"{data_cfg.dataset!r} has {len(tokens)} tokens ({len(sources['validation'])} documents), enough "
+            f"for {full} full global batch(es) of config.train.batch_size={global_batch_size} x "
+            f"(config.train.seq_len={seq_len} + 1) tokens; reduce config.eval.batches, config.train.seq_len "
+            "or config.train.batch_size, or raise config.data.validation_fraction."
+        )
+    windows = tokens[:need].reshape(num_batches, global_batch_size, seq_len + 1)
+    return [windows_to_batch(w[pidx * local_batch : (pidx + 1) * local_batch]) for w in windows]
 
 
 def _batch_shards(sharding: jax.sharding.NamedSharding) -> int:
@@ -256,13 +228,27 @@ def _batch_shards(sharding: jax.sharding.NamedSharding) -> int:
     return math.prod(sharding.mesh.shape[a] for a in axes)
 
 
+@functools.lru_cache(maxsize=16)
+def _process_rows(sharding: jax.sharding.NamedSharding, global_shape: tuple[int, ...]) -> tuple[int, int]:
+    """The [start, stop) rows of the global batch held by this process's devices under `sharding`."""
+    rows = set()
+    for index in sharding.addressable_devices_indices_map(global_shape).values():
+        rows.update(range(*index[0].indices(global_shape[0])))
+    lo, hi = min(rows), max(rows) + 1
+    if len(rows) != hi - lo:
+        raise ValueError(f"to_global_batch: this process's devices hold rows {sorted(rows)} of the batch, "
+                         "not one contiguous block; build the mesh with each process's devices together.")
+    return lo, hi
+
+
 def to_global_batch(
     local_batch: Mapping[str, np.ndarray], sharding: jax.sharding.NamedSharding
 ) -> dict[str, jax.Array]:
     """Assembles each process's rows into global jax.Arrays of [global_batch, seq_len] on `sharding`.
 
-    Uses jax.make_array_from_process_local_data; the batch dimension (leading) must divide evenly over
-    the mesh axes of sharding.spec[0].
+    Process p's `local_batch` holds rows [p*n, (p+1)*n) of the global batch (n local rows), as the
+    pipeline builds them; raises ValueError if `sharding` places other rows on this process's devices
+    (the data would be silently permuted) or if the batch does not divide over sharding.spec[0].
     """
     shards = _batch_shards(sharding)
     out = {}
@@ -275,5 +261,11 @@ def to_global_batch(
                 f"the {shards} shards of mesh axes {sharding.spec[0]!r}; choose "
                 "config.train.batch_size as a multiple of the data-parallel device count."
             )
+        if jax.process_count() > 1:
+            want = (jax.process_index() * arr.shape[0], (jax.process_index() + 1) * arr.shape[0])
+            got = _process_rows(sharding, (global_rows, *arr.shape[1:]))
+            if got != want:
+                raise ValueError(f"to_global_batch: the mesh puts rows {got} of the batch on process "
+                                 f"{jax.process_index()}, but the data pipeline built rows {want}.")
         out[key] = jax.make_array_from_process_local_data(sharding, arr)
     return out

@@ -24,6 +24,7 @@ from etils import epath
 
 from jaxsparse.data import config as config_lib
 from jaxsparse.data import corpus
+from jaxsparse.errors import ConfigError
 
 BUILDER_NAME = "jaxsparse_text"
 SPLITS = ("train", "validation")
@@ -76,8 +77,9 @@ class JaxsparseText(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         report.warn()
         try:
             held_out = corpus.assign_splits(keys, cfg.validation_fraction)
-        except ValueError as e:
-            raise ValueError(f"Corpus {cfg.path or 'shakespeare'}: {e}") from None
+        except ConfigError as e:
+            where = f"text:{cfg.path}" if cfg.path else "shakespeare"
+            raise ConfigError(f"config.data.dataset={where!r}: {e}") from None
         logging.info(
             "Corpus %s: %d files, %d documents, %d held out for validation.",
             cfg.path or "shakespeare",
@@ -154,8 +156,6 @@ def _prepared(builder: tfds.core.DatasetBuilder) -> bool:
 def ensure_built(cfg: ml_collections.ConfigDict, spec: config_lib.DatasetSpec) -> tfds.core.DatasetBuilder:
     """Builds the local corpus if its directory is missing (under a lock); returns the builder."""
     data_dir = config_lib.data_dir_of(cfg)
-    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
-        raise NotADirectoryError(f"data.data_dir={cfg.data_dir!r} exists but is not a directory.")
     builder = local_builder(cfg, spec)
     if not _prepared(builder):
         builder = _build(builder, cfg, spec, data_dir)
@@ -187,23 +187,23 @@ def prepared_builder(
     """The builder of a prepared tfds dataset (e.g. c4/en); never downloads or prepares."""
     data_dir = config_lib.data_dir_of(cfg)
     if "://" not in data_dir and not os.path.isdir(data_dir):
-        raise FileNotFoundError(
-            f"data.data_dir={cfg.data_dir!r} does not exist; prepare {spec.name} there "
+        raise ConfigError(
+            f"config.data.data_dir={cfg.data_dir!r} does not exist; prepare {spec.name} there "
             "first (see the README: 'C4 on a TPU VM')."
         )
     try:
         builder = tfds.builder(spec.name, data_dir=data_dir)
     except Exception as e:  # tfds raises several types for a missing dataset
-        raise FileNotFoundError(
-            f"data.dataset={spec.name!r} is not prepared under data.data_dir={data_dir!r}: "
+        raise ConfigError(
+            f"config.data.dataset={spec.name!r} is not prepared under config.data.data_dir={data_dir!r}: "
             f"{type(e).__name__}: {str(e).splitlines()[0]}"
         ) from None
     if not _prepared(builder):
-        raise FileNotFoundError(f"data.dataset={spec.name!r}: no prepared files under {builder.data_dir}.")
+        raise ConfigError(f"config.data.dataset={spec.name!r}: no prepared files under {builder.data_dir}.")
     fmt = builder.info.file_format
     if fmt is None or getattr(fmt, "value", fmt) != "array_record":
-        raise ValueError(
-            f"data.dataset={spec.name!r} under {builder.data_dir} is stored as {fmt}, not "
+        raise ConfigError(
+            f"config.data.dataset={spec.name!r} under {builder.data_dir} is stored as {fmt}, not "
             "array_record; convert it with `tfds convert_format --out_file_format=array_record`."
         )
     return builder
@@ -219,13 +219,13 @@ def open_dataset(cfg: ml_collections.ConfigDict) -> tuple[str, Mapping[str, Sequ
     builder = ensure_built(cfg, spec) if spec.kind in ("embedded", "text") else prepared_builder(cfg, spec)
     missing = [s for s in SPLITS if s not in builder.info.splits]
     if missing:
-        raise ValueError(
-            f"data.dataset={cfg.dataset!r} has splits {sorted(builder.info.splits)}; " f"missing {missing}."
+        raise ConfigError(
+            f"config.data.dataset={cfg.dataset!r} has splits {sorted(builder.info.splits)}; missing {missing}."
         )
     features = builder.info.features
     if TEXT_FEATURE not in features:
-        raise ValueError(
-            f"data.dataset={cfg.dataset!r} has no '{TEXT_FEATURE}' feature (has {list(features)})."
+        raise ConfigError(
+            f"config.data.dataset={cfg.dataset!r} has no '{TEXT_FEATURE}' feature (has {list(features)})."
         )
     sources = {s: builder.as_data_source(split=s) for s in SPLITS}
     dataset_id = (

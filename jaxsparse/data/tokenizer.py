@@ -21,6 +21,7 @@ from absl import logging
 from etils import epath
 
 from jaxsparse.data import config as config_lib
+from jaxsparse.errors import ConfigError
 
 TOKENIZER_DIR = "jaxsparse_tokenizers"
 TRAINER_VERSION = 1  # bump when the training recipe below changes (invalidates caches)
@@ -66,15 +67,15 @@ class SentencePieceTokenizer:
         try:
             self._sp.LoadFromSerializedProto(model_proto)
         except Exception as e:  # sentencepiece raises RuntimeError / OSError with terse messages
-            raise ValueError(
-                f"data.tokenizer: {source} could not be loaded as a SentencePiece model "
+            raise ConfigError(
+                f"config.data.tokenizer: {source} could not be loaded as a SentencePiece model "
                 f"({type(e).__name__}: {e})."
             ) from None
         self.vocab_size = int(self._sp.get_piece_size())
         self.bos_id, self.eos_id = int(self._sp.bos_id()), int(self._sp.eos_id())
         if self.bos_id < 0 or self.eos_id < 0:
-            raise ValueError(
-                f"data.tokenizer: {source} has no BOS/EOS pieces (bos_id={self.bos_id}, "
+            raise ConfigError(
+                f"config.data.tokenizer: {source} has no BOS/EOS pieces (bos_id={self.bos_id}, "
                 f"eos_id={self.eos_id}); packing needs both."
             )
         pad, unk = int(self._sp.pad_id()), int(self._sp.unk_id())
@@ -94,13 +95,12 @@ class SentencePieceTokenizer:
 
 
 def load_sentencepiece(path: str) -> SentencePieceTokenizer:
-    """Loads a .model file (local path or gs://); errors name the file."""
+    """Loads a .model file (local path or gs://); ConfigError names the file."""
+    config_lib.check_tokenizer_value(path)
     p = epath.Path(os.path.expanduser(path))
     if not p.exists():
-        raise FileNotFoundError(
-            f"data.tokenizer={path!r}: no such file (expected 'embedded', 'bytes' or a "
-            "SentencePiece .model file)."
-        )
+        raise ConfigError(f"config.data.tokenizer={path!r}: no such file; expected one of "
+                          f"{config_lib.TOKENIZER_KINDS} or the path of a SentencePiece .model file.")
     return SentencePieceTokenizer(p.read_bytes(), name=f"sentencepiece:{path}", source=str(path))
 
 
@@ -129,7 +129,7 @@ def train_sentencepiece(
 ) -> SentencePieceTokenizer:
     """Trains a SentencePiece model on up to `max_chars` characters of `texts`; optionally saves it.
 
-    Deterministic for a given input (single trainer thread). Raises ValueError naming `vocab_size`
+    Deterministic for a given input (single trainer thread). Raises ConfigError naming `vocab_size`
     when the corpus cannot support the requested vocabulary.
     """
     buf = io.BytesIO()
@@ -160,7 +160,7 @@ def train_sentencepiece(
             minloglevel=2,
         )
     except RuntimeError as e:
-        raise ValueError(f"data.vocab_size={vocab_size}: SentencePiece training failed: {e}") from None
+        raise ConfigError(f"config.data.vocab_size={vocab_size}: SentencePiece training failed: {e}") from None
     tok = SentencePieceTokenizer(buf.getvalue(), name=name)
     if output_path:
         out = epath.Path(output_path)

@@ -234,6 +234,7 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
     if t.steps == 0 and t.budget <= 0:
         fail("train.steps", t.steps, "an integer >= 1, or 0 together with train.budget > 0")
     _int(config, "train.batch_size", 1)
+    data_config.check_batch_layout(config.data, t.batch_size)  # data.shards must divide the batch
     _int(config, "train.seq_len", 1)
     _int(config, "train.grad_accum", 1)
     if t.batch_size % t.grad_accum:
