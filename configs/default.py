@@ -1,9 +1,9 @@
 """The README's main job: sparse pre-training of the demo model on the embedded corpus, on CPU.
 
 Geometric schedule, 25% dense / 50% pruning / 25% recovery, final sparsity 0.8, on Shakespeare
-with a SentencePiece tokenizer trained at first use. Measured 2026-11-29: 20 min 53 s wall on a
-2-core CPU shared with other jobs (load average 12-18, tokenizer and data already cached); an
-idle machine is faster (not measured here).
+with a SentencePiece tokenizer trained at first use. Measured 2026-11-29 on a 2-core CPU shared
+with other jobs (tokenizer and data already cached): 5 min 03 s wall at load average 2-5, and
+20 min 53 s at load average 12-18.
 
     python -m jaxsparse.train --config=configs/default.py --workdir=runs/default
 """
