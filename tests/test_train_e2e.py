@@ -245,9 +245,12 @@ def test_plan_counts_only_masked_weights_and_realised_n_of_m_densities(corpus, d
     ({"train.eps": 0.0}, "train.eps"),
     ({"pruning.structure": "2:4"}, "final_sparsity"),
     ({"pruning.include": "nothing_matches"}, "include"),
+    ({"pruning.structure": "abc"}, "structure"),
+    ({"model.n_heads": 3}, "n_heads"),
 ])
 def test_dry_run_rejects_what_training_would(corpus, data_dir, overrides, field):
-    with pytest.raises(ValueError, match=field):
+    from jaxsparse.errors import ConfigError
+    with pytest.raises(ConfigError, match=field):  # bad input: exit 2 on the command line
         prepare(_config(corpus, data_dir, **overrides), None)
 
 

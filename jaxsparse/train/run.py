@@ -142,7 +142,10 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
     except ValueError as err:
         raise ConfigError(f"config.pruning: {err}") from err
     learning_rate = learning_rate_schedule(config, steps)
-    tx = make_optimizer(config, steps, sched, learning_rate)
+    try:  # the pruning library raises ValueError for its arguments (structure, scope, patterns)
+        tx = make_optimizer(config, steps, sched, learning_rate)
+    except ValueError as err:
+        raise ConfigError(f"config.pruning: {err}") from err
     params = param_counts(abstract_params, _pruning_checked(config, abstract_params, tx))
     mesh = run_setup.build_mesh(config) if local_devices else None
     plan = make_plan(size=config.model.size, model_cfg=model_cfg, params=params, steps=steps,
