@@ -112,16 +112,16 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     abstract, shardings = abstract_state(model, tx, mesh, models.DEFAULT_RULES, seq)
     ckpt = Checkpointer(workdir, config.checkpoint.keep, config.checkpoint.async_save)
     ident = identity(config, model_cfg, steps)
-    latest = ckpt.latest_step()
-    progress_meta: dict[str, Any] = {}
-    if latest is not None:
-        ckpt.check_compatible(latest, ident)  # before anything is written
-        progress_meta = ckpt.read_meta(latest).get("progress", {})
-        summary_path = os.path.join(workdir, "summary.json")
-        if latest == steps and os.path.exists(summary_path):
-            say(f"nothing to do: {workdir} holds a finished run ({summary_path})")
-            with open(summary_path, encoding="utf-8") as f:
-                return json.load(f)
+    summary_path = os.path.join(workdir, "summary.json")
+    if ckpt.latest_step() == steps and os.path.exists(summary_path):
+        ckpt.check_compatible(steps, ident)
+        say(f"nothing to do: {workdir} holds a finished run ({summary_path})")
+        with open(summary_path, encoding="utf-8") as f:
+            return json.load(f)
+    # [ckpt] verified restore: damaged checkpoints are set aside, the newest intact one wins
+    restored = ckpt.restore_newest_intact(abstract, ident)
+    latest = None if restored is None else restored.step
+    progress_meta: dict[str, Any] = {} if restored is None else restored.meta.get("progress", {})
     is_main = jax.process_index() == 0
     train_iter = data_lib.make_train_iterator(config.data, seq_len=seq,
                                               global_batch_size=config.train.batch_size,
@@ -129,9 +129,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     eval_batches = data_lib.make_eval_batches(config.data, seq_len=seq,
                                               global_batch_size=config.train.batch_size,
                                               num_batches=config.eval.batches)
-    if latest is not None:
-        state, data_state = ckpt.restore(latest, abstract)
-        train_iter.set_state(data_state)
+    if restored is not None:
+        state = restored.state
+        train_iter.set_state(restored.data)
         say(f"resumed from {ckpt.directory}/{latest}")
     else:
         state = create_state(model, tx, config.seed, seq, shardings)
@@ -201,9 +201,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 ckpt.wait()
                 raise FloatingPointError(
                     f"training diverged: loss {losses[-1]} / grad norm {norms[-1]} is not finite "
-                    f"by step {done}; stopped. The last good checkpoint "
-                    f"({'none' if last_good is None else f'{ckpt.directory}/{last_good}'}) "
-                    "is intact; lower config.train.learning_rate or check the data.")
+                    f"by step {done}; stopped. The last good checkpoint: "
+                    f"{ckpt.describe(last_good)}; lower config.train.learning_rate or check "
+                    "the data.")  # [ckpt] "verified" only when it was
             if event:
                 masks = model_masks(state.opt_state)
                 active = summary(masks).active
