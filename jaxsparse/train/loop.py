@@ -25,7 +25,7 @@ from jaxsparse import models
 from jaxsparse.pruning import summary
 from jaxsparse.pruning.selection import path_str
 from jaxsparse.train import config as config_lib
-from jaxsparse.train import report
+from jaxsparse.train import report, workdir_lock
 from jaxsparse.train.checkpointing import Checkpointer, identity
 from jaxsparse.train.metrics import MetricsWriter, Progress, say
 from jaxsparse.train.optimizer import learning_rate_schedule, make_optimizer
@@ -101,7 +101,15 @@ def _per_layer_sparsity(masks: Any, replicated: NamedSharding) -> dict[str, floa
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Run (or resume) the training described by `config` in `workdir`; return summary.json
-    (or {"preempted_at": step} after a SIGTERM)."""
+    (or {"preempted_at": step} after a SIGTERM). Holds WORKDIR/trainer.lock throughout: a
+    second trainer on the same workdir raises WorkdirLocked (a ConfigError) having written
+    nothing."""
+    check_workdir(workdir)  # [ckpt] a clear error for a URL or unwritable dir, then the lock
+    with workdir_lock.held(workdir):  # [ckpt] one trainer per workdir
+        return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     prep = prepare(config, workdir)
     mesh, plan, vocab = prep["mesh"], prep["plan"], prep["vocab"]
     steps, seq = plan["steps"], config.train.seq_len
