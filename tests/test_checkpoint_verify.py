@@ -148,3 +148,20 @@ def test_checksum_is_independent_of_sharding_and_sees_one_flipped_bit():
     swapped = x.copy()
     swapped[[0, 1]] = swapped[[1, 0]]  # same values, other places
     assert state_checksums({"w": swapped})["['w']"] != single["['w']"]
+
+
+def test_kill_after_final_checkpoint_then_torn_line_resumes_without_duplicates(
+        reference, tmp_path, capsys):
+    """A SIGKILL right after the final checkpoint (final eval record written, no summary), then
+    a crash mid-write that left a torn last line: the rerun warns about the line, writes the
+    summary and no record twice."""
+    config, ref = reference
+    work = _copy_unfinished(ref, tmp_path / "work")
+    with open(work / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"kind": "eval", "step": 24, "eval_lo')
+    summary = train(config, str(work))
+    err = capsys.readouterr().err
+    assert f"{work / 'metrics.jsonl'}: dropped its torn last line" in err
+    assert summary["final_eval_loss"] == json.loads((ref / "summary.json").read_text())[
+        "final_eval_loss"]
+    assert (work / "metrics.jsonl").read_text() == (ref / "metrics.jsonl").read_text()
