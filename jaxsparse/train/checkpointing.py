@@ -187,14 +187,17 @@ class Checkpointer:
     def set_aside(self, step: int, reason: str) -> str:
         """Report checkpoint `step` as damaged and rename it to <step>.corrupt-<UTC time> so
         that orbax no longer lists it; return the new path. Collective (process 0 renames)."""
-        target = f"{self.path(step)}{CORRUPT_TAG}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-        _warn(f"checkpoint {self.path(step)} (step {step}) is damaged: {reason}. "
-              f"Set aside as {target}; trying the previous checkpoint")
         if jax.process_index() == 0:
-            os.rename(self.path(step), target)
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            os.rename(self.path(step), f"{self.path(step)}{CORRUPT_TAG}{stamp}")
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             multihost_utils.sync_global_devices(f"jaxsparse set aside checkpoint {step}")
+        prefix = f"{step}{CORRUPT_TAG}"
+        target = os.path.join(self.directory, max(
+            (n for n in os.listdir(self.directory) if n.startswith(prefix)), default=prefix + "?"))
+        _warn(f"checkpoint {self.path(step)} (step {step}) is damaged: {reason}. "
+              f"Set aside as {target}; trying the previous checkpoint")
         self.manager.reload()
         return target
 
