@@ -165,3 +165,15 @@ def test_kill_after_final_checkpoint_then_torn_line_resumes_without_duplicates(
     assert summary["final_eval_loss"] == json.loads((ref / "summary.json").read_text())[
         "final_eval_loss"]
     assert (work / "metrics.jsonl").read_text() == (ref / "metrics.jsonl").read_text()
+
+
+def test_divergence_message_does_not_claim_an_unverified_checkpoint_is_intact(reference, tmp_path):
+    config, _ = reference
+    config = config.copy_and_resolve_references()
+    config.train.learning_rate, config.train.grad_clip = 1e6, 0.0
+    config.checkpoint.every_steps = 1
+    with pytest.raises(FloatingPointError, match="last good checkpoint") as err:
+        train(config, str(tmp_path))
+    message = str(err.value)
+    assert "intact" not in message and "verified against" not in message
+    assert "saved by this run with checksums" in message

@@ -6,6 +6,11 @@ eval loss in nats/token, flops are sparsity-aware training FLOPs):
   n_initial and n_total (the dense size), n_prunable, d (= tokens), loss (= final_eval_loss),
   final_train_loss, final_sparsity, flops, steps, workdir, then the runs' tags (sorted).
 `python -m jaxsparse.scaling fit RESULTS.csv` reads n, d and loss (and the other n_* columns).
+
+A run counts as finished only when its summary.json's config equals the run's current spec
+(the config file + args + overrides, resolved) on every key but NOT_IDENTITY's: a sweep file
+edited after a run finished is refused (SweepError naming the run and the changed fields), so
+an old result is never collected under a new spec.
 """
 from __future__ import annotations
 
@@ -128,12 +133,15 @@ def collect(runs: list[Run], root: str) -> tuple[list[dict[str, Any]], list[Run]
 def write_csv(rows: list[dict[str, Any]], path: str) -> str:
     """Write `rows` with COLUMNS first, then every tag column (sorted); return the path."""
     tags = sorted({k for row in rows for k in row} - set(COLUMNS))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=[*COLUMNS, *tags], restval="")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(row)
-    os.replace(tmp, path)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=[*COLUMNS, *tags], restval="")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow(row)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise SweepError(f"--collect {path}: cannot write the CSV there ({err})") from err
     return path
