@@ -177,3 +177,17 @@ def test_divergence_message_does_not_claim_an_unverified_checkpoint_is_intact(re
     message = str(err.value)
     assert "intact" not in message and "verified against" not in message
     assert "saved by this run with checksums" in message
+
+
+def test_finished_run_with_a_damaged_final_checkpoint_is_redone_from_the_previous(
+        reference, tmp_path, capsys):
+    config, ref = reference
+    work = tmp_path / "work"
+    shutil.copytree(ref, work)  # summary.json kept
+    _garbage_meta(work / "checkpoints" / str(STEPS))
+    summary = train(config, str(work))
+    assert f"checkpoint {work / 'checkpoints' / str(STEPS)} (step {STEPS}) is damaged" in \
+        capsys.readouterr().err
+    assert summary["final_eval_loss"] == json.loads((ref / "summary.json").read_text())[
+        "final_eval_loss"]
+    assert train_losses(ref) == train_losses(work)

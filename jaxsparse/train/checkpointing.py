@@ -110,6 +110,21 @@ class Checkpointer:
                 "was left untouched; use a new --workdir, or the same config:\n  "
                 + "\n  ".join(diffs))
 
+    def holds_final(self, steps: int, ident: dict) -> bool:
+        """Whether the newest checkpoint is the final one (step `steps`) of this run, with
+        readable metadata; ConfigError if it belongs to another run. Damage is not judged here:
+        a damaged final checkpoint gives False and `restore_newest_intact` deals with it."""
+        if self.latest_step() != steps:
+            return False
+        try:
+            meta = self.read_meta(steps)
+        except Exception:  # noqa: BLE001 - unreadable: not a finished run we can vouch for
+            return False
+        if not isinstance(meta, dict):
+            return False
+        self.check_compatible(steps, ident, meta)
+        return True
+
     def save(self, step: int, state: TrainState, data_state: dict, meta: dict,
              force: bool = False) -> None:
         """Save `state`, `data_state` and `meta` (+ the checksums of both) as step `step`.

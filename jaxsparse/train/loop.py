@@ -121,8 +121,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     ckpt = Checkpointer(workdir, config.checkpoint.keep, config.checkpoint.async_save)
     ident = identity(config, model_cfg, steps)
     summary_path = os.path.join(workdir, "summary.json")
-    if ckpt.latest_step() == steps and os.path.exists(summary_path):
-        ckpt.check_compatible(steps, ident)
+    if os.path.exists(summary_path) and ckpt.holds_final(steps, ident):  # [ckpt]
         say(f"nothing to do: {workdir} holds a finished run ({summary_path})")
         with open(summary_path, encoding="utf-8") as f:
             return json.load(f)
