@@ -1,5 +1,6 @@
 """The local sweep runner end to end on tiny real runs: an interrupted run resumes from its
-checkpoint, finished runs are skipped, and --collect gathers the summaries."""
+checkpoint, finished runs are skipped, --collect gathers the summaries, an edited spec is
+refused, a SIGKILLed runner leaves no trainer behind, and a locked workdir is not started."""
 from __future__ import annotations
 
 import csv
@@ -22,7 +23,7 @@ def _env(data_dir: Path) -> dict:
     return env
 
 
-def _sweep(tmp_path: Path, corpus: Path) -> Path:
+def _sweep(tmp_path: Path, corpus: Path, short_overrides: dict | None = None) -> Path:
     common = {"data.tokenizer": "bytes", "eval.every_steps": 0, "checkpoint.every_steps": 8,
               "checkpoint.async_save": False, "train.log_every_steps": 8}
     path = tmp_path / "sweep.py"
@@ -34,9 +35,10 @@ def _sweep(tmp_path: Path, corpus: Path) -> Path:
                   "overrides": common, "tags": {{"kind": "sparse"}}}},
                 {{"name": "short", "config": "configs/tiny.py:corpus={corpus},steps=16",
                   "overrides": dict(common, **{{"pruning.schedule": "dense",
-                                                "pruning.final_sparsity": 0.0}}),
+                                                "pruning.final_sparsity": 0.0}},
+                                    **{short_overrides or {}!r}),
                   "workdir": "dense/short", "tags": {{"kind": "dense"}}}},
-            ]
+            ][slice(None) if arg is None else slice(0, 1)]  # arg: the long run only
     """))
     return path
 
@@ -115,3 +117,68 @@ def test_interrupted_sweep_resumes_skips_finished_runs_and_collects(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 2 and report.stderr.startswith("error: --report: ")
     assert "need at least 5" in report.stderr and not (root / "report.md").exists()
+
+    # 6. The short run's spec is edited after it finished: running or collecting is refused
+    #    (one line naming the run and the field), nothing is started or rewritten.
+    _sweep(tmp_path, corpus, {"train.learning_rate": 0.005})
+    for extra in (["--run", "local"], ["--collect"]):
+        edited = subprocess.run(_sweep_cmd(sweep, root, *extra), cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert edited.returncode == 2, edited.stdout + edited.stderr
+        err = edited.stderr.strip()
+        assert "\n" not in err and err.startswith("error: run 'short' finished with another config")
+        assert "config.train.learning_rate: summary has 0.01, the spec now has 0.005" in err
+    assert (long_dir / "log.txt").read_text() == log
+    assert {d: (d / "summary.json").stat().st_mtime_ns for d in summaries} == mtimes
+
+
+def _trainer_gone(pid: int, timeout: float) -> bool:
+    from jaxsparse.train.workdir_lock import pid_alive
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_killed_runner_leaves_no_trainer_and_a_locked_workdir_is_not_started(tmp_path):
+    from jaxsparse.train.workdir_lock import LOCK_NAME, read_lock
+    corpus = write_corpus(tmp_path / "corpus", files=4, paragraphs=30)
+    env = _env(tmp_path / "data")
+    sweep, root = _sweep(tmp_path, corpus), tmp_path / "root"
+    lock = root / "long" / LOCK_NAME
+
+    # 1. SIGKILL the runner while its trainer holds the workdir: the trainer stops too.
+    runner = subprocess.Popen(_sweep_cmd(f"{sweep}:long", root, "--run", "local"), cwd=REPO,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not lock.exists() and time.time() < deadline and runner.poll() is None:
+        time.sleep(0.05)
+    holder = read_lock(str(root / "long"))
+    assert holder, "the trainer never took its workdir's lock"
+    runner.kill()
+    runner.wait()
+    assert _trainer_gone(holder["pid"], 120), f"trainer {holder['pid']} outlived its runner"
+
+    # 2. A workdir locked by a live process is reported and not started.
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        lock.write_text(json.dumps({"host": os.uname().nodename, "pid": sleeper.pid,
+                                    "started": "2026-01-01T00:00:00Z"}))
+        log_before = (root / "long" / "log.txt").read_text()
+        out = subprocess.run(_sweep_cmd(f"{sweep}:long", root, "--run", "local"), cwd=REPO,
+                             env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"[long] not started: its workdir is locked by pid {sleeper.pid}" in out.stdout
+    assert (root / "long" / "log.txt").read_text() == log_before  # no trainer was started
+
+    # 3. A sweep root that cannot be created: one plain line, exit 2.
+    (tmp_path / "file").write_text("x")
+    bad = subprocess.run(_sweep_cmd(f"{sweep}:long", tmp_path / "file" / "root", "--run", "local"),
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --root=")
+    assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr

@@ -1,13 +1,22 @@
 """Run a sweep on this machine: K trainer subprocesses at a time, resumable and idempotent.
 
-A run whose WORKDIR/summary.json exists is skipped. Any other run is (re)started with the same
-trainer command; the trainer resumes from WORKDIR/checkpoints by itself. Each run's stdout and
-stderr are appended to WORKDIR/log.txt. With K > 1 every run is pinned to its own share of the
-CPU cores (sched_setaffinity) and told to use that many threads. SIGINT/SIGTERM are forwarded to
-the running trainers as SIGTERM, which makes them checkpoint and stop; rerun to resume.
+A run whose WORKDIR/summary.json was written with the run's current spec is skipped; a summary
+whose config differs from the spec's (the sweep file was edited after the run finished) stops
+the runner before it starts anything (exit 2, naming the run and the changed fields). Any other
+run is (re)started with the same trainer command; the trainer resumes from WORKDIR/checkpoints
+by itself. A run whose workdir is locked by a live trainer (WORKDIR/trainer.lock) is reported
+and not started. Each run's stdout and stderr are appended to WORKDIR/log.txt. With K > 1 every
+run is pinned to its own share of the CPU cores (sched_setaffinity) and told to use that many
+threads.
+
+Trainers never outlive the runner: each runs in its own process group, SIGINT/SIGTERM are
+forwarded to the groups as SIGTERM (the trainers checkpoint and stop; rerun to resume), and on
+Linux each trainer gets SIGTERM from the kernel when the runner dies, even by SIGKILL
+(prctl PR_SET_PDEATHSIG).
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
@@ -19,15 +28,42 @@ from typing import Callable
 
 import numpy as np
 
-from jaxsparse.sweep.spec import Run
+from jaxsparse.sweep.collect import SUMMARY, read_summary
+from jaxsparse.sweep.collect import finished as finished_runs
+from jaxsparse.sweep.spec import Run, SweepError
+from jaxsparse.train import workdir_lock
 
-SUMMARY = "summary.json"
+__all__ = ["SUMMARY", "LocalRunner", "is_done", "format_duration"]
 LOG = "log.txt"
 HISTORY = "runner.jsonl"  # in the sweep root: one record per finished or failed trainer process
 
 
 def is_done(root: str, run: Run) -> bool:
-    return os.path.exists(os.path.join(root, run.workdir, SUMMARY))
+    """Whether `run` finished with its current spec (SweepError if its summary is another's)."""
+    return read_summary(run, root) is not None
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _child_setup(parent: int, cores: list[int] | None) -> None:
+    """preexec_fn of a trainer: SIGTERM when the runner dies (Linux), then CPU pinning."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the runner died before prctl: do not start at all
+            os._exit(75)
+    if cores:
+        os.sched_setaffinity(0, cores)
+
+
+def lock_holder(workdir: str) -> str | None:
+    """Why a trainer must not start on `workdir` now (a live or uncheckable lock), else None."""
+    record = workdir_lock.read_lock(workdir)
+    if record is None or workdir_lock.holder_state(record) == "stale":
+        return None  # a stale lock: the trainer takes it over with a message
+    return (f"its workdir is locked by {workdir_lock.describe(record)} "
+            f"({workdir_lock.lock_path(workdir)})")
 
 
 def format_duration(seconds: float) -> str:
@@ -75,7 +111,7 @@ class LocalRunner:
                  say: Callable[[str], None] = lambda m: print(m, flush=True),
                  progress_every_s: float = 60.0):
         if parallel < 1:
-            raise ValueError(f"--parallel={parallel} is not allowed: expected an integer >= 1")
+            raise SweepError(f"--parallel={parallel} is not allowed: expected an integer >= 1")
         self.runs, self.root, self.parallel = runs, root, parallel
         self.weights = weights or {r.name: 1.0 for r in runs}
         self.say = say
@@ -98,10 +134,10 @@ class LocalRunner:
         log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} "
                   f"{'resume' if resumed else 'start'}: {' '.join(cmd)}\n")
         log.flush()
-        cores = _slot_cores(slot, self.parallel)
-        preexec = (lambda: os.sched_setaffinity(0, cores)) if cores else None
+        cores, parent = _slot_cores(slot, self.parallel), os.getpid()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(cores),
-                                preexec_fn=preexec, start_new_session=True)
+                                preexec_fn=lambda: _child_setup(parent, cores),
+                                start_new_session=True)  # its own process group
         self.say(f"[{run.name}] {'resumed' if resumed else 'started'} "
                  f"(log: {os.path.join(workdir, LOG)})")
         return _Active(run, proc, log, time.time(), slot)
@@ -112,7 +148,12 @@ class LocalRunner:
 
     def run(self) -> int:
         """Run everything not done; return 0 (all done), 1 (some failed) or 128+signal."""
-        pending = [r for r in self.runs if not is_done(self.root, r)]
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except OSError as err:
+            raise SweepError(f"--root={self.root!r} cannot be created: {err}") from err
+        done = finished_runs(self.runs, self.root)  # SweepError if a spec was edited: no start
+        pending = [r for r in self.runs if r.name not in done]
         skipped = len(self.runs) - len(pending)
         if skipped:
             self.say(f"{skipped} of {len(self.runs)} runs already have {SUMMARY}: skipped")
@@ -127,7 +168,13 @@ class LocalRunner:
                     return self._shutdown(active)
                 free = [s for s in range(self.parallel) if s not in {a.slot for a in active}]
                 while pending and free:
-                    active.append(self._start(pending.pop(0), free.pop(0)))
+                    run = pending.pop(0)
+                    held = lock_holder(os.path.join(self.root, run.workdir))
+                    if held:  # another trainer (e.g. of a runner killed earlier) is on it
+                        self.say(f"[{run.name}] not started: {held}")
+                        failed.append(run)
+                        continue
+                    active.append(self._start(run, free.pop(0)))
                 time.sleep(0.2)
                 for a in list(active):
                     code = a.proc.poll()
@@ -196,7 +243,10 @@ class LocalRunner:
                  "stop; rerun the same command to resume")
         for a in active:
             if a.proc.poll() is None:
-                a.proc.send_signal(signal.SIGTERM)
+                try:
+                    os.killpg(a.proc.pid, signal.SIGTERM)  # the trainer's whole process group
+                except ProcessLookupError:
+                    pass
         for a in active:
             try:
                 a.proc.wait(timeout=300)

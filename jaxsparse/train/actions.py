@@ -45,5 +45,5 @@ def check_finite(losses: list[float], norms: list[float], done: int, last_good: 
     if not all(math.isfinite(x) for x in losses + norms):
         raise FloatingPointError(
             f"training diverged: loss {losses[-1]} / grad norm {norms[-1]} is not finite by step "
-            f"{done}; stopped. The last good checkpoint ({last_good}) is intact; lower "
+            f"{done}; stopped. The last good checkpoint: {last_good}; lower "
             "config.train.learning_rate or check the data.")

@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxsparse.errors import ConfigError
 from jaxsparse.pruning import summary
-from jaxsparse.train import report, run_setup
+from jaxsparse.train import report, run_setup, workdir_lock
 from jaxsparse.train.checkpointing import Checkpointer
 from jaxsparse.train.console import say, startup_line
 from jaxsparse.train.preemption import Preemption
@@ -75,6 +75,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
     computing = False
     try:
         with contextlib.ExitStack() as stack:
+            stack.enter_context(workdir_lock.held(workdir))  # one trainer per workdir
+            run_setup.check_workdir(workdir, restart)  # outputs without a checkpoint: refused
             if restart:
                 run_setup.move_previous_outputs(workdir)
             ckpt = Checkpointer(workdir, config.checkpoint.keep, config.checkpoint.async_save)
@@ -96,18 +98,16 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
 
 
 def _finished_summary(run: Run, ckpt: Checkpointer, workdir: str) -> dict | None:
-    """summary.json when the workdir holds this run finished; checks a checkpoint's identity."""
-    latest = ckpt.latest_step()
-    if latest is None:
-        return None
+    """summary.json when the workdir holds this run finished (its final checkpoint readable
+    and of this run); a damaged final checkpoint is left to the verified restore."""
+    path = os.path.join(workdir, "summary.json")
     try:
-        ckpt.check_compatible(latest, run.identity)  # before anything is written
+        final = ckpt.holds_final(run.steps, run.identity)  # identity checked before any write
     except ConfigError:
         raise
     except ValueError as err:  # another run's checkpoint: bad input, nothing computed
         raise ConfigError(str(err)) from err
-    path = os.path.join(workdir, "summary.json")
-    if latest == run.steps and os.path.exists(path):
+    if final and os.path.exists(path):
         say(f"nothing to do: {workdir} holds a finished run ({path})")
         with open(path, encoding="utf-8") as f:
             return json.load(f)

@@ -7,12 +7,23 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
+from absl import logging
+
+from jaxsparse.errors import ConfigError
 
 
 class MetricsWriter:
-    """Appends records to metrics.jsonl (and TensorBoard scalars) in `workdir`."""
+    """Appends records to metrics.jsonl (and TensorBoard scalars) in `workdir`.
+
+    Across a resume no record appears twice: records after the resume step are dropped when
+    the writer opens (they are about to be redone), and a record whose (kind, step) is already
+    in the file is not written again (e.g. the final eval of a run killed right after its
+    final checkpoint). A torn last line (a crash mid-write) is dropped with a warning naming
+    the file; a garbled line elsewhere raises ConfigError naming the file and line.
+    """
 
     def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True,
                  keep_until: int = 0):
@@ -20,27 +31,30 @@ class MetricsWriter:
         before a crash, and about to be redone) are dropped so that no step appears twice."""
         self.enabled = enabled
         self._tb = None
+        self._written: set[tuple[str, int]] = set()
         if not enabled:
             return
-        path = os.path.join(workdir, "metrics.jsonl")
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                kept = [line for line in f if line.strip()
-                        and json.loads(line).get("step", 0) <= keep_until]
-            with open(path + ".tmp", "w", encoding="utf-8") as f:
-                f.writelines(kept)
-            os.replace(path + ".tmp", path)
-        self._file = open(path, "a", encoding="utf-8")
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        kept = [r for r in read_records(self.path) if int(r.get("step", 0)) <= keep_until]
+        if os.path.exists(self.path):
+            _rewrite(self.path, kept)
+        self._written = {(str(r.get("kind")), int(r.get("step", 0))) for r in kept}
+        self._file = open(self.path, "a", encoding="utf-8")
         if tensorboard:
             from tensorboardX import SummaryWriter  # TensorBoard files without TensorFlow
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
+    def has(self, kind: str, step: int) -> bool:
+        """Whether a `kind` record of `step` is already in the file (process 0's view)."""
+        return (kind, int(step)) in self._written
+
     def write(self, kind: str, step: int, values: dict[str, Any]) -> None:
-        if not self.enabled:
+        if not self.enabled or self.has(kind, step):
             return
         record = {"kind": kind, "step": int(step), **values}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
+        self._written.add((kind, int(step)))
         if self._tb is not None:
             for key, value in values.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -51,3 +65,40 @@ class MetricsWriter:
             self._file.close()
             if self._tb is not None:
                 self._tb.close()
+
+
+def read_records(path: str) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl ([] if it does not exist). A torn last line is dropped
+    with a warning naming the file; any other unreadable line raises ConfigError."""
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().split("\n")
+    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    records = []
+    for n, (lineno, line) in enumerate(numbered):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"a JSON {type(record).__name__}, not an object")
+        except ValueError as err:
+            if n == len(numbered) - 1:
+                message = (f"{path}: dropped its torn last line {lineno} ({line[:60]!r}...): "
+                           "a crash cut it short; that step's record is redone")
+                logging.warning(message)
+                print(f"warning: {message}", file=sys.stderr, flush=True)
+                break
+            raise ConfigError(f"{path}: line {lineno} is not a JSON record ({err}); fix or "
+                              "delete that line to resume") from err
+        records.append(record)
+    return records
+
+
+def _rewrite(path: str, records: list[dict[str, Any]]) -> None:
+    """Replace `path` by `records` atomically (a temporary file, fsync, rename)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -156,6 +156,6 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
     if workdir is not None:
         if not force:
             run_setup.check_memory(plan.memory.total, local_devices)
-        run_setup.check_workdir(workdir, restart)
+        run_setup.check_workdir(workdir, restart=True)  # writable; its outputs: once locked
     return Run(config=config, model_config=model_cfg, model=model, schedule=sched, steps=steps,
                learning_rate=learning_rate, tx=tx, mesh=mesh, plan=plan)

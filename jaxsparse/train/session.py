@@ -16,6 +16,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxsparse import data as data_lib
 from jaxsparse import models
+from jaxsparse.errors import ConfigError
 from jaxsparse.pruning import summary
 from jaxsparse.train import actions
 from jaxsparse.train.checkpointing import Checkpointer
@@ -77,7 +78,7 @@ class Session:
         losses = [float(m["loss"]) for m in fetched]
         norms = [float(m["grad_norm"]) for m in fetched]
         self.losses = losses
-        last = "none" if self.last_good is None else f"{self.ckpt.directory}/{self.last_good}"
+        last = self.ckpt.describe(self.last_good)  # "verified" only when it was
         if not all(map(_finite, losses + norms)):
             self.ckpt.wait()
         actions.check_finite(losses, norms, done, last)
@@ -149,15 +150,20 @@ def open_session(run: Run, workdir: str, ckpt: Checkpointer,
     stack.callback(s.train_iter.close)
     s.eval_batches = data_lib.make_eval_batches(c.data, seq_len=seq, num_batches=c.eval.batches,
                                                 global_batch_size=c.train.batch_size)
-    latest = ckpt.latest_step()
-    if latest is not None:
-        progress = ckpt.read_meta(latest).get("progress", {})
-        s.state, data_state = ckpt.restore(latest, abstract)
-        s.train_iter.set_state(data_state)
+    try:  # verified: damaged checkpoints are set aside, the newest intact one wins
+        restored = ckpt.restore_newest_intact(abstract, run.identity)
+    except ConfigError:
+        raise
+    except ValueError as err:  # another run's checkpoint: bad input, nothing computed
+        raise ConfigError(str(err)) from err
+    if restored is not None:
+        progress = restored.meta.get("progress", {})
+        s.state = restored.state
+        s.train_iter.set_state(restored.data)
         s.active_sum = float(progress.get("active_sum", 0.0))
         s.losses = list(progress.get("losses", []))
-        s.last_good = latest
-        say(f"resumed from {ckpt.directory}/{latest}")
+        s.last_good = restored.step
+        say(f"resumed from {ckpt.path(restored.step)}")
     else:
         s.state = create_state(run.model, run.tx, c.seed, seq, shardings)
     s.start = s.step_at_log = int(jax.device_get(s.state.step))
