@@ -3,7 +3,8 @@
 Kernels shaped like the 58M model's prunable weights (41.5M values: 24 of 512x512, 12 of
 512x2048, 6 of 2048x512, one 512x32000). Both methods are jitted and timed interleaved in one
 run (median of --repeats); the thresholds must be identical. Also: one non-event optimizer step
-with ``optax.chain(adamw, magnitude_pruning)`` against plain ``adamw``.
+with ``optax.chain(adamw, magnitude_pruning)`` against plain ``adamw``, and one event step of that
+chain (the whole transform: score, NaN/Inf check, bisection, masks), the figure the issue tracks.
 
     python bench/bench_pruning_threshold.py [--repeats 7]
 """
@@ -96,6 +97,26 @@ def main() -> None:
         print(f"  non-event step {name:14s} median {v * 1e3:8.1f} ms")
     print(f"  non-event overhead of the pruning transform: "
           f"{(smed['adamw+pruning'] / smed['adamw'] - 1) * 100:+.1f}%")
+    event_step(params, grads, args.repeats)
+
+
+def event_step(params, grads, repeats: int) -> None:
+    """Median time of one optimizer step that is a pruning event (global scope, magnitude score)."""
+    total = 1000
+    sched = Schedule("geometric", 0.8, 0.1, 0.9, 100)
+    tx = optax.chain(optax.adamw(1e-3), magnitude_pruning(sched, total))
+    adam_state, prune_state = tx.init(params)
+    first_event = int(sched.event_steps(total)[1])
+    state = (adam_state, prune_state._replace(count=jnp.int32(first_event - 1)))
+
+    @jax.jit
+    def step(p, s, g):
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s
+    jax.block_until_ready(step(params, state, grads))
+    runs = [timed(step, params, state, grads) for _ in range(repeats)]
+    print(f"  event step adamw+pruning  median {statistics.median(runs) * 1e3:8.1f} ms  "
+          f"(runs: {', '.join(f'{x*1e3:.0f}' for x in runs)})")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Benchmark: batched grid fit (jaxsparse.scaling.fit) vs the looped scipy recipe, side by side.
 
 Both fit L(N, D) = E + A/N^alpha + B/D^beta to the Chinchilla runs (Epoch AI extraction, D = C/(6N),
-5 highest-loss runs left out) from all 4,500 grid starts (paper.md section 2). The reference loops scipy's
+5 highest-loss runs left out) from all 4,500 grid starts (Hoffmann et al. 2022, approach 3). The reference loops scipy's
 L-BFGS-B over the starts (analytic gradient, and/or scipy's finite differences as a plain script would);
 it is slow, so it runs --ref_repeats times (default once), the batched fit --repeats times before and after.
 

@@ -1,5 +1,5 @@
 """Scaling-law toolkit: fit L(N, D) = E + A/N^alpha + B/D^beta to runs, with N the average parameter count
-over training (N-bar, paper.md sections 1-2); uncertainty, model-size comparison, plots, compute planning.
+over training (N-bar, Jin et al., ICLR 2025); uncertainty, model-size comparison, plots, compute planning.
 
 Imports only numpy and scipy (matplotlib lazily, for plots); nothing else from jaxsparse.
 Units: N in parameters, D in tokens, compute in FLOPs, loss in nats per token.

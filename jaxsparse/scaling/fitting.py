@@ -1,4 +1,4 @@
-"""Fitting L(N, D) = E + A/N^alpha + B/D^beta by the Chinchilla approach-3 recipe (paper.md section 2).
+"""Fitting L(N, D) = E + A/N^alpha + B/D^beta by the Chinchilla approach-3 recipe (Hoffmann et al. 2022, approach 3).
 
 Huber loss (delta = 1e-3) on log-loss residuals of the log-sum-exp form, L-BFGS from every point of the
 4,500-start grid, best optimum kept. `fit` runs all starts at once with the batched L-BFGS of optim.py
@@ -103,7 +103,7 @@ def fit(n: Any, d: Any, loss: Any, *, delta: float = 1e-3, n_kind: str | None = 
         starts: np.ndarray | None = None, source: str = "input") -> ScalingLawFit:
     """Fit E, A, B, alpha, beta to runs (n parameters, d tokens, loss nats) by the approach-3 recipe.
 
-    starts: optional (S, 5) starts (a, b, e, alpha, beta); default the 4,500-point grid of paper.md.
+    starts: optional (S, 5) starts (a, b, e, alpha, beta); default the 4,500-point grid of Hoffmann et al. 2022.
     The result's `local_optima` holds the best distinct endpoints (used to warm-start bootstrap fits).
     """
     n, d, loss = validate_points(n, d, loss, source=source)
