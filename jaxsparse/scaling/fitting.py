@@ -8,6 +8,7 @@ Units: n in parameters, d in tokens, loss in nats per token.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -23,8 +24,10 @@ def validate_points(n: Any, d: Any, loss: Any, *,
                     source: str = "input") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Check and convert runs to float64 arrays; raise ValueError naming the row and column of bad values.
 
-    Every value must be finite and > 0; there must be at least 5 points (one per parameter).
-    Messages name the array index of the first bad value ("index 7") and its column.
+    Every value must be finite and > 0; there must be at least 5 points (one per parameter) and at least
+    2 distinct values of n and of d (else A/N^alpha, or B/D^beta, cannot be told apart from E).
+    Messages name the array index of the first bad value ("index 7") and its column. Duplicate runs (same
+    n, d and loss) are fitted as given, with a `DuplicateRunsWarning` (they weigh as many runs).
     """
     cols = {}
     for name, values in (("n", n), ("d", d), ("loss", loss)):
@@ -45,7 +48,23 @@ def validate_points(n: Any, d: Any, loss: Any, *,
     if count < N_PARAMS:
         raise ValueError(f"{source}: {count} point(s) but the law has {N_PARAMS} parameters "
                          f"{list(PARAM_NAMES)}; need at least {N_PARAMS}")
+    for name, what in (("n", "model sizes"), ("d", "token counts")):
+        distinct = np.unique(cols[name])
+        if distinct.size < 2:
+            raise ValueError(f"{source}: column {name!r} has {distinct.size} distinct value ({distinct[0]:.6g}) in "
+                             f"{count} points; the law needs at least 2 distinct {what} (and 5 points) to fit "
+                             "its exponents")
+    rows = np.stack([cols["n"], cols["d"], cols["loss"]], axis=1)
+    duplicates = count - np.unique(rows, axis=0).shape[0]
+    if duplicates:
+        warnings.warn(f"{source}: {duplicates} of {count} runs duplicate another run (same n, d and loss); each "
+                      "copy counts as a separate run in the fit and its intervals", DuplicateRunsWarning,
+                      stacklevel=2)
     return cols["n"], cols["d"], cols["loss"]
+
+
+class DuplicateRunsWarning(UserWarning):
+    """Some runs given to the fitter are exact copies of others."""
 
 
 def distinct_best(thetas: np.ndarray, objectives: np.ndarray, k: int, tol: float = 1e-3) -> np.ndarray:
