@@ -157,3 +157,36 @@ def test_a_score_with_a_wrong_leaf_is_refused_naming_it():
             one_event(tx, params, grads)
     with pytest.raises(TypeError, match="score"):
         magnitude_pruning(ONE_SHOT_AT_1, TOTAL, score="magnitude")
+
+
+@pytest.mark.parametrize("name", ["magnitude", "random", "saliency"])
+def test_config_key_pruning_score_reaches_the_trainer_optimizer(name):
+    from jaxsparse.pruning import by_name
+    from jaxsparse.train import config as config_lib
+    from jaxsparse.train.optimizer import make_optimizer
+
+    config = config_lib.base_config()
+    config.pruning.score = name
+    config.pruning.update(schedule="one_shot", start=0.1, end=0.1, interval=1, final_sparsity=0.7)
+    config.train.grad_clip = 0.0
+    config.train.weight_decay = 0.0
+    tx = make_optimizer(config, TOTAL)
+    params, grads = make_params()
+    _, masks = one_event(tx, params, grads)
+    # the same masks as the library's score of that name, after the same AdamW step (step 1: lr 0, so w)
+    reference = optax.chain(optax.adamw(0.0, b1=config.train.b1, b2=config.train.b2, eps=config.train.eps,
+                                        weight_decay=0.0),
+                            magnitude_pruning(ONE_SHOT_AT_1, TOTAL, score=by_name(name, seed=config.seed)))
+    _, expected = one_event(reference, params, grads, grads=grads)
+    for m, e in zip(kernels(masks), kernels(expected)):
+        np.testing.assert_array_equal(m, e)
+
+
+def test_config_rejects_an_unknown_score_naming_the_allowed_ones():
+    from jaxsparse.train import config as config_lib
+
+    config = config_lib.base_config()
+    config.train.steps = 100
+    config.pruning.score = "wanda"
+    with pytest.raises(ValueError, match="pruning.score='wanda'.*magnitude, random, saliency"):
+        config_lib.validate(config)

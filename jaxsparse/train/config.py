@@ -18,7 +18,7 @@ import ml_collections
 from jaxsparse import data as data_lib
 from jaxsparse.data import config as data_config
 from jaxsparse import models
-from jaxsparse.pruning import KINDS, SCOPES, Schedule
+from jaxsparse.pruning import KINDS, SCOPES, SCORES, Schedule
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -65,6 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.pruning.structure = ""         # "" (unstructured) or "n:m" such as "2:4"
     c.pruning.include = ""           # regex on parameter paths; "" = default rule
     c.pruning.exclude = ""
+    c.pruning.score = "magnitude"    # magnitude | random | saliency (jaxsparse.pruning.SCORES)
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 100
@@ -202,6 +203,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _int(config, "train.log_every_steps", 1)
     if config.pruning.scope not in SCOPES:
         _fail("pruning.scope", config.pruning.scope, f"one of {', '.join(SCOPES)}")
+    if config.pruning.score not in SCORES:
+        _fail("pruning.score", config.pruning.score, f"one of {', '.join(SCORES)}")
     schedule(config)
     _int(config, "checkpoint.every_steps", 0)
     _int(config, "checkpoint.keep", 1)

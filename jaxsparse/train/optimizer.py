@@ -11,7 +11,7 @@ from __future__ import annotations
 import ml_collections
 import optax
 
-from jaxsparse.pruning import magnitude_pruning
+from jaxsparse.pruning import by_name, magnitude_pruning, with_gradients
 from jaxsparse.train import config as config_lib
 
 
@@ -44,5 +44,6 @@ def make_optimizer(config: ml_collections.ConfigDict,
     if schedule.kind != "dense":  # a dense run carries no masks and pays nothing for pruning
         parts.append(magnitude_pruning(schedule, total_steps, scope=p.scope,
                                        structure=p.structure or None, include=p.include or None,
-                                       exclude=p.exclude or None))
-    return optax.chain(*parts)
+                                       exclude=p.exclude or None, score=by_name(p.score, seed=config.seed)))
+    # saliency scores |w * g| with the raw gradient, which with_gradients passes on as an extra arg
+    return with_gradients(optax.chain(*parts)) if p.score == "saliency" else optax.chain(*parts)
