@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxsparse.pruning import Schedule, get_masks, magnitude_pruning, prunable_flags, summary
+from jaxsparse.pruning import Schedule, check_events, get_masks, magnitude_pruning, prunable_flags, summary
 
 ONE_SHOT_AT_1 = Schedule("one_shot", 0.75, 0.1, 0.1, 1)  # one event, before step 1 of 10
 
@@ -29,37 +29,52 @@ def test_integer_leaves_are_never_pruned_even_when_included():
 
 
 def _nan_params():
-    return {"fc1": {"kernel": jnp.ones((4, 4))}, "fc2": {"kernel": jnp.ones((4, 4)).at[1, 2].set(jnp.nan)}}
+    return {"fc1": {"kernel": jnp.arange(1.0, 17.0).reshape(4, 4)},
+            "fc2": {"kernel": jnp.ones((4, 4)).at[1, 2].set(jnp.nan)}}
 
 
 @pytest.mark.parametrize("jit", [False, True])
-def test_nan_weight_at_an_event_raises_naming_the_leaf(jit):
+def test_nan_weight_at_an_event_is_reported_naming_the_leaf_and_masks_are_kept(jit):
     params = _nan_params()
     tx = optax.chain(optax.sgd(0.1), magnitude_pruning(ONE_SHOT_AT_1, 10))
     update = jax.jit(tx.update) if jit else tx.update
     grads = jax.tree.map(jnp.zeros_like, params)
-    with pytest.raises(Exception, match=r"NaN or Inf: fc2/kernel") as info:
-        jax.block_until_ready(update(grads, tx.init(params), params))
-    assert "fc1" not in str(info.value).split("NaN or Inf:")[1].split(";")[0]
+    _, state = update(grads, tx.init(params), params)
+    with pytest.raises(FloatingPointError, match=r"NaN or Inf: fc2/kernel \(") as info:
+        check_events(state)
+    assert "fc1" not in str(info.value)
+    with pytest.raises(FloatingPointError, match="fc2/kernel"):
+        get_masks(state)  # outside jit, reading the masks says so too
+    masks = state[1].masks  # the event was not applied: nothing pruned from NaN-ranked weights
+    assert all(bool(jnp.all(m)) for m in jax.tree.leaves(masks))
 
 
-def test_inf_from_the_update_is_caught_and_non_event_steps_do_not_check():
+def test_nan_at_an_event_in_init_raises_at_once():
+    params = _nan_params()
+    with pytest.raises(FloatingPointError, match="fc2/kernel"):
+        magnitude_pruning(Schedule("one_shot", 0.5, 0.0, 0.0, 1), 10).init(params)
+
+
+def test_inf_from_the_update_is_caught_and_the_flag_is_sticky():
     params = {"fc": {"kernel": jnp.ones((4, 4))}}
-    tx = jax.jit(magnitude_pruning(Schedule("one_shot", 0.75, 0.5, 0.5, 1), 10).update)
-    init = magnitude_pruning(Schedule("one_shot", 0.75, 0.5, 0.5, 1), 10).init
+    tx = magnitude_pruning(Schedule("one_shot", 0.75, 0.5, 0.5, 1), 10)
+    update = jax.jit(tx.update)
     bad = {"fc": {"kernel": jnp.full((4, 4), jnp.inf)}}
-    state = init(params)
-    _, state = jax.block_until_ready(tx(bad, state, params))  # step 1 is no event: no check, no cost
-    state = state._replace(count=jnp.int32(4))  # the next step (5) is the event
-    with pytest.raises(Exception, match="fc/kernel"):
-        jax.block_until_ready(tx(bad, state, params))
+    zero = jax.tree.map(jnp.zeros_like, params)
+    _, state = update(bad, tx.init(params), params)  # step 1 is no event: not checked
+    check_events(state)
+    _, state = update(bad, state._replace(count=jnp.int32(4)), params)  # the next step (5) is the event
+    _, state = update(zero, state, params)  # later steps keep the flag
+    with pytest.raises(FloatingPointError, match="NaN or Inf: fc/kernel"):
+        check_events(state)
 
 
 def test_negative_score_is_refused_at_the_event():
     params = {"fc": {"kernel": jnp.ones((4, 4))}}
     tx = magnitude_pruning(ONE_SHOT_AT_1, 10, score=lambda p, u, **_: jax.tree.map(lambda w: -w, p))
-    with pytest.raises(Exception, match="score.*negative: fc/kernel"):
-        jax.block_until_ready(tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params))
+    _, state = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    with pytest.raises(FloatingPointError, match="score.*negative: fc/kernel"):
+        check_events(state)
 
 
 @pytest.mark.parametrize("scope", ["layerwise", "global"])

@@ -8,9 +8,11 @@ pruning never disconnects a layer. Under "global" scope a tensor may still lose 
 (that is what one global threshold means). "n:m" keeps at least ``n`` per group (structure.py).
 
 Checks (on event steps only, inside jit): every prunable weight after the update must be finite
-and every score finite and >= 0, else the event raises ``FloatingPointError`` naming the leaf
-paths (raised from a ``jax.debug.callback``; under ``jax.jit`` it surfaces as a
-``JaxRuntimeError`` whose message contains this text, when the step's results are read).
+and every score >= 0 (not NaN). A failing event keeps the previous masks and records a code per
+leaf in the state (``PruningState.invalid``, sticky); ``check_events(opt_state)`` and
+``get_masks`` (when called outside jit) then raise ``FloatingPointError`` naming the leaf paths.
+No host callback is compiled into the step: on CPU a ``jax.debug.callback`` in the event branch
+doubled the time of NON-event steps (measured; see bench/bench_pruning_threshold.py).
 """
 from __future__ import annotations
 
@@ -66,24 +68,29 @@ def check_scores(scores: Sequence, weights: Sequence[jax.Array], paths: Sequence
     return out
 
 
-def raise_on_bad_values(weights: Sequence[jax.Array], scores: Sequence[jax.Array],
-                        paths: Sequence[str], step: jax.Array) -> None:
-    """Emit the check of the event (call it inside the event branch only: costs nothing elsewhere)."""
-    bad_w = jnp.stack([~jnp.all(jnp.isfinite(w)) for w in weights])
-    bad_s = jnp.stack([~jnp.all(s >= 0) for s in scores])  # NaN fails >= 0 as well
+WEIGHT_NOT_FINITE = 1  # bit of an invalid code: the weight holds a NaN or Inf
+SCORE_INVALID = 2      # bit: the score holds a NaN or a negative value
 
-    def report(bad_w, bad_s, step):
-        bad_w, bad_s = np.asarray(bad_w), np.asarray(bad_s)
-        if not (bad_w.any() or bad_s.any()):
-            return
-        parts = []
-        if bad_w.any():
-            names = [p for p, b in zip(paths, bad_w) if b]
-            parts.append(f"prunable weight(s) with NaN or Inf: {', '.join(names)}")
-        if bad_s.any():
-            names = [p for p, b in zip(paths, bad_s) if b]
-            parts.append(f"score(s) NaN or negative: {', '.join(names)}")
-        raise FloatingPointError(f"pruning event before step {int(step)}: {'; '.join(parts)} "
-                                 "(training diverged, or the score is wrong); no mask was computed")
 
-    jax.debug.callback(report, bad_w, bad_s, step)
+def invalid_codes(weights: Sequence[jax.Array], scores: Sequence[jax.Array]) -> jax.Array:
+    """int32[len(weights)]: per prunable leaf, WEIGHT_NOT_FINITE | SCORE_INVALID bits (0 = fine).
+    Computed inside the event branch only, so non-event steps pay nothing."""
+    codes = [jnp.where(jnp.all(jnp.isfinite(w)), 0, WEIGHT_NOT_FINITE)
+             + jnp.where(jnp.all(s >= 0), 0, SCORE_INVALID)  # NaN fails >= 0 as well
+             for w, s in zip(weights, scores)]
+    return jnp.stack(codes).astype(jnp.int32) if codes else jnp.zeros((0,), jnp.int32)
+
+
+def describe_invalid(codes: np.ndarray, paths: Sequence[str]) -> str | None:
+    """The error message for non-zero ``codes`` (one per prunable leaf, named by ``paths``), or None."""
+    codes = np.asarray(codes)
+    parts = []
+    for bit, what in ((WEIGHT_NOT_FINITE, "prunable weight(s) with NaN or Inf"),
+                      (SCORE_INVALID, "score(s) NaN or negative")):
+        names = [p for p, c in zip(paths, codes) if c & bit]
+        if names:
+            parts.append(f"{what}: {', '.join(names)}")
+    if not parts:
+        return None
+    return (f"pruning event: {'; '.join(parts)} (training diverged, or the score is wrong); the masks were "
+            "left as they were before that event")

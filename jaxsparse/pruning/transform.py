@@ -43,7 +43,8 @@ A kernel stacked by ``nn.scan`` (leading layers axis) counts as one tensor for "
 Keep counts round to the nearest integer but never below 1 (event.py: a (1, 1) kernel under
 "layerwise" keeps its one weight). Only floating-point leaves are ever pruned (an int32 leaf of
 rank 2 is left alone, whatever ``include`` says). At an event a NaN/Inf prunable weight, or a
-NaN/negative score, raises ``FloatingPointError`` naming the leaf (event.py).
+NaN/negative score, keeps the old masks and flags the leaf; ``check_events`` / ``get_masks``
+then raise ``FloatingPointError`` naming it (event.py).
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ import optax
 from jaxsparse.pruning import event as event_lib
 from jaxsparse.pruning import scores as scores_lib
 from jaxsparse.pruning.schedule import Schedule
-from jaxsparse.pruning.selection import compile_pattern, prunable_flags
+from jaxsparse.pruning.selection import compile_pattern, path_str, prunable_flags
 from jaxsparse.pruning.structure import kept_per_group, parse_structure
 
 SCOPES = ("global", "layerwise")
@@ -71,10 +72,14 @@ class PruningState(NamedTuple):
     Attributes:
       count: int32 scalar, updates applied so far (the index of the next forward-pass step).
       masks: params-shaped pytree; bool array (True = kept) per prunable leaf, None elsewhere.
+      invalid: int32[number of prunable leaves] (the non-None leaves of ``masks``, in order), sticky
+        bits set by an event that found a NaN/Inf weight (1) or a NaN/negative score (2) there;
+        ``check_events`` turns them into an error naming the leaves.
     """
 
     count: jax.Array
     masks: Any
+    invalid: jax.Array
 
 
 MagnitudePruningState = PruningState  # the name before scores were pluggable
@@ -103,8 +108,8 @@ def magnitude_pruning(schedule: Schedule, total_steps: int, *, scope: str = "glo
     Raises:
       ValueError: bad arguments (here), or at ``init`` patterns that match no parameter, an n:m
         group size that does not divide a kernel's fan-in axis, or more than 2**31-1 weights.
-      FloatingPointError: at an event, when a prunable weight is NaN/Inf or a score NaN/negative
-        (under jit: a ``JaxRuntimeError`` carrying this message, see event.py).
+      FloatingPointError: from ``init`` (event at step 0), and from ``check_events`` / ``get_masks``
+        after an event that found a NaN/Inf prunable weight or a NaN/negative score (event.py).
     """
     if not isinstance(schedule, Schedule):
         raise ValueError(f"schedule={schedule!r} must be a jaxsparse.pruning.Schedule")
@@ -156,8 +161,10 @@ def magnitude_pruning(schedule: Schedule, total_steps: int, *, scope: str = "glo
         scored = treedef.flatten_up_to(scored)
         weights, names = [new_leaves[i] for i in idx], [paths[i] for i in idx]
         chosen = event_lib.check_scores([scored[i] for i in idx], weights, names)
-        event_lib.raise_on_bad_values(weights, chosen, names, step)
-        return event_lib.compute_masks(chosen, masks, k_row, scope, None if nm is None else nm[1])
+        codes = event_lib.invalid_codes(weights, chosen)
+        new = event_lib.compute_masks(chosen, masks, k_row, scope, None if nm is None else nm[1])
+        fine = jnp.all(codes == 0)  # a failing event leaves the masks as they were
+        return [jnp.where(fine, m_new, m_old) for m_new, m_old in zip(new, masks)], codes
 
     def event_index(step):
         return jnp.searchsorted(jnp.asarray(events), step, side="right") - 1
@@ -167,12 +174,16 @@ def magnitude_pruning(schedule: Schedule, total_steps: int, *, scope: str = "glo
         tables = leaf_tables(params)
         treedef, leaves, idx, sizes, _ = tables
         masks = [jnp.ones(leaves[i].shape, bool) for i in idx]
+        codes = jnp.zeros((len(idx),), jnp.int32)
         if len(events) and events[0] == 0:  # an event at step 0 acts on the initial weights
             table = event_lib.keep_counts(densities, sizes, scope, per_group)
-            masks = event_masks(tables, leaves, None, masks, jnp.asarray(table[0]),
-                                jnp.zeros((), jnp.int32), {})
-        return PruningState(count=jnp.zeros((), jnp.int32),
-                            masks=_unflatten(treedef, len(leaves), idx, masks))
+            masks, codes = event_masks(tables, leaves, None, masks, jnp.asarray(table[0]),
+                                       jnp.zeros((), jnp.int32), {})
+        state = PruningState(count=jnp.zeros((), jnp.int32),
+                             masks=_unflatten(treedef, len(leaves), idx, masks), invalid=codes)
+        if not isinstance(codes, jax.core.Tracer):  # init outside jit: say so at once
+            check_events(state)
+        return state
 
     def update_fn(updates, state, params=None, **extra_args):
         if params is None:
@@ -189,9 +200,12 @@ def magnitude_pruning(schedule: Schedule, total_steps: int, *, scope: str = "glo
 
             def event():  # the weights after this update, computed only on event steps
                 new = [_add(w, u) for w, u in zip(leaves, upd_leaves)]
-                return event_masks(tables, new, upd_leaves, masks, table[jnp.maximum(e, 0)],
-                                   next_step, extra_args)
-            masks = jax.lax.cond(is_event, event, lambda: list(masks))
+                new_masks, codes = event_masks(tables, new, upd_leaves, masks, table[jnp.maximum(e, 0)],
+                                               next_step, extra_args)
+                return new_masks, state.invalid | codes
+            masks, invalid = jax.lax.cond(is_event, event, lambda: (list(masks), state.invalid))
+        else:
+            invalid = state.invalid
         out = list(upd_leaves)
         for j, i in enumerate(idx):
             # in the wider of the two dtypes, so that params + updates is exactly 0 when pruned
@@ -199,7 +213,7 @@ def magnitude_pruning(schedule: Schedule, total_steps: int, *, scope: str = "glo
             out[i] = jnp.where(masks[j], upd_leaves[i].astype(dtype), -leaves[i].astype(dtype))
         new_state = PruningState(
             count=optax.safe_increment(state.count),
-            masks=_unflatten(treedef, len(leaves), idx, masks))
+            masks=_unflatten(treedef, len(leaves), idx, masks), invalid=invalid)
         return treedef.unflatten(out), new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -227,12 +241,28 @@ def get_masks(opt_state: Any) -> Any:
 
     Raises:
       ValueError: when ``opt_state`` holds no, or more than one, ``PruningState``.
+      FloatingPointError: outside jit, when an event found NaN/Inf weights (see ``check_events``).
     """
     found = find_pruning_states(opt_state)
     if len(found) != 1:
         raise ValueError(f"expected one PruningState in the optimizer state, found "
                          f"{len(found)}; is magnitude_pruning in the optax chain?")
+    check_events(found[0])
     return found[0].masks
+
+
+def check_events(opt_state: Any) -> None:
+    """Raise ``FloatingPointError`` naming the leaves if a pruning event in ``opt_state`` found a
+    NaN/Inf prunable weight or a NaN/negative score (its masks were then left unchanged). Reads one
+    small int32 array per pruning state from the device; does nothing under tracing (inside jit).
+    Call it after event steps (or every few steps) in your own loop; ``get_masks`` calls it too."""
+    for state in find_pruning_states(opt_state):
+        if isinstance(state.invalid, jax.core.Tracer):
+            continue
+        paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(state.masks)[0]]
+        message = event_lib.describe_invalid(np.asarray(jax.device_get(state.invalid)), paths)
+        if message:
+            raise FloatingPointError(f"{message} (steps so far: {int(jax.device_get(state.count))})")
 
 
 def find_pruning_states(opt_state: Any) -> list[PruningState]:
