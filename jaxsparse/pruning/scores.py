@@ -14,7 +14,8 @@ Contract of a score::
   (optax's ``GradientTransformationExtraArgs``), e.g. ``grads=`` (see ``with_gradients``).
 * returns a pytree shaped like ``params``: a float array of the leaf's shape for every prunable
   leaf (other leaves may hold anything, including None; they are ignored). Scores must be
-  finite and >= 0 (a NaN or negative score stops the event with an error naming the leaf).
+  >= 0 and not NaN: an event with a NaN or negative score keeps the old masks and flags the leaf,
+  and ``check_events`` / ``get_masks`` then raise an error naming it (event.py).
   Larger scores are kept. The transform feeds them to its top-k machinery (global, layerwise
   or n:m), computed only on event steps; scores are compared as float32.
 
