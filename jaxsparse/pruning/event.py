@@ -8,7 +8,8 @@ pruning never disconnects a layer. Under "global" scope a tensor may still lose 
 (that is what one global threshold means). "n:m" keeps at least ``n`` per group (structure.py).
 
 Checks (on event steps only, inside jit): every prunable weight after the update must be finite
-and every score >= 0 (not NaN). A failing event keeps the previous masks and records a code per
+and every score >= 0 (not NaN); for the magnitude score one max over the threshold search's keys
+does it (active weights; pruned ones are exactly 0). A failing event keeps the previous masks and records a code per
 leaf in the state (``PruningState.invalid``, sticky); ``check_events(opt_state)`` and
 ``get_masks`` (when called outside jit) then raise ``FloatingPointError`` naming the leaf paths.
 No host callback is compiled into the step: on CPU a ``jax.debug.callback`` in the event branch
@@ -39,17 +40,30 @@ def keep_counts(densities: np.ndarray, sizes: list[int], scope: str,
 
 
 def compute_masks(scores: Sequence[jax.Array], masks: Sequence[jax.Array], k_row: jax.Array,
-                  scope: str, m: int | None) -> list[jax.Array]:
-    """New masks (subsets of ``masks``) keeping the top-scored active weights; ``k_row`` is a row
-    of ``keep_counts``; ``m`` is the n:m group size (None: unstructured)."""
+                  scope: str, m: int | None, weights: Sequence[jax.Array] | None = None
+                  ) -> tuple[list[jax.Array], jax.Array]:
+    """(new masks, invalid codes) of one event. The masks are subsets of ``masks`` keeping the
+    top-scored active weights; ``k_row`` is a row of ``keep_counts``; ``m`` is the n:m group size
+    (None: unstructured). Codes: int32[n_leaves] of WEIGHT_NOT_FINITE / SCORE_INVALID bits.
+
+    ``weights=None`` says the scores are |w| (magnitude): then a non-finite weight is a non-finite
+    score, found by one max over the int32 keys the threshold search uses anyway. Otherwise the
+    weights (finite?) and scores (>= 0, not NaN?) are checked by their own reductions.
+    """
     if m is not None:
-        return [topk.n_of_m_mask(s, a, k_row[0], m) for s, a in zip(scores, masks)]
+        new = [topk.n_of_m_mask(s, a, k_row[0], m) for s, a in zip(scores, masks)]
+        return new, invalid_codes(scores if weights is None else weights, scores)
     keys = [topk.score_bits(s, a) for s, a in zip(scores, masks)]
     if scope == "global":
         t = topk.global_threshold(keys, k_row[0])
-        return [x >= t for x in keys]
-    ts = topk.per_tensor_thresholds(keys, k_row)
-    return [x >= ts[i] for i, x in enumerate(keys)]
+        new = [x >= t for x in keys]
+    else:
+        ts = topk.per_tensor_thresholds(keys, k_row)
+        new = [x >= ts[i] for i, x in enumerate(keys)]
+    if weights is None:  # |w| of an active weight is NaN or Inf iff its key is >= the bits of +inf
+        codes = jnp.stack([jnp.where(jnp.max(x) >= topk.INF_BITS, WEIGHT_NOT_FINITE, 0) for x in keys])
+        return new, codes.astype(jnp.int32)
+    return new, invalid_codes(weights, scores)
 
 
 def check_scores(scores: Sequence, weights: Sequence[jax.Array], paths: Sequence[str]) -> list[jax.Array]:
@@ -76,7 +90,7 @@ def invalid_codes(weights: Sequence[jax.Array], scores: Sequence[jax.Array]) -> 
     """int32[len(weights)]: per prunable leaf, WEIGHT_NOT_FINITE | SCORE_INVALID bits (0 = fine).
     Computed inside the event branch only, so non-event steps pay nothing."""
     codes = [jnp.where(jnp.all(jnp.isfinite(w)), 0, WEIGHT_NOT_FINITE)
-             + jnp.where(jnp.all(s >= 0), 0, SCORE_INVALID)  # NaN fails >= 0 as well
+             | jnp.where(jnp.all(s >= 0), 0, SCORE_INVALID)  # NaN fails s >= 0 as well
              for w, s in zip(weights, scores)]
     return jnp.stack(codes).astype(jnp.int32) if codes else jnp.zeros((0,), jnp.int32)
 

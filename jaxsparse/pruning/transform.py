@@ -161,8 +161,8 @@ def magnitude_pruning(schedule: Schedule, total_steps: int, *, scope: str = "glo
         scored = treedef.flatten_up_to(scored)
         weights, names = [new_leaves[i] for i in idx], [paths[i] for i in idx]
         chosen = event_lib.check_scores([scored[i] for i in idx], weights, names)
-        codes = event_lib.invalid_codes(weights, chosen)
-        new = event_lib.compute_masks(chosen, masks, k_row, scope, None if nm is None else nm[1])
+        new, codes = event_lib.compute_masks(chosen, masks, k_row, scope, None if nm is None else nm[1],
+                                             None if score_fn is scores_lib.magnitude else weights)
         fine = jnp.all(codes == 0)  # a failing event leaves the masks as they were
         return [jnp.where(fine, m_new, m_old) for m_new, m_old in zip(new, masks)], codes
 
