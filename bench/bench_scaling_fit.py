@@ -1,7 +1,7 @@
 """Benchmark: batched grid fit (jaxsparse.scaling.fit) vs the looped scipy recipe, side by side.
 
 Both fit L(N, D) = E + A/N^alpha + B/D^beta to the Chinchilla runs (Epoch AI extraction, D = C/(6N),
-5 highest-loss runs left out) from all 4,500 grid starts (paper.md section 2). The reference loops scipy's
+5 highest-loss runs left out) from all 4,500 grid starts (Hoffmann et al. 2022, approach 3). The reference loops scipy's
 L-BFGS-B over the starts (analytic gradient, and/or scipy's finite differences as a plain script would);
 it is slow, so it runs --ref_repeats times (default once), the batched fit --repeats times before and after.
 
@@ -25,8 +25,8 @@ PUBLISHED = {"E": 1.82, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.36
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    shared = Path(os.environ.get("JAXSPARSE_SHARED_DIR", Path(__file__).resolve().parents[1] / ".." / "shared"))
-    p.add_argument("--csv", default=str(shared / "data" / "chinchilla" / "svg_extracted_data.csv"))
+    data = Path(__file__).resolve().parents[1] / "tests" / "data" / "chinchilla"
+    p.add_argument("--csv", default=str(data / "svg_extracted_data.csv"), help="Epoch AI's Chinchilla CSV")
     p.add_argument("--repeats", type=int, default=5, help="batched-fit timings before and after the reference")
     p.add_argument("--ref_repeats", type=int, default=1, help="timings of each looped reference")
     p.add_argument("--reference", choices=("analytic", "numeric", "both"), default="both")
@@ -36,7 +36,7 @@ def parse() -> argparse.Namespace:
     if args.repeats < 1 or args.ref_repeats < 1 or args.blas_threads < 1:
         p.error("--repeats, --ref_repeats and --blas_threads must be >= 1")
     if not Path(args.csv).is_file():
-        p.error(f"--csv {args.csv} does not exist (set JAXSPARSE_SHARED_DIR or pass --csv)")
+        p.error(f"--csv {args.csv} does not exist (pass --csv)")
     return args
 
 

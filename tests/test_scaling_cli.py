@@ -67,7 +67,13 @@ def test_fit_csv_json_out_and_plots(capsys, tmp_path, law_csv):
 
 def test_predict_uses_saved_fit(capsys, tmp_path, law_csv):
     out_file = tmp_path / "fit.json"
-    assert run_cli(capsys, "fit", law_csv, "--bootstrap", 0, "--no_loo", "--out", out_file)[0] == 0
+    rc, out, _ = run_cli(capsys, "fit", law_csv, "--bootstrap", 0, "--no_loo", "--out", out_file)
+    assert rc == 0
+    # plots are written by default, into fit_plots/ beside --out, and listed in the output
+    names = ("predicted_vs_observed.png", "loss_vs_size.png", "iso_loss.png")
+    plots = [tmp_path / "fit_plots" / name for name in names]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in plots)
+    assert all(f"plot: {p}" in out for p in plots)
     rc, out, _ = run_cli(capsys, "predict", "--fit", out_file, "--n", 1e8, 4e8, "--d", 2e10, "--json")
     assert rc == 0
     preds = json.loads(out)["predictions"]
@@ -80,7 +86,8 @@ def test_predict_uses_saved_fit(capsys, tmp_path, law_csv):
 def test_fit_summary_tree_by_size_kind(capsys, summary_tree):
     results = {}
     for kind in ("avg", "final"):
-        rc, out, err = run_cli(capsys, "fit", summary_tree, "--n", kind, "--json", "--bootstrap", 0, "--no_loo")
+        rc, out, err = run_cli(capsys, "fit", summary_tree, "--n", kind, "--json", "--bootstrap", 0, "--no_loo",
+                               "--no-plots")
         assert rc == 0, err
         results[kind] = json.loads(out)
         assert "1 run(s) have no final_eval_loss; used final_train_loss" in err
@@ -114,8 +121,8 @@ def test_chinchilla_option_via_module_entry_point():
     from test_scaling_fit import chinchilla_csv
 
     proc = subprocess.run([sys.executable, "-m", "jaxsparse.scaling", "fit", str(chinchilla_csv()), "--chinchilla",
-                           "--bootstrap", "0", "--no_loo", "--json"], capture_output=True, text=True, cwd=REPO,
-                          timeout=120)
+                           "--bootstrap", "0", "--no_loo", "--json", "--no-plots"], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     f = json.loads(proc.stdout)["fit"]
     assert f["n_points"] == 240  # 245 runs, the 5 highest-loss left out by default
@@ -130,10 +137,11 @@ def test_bad_value_names_file_row_and_column(capsys, tmp_path, bad):
     rows = [[1e8 * (i + 1), 1e10 * (i + 2), 3.0 - 0.1 * i] for i in range(7)]
     rows[2][0] = bad
     path = write_csv(tmp_path / "bad.csv", rows)
-    rc, _, err = run_cli(capsys, "fit", path, "--bootstrap", 0)
+    rc, _, err = run_cli(capsys, "fit", path, "--bootstrap", 0, "--no-plots")
     assert rc == 2
     assert f"{path} row 3: column 'n'" in err
-    rc, out, err = run_cli(capsys, "fit", path, "--bootstrap", 0, "--no_loo", "--skip_bad_rows", "--json")
+    rc, out, err = run_cli(capsys, "fit", path, "--bootstrap", 0, "--no_loo", "--skip_bad_rows", "--json",
+                           "--no-plots")
     assert rc == 0
     assert json.loads(out)["fit"]["n_points"] == 6
     assert "skipped 1 run(s)" in err
@@ -141,13 +149,13 @@ def test_bad_value_names_file_row_and_column(capsys, tmp_path, bad):
 
 def test_csv_missing_column(capsys, tmp_path):
     path = write_csv(tmp_path / "nod.csv", [[1e8, 3.0]] * 6, header=("n", "loss"))
-    rc, _, err = run_cli(capsys, "fit", path)
+    rc, _, err = run_cli(capsys, "fit", path, "--no-plots")
     assert rc == 2 and str(path) in err and "no column(s) ['d']" in err
 
 
 def test_too_few_points(capsys, tmp_path):
     path = write_csv(tmp_path / "few.csv", [[1e8 * (i + 1), 1e10, 3.0 - 0.1 * i] for i in range(4)])
-    rc, _, err = run_cli(capsys, "fit", path)
+    rc, _, err = run_cli(capsys, "fit", path, "--no-plots")
     assert rc == 2 and "4 point(s)" in err and "at least 5" in err
 
 
@@ -161,14 +169,14 @@ def test_summary_missing_tokens(capsys, tmp_path):
     bad = tmp_path / "r" / "summary.json"
     bad.parent.mkdir()
     bad.write_text(json.dumps({"n_avg": 1e8, "final_eval_loss": 3.0}))
-    rc, _, err = run_cli(capsys, "fit", tmp_path / "r")
+    rc, _, err = run_cli(capsys, "fit", tmp_path / "r", "--no-plots")
     assert rc == 2 and str(bad) in err and "'tokens'" in err
 
 
 def test_missing_size_kind_and_drop_too_many(capsys, law_csv):
-    rc, _, err = run_cli(capsys, "fit", law_csv, "--n", "final")
+    rc, _, err = run_cli(capsys, "fit", law_csv, "--n", "final", "--no-plots")
     assert rc == 2 and "'final'" in err and "available: ['n']" in err
-    rc, _, err = run_cli(capsys, "fit", law_csv, "--drop_highest", 25)
+    rc, _, err = run_cli(capsys, "fit", law_csv, "--drop_highest", 25, "--no-plots")
     assert rc == 2 and "drop_highest=25" in err
 
 
@@ -178,7 +186,76 @@ def test_predict_and_plan_need_parameters(capsys, tmp_path):
     (tmp_path / "f.json").write_text(json.dumps({"E": 1.8}))
     rc, _, err = run_cli(capsys, "plan", "--fit", tmp_path / "f.json", "--flops", 1e20, "--sparsity", 0.5)
     assert rc == 2 and "missing key(s) ['A', 'B', 'alpha', 'beta']" in err
-    with pytest.raises(SystemExit):  # argparse rejects a non-positive budget before anything runs
-        main(["plan", "--E", "1", "--A", "1", "--B", "1", "--alpha", "1", "--beta", "1", "--flops", "0",
-              "--sparsity", "0.5"])
-    assert "must be finite and > 0" in capsys.readouterr().err
+    # argparse rejects a non-positive budget before anything runs, in one line
+    assert main(["plan", "--E", "1", "--A", "1", "--B", "1", "--alpha", "1", "--beta", "1", "--flops", "0",
+                 "--sparsity", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "must be finite and > 0" in err and len(err.strip().splitlines()) == 1
+
+
+def _rows(n_values, d_values, copies=1):
+    rows = [[n, d, 1.8 + 480 / n**0.35 + 2100 / d**0.37] for n in n_values for d in d_values]
+    return rows * copies
+
+
+BAD_INPUTS = [  # (name, argv after the subcommand's inputs are written, expected text in the one error line)
+    ("missing file", lambda t: ["fit", t / "nope.csv"], "no such file"),
+    ("directory as --fit", lambda t: ["predict", "--fit", t, "--n", "1e8", "--d", "1e9"], "Is a directory"),
+    ("garbage --fit", lambda t: ["plan", "--fit", _text(t / "g.json", "{oops"), "--flops", "1e20",
+                                 "--sparsity", "0.5"], "not valid JSON"),
+    ("binary csv", lambda t: ["fit", _bytes(t / "b.csv", b"\xff\xfe\x00\x81" * 50)], "b.csv"),
+    ("unknown command", lambda t: ["fitt"], "invalid choice"),
+    ("unknown option", lambda t: ["fit", t / "ok.csv", "--bootstrapp", "3"], "unrecognized arguments"),
+    ("negative bootstrap", lambda t: ["fit", t / "ok.csv", "--bootstrap", "-1"], "must be >= 0"),
+    ("bad confidence", lambda t: ["fit", t / "ok.csv", "--confidence", "1.5"], "--confidence"),
+    ("out dir missing", lambda t: ["fit", t / "ok.csv", "--out", t / "no" / "fit.json"], "does not exist"),
+    ("plots is a file", lambda t: ["fit", t / "ok.csv", "--plots", t / "ok.csv"], "not a directory"),
+    ("plots and no-plots", lambda t: ["fit", t / "ok.csv", "--plots", t / "p", "--no-plots"], "not both"),
+    ("one model size", lambda t: ["fit", _csv(t / "n1.csv", _rows([1e8], np.geomspace(1e9, 1e11, 6)))],
+     "column 'n' has 1 distinct value"),
+    ("one token count", lambda t: ["fit", _csv(t / "d1.csv", _rows(np.geomspace(1e7, 1e9, 6), [1e10]))],
+     "column 'd' has 1 distinct value"),
+    ("ten copies of one run", lambda t: ["fit", _csv(t / "copies.csv", _rows([1e8], [1e10], copies=10))],
+     "1 distinct value"),
+]
+
+
+def _text(path, text):
+    path.write_text(text)
+    return path
+
+
+def _bytes(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def _csv(path, rows):
+    return write_csv(path, rows)
+
+
+@pytest.mark.parametrize("name, argv, expected", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_exits_2_with_one_plain_line(capsys, tmp_path, name, argv, expected):
+    write_csv(tmp_path / "ok.csv", _rows(np.geomspace(1e7, 1e9, 3), np.geomspace(1e9, 1e11, 3)))
+    rc, out, err = run_cli(capsys, *argv(tmp_path))
+    assert rc == 2, (name, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    assert expected in lines[0], lines[0]
+    assert out == ""
+    assert not (tmp_path / "fit_plots").exists() and not (tmp_path / "p").exists()
+
+
+def test_usage_error_is_one_line_in_a_real_process():
+    proc = subprocess.run([sys.executable, "-m", "jaxsparse.scaling", "predict", "--n", "x"], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: ")
+
+
+def test_duplicate_runs_are_fitted_with_a_warning(capsys, tmp_path):
+    rows = _rows(np.geomspace(1e7, 1e9, 4), np.geomspace(1e9, 1e11, 4))
+    path = write_csv(tmp_path / "dup.csv", rows + rows[:3])
+    rc, out, err = run_cli(capsys, "fit", path, "--bootstrap", 0, "--json", "--no-plots")
+    assert rc == 0 and json.loads(out)["fit"]["n_points"] == 19
+    assert err.count("3 of 19 runs duplicate another run") == 1 and f"warning: {path}: 3 of 19" in err

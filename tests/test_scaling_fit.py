@@ -1,6 +1,5 @@
 """Scaling-law fitter: the Chinchilla replication, agreement with the looped scipy recipe, recovery of
 known parameters within bootstrap intervals, leave-one-out."""
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +12,13 @@ from jaxsparse.scaling.synthetic import noisy_loss
 TRUTH = {"E": 1.7, "A": 420.0, "B": 1800.0, "alpha": 0.34, "beta": 0.32}
 
 
+CHINCHILLA_CSV = Path(__file__).resolve().parent / "data" / "chinchilla" / "svg_extracted_data.csv"
+
+
 def chinchilla_csv() -> Path:
-    shared = os.environ.get("JAXSPARSE_SHARED_DIR")
-    base = Path(shared) if shared else Path(__file__).resolve().parents[1] / ".." / "shared"
-    path = base / "data" / "chinchilla" / "svg_extracted_data.csv"
-    assert path.is_file(), f"shared Chinchilla data not found at {path} (set JAXSPARSE_SHARED_DIR)"
-    return path
+    """Epoch AI's Chinchilla CSV, kept in the repository (tests/data/chinchilla/README.md: source, licence)."""
+    assert CHINCHILLA_CSV.is_file(), f"{CHINCHILLA_CSV} is missing from the checkout"
+    return CHINCHILLA_CSV
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +149,26 @@ def test_fit_needs_as_many_points_as_parameters():
     n, d, loss = (v[:4] for v in synthetic_grid(noise=0.0))
     with pytest.raises(ValueError, match="4 point.*at least 5"):
         fit(n, d, loss)
+
+
+@pytest.mark.parametrize("column", ["n", "d"])
+def test_fit_refuses_a_single_distinct_size_or_token_count(column):
+    n, d = np.geomspace(4e7, 8e9, 8), np.geomspace(8e8, 2e11, 8)
+    if column == "n":
+        n = np.full(8, 1e8)
+    else:
+        d = np.full(8, 1e10)
+    loss = noisy_loss(TRUTH, n, d, noise=0.0, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match=f"column '{column}' has 1 distinct value .* at least 2 distinct"):
+        fit(n, d, loss)
+
+
+def test_ten_copies_of_one_run_are_refused_and_duplicates_warned():
+    n, d, loss = synthetic_grid(noise=0.0)
+    with pytest.raises(ValueError, match="1 distinct value"):
+        fit(np.repeat(n[:1], 10), np.repeat(d[:1], 10), np.repeat(loss[:1], 10))
+    from jaxsparse.scaling import DuplicateRunsWarning
+    from jaxsparse.scaling.fitting import validate_points
+
+    with pytest.warns(DuplicateRunsWarning, match="2 of 38 runs duplicate"):
+        validate_points(np.r_[n, n[:2]], np.r_[d, d[:2]], np.r_[loss, loss[:2]])

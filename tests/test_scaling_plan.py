@@ -11,7 +11,7 @@ LAW = {"E": 1.8, "A": 480.0, "B": 2100.0, "alpha": 0.35, "beta": 0.37}
 
 def discrete_average_density(kind: str, sparsity: float, a: float, b: float, steps: int = 200_000,
                              every: int = 100) -> float:
-    """Step average of the prunable density with a pruning event every `every` steps (paper.md section 1)."""
+    """Step average of the prunable density with a pruning event every `every` steps (Jin et al., ICLR 2025)."""
     t_s, t_e = int(a * steps), int(b * steps)
     events = np.arange(t_s, t_e + 1, every)
     if kind == "geometric":

@@ -1,24 +1,30 @@
-"""jaxsparse.pruning: scheduled magnitude pruning for any Flax/optax project.
+"""jaxsparse.pruning: scheduled pruning for any Flax/optax project.
 
-This package imports nothing else from jaxsparse. Public API:
+This package imports nothing else from jaxsparse and needs only jax, optax and numpy (flax only
+for ``jaxsparse.pruning.linen``). Public API:
 
 * ``Schedule``: density over training (geometric, cubic, linear, one_shot, dense).
-* ``magnitude_pruning``: the optax transform (last element of an ``optax.chain``).
+* ``magnitude_pruning``: the optax transform (last element of an ``optax.chain``); ``score=``
+  plugs in another score: ``random_scores(seed)``, ``saliency`` (|w*g|, with ``with_gradients``)
+  or your own function (contract in ``jaxsparse.pruning.scores``).
 * ``get_masks`` / ``mask_collection``: the masks held in an optimizer state, and their Flax
-  ``masks``-collection form.
+  ``masks``-collection form; ``check_events``: raise if an event met NaN/Inf weights.
 * ``summary``: per-tensor and total sparsity; ``average_param_count``: N̄.
 """
 from jaxsparse.pruning.accounting import (AverageParamCount, SparsitySummary, TensorSparsity,
                                           average_param_count, summary)
 from jaxsparse.pruning.schedule import KINDS, Schedule
+from jaxsparse.pruning.scores import SCORES, by_name, magnitude, random_scores, saliency, with_gradients
 from jaxsparse.pruning.selection import prunable_flags
 from jaxsparse.pruning.structure import parse_structure, realised_densities
-from jaxsparse.pruning.transform import (SCOPES, MagnitudePruningState, get_masks,
-                                         magnitude_pruning, mask_collection)
+from jaxsparse.pruning.transform import (SCOPES, MagnitudePruningState, PruningState, check_events,
+                                         find_pruning_states, get_masks, magnitude_pruning,
+                                         mask_collection)
 
 __all__ = [
-    "KINDS", "SCOPES", "AverageParamCount", "MagnitudePruningState", "Schedule",
-    "SparsitySummary", "TensorSparsity", "average_param_count", "get_masks",
-    "magnitude_pruning", "mask_collection", "parse_structure", "prunable_flags",
-    "realised_densities", "summary",
+    "KINDS", "SCOPES", "SCORES", "AverageParamCount", "MagnitudePruningState", "PruningState",
+    "Schedule", "SparsitySummary", "TensorSparsity", "average_param_count", "by_name", "check_events",
+    "find_pruning_states", "get_masks", "magnitude", "magnitude_pruning", "mask_collection",
+    "parse_structure", "prunable_flags", "random_scores", "realised_densities", "saliency",
+    "summary", "with_gradients",
 ]

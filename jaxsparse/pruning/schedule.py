@@ -11,7 +11,7 @@ Units used throughout this module:
 
 Events happen at ``t_s, t_s + interval, ...`` and always at ``t_e``, the last one, where the
 density reaches exactly ``1 - final_sparsity``. An event at step ``t`` acts *before* the forward
-pass of step ``t``, so ``density_at(t)`` already includes it (paper.md section 1).
+pass of step ``t``, so ``density_at(t)`` already includes it (Jin et al., ICLR 2025).
 """
 from __future__ import annotations
 
@@ -160,7 +160,7 @@ class Schedule:
         return total / total_steps
 
     def average_density_closed_form(self, total_steps: int | None = None) -> float:
-        """Continuous closed form of the average density (paper.md section 1).
+        """Continuous closed form of the average density (Jin et al., ICLR 2025).
 
         With ``a = t_s/T``, ``b = t_e/T`` (the rounded event steps when ``total_steps`` is
         given, else ``start``/``end``) and ``delta = 1 - S``:

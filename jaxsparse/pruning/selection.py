@@ -1,11 +1,13 @@
 """Which parameters are prunable, named by their '/'-joined pytree path.
 
-The default rule (paper.md section 1): every array of rank >= 2 whose path does not contain
+The default rule (Jin et al., ICLR 2025): every array of rank >= 2 whose path does not contain
 ``embed`` (case-insensitive). For a Flax LLaMA-style model that is every linear kernel
 (attention q/k/v/o, the MLP matrices) and the untied LM head, and not the token embedding or
 the norm scales. ``include``/``exclude`` regular expressions (``re.search`` on the path)
 override the rule: a leaf is prunable iff it has rank >= 1 and
 ``(include matches if include else default rule) and not (exclude matches)``.
+Only floating-point leaves are ever prunable: integer and bool leaves (step counters, index
+tables) are left alone even when ``include`` names them.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import re
 from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 DEFAULT_EXCLUDE = r"(?i)embed"
 
@@ -73,10 +77,18 @@ def prunable_flags(params: Any, include: str | None = None,
             keep = ndim >= 2 and not default_exc.search(path)
         if exc is not None and exc.search(path):
             keep = False
+        keep = keep and _is_float(leaf)
         flags.append(keep)
     if not any(flags):
         raise ValueError(
             f"no prunable parameter (include={include!r}, exclude={exclude!r}); by default "
-            "prunable means rank >= 2 and no 'embed' in the path; parameter paths are: "
+            "prunable means floating point, rank >= 2 and no 'embed' in the path; parameter paths are: "
             + ", ".join(paths[:20]))
     return paths, flags
+
+
+def _is_float(leaf: Any) -> bool:
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(leaf).dtype
+    return bool(jnp.issubdtype(dtype, jnp.floating))

@@ -16,7 +16,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-_INF_BITS = 0x7F800000  # bit pattern of float32 +inf
+INF_BITS = 0x7F800000  # bit pattern of float32 +inf; NaN's (after abs) are larger
 _PASSES = 31  # the search range [0, 2**31) halves each pass
 
 
@@ -50,7 +50,7 @@ def global_threshold(keys: Sequence[jax.Array], k: jax.Array) -> jax.Array:
     Requires ``1 <= k <= #{keys >= 0}``; the total element count must fit in int32.
     """
     lo = jnp.int32(0)
-    hi = jnp.int32(_INF_BITS + 1)
+    hi = jnp.int32(INF_BITS + 1)
 
     def body(_, carry):
         lo, hi = carry
@@ -70,7 +70,7 @@ def per_tensor_thresholds(keys: Sequence[jax.Array], ks: jax.Array) -> jax.Array
     """
     n = len(keys)
     lo = jnp.zeros((n,), jnp.int32)
-    hi = jnp.full((n,), _INF_BITS + 1, jnp.int32)
+    hi = jnp.full((n,), INF_BITS + 1, jnp.int32)
 
     def body(_, carry):
         lo, hi = carry

@@ -1,23 +1,37 @@
 """Command line: python -m jaxsparse.scaling {fit,predict,compare,plan} ... (see --help of each).
 
 Sizes in parameters, tokens in tokens, compute in FLOPs, loss in nats per token.
+Exit codes (jaxsparse.errors): 0 done; 2 bad input (arguments, files, data), reported as one plain
+`error: ...` line on stderr with no traceback, before any fit starts. Data warnings (skipped rows,
+duplicate runs) are printed as `warning: ...` lines.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import warnings
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, Sequence
 
 import numpy as np
 
+from jaxsparse.errors import EXIT_BAD_INPUT
 from jaxsparse.scaling import uncertainty as boot
 from jaxsparse.scaling.compare import compare_sizes, format_table
-from jaxsparse.scaling.fitting import fit
+from jaxsparse.scaling.fitting import DuplicateRunsWarning, fit, validate_points
 from jaxsparse.scaling.io import LOSS_KEYS, SIZE_KINDS, Runs, load_runs
 from jaxsparse.scaling.law import PARAM_NAMES, ScalingLawFit
 from jaxsparse.scaling.planning import SCHEDULES, plan
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one plain line (no usage block) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 def _positive(text: str) -> float:
@@ -62,7 +76,7 @@ def _add_law(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m jaxsparse.scaling",
+    parser = _Parser(prog="python -m jaxsparse.scaling",
                                      description="Fit and use L(N, D) = E + A/N^alpha + B/D^beta.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fit", help="fit the law to runs")
@@ -74,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--no_loo", action="store_true", help="skip the leave-one-out error")
     p.add_argument("--out", help="write the fit JSON here (readable by predict/plan --fit)")
-    p.add_argument("--plots", help="write PNG plots into this directory")
+    p.add_argument("--plots", help="directory for the three PNG plots (default: fit_plots/ beside --out, "
+                   "else beside the first input: inside it for a run directory)")
+    p.add_argument("--no-plots", "--no_plots", dest="no_plots", action="store_true", help="write no plots")
     p = sub.add_parser("predict", help="predicted loss at sizes and token counts")
     _add_law(p)
     p.add_argument("--n", dest="sizes", type=_positive, nargs="+", required=True, help="model sizes (parameters)")
@@ -122,6 +138,36 @@ def _progress(what: str):
     return report
 
 
+def plots_dir(args: argparse.Namespace) -> Path | None:
+    """Where `fit` writes its plots: --plots, else fit_plots/ beside --out, else beside the first input
+    (inside it when it is a directory); None with --no-plots."""
+    if args.no_plots:
+        if args.plots:
+            raise ValueError("give --plots DIR or --no-plots, not both")
+        return None
+    if args.plots:
+        return Path(args.plots)
+    first = Path(args.out) if args.out else Path(args.inputs[0])
+    return (first if first.is_dir() and not args.out else first.parent) / "fit_plots"
+
+
+def _check_outputs(args: argparse.Namespace, plots: Path | None) -> None:
+    """Refuse unwritable --out / plot locations before any fit starts (bad input, exit 2)."""
+    if args.out:
+        out = Path(args.out)
+        if out.is_dir() or not out.parent.is_dir():
+            raise ValueError(f"--out {out}: " + ("is a directory" if out.is_dir() else
+                                                 f"directory {out.parent} does not exist"))
+    if plots is not None:
+        if plots.exists() and not plots.is_dir():
+            raise ValueError(f"plot directory {plots} exists and is not a directory; pass --plots DIR or --no-plots")
+        try:
+            plots.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"cannot create plot directory {plots} ({err.strerror}); pass --plots DIR or "
+                             "--no-plots") from None
+
+
 def _cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
     if args.bootstrap == 1 or not 0 < args.confidence < 1:
         raise ValueError(f"--bootstrap must be 0 or >= 2 (got {args.bootstrap}) and --confidence in (0, 1) "
@@ -130,7 +176,11 @@ def _cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
     kind = args.kind or runs.default_kind()
     sizes, tokens, loss, _ = runs.points([kind])
     n = sizes[kind]
-    res = fit(n, tokens, loss, delta=args.delta, n_kind=kind)
+    source = ", ".join(str(p) for p in args.inputs[:3]) + (" ..." if len(args.inputs) > 3 else "")
+    validate_points(n, tokens, loss, source=source)  # data errors first: nothing is created before they pass
+    plots = plots_dir(args)
+    _check_outputs(args, plots)
+    res = fit(n, tokens, loss, delta=args.delta, n_kind=kind, source=source)
     out: dict[str, Any] = {"fit": res.to_dict(), "inputs": [str(p) for p in args.inputs], "notes": runs.notes}
     if args.bootstrap:
         out["bootstrap"] = boot.bootstrap(n, tokens, loss, fit=res, n_boot=args.bootstrap, seed=args.seed,
@@ -142,10 +192,10 @@ def _cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
             json.dump(out, fh, indent=2)
-    if args.plots:
+    if plots is not None:
         from jaxsparse.scaling.plots import write_plots
 
-        out["plots"] = [str(p) for p in write_plots(res, n, tokens, loss, args.plots)]
+        out["plots"] = [str(p) for p in write_plots(res, n, tokens, loss, plots)]
     return out
 
 
@@ -192,29 +242,40 @@ def _text_plan(p: dict[str, Any]) -> str:
         f"  inference-size saving vs that dense model: {p['inference_saving']:.1%}"])
 
 
+def _run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    if args.command == "fit":
+        out = _cmd_fit(args)
+        return out, _text_fit(out)
+    if args.command == "compare":
+        runs = _runs(args)
+        rows = compare_sizes(runs, args.kinds, delta=args.delta, loo=args.loo)
+        return {"rows": rows, "notes": runs.notes}, format_table(rows)
+    if args.command == "predict":
+        out = _cmd_predict(args)
+        return out, "\n".join(f"N={r['n']:.4g}  D={r['d']:.4g}  loss={r['loss']:.4f}" for r in out["predictions"])
+    out = _cmd_plan(args)
+    return out, _text_plan(out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the CLI; returns the exit code (2 = bad input, reported as one `error:` line on stderr)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # data notes are reported below instead
-            if args.command == "fit":
-                out = _cmd_fit(args)
-                text = _text_fit(out)
-            elif args.command == "compare":
-                runs = _runs(args)
-                rows = compare_sizes(runs, args.kinds, delta=args.delta, loo=args.loo)
-                out, text = {"rows": rows, "notes": runs.notes}, format_table(rows)
-            elif args.command == "predict":
-                out = _cmd_predict(args)
-                text = "\n".join(f"N={r['n']:.4g}  D={r['d']:.4g}  loss={r['loss']:.4f}"
-                                 for r in out["predictions"])
-            else:
-                out = _cmd_plan(args)
-                text = _text_plan(out)
-    except ValueError as err:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or a bad argument (2, already reported in one line)
+        return exit_.code if isinstance(exit_.code, int) else EXIT_BAD_INPUT
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out, text = _run(args)
+    except (ValueError, csv.Error) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    for note in out.get("notes", []) if isinstance(out, dict) else []:
+        return EXIT_BAD_INPUT
+    except OSError as err:  # an input that cannot be read (permissions, a directory given as a file, ...)
+        print(f"error: {err.filename or 'input'}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    duplicates = [str(w.message) for w in caught if issubclass(w.category, DuplicateRunsWarning)]
+    notes = list(out.get("notes", [])) + duplicates[:1]  # the first names the inputs
+    for note in dict.fromkeys(notes):
         print(f"warning: {note}", file=sys.stderr)
     print(json.dumps(out, indent=2) if args.json else text)
     return 0

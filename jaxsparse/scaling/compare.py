@@ -1,6 +1,6 @@
 """Which model size makes one law fit sparse and dense runs? Fit each size choice on the same runs.
 
-The paper's central claim (paper.md section 2): with N = N-bar (average parameter count over training)
+The central claim of Jin et al., ICLR 2025: with N = N-bar (average parameter count over training)
 one law fits sparse and dense runs; with the final (post-pruning) size it does not.
 Errors are in nats (loss space); sizes in parameters.
 """

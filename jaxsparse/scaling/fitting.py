@@ -1,4 +1,4 @@
-"""Fitting L(N, D) = E + A/N^alpha + B/D^beta by the Chinchilla approach-3 recipe (paper.md section 2).
+"""Fitting L(N, D) = E + A/N^alpha + B/D^beta by the Chinchilla approach-3 recipe (Hoffmann et al. 2022, approach 3).
 
 Huber loss (delta = 1e-3) on log-loss residuals of the log-sum-exp form, L-BFGS from every point of the
 4,500-start grid, best optimum kept. `fit` runs all starts at once with the batched L-BFGS of optim.py
@@ -8,6 +8,7 @@ Units: n in parameters, d in tokens, loss in nats per token.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -23,8 +24,10 @@ def validate_points(n: Any, d: Any, loss: Any, *,
                     source: str = "input") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Check and convert runs to float64 arrays; raise ValueError naming the row and column of bad values.
 
-    Every value must be finite and > 0; there must be at least 5 points (one per parameter).
-    Messages name the array index of the first bad value ("index 7") and its column.
+    Every value must be finite and > 0; there must be at least 5 points (one per parameter) and at least
+    2 distinct values of n and of d (else A/N^alpha, or B/D^beta, cannot be told apart from E).
+    Messages name the array index of the first bad value ("index 7") and its column. Duplicate runs (same
+    n, d and loss) are fitted as given, with a `DuplicateRunsWarning` (they weigh as many runs).
     """
     cols = {}
     for name, values in (("n", n), ("d", d), ("loss", loss)):
@@ -45,7 +48,23 @@ def validate_points(n: Any, d: Any, loss: Any, *,
     if count < N_PARAMS:
         raise ValueError(f"{source}: {count} point(s) but the law has {N_PARAMS} parameters "
                          f"{list(PARAM_NAMES)}; need at least {N_PARAMS}")
+    for name, what in (("n", "model sizes"), ("d", "token counts")):
+        distinct = np.unique(cols[name])
+        if distinct.size < 2:
+            raise ValueError(f"{source}: column {name!r} has {distinct.size} distinct value ({distinct[0]:.6g}) in "
+                             f"{count} points; the law needs at least 2 distinct {what} (and 5 points) to fit "
+                             "its exponents")
+    rows = np.stack([cols["n"], cols["d"], cols["loss"]], axis=1)
+    duplicates = count - np.unique(rows, axis=0).shape[0]
+    if duplicates:
+        warnings.warn(f"{source}: {duplicates} of {count} runs duplicate another run (same n, d and loss); each "
+                      "copy counts as a separate run in the fit and its intervals", DuplicateRunsWarning,
+                      stacklevel=2)
     return cols["n"], cols["d"], cols["loss"]
+
+
+class DuplicateRunsWarning(UserWarning):
+    """Some runs given to the fitter are exact copies of others."""
 
 
 def distinct_best(thetas: np.ndarray, objectives: np.ndarray, k: int, tol: float = 1e-3) -> np.ndarray:
@@ -103,7 +122,7 @@ def fit(n: Any, d: Any, loss: Any, *, delta: float = 1e-3, n_kind: str | None = 
         starts: np.ndarray | None = None, source: str = "input") -> ScalingLawFit:
     """Fit E, A, B, alpha, beta to runs (n parameters, d tokens, loss nats) by the approach-3 recipe.
 
-    starts: optional (S, 5) starts (a, b, e, alpha, beta); default the 4,500-point grid of paper.md.
+    starts: optional (S, 5) starts (a, b, e, alpha, beta); default the 4,500-point grid of Hoffmann et al. 2022.
     The result's `local_optima` holds the best distinct endpoints (used to warm-start bootstrap fits).
     """
     n, d, loss = validate_points(n, d, loss, source=source)

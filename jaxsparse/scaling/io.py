@@ -90,10 +90,13 @@ def read_csv(path: Path, *, chinchilla: bool = False) -> Runs:
     """Columns (case-insensitive): d (or tokens), loss, and n and/or n_avg, n_avg_prunable, n_final,
     n_total. chinchilla=True: the Epoch AI Chinchilla table (Model Size, Training FLOP, loss), D = C/(6N).
     Runs are labelled "<path> row <i>", i counting data rows from 1 (the header is not a row)."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        header = {(h or "").strip().lower(): h for h in (reader.fieldnames or [])}
-        rows = list(reader)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            header = {(h or "").strip().lower(): h for h in (reader.fieldnames or [])}
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{path}: not a readable UTF-8 CSV file ({err})") from None
     if chinchilla:
         missing = [c for c in CHINCHILLA_COLUMNS if c not in header]
         if missing:

@@ -1,8 +1,8 @@
 """The scaling law L(N, D) = E + A / N^alpha + B / D^beta and its fitted-result object.
 
 Units throughout: N is a model size in parameters (for sparse runs the average parameter count over
-training N-bar, paper.md section 1), D is training tokens, L is loss in nats per token, compute is FLOPs.
-The law and its fitting recipe are paper.md section 2.
+training N-bar, Jin et al., ICLR 2025), D is training tokens, L is loss in nats per token, compute is FLOPs.
+The law and its fitting recipe are Hoffmann et al. 2022, approach 3.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import numpy as np
 
 PARAM_NAMES = ("E", "A", "B", "alpha", "beta")
 
-# Initialisation grid of the Chinchilla approach-3 recipe (paper.md section 2), in log space.
+# Initialisation grid of the Chinchilla approach-3 recipe (Hoffmann et al. 2022, approach 3), in log space.
 ALPHA_GRID = (0.0, 0.5, 1.0, 1.5, 2.0)
 BETA_GRID = (0.0, 0.5, 1.0, 1.5, 2.0)
 E_GRID = (-1.0, -0.5, 0.0, 0.5, 1.0)

@@ -3,7 +3,7 @@
 Parameters theta = (a, b, e, alpha, beta) with A = exp(a), B = exp(b), E = exp(e), so that
     ln L_hat(N, D) = LSE(a - alpha ln N, b - beta ln D, e)
 and one fit minimises  f(theta) = sum_i w_i Huber_delta(ln L_hat(N_i, D_i) - ln L_i)
-(paper.md section 2; N in parameters, D in tokens, L in nats per token). Point weights w_i >= 0 express
+(Hoffmann et al. 2022, approach 3; N in parameters, D in tokens, L in nats per token). Point weights w_i >= 0 express
 bootstrap resampling (counts) and leave-one-out (a zero) without changing array shapes.
 
 `minimize_batch` runs many independent fits at once (grid starts x resamples): the L-BFGS two-loop

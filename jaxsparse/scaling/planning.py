@@ -1,7 +1,7 @@
 """Compute planning with a fitted law: the compute-optimal sparse run for a FLOP budget.
 
 Training compute is C = 6 * N-bar * D FLOPs (N-bar: average parameter count over training, D: tokens;
-paper.md section 1). For a pruning schedule, N-bar = N0 * (1 - p * (1 - rho)), with N0 the initial dense
+Jin et al., ICLR 2025). For a pruning schedule, N-bar = N0 * (1 - p * (1 - rho)), with N0 the initial dense
 size (parameters), p the prunable fraction of the parameters and rho the schedule's average density of the
 prunable part. Since the law depends on N-bar and D only, the best N-bar for budget C is the dense
 compute-optimal size; the sparse run reaches the same predicted loss with a final (inference) size of
@@ -22,7 +22,7 @@ def average_density(final_sparsity: float, start: float = 0.25, end: float = 0.7
                     schedule: str = "geometric") -> float:
     """Average over training of the prunable part's density (fraction kept), continuous closed forms.
 
-    paper.md section 1, with a = start, b = end (fractions of training), delta = 1 - S:
+    Jin et al., ICLR 2025, with a = start, b = end (fractions of training), delta = 1 - S:
       geometric: a + (b - a)(1 - delta)/ln(1/delta) + (1 - b) delta     (-> 1 as S -> 0)
       cubic:     1 - S (3/4 (b - a) + (1 - b))
       linear:    1 - S (1/2 (b - a) + (1 - b))

@@ -1,6 +1,6 @@
 """Synthetic runs drawn from a known law, for tests, demos and checking the fitter.
 
-`sparse_dense_summaries` mimics the paper's grid (paper.md section 2): sizes x final sparsities x token
+`sparse_dense_summaries` mimics the grid of Jin et al., ICLR 2025: sizes x final sparsities x token
 budgets, each run pruned with a schedule whose average density comes from planning.average_density, and
 its loss drawn from the N-bar law L(N-bar, D) times log-normal noise. The dicts carry the trainer's
 summary.json keys. Sizes in parameters, tokens in tokens, compute in FLOPs, loss in nats.

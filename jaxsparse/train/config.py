@@ -22,7 +22,7 @@ from jaxsparse import data as data_lib
 from jaxsparse import models
 from jaxsparse.data import config as data_config
 from jaxsparse.errors import ConfigError, unknown_key_message
-from jaxsparse.pruning import KINDS, SCOPES
+from jaxsparse.pruning import KINDS, SCOPES, SCORES
 
 # section -> ((key, default, one-line doc), ...). A default of (None, type) means "None = the
 # model size's value", overridable with a value of that type.
@@ -66,6 +66,7 @@ KEYS: dict[str, tuple[tuple[str, Any, str], ...]] = {
         ("structure", "", "'' (unstructured) or 'n:m' such as '2:4'"),
         ("include", "", "regex on parameter paths to prune; '' = every kernel"),
         ("exclude", "", "regex on parameter paths never pruned"),
+        ("score", "magnitude", f"what ranks the weights at an event: one of {', '.join(SCORES)}"),
     ),
     "checkpoint": (
         ("every_steps", 100, "steps between checkpoints (also at the end and on SIGTERM)"),
@@ -264,6 +265,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.data: {err}") from err
     _validate_train(config)
     _one_of(config, "pruning.scope", SCOPES)
+    _one_of(config, "pruning.score", SCORES)
     _one_of(config, "pruning.schedule", KINDS)
     _int(config, "checkpoint.every_steps", 0)
     _int(config, "checkpoint.keep", 1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ml_collections
 import optax
 
-from jaxsparse.pruning import Schedule, magnitude_pruning
+from jaxsparse.pruning import Schedule, by_name, magnitude_pruning, with_gradients
 
 
 def warmup_steps(config: ml_collections.ConfigDict, total_steps: int) -> int:
@@ -32,7 +32,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) 
 
 def make_optimizer(config: ml_collections.ConfigDict, total_steps: int, schedule: Schedule,
                    learning_rate: optax.Schedule) -> optax.GradientTransformationExtraArgs:
-    """clip -> adamw(`learning_rate`) -> magnitude_pruning(`schedule`), for a run of
+    """clip -> adamw(`learning_rate`) -> magnitude_pruning(`schedule`, score `pruning.score`), for a run of
     `total_steps` steps (both schedules are the run's own, built once by train.run.prepare)."""
     t, p = config.train, config.pruning
     parts = []
@@ -43,5 +43,7 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int, schedule
     if schedule.kind != "dense":  # a dense run carries no masks and pays nothing for pruning
         parts.append(magnitude_pruning(schedule, total_steps, scope=p.scope,
                                        structure=p.structure or None, include=p.include or None,
-                                       exclude=p.exclude or None))
-    return optax.chain(*parts)
+                                       exclude=p.exclude or None,
+                                       score=by_name(p.score, seed=config.seed)))
+    # saliency ranks by |w * g| with the raw gradient, which with_gradients passes on as an extra arg
+    return with_gradients(optax.chain(*parts)) if p.score == "saliency" else optax.chain(*parts)

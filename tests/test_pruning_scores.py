@@ -1,0 +1,192 @@
+"""Pluggable pruning scores: each checked against an explicit NumPy top-k of its own formula."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxsparse.pruning import (Schedule, get_masks, magnitude, magnitude_pruning, random_scores,
+                               saliency, summary, with_gradients)
+
+TOTAL = 10
+ONE_SHOT_AT_1 = Schedule("one_shot", 0.7, 0.1, 0.1, 1)  # one event, before step 1
+SHAPES = {"a": {"kernel": (16, 24)}, "b": {"kernel": (24, 8)}, "c": {"kernel": (8, 8)}}
+
+
+def make_params(seed=0):
+    keys = iter(jax.random.split(jax.random.key(seed), 10))
+    params = {name: {"kernel": jax.random.normal(next(keys), shape["kernel"]) * (i + 1),
+                     "bias": jnp.zeros(shape["kernel"][-1])}
+              for i, (name, shape) in enumerate(SHAPES.items())}
+    grads = jax.tree.map(lambda w: jax.random.normal(next(keys), w.shape), params)
+    return params, grads
+
+
+def kernels(tree):
+    return [np.asarray(tree[name]["kernel"]) for name in SHAPES]
+
+
+def reference_masks(scores, density, scope="global"):
+    """Explicit top-k: keep every score >= the k-th largest (k = round(density * size), >= 1)."""
+    if scope == "layerwise":
+        return [reference_masks([s], density)[0] for s in scores]
+    flat = np.concatenate([s.ravel() for s in scores]).astype(np.float32)
+    k = max(1, int(np.floor(density * flat.size + 0.5)))
+    threshold = np.sort(flat)[::-1][k - 1]
+    return [s.astype(np.float32) >= threshold for s in scores]
+
+
+def one_event(tx, params, gradients, **extra_args):
+    """init, then one jitted update whose next step (1) is the event; the masks after it."""
+    state = tx.init(params)
+    step = jax.jit(lambda g, s, p, kw: tx.update(g, s, p, **kw))
+    updates, state = step(gradients, state, params, extra_args)
+    return optax.apply_updates(params, updates), get_masks(state)
+
+
+@pytest.mark.parametrize("scope", ["global", "layerwise"])
+def test_default_score_is_magnitude_and_matches_explicit_abs_topk(scope):
+    params, grads = make_params()
+    sgd = optax.sgd(0.5)
+    new, masks = one_event(optax.chain(sgd, magnitude_pruning(ONE_SHOT_AT_1, TOTAL, scope=scope)),
+                           params, grads)
+    after_update = kernels(optax.apply_updates(params, jax.tree.map(lambda g: -0.5 * g, grads)))
+    expected = reference_masks([np.abs(w) for w in after_update], 0.3, scope)
+    for m, e in zip(kernels(masks), expected):
+        np.testing.assert_array_equal(m, e)
+    # the explicit score=magnitude gives bitwise the same masks and weights as the default
+    new2, masks2 = one_event(optax.chain(sgd, magnitude_pruning(ONE_SHOT_AT_1, TOTAL, scope=scope,
+                                                                score=magnitude)), params, grads)
+    for a, b in zip(jax.tree.leaves(masks) + jax.tree.leaves(new), jax.tree.leaves(masks2) + jax.tree.leaves(new2)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_random_score_is_a_pure_function_of_seed_step_and_leaf():
+    params, grads = make_params()
+    tx = optax.chain(optax.sgd(0.1), magnitude_pruning(ONE_SHOT_AT_1, TOTAL, score=random_scores(3)))
+    _, masks = one_event(tx, params, grads)
+    # reference: uniform draws keyed by fold_in(fold_in(key(seed), step), leaf index)
+    leaves = jax.tree.leaves(params)
+    key = jax.random.fold_in(jax.random.key(3), 1)
+    draws = [np.asarray(jax.random.uniform(jax.random.fold_in(key, i), w.shape)) for i, w in enumerate(leaves)]
+    kernel_idx = [i for i, (path, _) in enumerate(jax.tree_util.tree_flatten_with_path(params)[0])
+                  if "kernel" in jax.tree_util.keystr(path)]
+    expected = reference_masks([draws[i] for i in kernel_idx], 0.3)
+    for m, e in zip(kernels(masks), expected):
+        np.testing.assert_array_equal(m, e)
+    # the weights do not matter; another seed prunes other weights
+    _, same = one_event(tx, make_params(seed=1)[0], grads)
+    assert all(np.array_equal(a, b) for a, b in zip(kernels(masks), kernels(same)))
+    other = optax.chain(optax.sgd(0.1), magnitude_pruning(ONE_SHOT_AT_1, TOTAL, score=random_scores(4)))
+    _, different = one_event(other, params, grads)
+    assert not all(np.array_equal(a, b) for a, b in zip(kernels(masks), kernels(different)))
+
+
+def test_saliency_scores_weight_times_raw_gradient():
+    params, grads = make_params()
+    lr = 0.3
+    tx = with_gradients(optax.chain(optax.sgd(lr), magnitude_pruning(ONE_SHOT_AT_1, TOTAL, score=saliency)))
+    _, masks = one_event(tx, params, grads)
+    after = kernels(optax.apply_updates(params, jax.tree.map(lambda g: -lr * g, grads)))
+    expected = reference_masks([np.abs(w * g) for w, g in zip(after, kernels(grads))], 0.3)
+    for m, e in zip(kernels(masks), expected):
+        np.testing.assert_array_equal(m, e)
+    # the same masks when the caller passes grads= itself
+    plain = optax.chain(optax.sgd(lr), magnitude_pruning(ONE_SHOT_AT_1, TOTAL, score=saliency))
+    _, masks2 = one_event(plain, params, grads, grads=grads)
+    assert all(np.array_equal(a, b) for a, b in zip(kernels(masks), kernels(masks2)))
+
+
+def test_saliency_without_gradients_is_a_clear_error():
+    params, grads = make_params()
+    tx = optax.chain(optax.sgd(0.1), magnitude_pruning(ONE_SHOT_AT_1, TOTAL, score=saliency))
+    with pytest.raises(ValueError, match="with_gradients"):
+        one_event(tx, params, grads)
+    at_init = magnitude_pruning(Schedule("one_shot", 0.5, 0.0, 0.0, 1), TOTAL, score=saliency)
+    with pytest.raises(ValueError, match="step 0"):
+        at_init.init(params)
+
+
+def test_extra_args_reach_a_user_score_through_chain_and_n_of_m():
+    """A Wanda-style score |w| * ||x|| with the input-feature norms given to tx.update."""
+    def wanda(params, updates, *, feature_norms, **_):
+        return {name: {"kernel": jnp.abs(p["kernel"]) * feature_norms[name][:, None], "bias": None}
+                for name, p in params.items()}
+
+    params, grads = make_params()
+    norms = {name: jnp.arange(1, s["kernel"][0] + 1, dtype=jnp.float32) ** 2 for name, s in SHAPES.items()}
+    expected_scores = [np.abs(w) * np.asarray(norms[n])[:, None] for n, w in zip(SHAPES, kernels(params))]
+    sched = Schedule("one_shot", 0.5, 0.1, 0.1, 1)
+    tx = optax.chain(optax.sgd(0.0), magnitude_pruning(sched, TOTAL, score=wanda))
+    _, masks = one_event(tx, params, grads, feature_norms=norms)
+    for m, e in zip(kernels(masks), reference_masks(expected_scores, 0.5)):
+        np.testing.assert_array_equal(m, e)
+
+    tx = optax.chain(optax.sgd(0.0), magnitude_pruning(sched, TOTAL, score=wanda, structure="2:4"))
+    _, masks = one_event(tx, params, grads, feature_norms=norms)
+    for m, s in zip(kernels(masks), expected_scores):  # the 2 largest scores of every 4 fan-in rows
+        groups = s.reshape(-1, 4, s.shape[1])
+        expected = np.zeros_like(groups, bool)
+        np.put_along_axis(expected, np.argsort(-groups, axis=1)[:, :2], True, axis=1)
+        np.testing.assert_array_equal(m, expected.reshape(m.shape))
+
+
+def test_get_masks_finds_any_score_nested_in_multisteps_and_inject_hyperparams():
+    params, _ = make_params()
+    sched = Schedule("one_shot", 0.5, 0.0, 0.0, 1)
+    for tx in (optax.MultiSteps(optax.chain(optax.sgd(0.1), magnitude_pruning(sched, 10, score=random_scores(0))),
+                                every_k_schedule=2),
+               optax.inject_hyperparams(lambda lr: optax.chain(
+                   optax.sgd(lr), magnitude_pruning(sched, 10, score=random_scores(0))))(lr=0.1)):
+        s = summary(get_masks(tx.init(params)))
+        assert s.sparsity == pytest.approx(0.5, abs=1.0 / s.prunable)
+
+
+def test_a_score_with_a_wrong_leaf_is_refused_naming_it():
+    params, grads = make_params()
+
+    def ints(p, u, **_):
+        return jax.tree.map(lambda w: jnp.ones(w.shape, jnp.int32), p)
+
+    def missing(p, u, **_):
+        return {k: {"kernel": None, "bias": None} for k in p}
+
+    for score, err, text in ((ints, TypeError, "a/kernel has dtype int32"), (missing, TypeError, "a/kernel")):
+        tx = optax.chain(optax.sgd(0.1), magnitude_pruning(ONE_SHOT_AT_1, TOTAL, score=score))
+        with pytest.raises(err, match=text):
+            one_event(tx, params, grads)
+    with pytest.raises(TypeError, match="score"):
+        magnitude_pruning(ONE_SHOT_AT_1, TOTAL, score="magnitude")
+
+
+@pytest.mark.parametrize("name", ["magnitude", "random", "saliency"])
+def test_config_key_pruning_score_reaches_the_trainer_optimizer(name):
+    from jaxsparse.pruning import by_name
+    from jaxsparse.train import config as config_lib
+    from jaxsparse.train.optimizer import make_optimizer
+
+    config = config_lib.base_config()
+    config.pruning.score = name
+    config.pruning.update(schedule="one_shot", start=0.1, end=0.1, interval=1, final_sparsity=0.7)
+    config.train.grad_clip = 0.0
+    config.train.weight_decay = 0.0
+    tx = make_optimizer(config, TOTAL)
+    params, grads = make_params()
+    _, masks = one_event(tx, params, grads)
+    # the same masks as the library's score of that name, after the same AdamW step (step 1: lr 0, so w)
+    reference = optax.chain(optax.adamw(0.0, b1=config.train.b1, b2=config.train.b2, eps=config.train.eps,
+                                        weight_decay=0.0),
+                            magnitude_pruning(ONE_SHOT_AT_1, TOTAL, score=by_name(name, seed=config.seed)))
+    _, expected = one_event(reference, params, grads, grads=grads)
+    for m, e in zip(kernels(masks), kernels(expected)):
+        np.testing.assert_array_equal(m, e)
+
+
+def test_config_rejects_an_unknown_score_naming_the_allowed_ones():
+    from jaxsparse.train import config as config_lib
+
+    config = config_lib.base_config()
+    config.train.steps = 100
+    config.pruning.score = "wanda"
+    with pytest.raises(ValueError, match="pruning.score='wanda'.*magnitude, random, saliency"):
+        config_lib.validate(config)
