@@ -27,10 +27,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxsparse import models
-from jaxsparse.train import config as config_lib
 from jaxsparse.train.checksum import state_checksums
-from jaxsparse.train.optimizer import make_optimizer
-from jaxsparse.train.run_setup import build_mesh
+from jaxsparse.train.run import prepare
 from jaxsparse.train.state import abstract_state
 
 
@@ -41,10 +39,8 @@ def random_state(size: str):
     import paper  # noqa: PLC0415
     config = paper.get_config(f"size={size}")
     config.train.steps, config.train.batch_size = 1000, jax.device_count()
-    model_cfg = config_lib.model_config(config, config.model.vocab_size)
-    mesh = build_mesh(config)
-    abstract, shardings = abstract_state(models.Transformer(model_cfg), make_optimizer(config, 1000),
-                                         mesh, models.DEFAULT_RULES, 128)
+    run = prepare(config)  # the model, transform and mesh, resolved once
+    abstract, shardings = abstract_state(run.model, run.tx, run.mesh, models.DEFAULT_RULES, 128)
     leaves, treedef = jax.tree.flatten(abstract)
 
     def fill(key):

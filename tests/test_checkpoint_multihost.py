@@ -13,10 +13,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxsparse import models
-from jaxsparse.train import config as config_lib
 from jaxsparse.train import prepare
 from jaxsparse.train.checkpointing import Checkpointer
-from jaxsparse.train.optimizer import make_optimizer
 from jaxsparse.train.state import abstract_state
 from train_utils import cli_env, flat, tiny_config, train_cmd, train_losses, write_corpus
 
@@ -58,10 +56,8 @@ def test_two_process_checksums_verify_on_one_process_and_damage_verdicts_are_col
 
     # One process with 8 devices verifies the checksums the two processes wrote.
     config = tiny_config(corpus, **{"data.data_dir": str(data_dir), **OVERRIDES})
-    prep = prepare(config, None)
-    model = models.Transformer(config_lib.model_config(config, prep["vocab"]))
-    abstract, _ = abstract_state(model, make_optimizer(config, STEPS), prep["mesh"],
-                                 models.DEFAULT_RULES, config.train.seq_len)
+    run = prepare(config, None)
+    abstract, _ = abstract_state(run.model, run.tx, run.mesh, models.DEFAULT_RULES, config.train.seq_len)
     ckpt = Checkpointer(str(workdir), keep=3, async_save=False)
     restored = ckpt.restore_verified(STEPS, abstract, ident={})
     assert restored.step == STEPS and STEPS in ckpt.verified

@@ -163,14 +163,16 @@ def test_a_score_with_a_wrong_leaf_is_refused_naming_it():
 def test_config_key_pruning_score_reaches_the_trainer_optimizer(name):
     from jaxsparse.pruning import by_name
     from jaxsparse.train import config as config_lib
-    from jaxsparse.train.optimizer import make_optimizer
+    from jaxsparse.train import run as run_lib
+    from jaxsparse.train.optimizer import learning_rate_schedule, make_optimizer
 
     config = config_lib.base_config()
     config.pruning.score = name
     config.pruning.update(schedule="one_shot", start=0.1, end=0.1, interval=1, final_sparsity=0.7)
     config.train.grad_clip = 0.0
     config.train.weight_decay = 0.0
-    tx = make_optimizer(config, TOTAL)
+    tx = make_optimizer(config, TOTAL, run_lib.schedule(config),
+                        learning_rate_schedule(config, TOTAL))
     params, grads = make_params()
     _, masks = one_event(tx, params, grads)
     # the same masks as the library's score of that name, after the same AdamW step (step 1: lr 0, so w)
