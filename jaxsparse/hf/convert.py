@@ -40,7 +40,7 @@ TOP_TENSORS: tuple[tuple[tuple[str, ...], str, bool], ...] = (
 )
 
 
-def _get(tree: Any, path: tuple[str, ...]) -> Any:
+def get_path(tree: Any, path: tuple[str, ...]) -> Any:
     for key in path:
         if tree is None or key not in tree:
             return None
@@ -59,12 +59,12 @@ def query_scale(cfg: ModelConfig) -> float:
     return math.sqrt(cfg.head_dim)
 
 
-def _block(cfg: ModelConfig, tree: Any, i: int, path: tuple[str, ...]) -> Optional[np.ndarray]:
+def block_leaf(cfg: ModelConfig, tree: Any, i: int, path: tuple[str, ...]) -> Optional[np.ndarray]:
     """The block-i leaf at `path` (block-relative) of params or masks, scanned or not."""
     if cfg.scan_layers:
-        leaf = _get(tree, ("layers",) + path)
+        leaf = get_path(tree, ("layers",) + path)
         return None if leaf is None else np.asarray(leaf)[i]
-    leaf = _get(tree, (f"layers_{i}",) + path)
+    leaf = get_path(tree, (f"layers_{i}",) + path)
     return None if leaf is None else np.asarray(leaf)
 
 
@@ -103,11 +103,11 @@ def to_hf(cfg: ModelConfig, params: Any, masks: Any) -> dict[str, np.ndarray]:
 
     out = {}
     for path, name, transposed in TOP_TENSORS:
-        out[name] = convert(_get(params, path), _get(masks, path), transposed)
+        out[name] = convert(get_path(params, path), get_path(masks, path), transposed)
     for i in range(cfg.n_layers):
         for path, name, linear in LAYER_TENSORS:
             scale = query_scale(cfg) if path[1:2] == ("q",) else 1.0
-            out[f"model.layers.{i}.{name}"] = convert(_block(cfg, params, i, path), _block(cfg, masks, i, path),
+            out[f"model.layers.{i}.{name}"] = convert(block_leaf(cfg, params, i, path), block_leaf(cfg, masks, i, path),
                                                       linear, scale)
     return out
 

@@ -36,6 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.dtype = ""               # "" = the size's default compute dtype, else float32|bfloat16
     c.model.scan_layers = False
     c.model.remat = False
+    c.model.init_from = ""           # "" = random init; "hf:/path" = a Hugging Face LLaMA folder (jaxsparse.hf.load)
 
     c.data = data_lib.default_config()
 
@@ -177,6 +178,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key in ("vocab_size", "d_model", "n_layers", "n_heads"):
         _int(config, f"model.{key}", 0)
     _int(config, "model.vocab_multiple", 1)
+    if config.model.init_from and not str(config.model.init_from).startswith("hf:"):
+        _fail("model.init_from", config.model.init_from, "'' (random init) or 'hf:/path/to/folder'")
     if config.model.dtype not in ("", "float32", "bfloat16"):
         _fail("model.dtype", config.model.dtype, "'', 'float32' or 'bfloat16'")
     data_config.validate(config.data)

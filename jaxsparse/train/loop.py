@@ -22,6 +22,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxsparse import data as data_lib
 from jaxsparse import models
+from jaxsparse.hf import load as hf_load
 from jaxsparse.pruning import summary
 from jaxsparse.pruning.selection import path_str
 from jaxsparse.train import config as config_lib
@@ -107,6 +108,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     steps, seq = plan["steps"], config.train.seq_len
     model_cfg = config_lib.model_config(config, vocab)
     model = models.Transformer(model_cfg)
+    if config.model.init_from:  # shapes checked before anything is written
+        hf_load.check_folder(hf_load.parse_init_from(config.model.init_from), model_cfg)
     tx = make_optimizer(config, steps)
     sched = config_lib.schedule(config)
     abstract, shardings = abstract_state(model, tx, mesh, models.DEFAULT_RULES, seq)
@@ -135,6 +138,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         say(f"resumed from {ckpt.directory}/{latest}")
     else:
         state = create_state(model, tx, config.seed, seq, shardings)
+        if config.model.init_from:
+            state = hf_load.with_params(state, tx, hf_load.load_params(config.model.init_from, model_cfg),
+                                        shardings)
     batch_sharding = models.batch_sharding(mesh)
     replicated = NamedSharding(mesh, PartitionSpec())
     train_step = jax.jit(make_train_step(model, tx, config.train.grad_accum),
