@@ -102,8 +102,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         what = [f"prompt {i + 1}" + (f" of {args.prompts_file}" if args.prompts_file else "")
                 for i in range(len(prompts))]
         ids = [[run.tokenizer.bos_id] + encode_strict(run.tokenizer, p, w) for p, w in zip(prompts, what)]
+    except (ConfigError, ValueError, FileNotFoundError) as err:  # bad input: before any compute
+        fail(str(err), EXIT_BAD_INPUT)
+    try:
         new = generate_ids(run, ids, settings, args.seed)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+    except ConfigError as err:  # a prompt too long for the context: found before compiling
         fail(str(err), EXIT_BAD_INPUT)
     for prompt, prompt_ids, new_ids in zip(prompts, ids, new):
         text = run.tokenizer.decode([i for i in new_ids if i != run.tokenizer.eos_id])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ import pytest
 
 from hf_fixtures import train_tiny_run
 from jaxsparse import models
-from jaxsparse.generate import generate_ids, settings_for
+from jaxsparse.generate import generate_ids, main, settings_for
 from jaxsparse.inference.restore import load_run
 from train_utils import REPO, cli_env
 
@@ -90,7 +91,7 @@ def _cli(args, env, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_cli_prompts_file_json_and_bad_input(workdir, run, tmp_path):
+def test_cli_prompts_file_json_and_bad_input(workdir, run, tmp_path, capsys):
     env = cli_env(workdir.parent / "data")
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("the \n\nold man \n", encoding="utf-8")
@@ -105,15 +106,25 @@ def test_cli_prompts_file_json_and_bad_input(workdir, run, tmp_path):
 
     empty = tmp_path / "empty"
     empty.mkdir()
+    tampered = tmp_path / "tampered"
+    shutil.copytree(workdir, tampered)
+    meta_file = tampered / "checkpoints" / "12" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    meta["config"]["model"]["d_model"] = 32  # a checkpoint whose config is not the one its arrays have
+    meta["identity"].update({"model.d_model": 32, "model.head_dim": 8, "model.mlp_dim": 128})
+    meta_file.write_text(json.dumps(meta))
     cases = {
         f"--workdir={empty}": "holds no checkpoints",
         f"--workdir={workdir} --step=7": "saved steps: 6, 12",
         f"--workdir={workdir} --max_new_tokens=200": "exceeds the model's context",
         f"--workdir={workdir} --top_p=0": "--top_p=0.0",
         f"--workdir={workdir} --prompt=\udcff": "not valid Unicode",
+        f"--workdir={tampered}": "the saved arrays do not match",
     }
     for args, message in cases.items():
-        failed = _cli(args.split(" "), env)
-        assert failed.returncode == 2, (args, failed.stderr)
-        assert message in failed.stderr and len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+        with pytest.raises(SystemExit) as exit_info:
+            main(args.split(" "))
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2, (args, err)
+        assert message in err and len(err.strip().splitlines()) == 1, err
     assert list(empty.iterdir()) == []  # nothing written

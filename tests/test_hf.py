@@ -182,3 +182,35 @@ def test_a_training_run_starts_from_imported_params(exported, tmp_path):
     want = jax.device_get(run.params)
     for (path, value), got in zip(jax.tree_util.tree_flatten_with_path(want)[0], jax.tree.leaves(saved)):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(value), err_msg=str(path))
+
+
+def test_export_cli_is_atomic_and_refuses_bad_input(exported, tmp_path, capsys):
+    from jaxsparse.export import main
+    from jaxsparse.train import train
+    from train_utils import tiny_config
+
+    run, out = exported
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    empty = tmp_path / "no_run"
+    empty.mkdir()
+    for args, message in ((["--workdir", run.workdir, "--out", str(target)], "already exists; pass --overwrite"),
+                          (["--workdir", str(empty), "--out", str(tmp_path / "new")], "holds no checkpoints"),
+                          (["--workdir", run.workdir, "--out", str(tmp_path / "new"), "--step", "5"],
+                           "saved steps: 6, 12")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert (target / "keep.txt").read_text() == "mine" and not (tmp_path / "new").exists()
+    assert main(["--workdir", run.workdir, "--out", str(target), "--overwrite", "--step", "6"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 6
+    assert not (target / "keep.txt").exists() and (target / "model.safetensors").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "no_run"]  # no temporary folder left
+
+    bad = tiny_config(out.parent / "corpus", **{"data.data_dir": str(out.parent / "data"),
+                                                "model.d_model": 32, "model.init_from": f"hf:{out}"})
+    with pytest.raises(ConfigError, match="hidden_size=64, but the trainer config's model has 32"):
+        train(bad, str(tmp_path / "bad_run"))
+    assert not (tmp_path / "bad_run" / "checkpoints").exists()
