@@ -54,6 +54,16 @@ def generate_ids(run: RestoredRun, prompt_ids: Sequence[Sequence[int]], settings
     return [out[i, :out_lengths[i]].tolist() for i in range(len(prompt_ids))]
 
 
+def completion_text(tokenizer, prompt_ids: Sequence[int], new_ids: Sequence[int]) -> str:
+    """The text the new tokens add to the prompt (decoded in context: SentencePiece drops a leading
+    space when a piece is decoded alone); BOS/EOS are not text."""
+    special = {tokenizer.bos_id, tokenizer.eos_id}
+    before = tokenizer.decode([i for i in prompt_ids if i not in special])
+    whole = tokenizer.decode([i for i in list(prompt_ids) + list(new_ids) if i not in special])
+    return whole[len(before):] if whole.startswith(before) else tokenizer.decode(
+        [i for i in new_ids if i not in special])
+
+
 def _mask_shardings(run: RestoredRun):
     """Each mask is sharded like its kernel (the masks tree is a subset of the params tree)."""
     def like(path, _):
@@ -109,7 +119,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as err:  # a prompt too long for the context: found before compiling
         fail(str(err), EXIT_BAD_INPUT)
     for prompt, prompt_ids, new_ids in zip(prompts, ids, new):
-        text = run.tokenizer.decode([i for i in new_ids if i != run.tokenizer.eos_id])
+        text = completion_text(run.tokenizer, prompt_ids, new_ids)
         if args.json:
             print(json.dumps({"prompt": prompt, "prompt_ids": prompt_ids, "ids": new_ids, "text": text,
                               "step": run.step}))

@@ -128,3 +128,18 @@ def test_cli_prompts_file_json_and_bad_input(workdir, run, tmp_path, capsys):
         assert exit_info.value.code == 2, (args, err)
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert list(empty.iterdir()) == []  # nothing written
+
+
+def test_completion_text_decodes_new_tokens_in_context(tmp_path):
+    from jaxsparse.data.tokenizer import train_sentencepiece
+    from jaxsparse.generate import completion_text
+    from train_utils import write_corpus
+
+    texts = [p.read_text(encoding="utf-8") for p in sorted(write_corpus(tmp_path, files=2).glob("*.txt"))]
+    sp = train_sentencepiece(texts, vocab_size=300)
+    prompt, rest = "the wind", " blows over the hills\nand away"
+    ids = [sp.bos_id] + sp.encode(prompt)
+    new = sp.encode(prompt + rest)[len(ids) - 1:] + [sp.eos_id]
+    assert sp.encode(prompt + rest)[:len(ids) - 1] == ids[1:]  # the prompt's pieces are a prefix
+    assert completion_text(sp, ids, new) == rest
+    assert sp.decode(new[:-1]) != rest  # alone, the leading space would be lost
