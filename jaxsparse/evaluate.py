@@ -101,17 +101,16 @@ def evaluate(run: RestoredRun, dataset: Optional[str] = None, split: str = "vali
     loss_sums = make_loss_sums(run, sharding)
     counts = {"documents": 0, "bytes": 0}
     texts = (TokenizeDocument.text_of(source[i]) for i in range(len(source)))
-    pending, nats, weight = [], 0.0, 0.0
+    nats, weight = 0.0, 0.0
     start = last = time.time()
     for batch_np in token_windows(texts, run.tokenizer, seq_len, batch, counts):
-        pending.append(loss_sums(run.params, run.masks, jax.device_put(batch_np, sharding)))
-        if time.time() - last >= progress_every_s:
-            for n, w in jax.device_get(pending):
-                nats, weight = nats + float(n), weight + float(w)
-            pending, last = [], time.time()
-            _progress(counts["documents"], len(source), weight, nats, last - start)
-    for n, w in jax.device_get(pending):
+        # One step in flight at a time: hundreds of queued steps, each with all-reduces over the
+        # devices, can exhaust XLA:CPU's thread pool and deadlock its collectives.
+        n, w = jax.device_get(loss_sums(run.params, run.masks, jax.device_put(batch_np, sharding)))
         nats, weight = nats + float(n), weight + float(w)
+        if time.time() - last >= progress_every_s:
+            last = time.time()
+            _progress(counts["documents"], len(source), weight, nats, last - start)
     if weight == 0:
         raise ConfigError(f"--split={split!r} of data.dataset={name!r} holds no tokens to predict")
     loss = nats / weight
