@@ -53,7 +53,7 @@ def masked_names(model_cfg: Any, masks: Any) -> set[str]:
 def generation_config(run: RestoredRun, ids: dict[str, int]) -> dict[str, Any]:
     """Greedy by default; the vocabulary's padding ids (never produced by the tokenizer) suppressed."""
     padding = list(range(run.tokenizer.vocab_size, run.model_cfg.vocab_size))
-    out = {**ids, "do_sample": False, "max_length": run.model_cfg.max_seq_len}
+    out = {**ids, "do_sample": False}
     if padding:
         out["suppress_tokens"] = padding
     return out
