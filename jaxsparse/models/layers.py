@@ -79,14 +79,16 @@ class RMSNorm(nn.Module):
         return (x32 * jnp.asarray(scale, jnp.float32)).astype(self.dtype)
 
 
-def apply_rope(x: jax.Array, max_timescale: float) -> jax.Array:
-    """Rotary position embedding of x [B, S, H, K] at positions 0..S-1, rotating (first half, second half)
-    feature pairs: pair i turns by angle pos / max_timescale^(2i/K). Computed in float32, returns x's dtype."""
+def apply_rope(x: jax.Array, max_timescale: float, positions: Optional[jax.Array] = None) -> jax.Array:
+    """Rotary position embedding of x [B, S, H, K] at `positions` (int [B, S] or [S]; default 0..S-1),
+    rotating (first half, second half) feature pairs: pair i turns by angle pos / max_timescale^(2i/K).
+    Computed in float32, returns x's dtype. (KV-cache decoding passes each token's position.)"""
     seq_len, head_dim = x.shape[-3], x.shape[-1]
     half = head_dim // 2
     inv_timescale = max_timescale ** (-jnp.arange(half, dtype=jnp.float32) * 2.0 / head_dim)
-    angle = jnp.arange(seq_len, dtype=jnp.float32)[:, None] * inv_timescale[None, :]  # [S, K/2]
-    sin, cos = jnp.sin(angle)[:, None, :], jnp.cos(angle)[:, None, :]  # [S, 1, K/2]
+    pos = jnp.arange(seq_len) if positions is None else positions
+    angle = jnp.asarray(pos, jnp.float32)[..., None] * inv_timescale  # [(B,) S, K/2]
+    sin, cos = jnp.sin(angle)[..., None, :], jnp.cos(angle)[..., None, :]  # [(B,) S, 1, K/2]
     x1, x2 = jnp.split(jnp.asarray(x, jnp.float32), 2, axis=-1)
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 

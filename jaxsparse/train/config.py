@@ -39,6 +39,7 @@ KEYS: dict[str, tuple[tuple[str, Any, str], ...]] = {
         ("dtype", "", "'' = the size's compute dtype, else float32 | bfloat16"),
         ("scan_layers", (None, bool), "None = the size's; scan the blocks with nn.scan"),
         ("remat", (None, bool), "None = the size's; rematerialise each block in the backward pass"),
+        ("init_from", "", "'' = random init; 'hf:/path' = a Hugging Face LLaMA folder of matching shapes"),
     ),
     "train": (
         ("steps", 0, "optimizer steps; 0 = derive from train.budget"),
@@ -226,6 +227,8 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
     _one_of(config, "model.dtype", ("", "float32", "bfloat16"))
     _one_of(config, "model.scan_layers", (None, True, False))
     _one_of(config, "model.remat", (None, True, False))
+    if config.model.init_from and not str(config.model.init_from).startswith("hf:"):
+        fail("model.init_from", config.model.init_from, "'' (random init) or 'hf:/path/to/folder'")
 
 
 def _validate_train(config: ml_collections.ConfigDict) -> None:

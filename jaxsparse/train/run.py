@@ -132,6 +132,9 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
     vocab = run_setup.resolve_vocab(config)
     model_cfg = model_config(config, vocab)
     model = models.build(model_cfg, config.model.family)
+    if config.model.init_from:  # the HF folder's architecture and every shape, before any write
+        from jaxsparse.hf import load as hf_load  # [hf] extra only when used
+        hf_load.check_folder(hf_load.parse_init_from(config.model.init_from), model_cfg)
     abstract_params = jax.eval_shape(lambda: nn.unbox(model.init(
         jax.random.key(0), jnp.zeros((1, config.train.seq_len), jnp.int32)))["params"])
     n_total = param_counts(abstract_params, [False] * len(jax.tree.leaves(abstract_params))).total

@@ -166,6 +166,10 @@ def open_session(run: Run, workdir: str, ckpt: Checkpointer,
         say(f"resumed from {ckpt.path(restored.step)}")
     else:
         s.state = create_state(run.model, run.tx, c.seed, seq, shardings)
+        if c.model.init_from:  # start from a Hugging Face checkpoint's weights
+            from jaxsparse.hf import load as hf_load
+            params = hf_load.load_params(c.model.init_from, run.model_config)
+            s.state = hf_load.with_params(s.state, run.tx, params, shardings)
     s.start = s.step_at_log = int(jax.device_get(s.state.step))
     s.writer = MetricsWriter(workdir, enabled=jax.process_index() == 0,
                              tensorboard=c.metrics.tensorboard, keep_until=s.start)

@@ -1,0 +1,157 @@
+"""Loss, perplexity and bits per byte of a trained run over a whole split.
+
+    python -m jaxsparse.evaluate --workdir=runs/default [--dataset=text:/corpus] [--split=validation]
+        [--step=N] [--batch_size=B] [--out=FILE.json]
+
+Every document of the split is tokenized with the run's tokenizer as in training ([BOS] text [EOS]),
+the documents are concatenated in stored order, and the stream is cut into windows of train.seq_len
+targets with a stride of seq_len: every token but the stream's first is predicted exactly once, with
+the context of its window. Reported (JSON on stdout): loss = nats per predicted token, perplexity =
+exp(loss), bits_per_byte = total nats / (ln 2 x UTF-8 bytes of the documents' text), which compares
+across tokenizers. A progress line with ETA goes to stderr on long runs. Exit 2 on bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxsparse import models
+from jaxsparse.errors import EXIT_BAD_INPUT, ConfigError, fail
+from jaxsparse.inference.restore import RestoredRun, load_run
+
+
+def token_windows(texts: Iterator[str], tokenizer: Any, seq_len: int, batch: int,
+                  counts: dict[str, int]) -> Iterator[dict[str, np.ndarray]]:
+    """Batches {"inputs", "targets": int32[batch, seq_len], "weights": float32[batch, seq_len]} over the
+    concatenated token stream of `texts` (stride seq_len; the last batch padded with weight 0).
+    Updates counts["documents"] and counts["bytes"] as documents are read."""
+    stream: list[int] = []
+    rows: list[list[int]] = []
+
+    def flush_rows(final: bool):
+        while len(rows) >= batch or (final and rows):
+            chunk, rows[:] = rows[:batch], rows[batch:]
+            arr = np.zeros((batch, seq_len + 1), np.int32)
+            weights = np.zeros((batch, seq_len), np.float32)
+            for i, row in enumerate(chunk):
+                arr[i, :len(row)] = row
+                weights[i, :len(row) - 1] = 1.0
+            yield {"inputs": arr[:, :-1], "targets": arr[:, 1:], "weights": weights}
+
+    for text in texts:
+        counts["documents"] += 1
+        counts["bytes"] += len(text.encode("utf-8"))
+        stream.extend([tokenizer.bos_id, *tokenizer.encode(text), tokenizer.eos_id])
+        while len(stream) >= seq_len + 1:
+            rows.append(stream[:seq_len + 1])
+            del stream[:seq_len]  # the window's last token starts the next one
+        yield from flush_rows(final=False)
+    if len(stream) > 1:
+        rows.append(stream)
+    yield from flush_rows(final=True)
+
+
+def make_loss_sums(run: RestoredRun, batch_sharding: NamedSharding):
+    """Jitted (params, masks, batch) -> (sum of nats over weighted targets, sum of weights), sharded."""
+    model = models.Transformer(run.model_cfg)
+
+    def sums(params, masks, batch):
+        logits = model.apply({"params": params, "masks": masks}, batch["inputs"])
+        nats = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+        return jnp.sum(nats * batch["weights"]), jnp.sum(batch["weights"])
+
+    return jax.jit(sums, in_shardings=(run.param_shardings, None, batch_sharding))
+
+
+def _source(run: RestoredRun, dataset: Optional[str], split: str):
+    from jaxsparse.data import tfds_builder
+
+    data_cfg = run.config.data.copy_and_resolve_references()
+    if dataset:
+        data_cfg.dataset = dataset
+    _, sources = tfds_builder.open_dataset(data_cfg)
+    if split not in sources:
+        raise ConfigError(f"--split={split!r}: data.dataset={data_cfg.dataset!r} has splits {sorted(sources)}")
+    return data_cfg.dataset, sources[split]
+
+
+def evaluate(run: RestoredRun, dataset: Optional[str] = None, split: str = "validation",
+             batch_size: Optional[int] = None, progress_every_s: float = 10.0) -> dict[str, Any]:
+    """The figures of the module docstring for checkpoint `run` over `split` of `dataset` (default: the
+    run's own dataset). batch_size: windows per step (default train.batch_size, rounded up to the
+    data-parallel shards)."""
+    from jaxsparse.data.packing import TokenizeDocument
+
+    name, source = _source(run, dataset, split)
+    shards = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
+    batch = -(-int(batch_size or run.config.train.batch_size) // shards) * shards
+    seq_len = run.model_cfg.max_seq_len
+    sharding = NamedSharding(run.mesh, PartitionSpec(("data", "fsdp"), None))
+    loss_sums = make_loss_sums(run, sharding)
+    counts = {"documents": 0, "bytes": 0}
+    texts = (TokenizeDocument.text_of(source[i]) for i in range(len(source)))
+    nats, weight = 0.0, 0.0
+    start = last = time.time()
+    for batch_np in token_windows(texts, run.tokenizer, seq_len, batch, counts):
+        # One step in flight at a time: hundreds of queued steps, each with all-reduces over the
+        # devices, can exhaust XLA:CPU's thread pool and deadlock its collectives.
+        n, w = jax.device_get(loss_sums(run.params, run.masks, jax.device_put(batch_np, sharding)))
+        nats, weight = nats + float(n), weight + float(w)
+        if time.time() - last >= progress_every_s:
+            last = time.time()
+            _progress(counts["documents"], len(source), weight, nats, last - start)
+    if weight == 0:
+        raise ConfigError(f"--split={split!r} of data.dataset={name!r} holds no tokens to predict")
+    loss = nats / weight
+    return {"workdir": run.workdir, "step": run.step, "dataset": name, "split": split,
+            "documents": counts["documents"], "tokens": int(weight), "bytes": counts["bytes"],
+            "loss": loss, "perplexity": math.exp(loss), "bits_per_token": loss / math.log(2),
+            "bits_per_byte": nats / (math.log(2) * counts["bytes"]), "seq_len": seq_len,
+            "seconds": time.time() - start}
+
+
+def _progress(done: int, total: int, weight: float, nats: float, elapsed: float) -> None:
+    eta = elapsed * (total - done) / max(done, 1)
+    loss = nats / weight if weight else float("nan")
+    print(f"evaluate: {done:,}/{total:,} documents ({100.0 * done / max(total, 1):5.1f}%)  {int(weight):,} tokens  "
+          f"loss {loss:.4f}  elapsed {elapsed:.0f}s  ETA {eta:.0f}s", file=sys.stderr, flush=True)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m jaxsparse.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("--workdir", required=True, help="training workdir (with checkpoints/)")
+    p.add_argument("--dataset", default=None, help="data.dataset to evaluate on (default: the run's)")
+    p.add_argument("--split", default="validation", help="train or validation")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    p.add_argument("--batch_size", type=int, default=None, help="windows per step (default: train.batch_size)")
+    p.add_argument("--out", default=None, help="also write the JSON to this file")
+    args = p.parse_args(argv)
+    if args.batch_size is not None and args.batch_size < 1:
+        fail(f"--batch_size={args.batch_size}: must be an integer >= 1", EXIT_BAD_INPUT)
+    try:
+        run = load_run(args.workdir, args.step)
+        _source(run, args.dataset, args.split)  # bad dataset or split: before any compute
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        fail(str(err), EXIT_BAD_INPUT)
+    result = evaluate(run, args.dataset, args.split, args.batch_size)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

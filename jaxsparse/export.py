@@ -1,0 +1,44 @@
+"""Export a trained run as a Hugging Face LLaMA model folder.
+
+    python -m jaxsparse.export --workdir=runs/default --out=DIR [--step=N] [--overwrite]
+
+DIR then loads with `transformers.AutoModelForCausalLM.from_pretrained(DIR)` and
+`AutoTokenizer.from_pretrained(DIR)`: config.json (LlamaConfig), model.safetensors (float32, every
+pruned weight exactly 0.0), tokenizer files, generation_config.json and a model card (README.md) with
+N̄, sparsity per layer and overall, tokens, eval loss and the config. The folder is written to a
+temporary directory and renamed when complete; an existing DIR is refused without --overwrite.
+Exit 2 on bad input (nothing written).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Optional
+
+from jaxsparse.errors import EXIT_BAD_INPUT, ConfigError, fail
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m jaxsparse.export", description=__doc__.split("\n")[0])
+    p.add_argument("--workdir", required=True, help="training workdir (with checkpoints/)")
+    p.add_argument("--out", required=True, help="folder to write (must not exist, unless --overwrite)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    args = p.parse_args(argv)
+    from jaxsparse.hf.export import check_out_dir, write_export
+    from jaxsparse.inference.restore import load_run
+
+    try:
+        check_out_dir(args.out, args.overwrite)
+        run = load_run(args.workdir, args.step)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        fail(str(err), EXIT_BAD_INPUT)
+    result = write_export(run, args.out, args.overwrite)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Sample text from a trained run: prefill and KV-cache decoding in one jitted loop, sharded like training.
+
+    python -m jaxsparse.generate --workdir=runs/default --prompt="ROMEO:" [--max_new_tokens=128]
+        [--temperature=0.8] [--top_k=0] [--top_p=1.0] [--seed=0] [--step=N] [--prompts_file=FILE] [--json]
+
+The model, its masks and its tokenizer come from the checkpoint (the latest, or --step). Each prompt
+is encoded as in training ([BOS] + tokens) and continued until EOS or --max_new_tokens tokens;
+--temperature=0 is greedy decoding. --prompts_file holds one prompt a line (blank lines skipped),
+generated together as one left-padded batch. Exit 2 on bad input, before any compute.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Optional
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxsparse.errors import EXIT_BAD_INPUT, ConfigError, fail
+from jaxsparse.inference.prompts import encode_strict, left_padded
+from jaxsparse.inference.restore import RestoredRun, load_run
+from jaxsparse.inference.sampling import SamplingSettings, make_generate_fn
+
+
+def settings_for(run: RestoredRun, max_new_tokens: int, temperature: float = 0.0, top_k: int = 0,
+                 top_p: float = 1.0) -> SamplingSettings:
+    """SamplingSettings of `run`'s tokenizer (EOS, pad, and its unpadded vocabulary)."""
+    tok = run.tokenizer
+    try:
+        return SamplingSettings(max_new_tokens, float(temperature), top_k, float(top_p),
+                                allowed_vocab=tok.vocab_size, eos_id=tok.eos_id, pad_id=tok.pad_id)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def generate_ids(run: RestoredRun, prompt_ids: Sequence[Sequence[int]], settings: SamplingSettings,
+                 seed: int = 0) -> list[list[int]]:
+    """New token ids for each prompt (each row: up to and including its EOS, at most max_new_tokens)."""
+    batch_axes = ("data", "fsdp")
+    shards = int(np.prod([run.mesh.shape[a] for a in batch_axes]))
+    tokens, lengths = left_padded(prompt_ids, run.tokenizer.pad_id, multiple=shards)
+    try:
+        fn = make_generate_fn(run.model_cfg, settings, tokens.shape[1],
+                              (run.param_shardings, _mask_shardings(run), NamedSharding(
+                                  run.mesh, PartitionSpec(batch_axes, None))))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    out, out_lengths = fn(run.params, run.masks, tokens, lengths, jax.random.key(seed))
+    out, out_lengths = jax.device_get((out, out_lengths))
+    return [out[i, :out_lengths[i]].tolist() for i in range(len(prompt_ids))]
+
+
+def completion_text(tokenizer, prompt_ids: Sequence[int], new_ids: Sequence[int]) -> str:
+    """The text the new tokens add to the prompt (decoded in context: SentencePiece drops a leading
+    space when a piece is decoded alone); BOS/EOS are not text."""
+    special = {tokenizer.bos_id, tokenizer.eos_id}
+    before = tokenizer.decode([i for i in prompt_ids if i not in special])
+    whole = tokenizer.decode([i for i in list(prompt_ids) + list(new_ids) if i not in special])
+    return whole[len(before):] if whole.startswith(before) else tokenizer.decode(
+        [i for i in new_ids if i not in special])
+
+
+def _mask_shardings(run: RestoredRun):
+    """Each mask is sharded like its kernel (the masks tree is a subset of the params tree)."""
+    def like(path, _):
+        node = run.param_shardings
+        for key in path:
+            node = node[key.key]
+        return node
+    return jax.tree_util.tree_map_with_path(like, run.masks)
+
+
+def _read_prompts(args: argparse.Namespace) -> list[str]:
+    if args.prompts_file is None:
+        return [args.prompt]
+    try:
+        with open(args.prompts_file, encoding="utf-8") as f:
+            prompts = [line.rstrip("\n") for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"--prompts_file={args.prompts_file!r}: cannot read it ({err})") from None
+    if not prompts:
+        raise ConfigError(f"--prompts_file={args.prompts_file!r} holds no prompts (one prompt a line)")
+    return prompts
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m jaxsparse.generate", description=__doc__.split("\n")[0])
+    p.add_argument("--workdir", required=True, help="training workdir (with checkpoints/)")
+    p.add_argument("--prompt", default="", help="text to continue (default: empty, BOS only)")
+    p.add_argument("--prompts_file", default=None, help="one prompt a line, generated as one batch")
+    p.add_argument("--max_new_tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top_k", type=int, default=0, help="0 = no top-k cut")
+    p.add_argument("--top_p", type=float, default=1.0, help="1.0 = no nucleus cut")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    p.add_argument("--json", action="store_true", help="one JSON object a prompt: prompt, ids, text")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        prompts = _read_prompts(args)
+        SamplingSettings(args.max_new_tokens, args.temperature, args.top_k, args.top_p)
+        run = load_run(args.workdir, args.step)
+        settings = settings_for(run, args.max_new_tokens, args.temperature, args.top_k, args.top_p)
+        what = [f"prompt {i + 1}" + (f" of {args.prompts_file}" if args.prompts_file else "")
+                for i in range(len(prompts))]
+        ids = [[run.tokenizer.bos_id] + encode_strict(run.tokenizer, p, w) for p, w in zip(prompts, what)]
+    except (ConfigError, ValueError, FileNotFoundError) as err:  # bad input: before any compute
+        fail(str(err), EXIT_BAD_INPUT)
+    try:
+        new = generate_ids(run, ids, settings, args.seed)
+    except ConfigError as err:  # a prompt too long for the context: found before compiling
+        fail(str(err), EXIT_BAD_INPUT)
+    for prompt, prompt_ids, new_ids in zip(prompts, ids, new):
+        text = completion_text(run.tokenizer, prompt_ids, new_ids)
+        if args.json:
+            print(json.dumps({"prompt": prompt, "prompt_ids": prompt_ids, "ids": new_ids, "text": text,
+                              "step": run.step}))
+        else:
+            print(prompt + text)
+            print("-" * 40)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,4 @@
+"""Hugging Face LLaMA interchange: parameter conversion (convert.py), LlamaConfig (config.py), tokenizer
+files (tokenizer.py), model card (card.py), atomic export (export.py) and import as the trainer's
+initial params, `model.init_from="hf:DIR"` (load.py). transformers, torch and safetensors (the `[hf]`
+extra) are imported only where they are needed."""
