@@ -36,6 +36,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.dtype = ""               # "" = the size's default compute dtype, else float32|bfloat16
     c.model.scan_layers = False
     c.model.remat = False
+    # --- tpu (issue 10): memory levers; defaults are today's reference path ---
+    c.model.remat_policy = "full"    # with remat: full | save_dots | none (models.REMAT_POLICIES)
+    c.model.attention = "reference"  # reference | dot_product | flash (Pallas TPU kernel)
+    c.model.loss_chunk = 0           # sequence positions per cross-entropy chunk; 0 = whole logits
+    # --- end tpu ---
 
     c.data = data_lib.default_config()
 
@@ -44,7 +49,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.budget = 0.0             # tokens per total parameter (200 = 10x Chinchilla); 0 = unset
     c.train.batch_size = 16          # global batch (sequences per step)
     c.train.seq_len = 256            # tokens per sequence
-    c.train.grad_accum = 1           # micro-batches per step (batch_size must divide evenly)
+    # micro-batches per step (batch_size must divide evenly); "auto" (tpu, issue 10): the fewest
+    # whose step fits the devices' memory, found by compiling (train/compile_target.py)
+    c.train.grad_accum = ml_collections.FieldReference(1, field_type=object)
     c.train.learning_rate = 3e-3     # peak learning rate
     c.train.warmup_steps = -1        # -1 = 10% of train.steps (at most 1000)
     c.train.min_lr_ratio = 0.1       # cosine decays to this fraction of the peak
@@ -136,7 +143,10 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> models.M
     padded = -(-vocab_size // multiple) * multiple
     overrides: dict[str, Any] = dict(vocab_size=padded, max_seq_len=config.train.seq_len,
                                      scan_layers=config.model.scan_layers,
-                                     remat=config.model.remat)
+                                     remat=config.model.remat,
+                                     remat_policy=config.model.remat_policy,  # tpu
+                                     attention=config.model.attention,  # tpu
+                                     loss_chunk=config.model.loss_chunk)  # tpu
     if config.model.dtype:
         overrides["dtype"] = config.model.dtype
     for key in ("d_model", "n_layers", "n_heads"):
@@ -177,6 +187,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key in ("vocab_size", "d_model", "n_layers", "n_heads"):
         _int(config, f"model.{key}", 0)
     _int(config, "model.vocab_multiple", 1)
+    for key, allowed in (("remat_policy", models.config.REMAT_POLICIES),  # tpu
+                         ("attention", models.config.ATTENTION_IMPLS)):
+        if config.model[key] not in allowed:
+            _fail(f"model.{key}", config.model[key], f"one of {', '.join(allowed)}")
+    _int(config, "model.loss_chunk", 0)  # tpu
+    if config.model.loss_chunk and config.train.seq_len % config.model.loss_chunk:  # tpu
+        _fail("model.loss_chunk", config.model.loss_chunk, f"0 or a divisor of train.seq_len={config.train.seq_len}")
     if config.model.dtype not in ("", "float32", "bfloat16"):
         _fail("model.dtype", config.model.dtype, "'', 'float32' or 'bfloat16'")
     data_config.validate(config.data)
@@ -187,8 +204,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("train.steps", t.steps, "an integer >= 1, or 0 together with train.budget > 0")
     _int(config, "train.batch_size", 1)
     _int(config, "train.seq_len", 1)
-    _int(config, "train.grad_accum", 1)
-    if t.batch_size % t.grad_accum:
+    if t.grad_accum != "auto":  # tpu: "auto" is resolved by compiling (train/compile_target.py)
+        _int(config, "train.grad_accum", 1)
+    if t.grad_accum != "auto" and t.batch_size % t.grad_accum:
         _fail("train.grad_accum", t.grad_accum,
               f"a divisor of train.batch_size={t.batch_size}")
     _num(config, "train.learning_rate", 0.0, 1e30, lo_open=True)

@@ -137,10 +137,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         state = create_state(model, tx, config.seed, seq, shardings)
     batch_sharding = models.batch_sharding(mesh)
     replicated = NamedSharding(mesh, PartitionSpec())
-    train_step = jax.jit(make_train_step(model, tx, config.train.grad_accum),
+    train_step = jax.jit(make_train_step(model, tx, config.train.grad_accum, mesh),  # tpu: mesh
                          in_shardings=(shardings, batch_sharding),
                          out_shardings=(shardings, replicated), donate_argnums=(0,))
-    eval_step = jax.jit(make_eval_step(model, config.train.grad_accum),
+    eval_step = jax.jit(make_eval_step(model, config.train.grad_accum, mesh),  # tpu: mesh
                         in_shardings=(shardings, batch_sharding), out_shardings=replicated)
     count_active = jax.jit(active_params, in_shardings=(shardings,), out_shardings=replicated)
     lr_at = learning_rate_schedule(config, steps)

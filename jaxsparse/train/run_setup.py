@@ -44,13 +44,13 @@ def resolve_vocab(config: ml_collections.ConfigDict) -> int:
     return fixed or tokenizer.vocab_size
 
 
-def build_mesh(config: ml_collections.ConfigDict) -> Mesh:
-    """The (data, fsdp, tensor) mesh over all devices; -1 on one axis takes the rest.
+def build_mesh(config: ml_collections.ConfigDict, devices: list | None = None) -> Mesh:
+    """The (data, fsdp, tensor) mesh over `devices` (default: all); -1 on one axis takes the rest.
 
     Raises ValueError naming config.mesh.* when the axes do not match the device count, or
     config.train.batch_size when the batch does not split over data x fsdp (per micro-batch).
     """
-    n = jax.device_count()
+    n = jax.device_count() if devices is None else len(devices)
     sizes = {a: config.mesh[a] for a in ("data", "fsdp", "tensor")}
     free = [a for a, v in sizes.items() if v == -1]
     if len(free) > 1:
@@ -77,4 +77,4 @@ def build_mesh(config: ml_collections.ConfigDict) -> Mesh:
     if config.train.batch_size % jax.process_count():
         raise ValueError(f"config.train.batch_size={config.train.batch_size} is not divisible by "
                          f"the {jax.process_count()} processes")
-    return models.make_mesh(sizes["data"], sizes["fsdp"], sizes["tensor"])
+    return models.make_mesh(sizes["data"], sizes["fsdp"], sizes["tensor"], devices)
