@@ -24,6 +24,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file 
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and summary.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan as JSON and exit (no allocation).")
+_COMPILE_FOR = flags.DEFINE_string(  # tpu (issue 10): train/compile_target.py
+    "compile_for", None, "Compile the train and eval steps for a TPU slice (e.g. v4-128, v5e-256, 2xv5e-256) "
+    "on this machine and print their memory and FLOPs as JSON; exit 4 if they do not fit. Writes nothing.")
 _COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
 _NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
 _PID = flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
@@ -63,6 +66,9 @@ def main(argv) -> None:
 
     config = _CONFIG.value
     try:
+        if _COMPILE_FOR.value:  # tpu: nothing is written; exit 0 fits, 4 does not fit
+            from jaxsparse.train import compile_target
+            sys.exit(compile_target.main(config, _COMPILE_FOR.value, dry_run=_DRY_RUN.value))
         if _DRY_RUN.value:
             plan = loop.prepare(config, None)["plan"]
             print(json.dumps(plan, indent=2))

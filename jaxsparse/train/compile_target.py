@@ -7,10 +7,12 @@ compiler, whose memory analysis says what one device holds. Nothing is allocated
     report = compile_for(config, "v4-128")   # dict (the JSON printed by the trainer)
     report["fits"]                           # total <= HEADROOM x HBM, for the train and eval steps
 
-Units: bytes are per device; `flops_per_step` counts FLOPs of one optimizer step (compiled: what
-XLA's cost analysis counts on one device, and that x devices; model: 6N + attention per token x
-tokens, jaxsparse.models.flops_per_token); `estimated_step_s` is compiled FLOPs per device / the
-chip's bf16 peak (a lower bound: 100% utilisation).
+Units: bytes are per device; `flops_per_step` counts FLOPs of one optimizer step (model: 6N +
+attention per token x tokens, jaxsparse.models.flops_per_token, in total and per device; compiled:
+what XLA's cost analysis counts on one device, and that x devices; it counts the body of a scanned
+layer loop once, so with model.scan_layers it is far below the executed FLOPs). `estimated_step_s`
+is the model's FLOPs per device, x 4/3 with remat (the forward is recomputed), / the chip's bf16
+peak: a lower bound at 100% utilisation.
 """
 from __future__ import annotations
 
@@ -104,10 +106,10 @@ def abstract_batch(batch_size: int, seq_len: int, sharding: NamedSharding) -> di
 
 
 def compile_steps(config: ml_collections.ConfigDict, mesh: Any, vocab: int, steps: int,
-                  grad_accum: int) -> dict[str, Any]:
-    """Lower and compile the train step (its pruning-event branch included) and the eval step for
-    `mesh`; return {"train", "eval"}: each {bytes, flops, collectives} or {"error", "temporaries"}
-    when the compiler refuses for lack of memory."""
+                  grad_accum: int, with_eval: bool = True) -> dict[str, Any]:
+    """Lower and compile the train step (its pruning-event branch included) and, with `with_eval`,
+    the eval step for `mesh`; return {"train", "eval"}: each {bytes, flops, collectives}, or
+    {"error", "temporaries"} when the compiler refuses for lack of memory."""
     model = models.Transformer(config_lib.model_config(config, vocab))
     tx = make_optimizer(config, steps)
     seq = config.train.seq_len
@@ -121,6 +123,8 @@ def compile_steps(config: ml_collections.ConfigDict, mesh: Any, vocab: int, step
         "eval": jax.jit(make_eval_step(model, grad_accum, mesh), in_shardings=(shardings, batch_sharding),
                         out_shardings=replicated),
     }
+    if not with_eval:
+        del jitted["eval"]
     out: dict[str, Any] = {}
     for name, fn in jitted.items():
         try:
@@ -152,7 +156,7 @@ def _say(progress: Callable[[str], None] | None, message: str) -> None:
 
 
 def compile_for(config: ml_collections.ConfigDict, slice_name: str,
-                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                progress: Callable[[str], None] | None = None, with_eval: bool = True) -> dict[str, Any]:
     """Validate `config` as a run does, build its mesh over `slice_name`'s devices, compile its
     steps, and return the report (module doc). train.grad_accum="auto" compiles A = 1, 2, ... (the
     divisors that keep micro-batches splitting over the data shards) and keeps the first that fits.
@@ -172,7 +176,7 @@ def compile_for(config: ml_collections.ConfigDict, slice_name: str,
         _say(progress, f"compiling for {target.name} ({len(devices)} devices, mesh {dict(mesh.shape)}), "
                        f"grad_accum={accum} ...")
         start = time.time()
-        result = compile_steps(resolved(config, accum), mesh, vocab, steps, accum)
+        result = compile_steps(resolved(config, accum), mesh, vocab, steps, accum, with_eval)
         fits = _fits(result, target.chip.hbm_bytes)
         tried.append({"grad_accum": accum, "fits": fits, "compile_s": round(time.time() - start, 1)})
         _say(progress, f"  grad_accum={accum}: {'fits' if fits else 'does not fit'} ({tried[-1]['compile_s']} s)")
@@ -219,17 +223,19 @@ def report(config: ml_collections.ConfigDict, target: Slice, mesh: Any, vocab: i
         "micro_batch_per_device": batch / accum / (mesh.shape["data"] * mesh.shape["fsdp"]),
         "hbm_bytes_per_device": hbm, "headroom": HEADROOM,
         "bytes_per_device": train.get("bytes", {"temporaries": train.get("temporaries")}),
-        "eval_bytes_per_device": result["eval"].get("bytes", {"temporaries": result["eval"].get("temporaries")}),
         "fits": _fits(result, hbm),
     }
     model_flops = float(models.flops_per_token(model_cfg, seq)) * batch * seq
+    out["flops_per_step"] = {"model_total": model_flops, "model_per_device": model_flops / devices}
     if "flops" in train:
-        out["flops_per_step"] = {"compiled_per_device": train["flops"], "compiled_total": train["flops"] * devices,
-                                 "model_total": model_flops, "model_per_device": model_flops / devices}
+        out["flops_per_step"].update(compiled_per_device=train["flops"], compiled_total=train["flops"] * devices)
         out["collectives"] = train["collectives"]
-        out["estimated_step_s"] = train["flops"] / target.chip.peak_flops
-    else:
-        out["flops_per_step"] = {"model_total": model_flops, "model_per_device": model_flops / devices}
+    # executed FLOPs: the model's, plus one more forward of the blocks when they are rematerialised
+    recompute = 4.0 / 3.0 if model_cfg.remat and model_cfg.remat_policy != "none" else 1.0
+    out["estimated_step_s"] = model_flops * recompute / devices / target.chip.peak_flops
+    if "eval" in result:
+        ev = result["eval"]
+        out["eval_bytes_per_device"] = ev.get("bytes", {"temporaries": ev.get("temporaries")})
     for name, r in result.items():
         if "error" in r:
             out[f"{name}_error"] = r["error"]
@@ -240,3 +246,38 @@ def report(config: ml_collections.ConfigDict, target: Slice, mesh: Any, vocab: i
         out["message"] = (f"does not fit {target.name}: {total / GIB:.2f} GiB per device (train step) > "
                           f"{HEADROOM:.0%} of {hbm / GIB:.2f} GiB HBM. Try: {advice(config, mesh)}")
     return out
+
+
+def plan_for(config: ml_collections.ConfigDict, slice_name: str) -> dict[str, Any]:
+    """`--dry_run --compile_for`: the run's plan with its memory estimate for the slice's mesh (no
+    compile): train/plan.py's estimate, against the slice's HBM."""
+    from jaxsparse.train.plan import run_plan
+    target = parse_slice(slice_name)
+    config = resolved(config, 1 if config.train.grad_accum == "auto" else config.train.grad_accum)
+    config_lib.validate(config)
+    mesh = build_mesh(config, slice_devices(target))
+    plan = run_plan(config, resolve_vocab(config), dict(mesh.shape))
+    estimate = plan["memory_per_device_bytes"]["total"]
+    plan["target"] = {"slice": target.name, "devices": mesh.size, "hbm_bytes_per_device": target.chip.hbm_bytes,
+                      "estimated_fits": estimate <= HEADROOM * target.chip.hbm_bytes,
+                      "note": "a rough estimate; drop --dry_run to compile and measure"}
+    return plan
+
+
+def main(config: ml_collections.ConfigDict, slice_name: str, dry_run: bool = False) -> int:
+    """The trainer's --compile_for: print the JSON report, return the exit code (0 fits, 4 not)."""
+    import json
+    import sys
+
+    from jaxsparse.errors import EXIT_DOES_NOT_FIT, EXIT_OK
+    if dry_run:
+        print(json.dumps(plan_for(config, slice_name), indent=2))
+        return EXIT_OK
+    result = compile_for(config, slice_name, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps(result, indent=2))
+    if result["fits"]:
+        if result.get("grad_accum_tried"):
+            print(f"fits with train.grad_accum={result['grad_accum']}", file=sys.stderr)
+        return EXIT_OK
+    print(f"error: {result['message']}", file=sys.stderr)
+    return EXIT_DOES_NOT_FIT
