@@ -17,7 +17,6 @@ peak: a lower bound at 100% utilisation.
 from __future__ import annotations
 
 import copy
-import os
 import re
 import time
 from typing import Any, Callable
@@ -34,28 +33,10 @@ from jaxsparse.train.optimizer import make_optimizer
 from jaxsparse.train.run_setup import build_mesh, resolve_vocab
 from jaxsparse.train.state import abstract_state
 from jaxsparse.train.step import make_eval_step, make_train_step
-from jaxsparse.train.tpu_slices import GIB, Slice, parse_slice
+from jaxsparse.train.tpu_slices import GIB, Slice, parse_slice, quiet_libtpu
 
 HEADROOM = 0.9  # a step fits when its bytes per device are at most this fraction of HBM
 _COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
-
-
-def quiet_libtpu() -> None:
-    """On a machine without TPU chips, set the environment libtpu reads at start-up so it does not
-    probe for a TPU VM: no metadata-server query, a placeholder worker list and accelerator type
-    (these silence the "could not determine TPU worker hostnames" and TPU_WORKER_HOSTNAMES errors),
-    and no single-process lockfile (so tests and users may compile in parallel). On a TPU VM
-    (chips present) nothing is changed. Call before the first TPU topology is created."""
-    try:
-        from jax._src import hardware_utils
-        chips = hardware_utils.num_available_tpu_chips_and_device_id()[0]
-    except Exception:  # noqa: BLE001 - private helper; no answer means: assume a TPU may be present
-        return
-    if chips:
-        return
-    for key, value in (("TPU_SKIP_MDS_QUERY", "1"), ("TPU_WORKER_HOSTNAMES", "localhost"),
-                       ("TPU_ACCELERATOR_TYPE", "v4-8"), ("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")):
-        os.environ.setdefault(key, value)
 
 
 def slice_devices(target: Slice) -> list:
@@ -171,18 +152,46 @@ def compile_for(config: ml_collections.ConfigDict, slice_name: str,
     shards = mesh.shape["data"] * mesh.shape["fsdp"]
     steps = config_lib.total_steps(config, models.param_counts(config_lib.model_config(config, vocab))["total"])
     tries = accum_candidates(config.train.batch_size, shards) if auto else [config.train.grad_accum]
+    accum, result, tried = search(config, mesh, vocab, steps, target.chip.hbm_bytes, tries, with_eval,
+                                  lambda m: _say(progress, f"{target.name} ({len(devices)} devices, "
+                                                           f"mesh {dict(mesh.shape)}): {m}"))
+    return report(config, target, mesh, vocab, accum, result, tried if auto else None)
+
+
+def search(config: ml_collections.ConfigDict, mesh: Any, vocab: int, steps: int, hbm: int, tries: list[int],
+           with_eval: bool = True, progress: Callable[[str], None] | None = None) -> tuple[int, dict, list]:
+    """Compile with each train.grad_accum in `tries` in turn; stop at the first whose steps fit `hbm`
+    bytes per device. Returns (grad_accum, its compile_steps result, [{grad_accum, fits, compile_s}])."""
     tried: list[dict[str, Any]] = []
     for accum in tries:
-        _say(progress, f"compiling for {target.name} ({len(devices)} devices, mesh {dict(mesh.shape)}), "
-                       f"grad_accum={accum} ...")
+        _say(progress, f"compiling with grad_accum={accum} ...")
         start = time.time()
         result = compile_steps(resolved(config, accum), mesh, vocab, steps, accum, with_eval)
-        fits = _fits(result, target.chip.hbm_bytes)
+        fits = _fits(result, hbm)
         tried.append({"grad_accum": accum, "fits": fits, "compile_s": round(time.time() - start, 1)})
-        _say(progress, f"  grad_accum={accum}: {'fits' if fits else 'does not fit'} ({tried[-1]['compile_s']} s)")
+        _say(progress, f"grad_accum={accum}: {'fits' if fits else 'does not fit'} ({tried[-1]['compile_s']} s)")
         if fits:
             break
-    return report(config, target, mesh, vocab, accum, result, tried if auto else None)
+    return accum, result, tried
+
+
+def resolve_grad_accum(config: ml_collections.ConfigDict, vocab: int) -> ml_collections.ConfigDict:
+    """`config` with train.grad_accum="auto" replaced by the fewest micro-batches whose steps fit this
+    machine's devices (compiled for the run's mesh; a device that reports no memory limit, like the
+    CPU, gets 1). Configs with an integer grad_accum are returned unchanged."""
+    if config.train.grad_accum != "auto":
+        return config
+    mesh = build_mesh(resolved(config, 1))
+    limit = (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    tries = accum_candidates(config.train.batch_size, shards)
+    if not limit or not tries:
+        return resolved(config, 1)
+    steps = config_lib.total_steps(resolved(config, 1), models.param_counts(
+        config_lib.model_config(config, vocab))["total"])
+    accum, _, _ = search(config, mesh, vocab, steps, int(limit), tries,
+                         progress=lambda m: print(m, flush=True))
+    return resolved(config, accum)
 
 
 def resolved(config: ml_collections.ConfigDict, grad_accum: int) -> ml_collections.ConfigDict:

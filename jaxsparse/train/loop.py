@@ -24,6 +24,7 @@ from jaxsparse import data as data_lib
 from jaxsparse import models
 from jaxsparse.pruning import summary
 from jaxsparse.pruning.selection import path_str
+from jaxsparse.train import compile_target  # tpu: train.grad_accum="auto"
 from jaxsparse.train import config as config_lib
 from jaxsparse.train import report
 from jaxsparse.train.checkpointing import Checkpointer, identity
@@ -71,9 +72,10 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None) -> dict[str,
     if workdir is not None:
         check_workdir(workdir)
     vocab = resolve_vocab(config)
+    config = compile_target.resolve_grad_accum(config, vocab)  # tpu: train.grad_accum="auto" -> an int
     mesh = build_mesh(config)
     plan = run_plan(config, vocab, dict(mesh.shape))
-    return {"vocab": vocab, "mesh": mesh, "plan": plan}
+    return {"vocab": vocab, "mesh": mesh, "plan": plan, "config": config}
 
 
 def _evaluate(eval_step, state, batches, sharding) -> float:
@@ -103,6 +105,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Run (or resume) the training described by `config` in `workdir`; return summary.json
     (or {"preempted_at": step} after a SIGTERM)."""
     prep = prepare(config, workdir)
+    config = prep["config"]  # tpu: with train.grad_accum resolved
     mesh, plan, vocab = prep["mesh"], prep["plan"], prep["vocab"]
     steps, seq = plan["steps"], config.train.seq_len
     model_cfg = config_lib.model_config(config, vocab)

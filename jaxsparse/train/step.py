@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from jaxsparse.models.sharding import DEFAULT_RULES, Rules, activation_sharding
+from jaxsparse.models.sharding import DEFAULT_RULES, Rules, activation_sharding, variable_shardings
 from jaxsparse.pruning import MagnitudePruningState, get_masks, mask_collection
 from jaxsparse.train.state import TrainState
 
@@ -49,11 +49,16 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, grad_acc
     With `mesh`, the model's activations are constrained by `rules` (batch over data x fsdp;
     models/sharding.py), so each device holds only its share of the batch's activations.
     """
+    # with a mesh, gradients are pinned to their parameters' shardings: XLA then reduce-scatters
+    # them instead of all-reducing full-size copies on every device
+    pin = (lambda g: g) if mesh is None else _pin_to(variable_shardings(model, mesh, rules)[1]["params"])
+
     def grads_of(params, masks, batch):
         def loss_fn(p):
             total, weight = _loss_sums(model, p, masks, batch)
             return total, weight
-        return jax.value_and_grad(loss_fn, has_aux=True)(params)
+        sums, grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return sums, pin(grads)
 
     @_with_activation_sharding(mesh, rules)
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
@@ -67,7 +72,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, grad_acc
                 (t, w), g = grads_of(state.params, masks, mb)
                 return jax.tree.map(jnp.add, carry, ((t, w), g)), None
             zeros = ((jnp.zeros(()), jnp.zeros(())),
-                     jax.tree.map(jnp.zeros_like, state.params))
+                     pin(jax.tree.map(jnp.zeros_like, state.params)))
             ((total, weight), grads), _ = jax.lax.scan(body, zeros, micro)
         denom = jnp.maximum(weight, 1.0)
         grads = jax.tree.map(lambda g: g / denom, grads)
@@ -77,6 +82,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, grad_acc
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return step
+
+
+def _pin_to(shardings: Any) -> Callable[[Any], Any]:
+    """g -> g constrained leaf by leaf to `shardings` (a tree like the params)."""
+    return lambda tree: jax.tree.map(jax.lax.with_sharding_constraint, tree, shardings)
 
 
 def _with_activation_sharding(mesh: Optional[Mesh], rules: Rules) -> Callable:

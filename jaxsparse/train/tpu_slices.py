@@ -8,6 +8,7 @@ documentation (bf16 dense peak; HBM capacity); check them before relying on them
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 
 from jaxsparse.errors import ConfigError
@@ -96,3 +97,21 @@ def parse_slice(name: str) -> Slice:
     topology = f"{chip.topology_prefix}:{'x'.join(map(str, shape))}"
     bounds = (2, 2, 1) if chip.megacore else ((*shape, 1) if chips < 4 else None)
     return Slice(name, generation, chip, chips, num_slices, topology, bounds)
+
+
+def quiet_libtpu() -> None:
+    """On a machine without TPU chips, set the environment libtpu reads at start-up so it does not
+    probe for a TPU VM: no metadata-server query, a placeholder worker list and accelerator type
+    (these silence the "could not determine TPU worker hostnames" and TPU_WORKER_HOSTNAMES errors),
+    and no single-process lockfile (so tests and users may compile in parallel). On a TPU VM
+    (chips present) nothing is changed. Call before the first TPU topology is created."""
+    try:
+        from jax._src import hardware_utils
+        chips = hardware_utils.num_available_tpu_chips_and_device_id()[0]
+    except Exception:  # noqa: BLE001 - private helper; no answer means: assume a TPU may be present
+        return
+    if chips:
+        return
+    for key, value in (("TPU_SKIP_MDS_QUERY", "1"), ("TPU_WORKER_HOSTNAMES", "localhost"),
+                       ("TPU_ACCELERATOR_TYPE", "v4-8"), ("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")):
+        os.environ.setdefault(key, value)
