@@ -62,8 +62,6 @@ def main(argv) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if _CONFIG.value is None:
         raise app.UsageError("--config is required, e.g. --config=configs/default.py")
-    from jaxsparse.train.tpu_slices import quiet_libtpu
-    quiet_libtpu()  # tpu: no libtpu start-up errors on machines without a TPU (a no-op on TPU VMs)
     from jaxsparse.train import loop  # after flag parsing: keeps --help fast
 
     config = _CONFIG.value

@@ -42,15 +42,15 @@ _COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "col
 def slice_devices(target: Slice) -> list:
     """The slice's (abstract) TPU devices, slice-major for multi-slice targets."""
     from jax.experimental import topologies
-    quiet_libtpu()
     kwargs: dict[str, Any] = {}
     if target.chip.megacore:
         kwargs["chip_config_name"] = "megacore"
     if target.chips_per_host_bounds is not None:
         kwargs["chips_per_host_bounds"] = target.chips_per_host_bounds
     try:
-        topo = topologies.get_topology_desc(platform="tpu", topology_name=target.topology_name,
-                                            num_slices=target.num_slices, **kwargs)
+        with quiet_libtpu():
+            topo = topologies.get_topology_desc(platform="tpu", topology_name=target.topology_name,
+                                                num_slices=target.num_slices, **kwargs)
     except Exception as err:  # noqa: BLE001 - libtpu missing or refusing the name
         raise ConfigError(f"--compile_for={target.name}: libtpu could not describe topology "
                           f"{target.topology_name} x {target.num_slices} slice(s): {err}. "
