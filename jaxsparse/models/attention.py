@@ -11,6 +11,7 @@ is applied: the model folds the temperature into the query kernel's initialisati
                 never holding [S, S]. It runs per device inside `jax.shard_map` over the active mesh
                 (batch over data x fsdp, heads over tensor; see sharding.activation_sharding). It
                 needs a TPU, or Pallas's TPU interpret mode (`pltpu.force_tpu_interpret_mode()`) on CPU.
+                Sequences that are not a multiple of FLASH_BLOCK (128) use the reference path.
 """
 from __future__ import annotations
 
@@ -44,7 +45,12 @@ def _flash_local(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     return jnp.swapaxes(out, 1, 2).astype(q.dtype)
 
 
+FLASH_BLOCK = 128  # the kernel's default block along the sequence
+
+
 def _flash(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    if q.shape[1] % FLASH_BLOCK:  # e.g. model.init's 1-token sample: the same function, unblocked
+        return _reference(q, k, v)
     mesh = sharding.active_mesh()
     if mesh is None:
         return _flash_local(q, k, v)
