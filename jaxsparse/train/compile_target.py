@@ -68,7 +68,9 @@ def _memory(compiled: Any) -> dict[str, int]:
 
 def collective_counts(hlo_text: str) -> dict[str, int]:
     """Number of each collective instruction in compiled HLO text (async -start forms included)."""
-    return {name: len(re.findall(rf"\s{name}(?:-start)?\(", hlo_text)) for name in _COLLECTIVES}
+    patterns = {name: rf"\s{name}(?:-start)?\(" for name in _COLLECTIVES}
+    patterns["reduce-scatter"] = r"\s(?:all-)?reduce-scatter(?:-start)?\("  # TPU spells it all-reduce-scatter
+    return {name: len(re.findall(pattern, hlo_text)) for name, pattern in patterns.items()}
 
 
 def _oom_bytes(message: str) -> int | None:
