@@ -10,6 +10,14 @@ import dataclasses
 from typing import Any, Optional
 
 DTYPES: tuple[str, ...] = ("float32", "bfloat16")
+# "reference": einsum scores + softmax (the [B, H, S, S] scores held); "dot_product":
+# jax.nn.dot_product_attention (XLA; cuDNN on GPU); "flash": the Pallas TPU flash-attention kernel
+# (needs a TPU mesh; see models/attention.py).
+ATTENTION_IMPLS: tuple[str, ...] = ("reference", "dot_product", "flash")
+# What a rematerialised block keeps for the backward pass: "full" = only its input (recompute all),
+# "save_dots" = also matmul outputs without batch dimensions (less recompute, more memory),
+# "none" = no remat (keep everything).
+REMAT_POLICIES: tuple[str, ...] = ("full", "save_dots", "none")
 
 # name -> keyword arguments of ModelConfig. head_dim / mlp_dim default to d_model // n_heads and 4 * d_model.
 _PRESETS: dict[str, dict[str, Any]] = {
@@ -56,6 +64,11 @@ class ModelConfig:
         "layers" axis of size n_layers under the path ("layers", ...). Otherwise blocks are
         "layers_0" ... "layers_{n_layers-1}".
       remat: rematerialise each block in the backward pass (`nn.remat`), trading compute for memory.
+      remat_policy: with remat, what each block saves (REMAT_POLICIES); "none" disables remat.
+      attention: attention implementation (ATTENTION_IMPLS); all compute the same function.
+      loss_chunk: sequence positions per chunk of the cross-entropy in `Transformer.loss_sums`
+        (0 = the whole [B, S, V] float32 logits at once; else S must be a multiple of it and only
+        one [B, loss_chunk, V] chunk of logits is alive at a time, forward and backward).
       norm_eps: RMSNorm epsilon.
       rope_max_timescale: rotary embedding maximum timescale.
     """
@@ -71,6 +84,9 @@ class ModelConfig:
     param_dtype: str = "float32"
     scan_layers: bool = False
     remat: bool = False
+    remat_policy: str = "full"
+    attention: str = "reference"
+    loss_chunk: int = 0
     norm_eps: float = 1e-5
     rope_max_timescale: float = 10000.0
 
@@ -95,6 +111,10 @@ class ModelConfig:
         for name in ("scan_layers", "remat"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: allowed values are True, False")
+        for name, allowed in (("remat_policy", REMAT_POLICIES), ("attention", ATTENTION_IMPLS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: allowed values are {allowed}")
+        _check_int("loss_chunk", self.loss_chunk, 0)
         if not (isinstance(self.norm_eps, (int, float)) and self.norm_eps > 0):
             raise ValueError(f"ModelConfig.norm_eps={self.norm_eps!r}: must be a number > 0")
         if not (isinstance(self.rope_max_timescale, (int, float)) and self.rope_max_timescale > 1):

@@ -15,10 +15,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from .attention import causal_attention
 from .config import ModelConfig
+from .sharding import constrain
 
 Initializer = Callable[..., jax.Array]
 MASKS = "masks"
+# Logical axes of activations (rules in sharding.py): the residual stream, per-head tensors, MLP hidden.
+EMBED = ("activation_batch", "activation_length", "activation_embed")
+HEADS = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
+MLP = ("activation_batch", "activation_length", "activation_mlp")
 
 
 def fan_in_init(scale: float = 1.0) -> Initializer:
@@ -43,7 +49,9 @@ class MaskedDense(nn.Module):
     kernel_init: Initializer = fan_in_init()
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, return_kernel: bool = False) -> jax.Array:
+        """x [..., in_features] -> [..., features]; with return_kernel, the masked kernel itself
+        [in_features, features] in `dtype` (x is read for its last dimension only)."""
         shape = (x.shape[-1], self.features)
         kernel = self.param("kernel", nn.with_logical_partitioning(self.kernel_init, self.kernel_axes),
                             shape, self.param_dtype)
@@ -56,6 +64,8 @@ class MaskedDense(nn.Module):
                 raise ValueError(f"mask of {'/'.join(self.path)}/kernel has shape {mask.shape}; "
                                  f"the kernel has shape {shape}")
             kernel = jnp.where(mask, kernel, jnp.zeros((), self.dtype))
+        if return_kernel:
+            return kernel
         out_dtype = self.out_dtype or self.dtype
         return jnp.dot(jnp.asarray(x, self.dtype), kernel, preferred_element_type=out_dtype).astype(out_dtype)
 
@@ -99,7 +109,8 @@ class CausalSelfAttention(nn.Module):
     Input/output [B, S, D]. Kernels q, k, v [D, H*K] axes ("embed", "heads"); o [H*K, D] axes
     ("heads", "embed"). As in the released code (and T5/MaxText), the 1/sqrt(K) temperature is folded
     into the query kernel's initialisation (fan-in std divided by sqrt(K)); the scores are not rescaled
-    in the forward pass. Scores and softmax in float32.
+    in the forward pass. The attention itself is `attention.causal_attention` with impl
+    `config.attention` (the reference path computes scores and softmax in float32).
     """
 
     config: ModelConfig
@@ -114,14 +125,10 @@ class CausalSelfAttention(nn.Module):
         q = dense("q", fan_in_init(1.0 / cfg.head_dim))(x)  # std / sqrt(K)
         k = dense("k")(x)
         v = dense("v")(x)
-        split = lambda t: t.reshape(batch, seq_len, cfg.n_heads, cfg.head_dim)  # noqa: E731
+        split = lambda t: constrain(t.reshape(batch, seq_len, cfg.n_heads, cfg.head_dim), HEADS)  # noqa: E731
         q = apply_rope(split(q), cfg.rope_max_timescale)
         k = apply_rope(split(k), cfg.rope_max_timescale)
-        scores = jnp.einsum("bqhk,bshk->bhqs", q, k, preferred_element_type=jnp.float32)  # [B, H, S, S]
-        causal = jnp.tril(jnp.ones((seq_len, seq_len), jnp.bool_))
-        scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-        out = jnp.einsum("bhqs,bshk->bqhk", probs, split(v)).reshape(batch, seq_len, cfg.qkv_dim)
+        out = causal_attention(q, k, split(v), cfg.attention).reshape(batch, seq_len, cfg.qkv_dim)
         return MaskedDense(cfg.d_model, ("heads", "embed"), dtype, pdtype, name="o")(out)
 
 
@@ -137,16 +144,17 @@ class SwiGLU(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         cfg = self.config
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-        gate = MaskedDense(cfg.mlp_dim, ("embed", "mlp"), dtype, pdtype, name="wi_0")(x)
-        up = MaskedDense(cfg.mlp_dim, ("embed", "mlp"), dtype, pdtype, name="wi_1")(x)
+        gate = constrain(MaskedDense(cfg.mlp_dim, ("embed", "mlp"), dtype, pdtype, name="wi_0")(x), MLP)
+        up = constrain(MaskedDense(cfg.mlp_dim, ("embed", "mlp"), dtype, pdtype, name="wi_1")(x), MLP)
         return MaskedDense(cfg.d_model, ("mlp", "embed"), dtype, pdtype, name="wo")(nn.silu(gate) * up)
 
 
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm(x)), then + mlp(norm(.)). [B, S, D] -> [B, S, D].
 
-    Submodules: attn_norm, attn, mlp_norm, mlp. The (carry, xs) -> (carry, None) signature lets the
-    block be used directly under `nn.scan` (xs is unused).
+    Submodules: attn_norm, attn, mlp_norm, mlp. The residual stream is constrained to logical axes
+    EMBED (batch over data x fsdp under `sharding.activation_sharding`). The (carry, xs) ->
+    (carry, None) signature lets the block be used directly under `nn.scan` (xs is unused).
     """
 
     config: ModelConfig
@@ -155,9 +163,10 @@ class Block(nn.Module):
     def __call__(self, x: jax.Array, _: Optional[jax.Array] = None) -> tuple[jax.Array, None]:
         cfg = self.config
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        x = constrain(x, EMBED)
         h = RMSNorm(cfg.norm_eps, dtype, pdtype, name="attn_norm")(x)
-        x = x + CausalSelfAttention(cfg, name="attn")(h)
+        x = constrain(x + CausalSelfAttention(cfg, name="attn")(h), EMBED)
         h = RMSNorm(cfg.norm_eps, dtype, pdtype, name="mlp_norm")(x)
-        x = x + SwiGLU(cfg, name="mlp")(h)
+        x = constrain(x + SwiGLU(cfg, name="mlp")(h), EMBED)
         return x, None
 

@@ -6,10 +6,18 @@ vocab: tensor parallelism). Rules map the model's logical axis names to mesh axe
 a sequence of (logical_name, mesh_axis | tuple of mesh axes | None). Each mesh axis is used at most once
 per array (a later rule for an axis already used by an earlier rule on the same array is skipped).
 A mask gets the same logical names as its kernel and therefore the same sharding.
+
+Activations are constrained the same way (MaxText-style): the model calls `constrain(x, names)` with
+logical names "activation_batch", "activation_length", "activation_embed", "activation_heads",
+"activation_kv", "activation_mlp", "activation_vocab". It is a no-op unless the caller traces inside
+`activation_sharding(mesh, rules)` (the train and eval steps do), so the model runs unchanged on one
+device, under `model.init`, or in tests that call it directly.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 from typing import Any, Optional, Union
 
 import flax.linen as nn
@@ -33,6 +41,14 @@ DEFAULT_RULES: tuple[tuple[str, MeshAxes], ...] = (
     ("vocab", "tensor"),
     ("norm", None),
     ("layers", None),
+    # activations (logical names used by `constrain`): batch over data x fsdp, features over tensor
+    ("activation_batch", ("data", "fsdp")),
+    ("activation_length", None),
+    ("activation_embed", None),
+    ("activation_heads", "tensor"),
+    ("activation_kv", None),
+    ("activation_mlp", "tensor"),
+    ("activation_vocab", "tensor"),
 )
 
 
@@ -144,3 +160,56 @@ def init_variables(model: nn.Module, rng: jax.Array, sample_tokens_shape: tuple[
     (by `shardings` from `variable_shardings`; None: default placement)."""
     init = lambda key: nn.unbox(model.init(key, jnp.zeros(sample_tokens_shape, jnp.int32)))  # noqa: E731
     return (jax.jit(init) if shardings is None else jax.jit(init, out_shardings=shardings))(rng)
+
+
+_ACTIVE: contextvars.ContextVar[Optional[tuple[Mesh, Rules]]] = contextvars.ContextVar(
+    "jaxsparse_activation_sharding", default=None)
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh: Optional[Mesh], rules: Rules = DEFAULT_RULES) -> Iterator[None]:
+    """Within this context (at trace time), `constrain` pins activations to `mesh` by `rules`.
+    mesh=None: constraints are off (the context is then a no-op)."""
+    if mesh is not None:
+        check_rules(mesh, rules)
+    token = _ACTIVE.set(None if mesh is None else (mesh, tuple(rules)))
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def active_mesh() -> Optional[Mesh]:
+    """The mesh of the enclosing `activation_sharding` context, or None."""
+    active = _ACTIVE.get()
+    return None if active is None else active[0]
+
+
+def current_rules() -> Rules:
+    """The rules of the enclosing `activation_sharding` context (DEFAULT_RULES outside one)."""
+    active = _ACTIVE.get()
+    return DEFAULT_RULES if active is None else active[1]
+
+
+def activation_spec(names: tuple[Optional[str], ...], shape: tuple[int, ...], mesh: Mesh,
+                    rules: Rules) -> PartitionSpec:
+    """Mesh PartitionSpec for an activation of logical axes `names` and `shape`; a dimension that
+    its mesh axes do not divide is left replicated (rather than failing mid-trace)."""
+    spec = nn.logical_to_mesh_axes(names, rules)
+    out = []
+    for size, mesh_axes in zip(shape, spec):
+        total = int(np.prod([mesh.shape[a] for a in _as_axes(mesh_axes)]))
+        out.append(mesh_axes if size % total == 0 else None)
+    return PartitionSpec(*out)
+
+
+def constrain(x: jax.Array, names: tuple[Optional[str], ...]) -> jax.Array:
+    """`jax.lax.with_sharding_constraint` of x by logical axis `names` (one per dimension), under
+    the active `activation_sharding` context; x unchanged outside one."""
+    active = _ACTIVE.get()
+    if active is None:
+        return x
+    if len(names) != x.ndim:
+        raise ValueError(f"constrain: {len(names)} logical names {names} for an array of rank {x.ndim}")
+    mesh, rules = active
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, activation_spec(names, x.shape, mesh, rules)))

@@ -20,12 +20,19 @@ kernel (or be left out entirely): that kernel is then used unmasked. At training
 """
 from __future__ import annotations
 
+from typing import Any, Optional
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from .config import ModelConfig
-from .layers import MASKS, Block, MaskedDense, RMSNorm
+from .layers import EMBED, MASKS, Block, MaskedDense, RMSNorm
+from .loss import cross_entropy_sums, logits_of
+from .sharding import constrain
+
+# ModelConfig.remat_policy -> the jax.checkpoint policy of a rematerialised block (None: save nothing).
+REMAT_POLICY = {"full": None, "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 
 class TokenEmbed(nn.Module):
@@ -49,12 +56,18 @@ class Transformer(nn.Module):
 
     __call__(tokens: int32[B, S]) -> float32 logits [B, S, vocab_size]; logits at position t depend
     only on tokens[:, :t+1]. Requires 1 <= S <= config.max_seq_len (checked at trace time).
+    __call__(tokens, targets int[B, S], weights [B, S] (default ones)) -> (sum of weights x next-token
+    cross-entropy in nats, sum of weights), float32 scalars, by `models.loss.cross_entropy_sums` with
+    `config.loss_chunk` (chunked: the [B, S, V] logits are never all alive at once).
+    Activations carry logical-axis constraints (sharding.constrain): inert unless traced inside
+    `sharding.activation_sharding(mesh)`.
     """
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens: jax.Array) -> jax.Array:
+    def __call__(self, tokens: jax.Array, targets: Optional[jax.Array] = None,
+                 weights: Optional[jax.Array] = None) -> Any:
         cfg = self.config
         if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise ValueError(f"tokens: expected an integer array [batch, seq], got {tokens.dtype}{list(tokens.shape)}")
@@ -62,11 +75,11 @@ class Transformer(nn.Module):
             raise ValueError(f"tokens: sequence length {tokens.shape[1]} must be in [1, max_seq_len="
                              f"{cfg.max_seq_len}]")
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-        x = TokenEmbed(cfg.vocab_size, cfg.d_model, dtype, pdtype, name="embed")(tokens)
+        x = constrain(TokenEmbed(cfg.vocab_size, cfg.d_model, dtype, pdtype, name="embed")(tokens), EMBED)
 
         block = Block
-        if cfg.remat:
-            block = nn.remat(block, prevent_cse=not cfg.scan_layers)
+        if cfg.remat and cfg.remat_policy != "none":
+            block = nn.remat(block, prevent_cse=not cfg.scan_layers, policy=REMAT_POLICY[cfg.remat_policy])
         if cfg.scan_layers:
             stack = nn.scan(block, variable_axes={"params": 0, MASKS: 0}, split_rngs={"params": True},
                             length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: "layers"})
@@ -75,6 +88,14 @@ class Transformer(nn.Module):
             for i in range(cfg.n_layers):
                 x, _ = block(cfg, name=f"layers_{i}")(x, None)
 
-        x = RMSNorm(cfg.norm_eps, dtype, pdtype, name="final_norm")(x)
-        return MaskedDense(cfg.vocab_size, ("embed", "vocab"), dtype, pdtype, out_dtype=jnp.float32,
-                           name="lm_head")(x)
+        x = constrain(RMSNorm(cfg.norm_eps, dtype, pdtype, name="final_norm")(x), EMBED)
+        kernel = MaskedDense(cfg.vocab_size, ("embed", "vocab"), dtype, pdtype, out_dtype=jnp.float32,
+                             name="lm_head")(x, return_kernel=True)
+        if targets is None:
+            return logits_of(x, kernel)
+        if weights is None:
+            weights = jnp.ones(targets.shape, jnp.float32)
+        if targets.shape != tokens.shape or weights.shape != tokens.shape:
+            raise ValueError(f"targets {list(targets.shape)} and weights {list(weights.shape)} must have the "
+                             f"tokens' shape {list(tokens.shape)}")
+        return cross_entropy_sums(x, kernel, targets, weights, cfg.loss_chunk)

@@ -39,6 +39,9 @@ _PRINT_CONFIG = flags.DEFINE_bool("print_config", False,
                                   "Print every resolved config key with its value, default and doc.")
 _RESTART = flags.DEFINE_bool("restart", False, "Start over: move the workdir's previous outputs "
                              "to WORKDIR/previous/<time>/ (nothing is deleted).")
+_COMPILE_FOR = flags.DEFINE_string(
+    "compile_for", None, "Compile the train and eval steps for a TPU slice (e.g. v4-128, v5e-256, 2xv5e-256) "
+    "on this machine and print their memory and FLOPs as JSON; exit 4 if they do not fit. Writes nothing.")
 _FORCE = flags.DEFINE_bool("force", False, "Start even if the memory plan exceeds device memory.")
 _COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
 _NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
@@ -90,6 +93,9 @@ def run(argv: list[str]) -> int:
     if _PRINT_CONFIG.value:
         print(config_lib.describe(config))
         return EXIT_OK
+    if _COMPILE_FOR.value:  # nothing is written; exit 0 fits, 4 does not fit
+        from jaxsparse.train import compile_target
+        return compile_target.main(config, _COMPILE_FOR.value, dry_run=_DRY_RUN.value)
     if _DRY_RUN.value:
         print(json.dumps(loop.prepare(config).plan.to_json(), indent=2))
         return EXIT_OK

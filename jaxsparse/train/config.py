@@ -40,13 +40,17 @@ KEYS: dict[str, tuple[tuple[str, Any, str], ...]] = {
         ("scan_layers", (None, bool), "None = the size's; scan the blocks with nn.scan"),
         ("remat", (None, bool), "None = the size's; rematerialise each block in the backward pass"),
         ("init_from", "", "'' = random init; 'hf:/path' = a Hugging Face LLaMA folder of matching shapes"),
+        ("remat_policy", "full", "with remat: full | save_dots | none (what the backward pass keeps)"),
+        ("attention", "reference", "reference | dot_product | flash (the Pallas TPU kernel on TPU)"),
+        ("loss_chunk", 0, "sequence positions per cross-entropy chunk; 0 = the whole [B, S, V] logits"),
     ),
     "train": (
         ("steps", 0, "optimizer steps; 0 = derive from train.budget"),
         ("budget", 0.0, "tokens per total parameter (200 = 10x Chinchilla); 0 = unset"),
         ("batch_size", 16, "global batch (sequences per step)"),
         ("seq_len", 256, "tokens per sequence"),
-        ("grad_accum", 1, "micro-batches per step (batch_size must divide evenly)"),
+        ("grad_accum", (1, object), "micro-batches per step (batch_size must divide evenly); 'auto' = the "
+         "fewest whose step fits the devices' memory, found by compiling"),
         ("learning_rate", 3e-3, "peak learning rate"),
         ("warmup_steps", -1, "-1 = 10% of train.steps (at most 1000)"),
         ("min_lr_ratio", 0.1, "the cosine decays to this fraction of the peak"),
@@ -229,6 +233,11 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
     _one_of(config, "model.remat", (None, True, False))
     if config.model.init_from and not str(config.model.init_from).startswith("hf:"):
         fail("model.init_from", config.model.init_from, "'' (random init) or 'hf:/path/to/folder'")
+    _one_of(config, "model.remat_policy", models.config.REMAT_POLICIES)
+    _one_of(config, "model.attention", models.config.ATTENTION_IMPLS)
+    _int(config, "model.loss_chunk", 0)
+    if config.model.loss_chunk and config.train.seq_len % config.model.loss_chunk:
+        fail("model.loss_chunk", config.model.loss_chunk, f"0 or a divisor of train.seq_len={config.train.seq_len}")
 
 
 def _validate_train(config: ml_collections.ConfigDict) -> None:
@@ -240,9 +249,10 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
     _int(config, "train.batch_size", 1)
     data_config.check_batch_layout(config.data, t.batch_size)  # data.shards must divide the batch
     _int(config, "train.seq_len", 1)
-    _int(config, "train.grad_accum", 1)
-    if t.batch_size % t.grad_accum:
-        fail("train.grad_accum", t.grad_accum, f"a divisor of train.batch_size={t.batch_size}")
+    if t.grad_accum != "auto":  # "auto" is resolved by compiling for the devices (compile_target)
+        _int(config, "train.grad_accum", 1)
+        if t.batch_size % t.grad_accum:
+            fail("train.grad_accum", t.grad_accum, f"a divisor of train.batch_size={t.batch_size} or 'auto'")
     _num(config, "train.learning_rate", 0.0, 1e30, lo_open=True)
     _int(config, "train.warmup_steps", -1)
     _num(config, "train.min_lr_ratio", 0.0, 1.0)

@@ -79,7 +79,8 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> models.M
     multiple = config.model.vocab_multiple
     overrides: dict[str, Any] = dict(vocab_size=-(-vocab_size // multiple) * multiple,
                                      max_seq_len=config.train.seq_len)
-    for key in ("d_model", "n_layers", "n_heads", "dtype", "scan_layers", "remat"):
+    for key in ("d_model", "n_layers", "n_heads", "dtype", "scan_layers", "remat", "remat_policy",
+                "attention", "loss_chunk"):
         value = config.model[key]
         if value not in (0, "", None) or value is False:
             overrides[key] = value
@@ -129,6 +130,12 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
     mesh, `plan.mesh` is {}. Raises ConfigError naming the field on bad input.
     """
     config_lib.validate(config)
+    if config.train.grad_accum == "auto":  # the fewest micro-batches whose step fits these devices
+        from jaxsparse.train import compile_target
+        one = prepare(compile_target.resolved(config, 1), None, local_devices=local_devices)
+        accum = compile_target.auto_grad_accum(one) if local_devices else 1
+        return prepare(compile_target.resolved(config, accum), workdir, local_devices=local_devices,
+                       restart=restart, force=force)
     vocab = run_setup.resolve_vocab(config)
     model_cfg = model_config(config, vocab)
     model = models.build(model_cfg, config.model.family)
@@ -151,14 +158,23 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
         raise ConfigError(f"config.pruning: {err}") from err
     params = param_counts(abstract_params, _pruning_checked(config, abstract_params, tx))
     mesh = run_setup.build_mesh(config) if local_devices else None
-    plan = make_plan(size=config.model.size, model_cfg=model_cfg, params=params, steps=steps,
-                     batch_size=config.train.batch_size, seq_len=config.train.seq_len,
-                     grad_accum=config.train.grad_accum, schedule=sched,
-                     structure=config.pruning.structure or None,
-                     mesh_shape=dict(mesh.shape) if mesh is not None else {})
+    plan = _plan(config, model_cfg, params, steps, sched, dict(mesh.shape) if mesh is not None else {})
     if workdir is not None:
         if not force:
             run_setup.check_memory(plan.memory.total, local_devices)
         run_setup.check_workdir(workdir, restart=True)  # writable; its outputs: once locked
     return Run(config=config, model_config=model_cfg, model=model, schedule=sched, steps=steps,
                learning_rate=learning_rate, tx=tx, mesh=mesh, plan=plan)
+
+
+def _plan(config: ml_collections.ConfigDict, model_cfg: models.ModelConfig, params: Any, steps: int,
+          sched: Schedule, mesh_shape: dict[str, int]) -> Plan:
+    return make_plan(size=config.model.size, model_cfg=model_cfg, params=params, steps=steps,
+                     batch_size=config.train.batch_size, seq_len=config.train.seq_len,
+                     grad_accum=config.train.grad_accum, schedule=sched,
+                     structure=config.pruning.structure or None, mesh_shape=mesh_shape)
+
+
+def plan_for_mesh(run: Run, mesh_shape: dict[str, int]) -> Plan:
+    """`run`'s Plan on another mesh (e.g. a TPU slice's, for `--dry_run --compile_for`)."""
+    return _plan(run.config, run.model_config, run.plan.params, run.steps, run.schedule, mesh_shape)

@@ -140,15 +140,17 @@ def _mesh_sizes(config: ml_collections.ConfigDict, n: int) -> dict[str, int]:
     return sizes
 
 
-def build_mesh(config: ml_collections.ConfigDict) -> Mesh:
-    """The (data, fsdp, tensor) mesh over all devices; -1 on one axis takes the rest.
+def build_mesh(config: ml_collections.ConfigDict, devices: list | None = None) -> Mesh:
+    """The (data, fsdp, tensor) mesh over `devices` (default: all, e.g. a TPU slice's abstract
+    devices for --compile_for); -1 on one axis takes the rest.
 
     Raises ConfigError naming config.mesh.* when the axes do not match the device count, or
     config.train.batch_size when the batch does not split over data x fsdp (per micro-batch).
     """
-    sizes = _mesh_sizes(config, jax.device_count())
+    sizes = _mesh_sizes(config, jax.device_count() if devices is None else len(devices))
     shards = sizes["data"] * sizes["fsdp"]
-    micro = config.train.batch_size // config.train.grad_accum
+    accum = 1 if config.train.grad_accum == "auto" else config.train.grad_accum
+    micro = config.train.batch_size // accum
     if micro % shards:
         raise ConfigError(
             f"config.train.batch_size={config.train.batch_size} (per micro-batch "
@@ -157,4 +159,4 @@ def build_mesh(config: ml_collections.ConfigDict) -> Mesh:
     if config.train.batch_size % jax.process_count():
         raise ConfigError(f"config.train.batch_size={config.train.batch_size} is not divisible "
                           f"by the {jax.process_count()} processes")
-    return models.make_mesh(sizes["data"], sizes["fsdp"], sizes["tensor"])
+    return models.make_mesh(sizes["data"], sizes["fsdp"], sizes["tensor"], devices)

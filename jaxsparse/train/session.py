@@ -36,10 +36,10 @@ class Session:
         c = run.config
         self.batch_sharding = models.batch_sharding(run.mesh)
         self.replicated = NamedSharding(run.mesh, PartitionSpec())
-        self.train_step = jax.jit(make_train_step(run.model, run.tx, c.train.grad_accum),
+        self.train_step = jax.jit(make_train_step(run.model, run.tx, c.train.grad_accum, run.mesh),
                                   in_shardings=(shardings, self.batch_sharding),
                                   out_shardings=(shardings, self.replicated), donate_argnums=(0,))
-        self.eval_step = jax.jit(make_eval_step(run.model, c.train.grad_accum),
+        self.eval_step = jax.jit(make_eval_step(run.model, c.train.grad_accum, run.mesh),
                                  in_shardings=(shardings, self.batch_sharding),
                                  out_shardings=self.replicated)
         self.count_active = jax.jit(active_params, in_shardings=(shardings,),

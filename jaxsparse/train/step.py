@@ -7,13 +7,16 @@ exactly zero gradient. No host round-trips: every metric stays on the device.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import functools
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 
+from jaxsparse.models.sharding import DEFAULT_RULES, Rules, activation_sharding, variable_shardings
 from jaxsparse.pruning import MagnitudePruningState, get_masks, mask_collection
 from jaxsparse.train.state import TrainState
 
@@ -30,26 +33,34 @@ def model_masks(opt_state: Any) -> dict:
 
 def _loss_sums(model: nn.Module, params: Any, masks: Any, batch: Batch) -> tuple[jax.Array,
                                                                                   jax.Array]:
-    """(sum of weighted next-token cross-entropy in nats, sum of weights)."""
-    logits = model.apply({"params": params, "masks": masks}, batch["inputs"])
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
-    w = batch["weights"].astype(jnp.float32)
-    return jnp.sum(ce * w), jnp.sum(w)
+    """(sum of weighted next-token cross-entropy in nats, sum of weights), by the model's loss
+    path (models/loss.py: whole logits, or chunked with model.config.loss_chunk)."""
+    return model.apply({"params": params, "masks": masks}, batch["inputs"], batch["targets"],
+                       batch["weights"])
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                    grad_accum: int = 1) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, grad_accum: int = 1,
+                    mesh: Optional[Mesh] = None,
+                    rules: Rules = DEFAULT_RULES) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
     """step(state, batch) -> (new_state, metrics{loss, grad_norm, weights}).
 
     With grad_accum = A > 1 the batch is split into A micro-batches (rows i, i+A, ...), their
     gradients summed in a scan, and one optimizer update made: the same update as one big batch.
+    With `mesh`, the model's activations are constrained by `rules` (batch over data x fsdp;
+    models/sharding.py), so each device holds only its share of the batch's activations.
     """
+    # with a mesh, gradients are pinned to their parameters' shardings: XLA then reduce-scatters
+    # them instead of all-reducing full-size copies on every device
+    pin = (lambda g: g) if mesh is None else _pin_to(variable_shardings(model, mesh, rules)[1]["params"])
+
     def grads_of(params, masks, batch):
         def loss_fn(p):
             total, weight = _loss_sums(model, p, masks, batch)
             return total, weight
-        return jax.value_and_grad(loss_fn, has_aux=True)(params)
+        sums, grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return sums, pin(grads)
 
+    @_with_activation_sharding(mesh, rules)
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
         masks = model_masks(state.opt_state)
         if grad_accum == 1:
@@ -61,7 +72,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                 (t, w), g = grads_of(state.params, masks, mb)
                 return jax.tree.map(jnp.add, carry, ((t, w), g)), None
             zeros = ((jnp.zeros(()), jnp.zeros(())),
-                     jax.tree.map(jnp.zeros_like, state.params))
+                     pin(jax.tree.map(jnp.zeros_like, state.params)))
             ((total, weight), grads), _ = jax.lax.scan(body, zeros, micro)
         denom = jnp.maximum(weight, 1.0)
         grads = jax.tree.map(lambda g: g / denom, grads)
@@ -73,15 +84,34 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     return step
 
 
+def _pin_to(shardings: Any) -> Callable[[Any], Any]:
+    """g -> g constrained leaf by leaf to `shardings` (a tree like the params)."""
+    return lambda tree: jax.tree.map(jax.lax.with_sharding_constraint, tree, shardings)
+
+
+def _with_activation_sharding(mesh: Optional[Mesh], rules: Rules) -> Callable:
+    """Decorator: trace the wrapped step inside `activation_sharding(mesh, rules)`."""
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapped(*args):
+            with activation_sharding(mesh, rules):
+                return fn(*args)
+        return wrapped
+    return wrap
+
+
 def _micro_batches(batch: Batch, grad_accum: int) -> Batch:
     """[B, ...] -> [grad_accum, B / grad_accum, ...], micro-batch i holding rows i, i+A, ..."""
     return jax.tree.map(lambda x: x.reshape(x.shape[0] // grad_accum, grad_accum, *x.shape[1:])
                         .swapaxes(0, 1), batch)
 
 
-def make_eval_step(model: nn.Module, grad_accum: int = 1) -> Callable[[TrainState, Batch], dict]:
+def make_eval_step(model: nn.Module, grad_accum: int = 1, mesh: Optional[Mesh] = None,
+                   rules: Rules = DEFAULT_RULES) -> Callable[[TrainState, Batch], dict]:
     """eval(state, batch) -> {"loss_sum", "weights"} (sum these over batches, then divide).
-    Runs the batch in `grad_accum` pieces, like training, so it fits the same memory."""
+    Runs the batch in `grad_accum` pieces, like training, so it fits the same memory; `mesh` and
+    `rules` shard activations as in `make_train_step`."""
+    @_with_activation_sharding(mesh, rules)
     def eval_step(state: TrainState, batch: Batch) -> dict:
         masks = model_masks(state.opt_state)
         if grad_accum == 1:

@@ -1,0 +1,282 @@
+"""`--compile_for=SLICE`: compile the real train and eval steps for a TPU slice, on any machine.
+
+With libtpu installed (`pip install -e ".[tpu]"`), `jax.experimental.topologies` describes a slice's
+devices without a TPU; the steps are lowered with the run's shardings and compiled by the TPU
+compiler, whose memory analysis says what one device holds. Nothing is allocated or written.
+
+    report = compile_for(config, "v4-128")   # dict (the JSON printed by the trainer)
+    report["fits"]                           # total <= HEADROOM x HBM, for the train and eval steps
+
+Units: bytes are per device; `flops_per_step` counts FLOPs of one optimizer step (model: 6N +
+attention per token x tokens, jaxsparse.models.flops_per_token, in total and per device; compiled:
+what XLA's cost analysis counts on one device, and that x devices; it counts the body of a scanned
+layer loop once, so with model.scan_layers it is far below the executed FLOPs). `estimated_step_s`
+is the model's FLOPs per device, x 4/3 with remat (the forward is recomputed), / the chip's bf16
+peak: a lower bound at 100% utilisation.
+"""
+from __future__ import annotations
+
+import copy
+import re
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxsparse import models
+from jaxsparse.errors import ConfigError
+from jaxsparse.train.run import Run, plan_for_mesh, prepare
+from jaxsparse.train.run_setup import build_mesh
+from jaxsparse.train.state import abstract_state
+from jaxsparse.train.step import make_eval_step, make_train_step
+from jaxsparse.train.tpu_slices import GIB, Slice, parse_slice, quiet_libtpu
+
+HEADROOM = 0.9  # a step fits when its bytes per device are at most this fraction of HBM
+_COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
+
+
+def slice_devices(target: Slice) -> list:
+    """The slice's (abstract) TPU devices, slice-major for multi-slice targets."""
+    from jax.experimental import topologies
+    kwargs: dict[str, Any] = {}
+    if target.chip.megacore:
+        kwargs["chip_config_name"] = "megacore"
+    if target.chips_per_host_bounds is not None:
+        kwargs["chips_per_host_bounds"] = target.chips_per_host_bounds
+    try:
+        with quiet_libtpu():
+            topo = topologies.get_topology_desc(platform="tpu", topology_name=target.topology_name,
+                                                num_slices=target.num_slices, **kwargs)
+    except Exception as err:  # noqa: BLE001 - libtpu missing or refusing the name
+        raise ConfigError(f"--compile_for={target.name}: libtpu could not describe topology "
+                          f"{target.topology_name} x {target.num_slices} slice(s): {err}. "
+                          "Is jax[tpu] installed (pip install -e '.[tpu]')?") from err
+    return sorted(topo.devices, key=lambda d: (getattr(d, "slice_index", 0) or 0, d.id))
+
+
+def _memory(compiled: Any) -> dict[str, int]:
+    m = compiled.memory_analysis()
+    args, outs = int(m.argument_size_in_bytes), int(m.output_size_in_bytes)
+    temps, alias = int(m.temp_size_in_bytes), int(m.alias_size_in_bytes)
+    return {"arguments": args, "outputs": outs, "aliased": alias, "temporaries": temps,
+            "total": args + outs - alias + temps}
+
+
+def collective_counts(hlo_text: str) -> dict[str, int]:
+    """Number of each collective instruction in compiled HLO text (async -start forms included)."""
+    patterns = {name: rf"\s{name}(?:-start)?\(" for name in _COLLECTIVES}
+    patterns["reduce-scatter"] = r"\s(?:all-)?reduce-scatter(?:-start)?\("  # TPU spells it all-reduce-scatter
+    return {name: len(re.findall(pattern, hlo_text)) for name, pattern in patterns.items()}
+
+
+def _oom_bytes(message: str) -> int | None:
+    """Bytes of temporaries named in a RESOURCE_EXHAUSTED message ('HLO temporaries (94.06G)')."""
+    m = re.search(r"temporaries \(([\d.]+)([KMGT])\)", message)
+    if not m:
+        return None
+    return int(float(m.group(1)) * 1024 ** ("KMGT".index(m.group(2)) + 1))
+
+
+def abstract_batch(batch_size: int, seq_len: int, sharding: NamedSharding) -> dict:
+    """ShapeDtypeStructs of one global batch {inputs, targets: int32[B, L], weights: f32[B, L]}."""
+    tok = jax.ShapeDtypeStruct((batch_size, seq_len), jnp.int32, sharding=sharding)
+    return {"inputs": tok, "targets": tok,
+            "weights": jax.ShapeDtypeStruct((batch_size, seq_len), jnp.float32, sharding=sharding)}
+
+
+def compile_steps(run: Run, mesh: Any, grad_accum: int, with_eval: bool = True) -> dict[str, Any]:
+    """Lower and compile `run`'s train step (its pruning-event branch included) and, with
+    `with_eval`, its eval step for `mesh` with `grad_accum` micro-batches; return {"train", "eval"}:
+    each {bytes, flops, collectives}, or {"error", "temporaries"} when the compiler refuses for
+    lack of memory."""
+    model, tx, seq = run.model, run.tx, run.seq_len
+    abstract, shardings = abstract_state(model, tx, mesh, models.DEFAULT_RULES, seq)
+    batch_sharding = models.batch_sharding(mesh)
+    batch = abstract_batch(run.config.train.batch_size, seq, batch_sharding)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    jitted = {
+        "train": jax.jit(make_train_step(model, tx, grad_accum, mesh), in_shardings=(shardings, batch_sharding),
+                         out_shardings=(shardings, replicated), donate_argnums=(0,)),
+        "eval": jax.jit(make_eval_step(model, grad_accum, mesh), in_shardings=(shardings, batch_sharding),
+                        out_shardings=replicated),
+    }
+    if not with_eval:
+        del jitted["eval"]
+    out: dict[str, Any] = {}
+    for name, fn in jitted.items():
+        try:
+            compiled = fn.lower(abstract, batch).compile()
+        except Exception as err:  # noqa: BLE001 - the TPU compiler's out-of-memory error
+            if "RESOURCE_EXHAUSTED" not in str(err):
+                raise
+            out[name] = {"error": str(err).splitlines()[0][:300], "temporaries": _oom_bytes(str(err))}
+            continue
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        out[name] = {"bytes": _memory(compiled), "flops": float(cost.get("flops", 0.0)),
+                     "collectives": collective_counts(compiled.as_text())}
+    return out
+
+
+def _fits(result: dict[str, Any], hbm: int) -> bool:
+    return all("bytes" in r and r["bytes"]["total"] <= HEADROOM * hbm for r in result.values())
+
+
+def accum_candidates(batch_size: int, shards: int) -> list[int]:
+    """Micro-batch counts A, fewest first, with batch_size / A a multiple of the data shards."""
+    return [a for a in range(1, batch_size + 1) if batch_size % a == 0 and (batch_size // a) % shards == 0]
+
+
+def _say(progress: Callable[[str], None] | None, message: str) -> None:
+    if progress is not None:
+        progress(message)
+
+
+def compile_for(config: ml_collections.ConfigDict, slice_name: str,
+                progress: Callable[[str], None] | None = None, with_eval: bool = True) -> dict[str, Any]:
+    """Validate `config` as a run does, build its mesh over `slice_name`'s devices, compile its
+    steps, and return the report (module doc). train.grad_accum="auto" compiles A = 1, 2, ... (the
+    divisors that keep micro-batches splitting over the data shards) and keeps the first that fits.
+    Raises ConfigError (bad slice, config, mesh or batch) before compiling anything."""
+    target = parse_slice(slice_name)
+    auto = config.train.grad_accum == "auto"
+    config = resolved(config, 1 if auto else config.train.grad_accum)
+    run = prepare(config, None, local_devices=False)  # validated and resolved as a run is
+    devices = slice_devices(target)
+    mesh = build_mesh(config, devices)
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    tries = accum_candidates(config.train.batch_size, shards) if auto else [config.train.grad_accum]
+    accum, result, tried = search(run, mesh, target.chip.hbm_bytes, tries, with_eval,
+                                  lambda m: _say(progress, f"{target.name} ({len(devices)} devices, "
+                                                           f"mesh {dict(mesh.shape)}): {m}"))
+    return report(run, resolved(config, accum), target, mesh, accum, result, tried if auto else None)
+
+
+def search(run: Run, mesh: Any, hbm: int, tries: list[int], with_eval: bool = True,
+           progress: Callable[[str], None] | None = None) -> tuple[int, dict, list]:
+    """Compile with each train.grad_accum in `tries` in turn; stop at the first whose steps fit `hbm`
+    bytes per device. Returns (grad_accum, its compile_steps result, [{grad_accum, fits, compile_s}])."""
+    tried: list[dict[str, Any]] = []
+    for accum in tries:
+        _say(progress, f"compiling with grad_accum={accum} ...")
+        start = time.time()
+        result = compile_steps(run, mesh, accum, with_eval)
+        fits = _fits(result, hbm)
+        tried.append({"grad_accum": accum, "fits": fits, "compile_s": round(time.time() - start, 1)})
+        _say(progress, f"grad_accum={accum}: {'fits' if fits else 'does not fit'} ({tried[-1]['compile_s']} s)")
+        if fits:
+            break
+    return accum, result, tried
+
+
+def auto_grad_accum(run: Run) -> int:
+    """train.grad_accum="auto" for this machine: the fewest micro-batches whose steps fit the local
+    devices' memory, compiled for `run`'s mesh (`run` resolved with grad_accum=1). A device that
+    reports no memory limit (the CPU) gets 1."""
+    limit = (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
+    shards = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
+    tries = accum_candidates(run.config.train.batch_size, shards)
+    if not limit or not tries:
+        return 1
+    accum, _, _ = search(run, run.mesh, int(limit), tries, progress=lambda m: print(m, flush=True))
+    return accum
+
+
+def resolved(config: ml_collections.ConfigDict, grad_accum: int) -> ml_collections.ConfigDict:
+    """A copy of `config` with train.grad_accum = `grad_accum` (an int)."""
+    out = copy.deepcopy(config.to_dict())
+    out["train"]["grad_accum"] = grad_accum
+    return ml_collections.ConfigDict(out)
+
+
+def advice(config: ml_collections.ConfigDict, mesh: Any) -> str:
+    """What to change when a step does not fit, naming the config fields."""
+    cfg = config.model
+    hints = ["train.grad_accum=auto (or a larger train.grad_accum)", "a smaller train.batch_size"]
+    if cfg.get("remat_policy", "full") != "full" or not cfg.remat:
+        hints.append("model.remat=True with model.remat_policy=full")
+    if not cfg.get("loss_chunk", 0):
+        hints.append("model.loss_chunk=512")
+    if cfg.get("attention", "reference") != "flash":
+        hints.append("model.attention=flash")
+    if mesh.shape["fsdp"] * mesh.shape["tensor"] < mesh.size:
+        hints.append("mesh.data=1 mesh.fsdp=-1 (shard the state over every device)")
+    return "; ".join(hints)
+
+
+def report(run: Run, config: ml_collections.ConfigDict, target: Slice, mesh: Any, accum: int,
+           result: dict[str, Any], tried: list | None) -> dict[str, Any]:
+    """The JSON report of one compiled configuration (see the module doc for units)."""
+    model_cfg = run.model_config
+    seq, batch = config.train.seq_len, config.train.batch_size
+    hbm = target.chip.hbm_bytes
+    train = result["train"]
+    devices = mesh.size
+    out: dict[str, Any] = {
+        "slice": target.name, "topology": target.topology_name, "num_slices": target.num_slices,
+        "devices": devices, "mesh": dict(mesh.shape), "model": config.model.size,
+        "batch_size": batch, "seq_len": seq, "grad_accum": accum,
+        "sequences_per_device": batch / (mesh.shape["data"] * mesh.shape["fsdp"]),
+        "micro_batch_per_device": batch / accum / (mesh.shape["data"] * mesh.shape["fsdp"]),
+        "hbm_bytes_per_device": hbm, "headroom": HEADROOM,
+        "bytes_per_device": train.get("bytes", {"temporaries": train.get("temporaries")}),
+        "fits": _fits(result, hbm),
+    }
+    model_flops = float(models.flops_per_token(model_cfg, seq)) * batch * seq
+    out["flops_per_step"] = {"model_total": model_flops, "model_per_device": model_flops / devices}
+    if "flops" in train:
+        out["flops_per_step"].update(compiled_per_device=train["flops"], compiled_total=train["flops"] * devices)
+        out["collectives"] = train["collectives"]
+    # executed FLOPs: the model's, plus one more forward of the blocks when they are rematerialised
+    recompute = 4.0 / 3.0 if model_cfg.remat and model_cfg.remat_policy != "none" else 1.0
+    out["estimated_step_s"] = model_flops * recompute / devices / target.chip.peak_flops
+    if "eval" in result:
+        ev = result["eval"]
+        out["eval_bytes_per_device"] = ev.get("bytes", {"temporaries": ev.get("temporaries")})
+    for name, r in result.items():
+        if "error" in r:
+            out[f"{name}_error"] = r["error"]
+    if tried is not None:
+        out["grad_accum_tried"] = tried
+    if not out["fits"]:
+        total = out["bytes_per_device"].get("total") or out["bytes_per_device"].get("temporaries") or 0
+        out["message"] = (f"does not fit {target.name}: {total / GIB:.2f} GiB per device (train step) > "
+                          f"{HEADROOM:.0%} of {hbm / GIB:.2f} GiB HBM. Try: {advice(config, mesh)}")
+    return out
+
+
+def plan_for(config: ml_collections.ConfigDict, slice_name: str) -> dict[str, Any]:
+    """`--dry_run --compile_for`: the run's plan with its memory estimate for the slice's mesh (no
+    compile): train/plan.py's estimate, against the slice's HBM."""
+    target = parse_slice(slice_name)
+    config = resolved(config, 1 if config.train.grad_accum == "auto" else config.train.grad_accum)
+    run = prepare(config, None, local_devices=False)
+    mesh = build_mesh(config, slice_devices(target))
+    plan = plan_for_mesh(run, dict(mesh.shape)).to_json()
+    estimate = plan["memory_per_device_bytes"]["total"]
+    plan["target"] = {"slice": target.name, "devices": mesh.size, "hbm_bytes_per_device": target.chip.hbm_bytes,
+                      "estimated_fits": estimate <= HEADROOM * target.chip.hbm_bytes,
+                      "note": "a rough estimate; drop --dry_run to compile and measure"}
+    return plan
+
+
+def main(config: ml_collections.ConfigDict, slice_name: str, dry_run: bool = False) -> int:
+    """The trainer's --compile_for: print the JSON report, return the exit code (0 fits, 4 not)."""
+    import json
+    import sys
+
+    from jaxsparse.errors import EXIT_DOES_NOT_FIT, EXIT_OK
+    if dry_run:
+        print(json.dumps(plan_for(config, slice_name), indent=2))
+        return EXIT_OK
+    result = compile_for(config, slice_name, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps(result, indent=2))
+    if result["fits"]:
+        if result.get("grad_accum_tried"):
+            print(f"fits with train.grad_accum={result['grad_accum']}", file=sys.stderr)
+        return EXIT_OK
+    print(f"error: {result['message']}", file=sys.stderr)
+    return EXIT_DOES_NOT_FIT
