@@ -190,5 +190,5 @@ def test_config_rejects_an_unknown_score_naming_the_allowed_ones():
     config = config_lib.base_config()
     config.train.steps = 100
     config.pruning.score = "wanda"
-    with pytest.raises(ValueError, match="pruning.score='wanda'.*magnitude, random, saliency"):
+    with pytest.raises(ValueError, match="pruning.score='wanda'.*magnitude.*random.*saliency"):
         config_lib.validate(config)

@@ -78,7 +78,7 @@ def inference_mesh(config: ml_collections.ConfigDict) -> Mesh:
 
 def model_config_of(meta: dict, where: str) -> tuple[ml_collections.ConfigDict, models.ModelConfig]:
     """(training config, ModelConfig) from a checkpoint's meta; ConfigError if they disagree."""
-    from jaxsparse.train import config as config_lib
+    from jaxsparse.train import run as run_lib
 
     if "config" not in meta or "identity" not in meta:
         raise ConfigError(f"{where}: the checkpoint's meta has no config/identity; it was not written by "
@@ -86,7 +86,7 @@ def model_config_of(meta: dict, where: str) -> tuple[ml_collections.ConfigDict, 
     config = ml_collections.ConfigDict(meta["config"])
     ident = meta["identity"]
     try:
-        model_cfg = config_lib.model_config(config, int(ident["model.vocab_size"]))
+        model_cfg = run_lib.model_config(config, int(ident["model.vocab_size"]))
     except (KeyError, ValueError) as err:
         raise ConfigError(f"{where}: the checkpoint's config does not describe a model: {err}") from None
     diffs = [f"model.{k}: config gives {getattr(model_cfg, k)!r}, identity has {ident.get('model.' + k)!r}"
@@ -101,7 +101,8 @@ def load_run(workdir: str, step: Optional[int] = None, with_tokenizer: bool = Tr
     """Restore params and masks of checkpoint `step` (default: the latest) of `workdir`, sharded by the
     training rules on the inference mesh (or a (data, fsdp, tensor) `mesh_shape` over all devices)."""
     from jaxsparse.train.checkpointing import Checkpointer
-    from jaxsparse.train.optimizer import make_optimizer
+    from jaxsparse.train import run as run_lib
+    from jaxsparse.train.optimizer import learning_rate_schedule, make_optimizer
     from jaxsparse.train.state import abstract_state
     from jaxsparse.train.step import model_masks
 
@@ -117,8 +118,9 @@ def load_run(workdir: str, step: Optional[int] = None, with_tokenizer: bool = Tr
                               f"more than the model's vocabulary of {model_cfg.vocab_size}")
         mesh = inference_mesh(config) if mesh_shape is None else models.make_mesh(*mesh_shape)
         steps = int(meta["identity"]["train.steps"])
-        tx = make_optimizer(config, steps)
-        abstract, shardings = abstract_state(models.Transformer(model_cfg), tx, mesh, models.DEFAULT_RULES, 1)
+        tx = make_optimizer(config, steps, run_lib.schedule(config), learning_rate_schedule(config, steps))
+        model = models.build(model_cfg, config.model.get("family", models.DEFAULT_FAMILY))
+        abstract, shardings = abstract_state(model, tx, mesh, models.DEFAULT_RULES, 1)
         try:
             state, _ = ckpt.restore(step, abstract)
         except (ValueError, KeyError, TypeError) as err:

@@ -28,7 +28,7 @@ from jaxsparse.train.plan import Plan, make_plan, param_counts
 
 # ModelConfig fields that change how the step computes, not what the train state holds: a
 # checkpoint resumes across a change of these.
-COMPUTE_ONLY_FIELDS = frozenset({"remat", "remat_policy", "attention"})
+COMPUTE_ONLY_FIELDS = ("remat", "remat_policy", "attention", "loss_chunk")  # change compute, not the state
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
