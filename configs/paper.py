@@ -11,6 +11,8 @@ Arguments (all optional), e.g.
   budget    tokens per parameter: '10x' = 10 x Chinchilla = 200 tokens/param (default 10x)
   batch     global batch in sequences of 2048 tokens         (default 256)
   lr        peak learning rate                               (default 3e-4)
+  accum     micro-batches per step, or auto: the fewest whose step fits the devices'
+            memory, found by compiling (default auto; see --compile_for)
 The number of steps is budget x total parameters / (batch x 2048).
 """
 import os
@@ -21,7 +23,7 @@ from jaxsparse.train.config_args import parse_budget, parse_config_args
 
 def get_config(arg=None):
     a = parse_config_args(arg, size="162m", sparsity=0.8, schedule="geometric", start=0.25,
-                          end=0.75, interval=100, budget="10x", batch=256, lr=3e-4)
+                          end=0.75, interval=100, budget="10x", batch=256, lr=3e-4, accum="auto")
     c = base_config()
     c.model.size = a.size
     c.model.vocab_size = 32000
@@ -31,6 +33,7 @@ def get_config(arg=None):
     c.train.steps = 0
     c.train.budget = parse_budget(a.budget)
     c.train.batch_size = a.batch
+    c.train.grad_accum = int(a.accum) if str(a.accum).isdigit() else a.accum  # else validated: 'auto'
     c.train.seq_len = 2048
     c.train.learning_rate = a.lr
     c.train.warmup_steps = -1

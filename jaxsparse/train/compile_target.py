@@ -172,11 +172,16 @@ def search(run: Run, mesh: Any, hbm: int, tries: list[int], with_eval: bool = Tr
     return accum, result, tried
 
 
+def local_memory_limit() -> int | None:
+    """Bytes one local device may use (its memory_stats' bytes_limit), or None (e.g. the CPU)."""
+    return (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
+
+
 def auto_grad_accum(run: Run) -> int:
     """train.grad_accum="auto" for this machine: the fewest micro-batches whose steps fit the local
     devices' memory, compiled for `run`'s mesh (`run` resolved with grad_accum=1). A device that
     reports no memory limit (the CPU) gets 1."""
-    limit = (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
+    limit = local_memory_limit()
     shards = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
     tries = accum_candidates(run.config.train.batch_size, shards)
     if not limit or not tries:
