@@ -131,11 +131,11 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
     """
     config_lib.validate(config)
     if config.train.grad_accum == "auto":  # the fewest micro-batches whose step fits these devices
-        from jaxsparse.train import compile_target
+        from jaxsparse.train import compiled
         accum = 1  # no device memory limit known (the CPU; or planning for another machine)
-        if local_devices and compile_target.local_memory_limit():
-            accum = compile_target.auto_grad_accum(prepare(compile_target.resolved(config, 1), None))
-        return prepare(compile_target.resolved(config, accum), workdir, local_devices=local_devices,
+        if local_devices and compiled.local_memory_limit():
+            accum = compiled.auto_grad_accum(prepare(compiled.resolved(config, 1), None))
+        return prepare(compiled.resolved(config, accum), workdir, local_devices=local_devices,
                        restart=restart, force=force)
     vocab = run_setup.resolve_vocab(config)
     model_cfg = model_config(config, vocab)

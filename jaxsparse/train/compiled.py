@@ -1,0 +1,145 @@
+"""Compile a run's train and eval steps for a mesh and measure them (memory, FLOPs, collectives);
+pick `train.grad_accum="auto"` by compiling.
+
+Used by `jaxsparse.train.run.prepare` (grad_accum="auto" on the local devices) and by
+`jaxsparse.train.compile_target` (`--compile_for=SLICE`). `run` arguments are resolved runs
+(`jaxsparse.train.run.Run`: model, tx, seq_len, config, mesh); bytes are per device.
+"""
+from __future__ import annotations
+
+import copy
+import re
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxsparse import models
+from jaxsparse.train.state import abstract_state
+from jaxsparse.train.step import make_eval_step, make_train_step
+
+HEADROOM = 0.9  # a step fits when its bytes per device are at most this fraction of HBM
+_COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
+
+
+def _memory(compiled: Any) -> dict[str, int]:
+    m = compiled.memory_analysis()
+    args, outs = int(m.argument_size_in_bytes), int(m.output_size_in_bytes)
+    temps, alias = int(m.temp_size_in_bytes), int(m.alias_size_in_bytes)
+    return {"arguments": args, "outputs": outs, "aliased": alias, "temporaries": temps,
+            "total": args + outs - alias + temps}
+
+
+def collective_counts(hlo_text: str) -> dict[str, int]:
+    """Number of each collective instruction in compiled HLO text (async -start forms included)."""
+    patterns = {name: rf"\s{name}(?:-start)?\(" for name in _COLLECTIVES}
+    patterns["reduce-scatter"] = r"\s(?:all-)?reduce-scatter(?:-start)?\("  # TPU spells it all-reduce-scatter
+    return {name: len(re.findall(pattern, hlo_text)) for name, pattern in patterns.items()}
+
+
+def _oom_bytes(message: str) -> int | None:
+    """Bytes of temporaries named in a RESOURCE_EXHAUSTED message ('HLO temporaries (94.06G)')."""
+    m = re.search(r"temporaries \(([\d.]+)([KMGT])\)", message)
+    if not m:
+        return None
+    return int(float(m.group(1)) * 1024 ** ("KMGT".index(m.group(2)) + 1))
+
+
+def abstract_batch(batch_size: int, seq_len: int, sharding: NamedSharding) -> dict:
+    """ShapeDtypeStructs of one global batch {inputs, targets: int32[B, L], weights: f32[B, L]}."""
+    tok = jax.ShapeDtypeStruct((batch_size, seq_len), jnp.int32, sharding=sharding)
+    return {"inputs": tok, "targets": tok,
+            "weights": jax.ShapeDtypeStruct((batch_size, seq_len), jnp.float32, sharding=sharding)}
+
+
+def compile_steps(run: Any, mesh: Any, grad_accum: int, with_eval: bool = True) -> dict[str, Any]:
+    """Lower and compile `run`'s train step (its pruning-event branch included) and, with
+    `with_eval`, its eval step for `mesh` with `grad_accum` micro-batches; return {"train", "eval"}:
+    each {bytes, flops, collectives}, or {"error", "temporaries"} when the compiler refuses for
+    lack of memory."""
+    model, tx, seq = run.model, run.tx, run.seq_len
+    abstract, shardings = abstract_state(model, tx, mesh, models.DEFAULT_RULES, seq)
+    batch_sharding = models.batch_sharding(mesh)
+    batch = abstract_batch(run.config.train.batch_size, seq, batch_sharding)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    jitted = {
+        "train": jax.jit(make_train_step(model, tx, grad_accum, mesh), in_shardings=(shardings, batch_sharding),
+                         out_shardings=(shardings, replicated), donate_argnums=(0,)),
+        "eval": jax.jit(make_eval_step(model, grad_accum, mesh), in_shardings=(shardings, batch_sharding),
+                        out_shardings=replicated),
+    }
+    if not with_eval:
+        del jitted["eval"]
+    out: dict[str, Any] = {}
+    for name, fn in jitted.items():
+        try:
+            compiled = fn.lower(abstract, batch).compile()
+        except Exception as err:  # noqa: BLE001 - the TPU compiler's out-of-memory error
+            if "RESOURCE_EXHAUSTED" not in str(err):
+                raise
+            out[name] = {"error": str(err).splitlines()[0][:300], "temporaries": _oom_bytes(str(err))}
+            continue
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        out[name] = {"bytes": _memory(compiled), "flops": float(cost.get("flops", 0.0)),
+                     "collectives": collective_counts(compiled.as_text())}
+    return out
+
+
+def _fits(result: dict[str, Any], hbm: int) -> bool:
+    return all("bytes" in r and r["bytes"]["total"] <= HEADROOM * hbm for r in result.values())
+
+
+def accum_candidates(batch_size: int, shards: int) -> list[int]:
+    """Micro-batch counts A, fewest first, with batch_size / A a multiple of the data shards."""
+    return [a for a in range(1, batch_size + 1) if batch_size % a == 0 and (batch_size // a) % shards == 0]
+
+
+def _say(progress: Callable[[str], None] | None, message: str) -> None:
+    if progress is not None:
+        progress(message)
+
+
+def search(run: Any, mesh: Any, hbm: int, tries: list[int], with_eval: bool = True,
+           progress: Callable[[str], None] | None = None) -> tuple[int, dict, list]:
+    """Compile with each train.grad_accum in `tries` in turn; stop at the first whose steps fit `hbm`
+    bytes per device. Returns (grad_accum, its compile_steps result, [{grad_accum, fits, compile_s}])."""
+    tried: list[dict[str, Any]] = []
+    for accum in tries:
+        _say(progress, f"compiling with grad_accum={accum} ...")
+        start = time.time()
+        result = compile_steps(run, mesh, accum, with_eval)
+        fits = _fits(result, hbm)
+        tried.append({"grad_accum": accum, "fits": fits, "compile_s": round(time.time() - start, 1)})
+        _say(progress, f"grad_accum={accum}: {'fits' if fits else 'does not fit'} ({tried[-1]['compile_s']} s)")
+        if fits:
+            break
+    return accum, result, tried
+
+
+def local_memory_limit() -> int | None:
+    """Bytes one local device may use (its memory_stats' bytes_limit), or None (e.g. the CPU)."""
+    return (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
+
+
+def auto_grad_accum(run: Any) -> int:
+    """train.grad_accum="auto" for this machine: the fewest micro-batches whose steps fit the local
+    devices' memory, compiled for `run`'s mesh (`run` resolved with grad_accum=1). A device that
+    reports no memory limit (the CPU) gets 1."""
+    limit = local_memory_limit()
+    shards = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
+    tries = accum_candidates(run.config.train.batch_size, shards)
+    if not limit or not tries:
+        return 1
+    accum, _, _ = search(run, run.mesh, int(limit), tries, progress=lambda m: print(m, flush=True))
+    return accum
+
+
+def resolved(config: ml_collections.ConfigDict, grad_accum: int) -> ml_collections.ConfigDict:
+    """A copy of `config` with train.grad_accum = `grad_accum` (an int)."""
+    out = copy.deepcopy(config.to_dict())
+    out["train"]["grad_accum"] = grad_accum
+    return ml_collections.ConfigDict(out)
