@@ -50,8 +50,8 @@ def pid_alive(pid: int, pid_start: str | None = None) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        pass  # exists, owned by another user
+    except PermissionError:  # it exists, owned by another user
+        pass
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
             if f.read().rsplit(")", 1)[1].split()[0] == "Z":
