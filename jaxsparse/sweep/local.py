@@ -31,9 +31,11 @@ import numpy as np
 from jaxsparse.sweep.collect import SUMMARY, read_summary
 from jaxsparse.sweep.collect import finished as finished_runs
 from jaxsparse.sweep.spec import Run, SweepError
+from jaxsparse.errors import EXIT_PREEMPTED
 from jaxsparse.train import workdir_lock
+from jaxsparse.train.console import format_duration
 
-__all__ = ["SUMMARY", "LocalRunner", "is_done", "format_duration"]
+__all__ = ["SUMMARY", "LocalRunner", "is_done"]
 LOG = "log.txt"
 HISTORY = "runner.jsonl"  # in the sweep root: one record per finished or failed trainer process
 
@@ -52,7 +54,7 @@ def _child_setup(parent: int, cores: list[int] | None) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
         if os.getppid() != parent:  # the runner died before prctl: do not start at all
-            os._exit(75)
+            os._exit(EXIT_PREEMPTED)  # "try again": a rerun starts it
     if cores:
         os.sched_setaffinity(0, cores)
 
@@ -64,13 +66,6 @@ def lock_holder(workdir: str) -> str | None:
         return None  # a stale lock: the trainer takes it over with a message
     return (f"its workdir is locked by {workdir_lock.describe(record)} "
             f"({workdir_lock.lock_path(workdir)})")
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
 @dataclasses.dataclass
@@ -191,7 +186,7 @@ class LocalRunner:
                     else:
                         failed.append(a.run)
                         why = ("stopped by SIGTERM, checkpoint saved; rerun to resume"
-                               if code == 75 else f"FAILED (exit {code})")
+                               if code == EXIT_PREEMPTED else f"FAILED (exit {code})")
                         self.say(f"[{a.run.name}] {why} after "
                                  f"{format_duration(wall)}; see "
                                  f"{os.path.join(self.root, a.run.workdir, LOG)}")

@@ -78,10 +78,11 @@ class Session:
         losses = [float(m["loss"]) for m in fetched]
         norms = [float(m["grad_norm"]) for m in fetched]
         self.losses = losses
-        last = self.ckpt.describe(self.last_good)  # "verified" only when it was
-        if not all(map(_finite, losses + norms)):
-            self.ckpt.wait()
-        actions.check_finite(losses, norms, done, last)
+        try:
+            actions.check_finite(losses, norms, done, self.ckpt.describe(self.last_good))
+        except FloatingPointError:
+            self.ckpt.wait()  # the last good checkpoint is complete before the run stops
+            raise
         return losses, norms
 
     def record_event(self, done: int) -> None:
@@ -115,10 +116,6 @@ class Session:
 
     def restart_clock(self, done: int) -> None:
         self.t_log, self.step_at_log = time.time(), done
-
-
-def _finite(x: float) -> bool:
-    return x == x and abs(x) != float("inf")
 
 
 def train_record(s: Session, done: int, losses: list[float], norms: list[float]) -> dict:
