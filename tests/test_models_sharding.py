@@ -1,4 +1,6 @@
 """Sharding of the model on 8 fake CPU devices (tests/conftest.py): rules, mesh, equality with one device."""
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,6 +10,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxsparse.models import (DEFAULT_RULES, MESH_AXES, Transformer, batch_sharding, get_config, init_variables,
                               make_mesh, variable_shardings)
+from jaxsparse.models.sharding import activation_sharding
 
 
 def _specs(shardings):
@@ -88,3 +91,25 @@ def test_bad_rules_and_indivisible_dimensions(mesh):
     narrow = Transformer(get_config("test", d_model=36, n_heads=2))
     with pytest.raises(ValueError, match=r"\['attn'\]\['k'\]\['kernel'\].*dimension 0.*size 36.*'fsdp'"):
         variable_shardings(narrow, make_mesh(1, 8, 1), DEFAULT_RULES, (8, 8))
+
+
+def test_kernels_travel_masked_in_the_compute_dtype(mesh):
+    """FSDP's gather before use (models.sharding.gathered): in the compiled gradient step on the mesh,
+    every kernel is all-gathered already masked, never with its bool mask beside it. (XLA:CPU widens
+    bfloat16 collectives to float32; the TPU HLO gathers bfloat16.)"""
+    cfg = get_config("test", dtype="bfloat16")
+    model = Transformer(cfg)
+    tokens = jnp.zeros((8, 16), jnp.int32)
+    abstract, shardings = variable_shardings(model, mesh, DEFAULT_RULES, tokens.shape)
+
+    def loss(params, masks, toks):
+        with activation_sharding(mesh):
+            return model.apply({"params": params, "masks": masks}, toks, toks)[0]
+
+    grad = jax.jit(jax.grad(loss), in_shardings=(shardings["params"], shardings["masks"], batch_sharding(mesh)))
+    hlo = grad.lower(abstract["params"], abstract["masks"], tokens).compile().as_text()
+    gathered_types = [t for shape in re.findall(r"= (.*?) all-gather(?:-start)?\(", hlo)
+                      for t in re.findall(r"\b(pred|bf16|f32)\[", shape)]
+    n_kernels = len(jax.tree.leaves(abstract["masks"]))
+    assert len(gathered_types) >= n_kernels + 1, gathered_types  # every kernel, and the embedding table
+    assert "pred" not in gathered_types, gathered_types

@@ -22,14 +22,14 @@ import jax
 import jax.numpy as jnp
 
 from .config import ModelConfig
-from .layers import MASKS, MaskedDense, RMSNorm, SwiGLU, apply_rope
+from .layers import MASKS, Block, MaskedDense, RMSNorm, rotary_qkv
 from .transformer import TokenEmbed
 
 CACHE = "cache"
 
 
 class CachedSelfAttention(nn.Module):
-    """`CausalSelfAttention` (same q/k/v/o kernels, the 1/sqrt(K) folded into q) over a KV cache."""
+    """`CausalSelfAttention` (the same q/k/v/o kernels, `layers.rotary_qkv`) over a KV cache."""
 
     config: ModelConfig
     cache_len: int
@@ -40,11 +40,7 @@ class CachedSelfAttention(nn.Module):
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         batch, seq_len, _ = x.shape
         shape = (batch, self.cache_len, cfg.n_heads, cfg.head_dim)
-        dense = lambda name: MaskedDense(cfg.qkv_dim, ("embed", "heads"), dtype, pdtype, name=name)  # noqa: E731
-        split = lambda t: t.reshape(batch, seq_len, cfg.n_heads, cfg.head_dim)  # noqa: E731
-        q = apply_rope(split(dense("q")(x)), cfg.rope_max_timescale, positions)
-        k = apply_rope(split(dense("k")(x)), cfg.rope_max_timescale, positions)
-        v = split(dense("v")(x))
+        q, k, v = rotary_qkv(cfg, x, positions)
         cached_k = self.variable(CACHE, "key", jnp.zeros, shape, dtype)
         cached_v = self.variable(CACHE, "value", jnp.zeros, shape, dtype)
         index = self.variable(CACHE, "index", lambda: jnp.zeros((), jnp.int32))
@@ -61,20 +57,14 @@ class CachedSelfAttention(nn.Module):
         return MaskedDense(cfg.d_model, ("heads", "embed"), dtype, pdtype, name="o")(out)
 
 
-class CachedBlock(nn.Module):
-    """`Block` with cached attention: x + attn(norm(x)), then + mlp(norm(.)). Scan-compatible."""
+class CachedBlock(Block):
+    """`Block` whose attention reads and writes the KV cache: side = (positions, key_valid)."""
 
-    config: ModelConfig
-    cache_len: int
+    cache_len: int = 0
 
-    @nn.compact
-    def __call__(self, x: jax.Array, positions: jax.Array, key_valid: jax.Array) -> tuple[jax.Array, None]:
-        cfg = self.config
-        dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-        h = RMSNorm(cfg.norm_eps, dtype, pdtype, name="attn_norm")(x)
-        x = x + CachedSelfAttention(cfg, self.cache_len, name="attn")(h, positions, key_valid)
-        h = RMSNorm(cfg.norm_eps, dtype, pdtype, name="mlp_norm")(x)
-        return x + SwiGLU(cfg, name="mlp")(h), None
+    def attention(self, h: jax.Array, *side: Any) -> jax.Array:
+        positions, key_valid = side
+        return CachedSelfAttention(self.config, self.cache_len, name="attn")(h, positions, key_valid)
 
 
 class DecodeTransformer(nn.Module):
@@ -92,10 +82,10 @@ class DecodeTransformer(nn.Module):
             stack = nn.scan(CachedBlock, variable_axes={"params": 0, MASKS: 0, CACHE: 0},
                             split_rngs={"params": True}, in_axes=(nn.broadcast, nn.broadcast),
                             length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: "layers"})
-            x, _ = stack(cfg, self.cache_len, name="layers")(x, positions, key_valid)
+            x, _ = stack(cfg, cache_len=self.cache_len, name="layers")(x, positions, key_valid)
         else:
             for i in range(cfg.n_layers):
-                x, _ = CachedBlock(cfg, self.cache_len, name=f"layers_{i}")(x, positions, key_valid)
+                x, _ = CachedBlock(cfg, cache_len=self.cache_len, name=f"layers_{i}")(x, positions, key_valid)
         x = RMSNorm(cfg.norm_eps, dtype, pdtype, name="final_norm")(x)
         return MaskedDense(cfg.vocab_size, ("embed", "vocab"), dtype, pdtype, out_dtype=jnp.float32,
                            name="lm_head")(x)

@@ -9,7 +9,7 @@ kernel by it in the compute dtype; a kernel whose mask is absent from `apply`'s 
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from .attention import causal_attention
 from .config import ModelConfig
-from .sharding import constrain
+from .sharding import constrain, gathered
 
 Initializer = Callable[..., jax.Array]
 MASKS = "masks"
@@ -64,6 +64,7 @@ class MaskedDense(nn.Module):
                 raise ValueError(f"mask of {'/'.join(self.path)}/kernel has shape {mask.shape}; "
                                  f"the kernel has shape {shape}")
             kernel = jnp.where(mask, kernel, jnp.zeros((), self.dtype))
+        kernel = gathered(kernel, self.kernel_axes)  # FSDP: all-gathered (in `dtype`) just before use
         if return_kernel:
             return kernel
         out_dtype = self.out_dtype or self.dtype
@@ -103,14 +104,30 @@ def apply_rope(x: jax.Array, max_timescale: float, positions: Optional[jax.Array
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
+def rotary_qkv(cfg: ModelConfig, x: jax.Array, positions: Optional[jax.Array] = None
+               ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """q, k, v [B, S, H, K] of x [B, S, D] by the kernels q, k, v [D, H*K] (axes ("embed", "heads")) of
+    the calling attention module, q and k rotated at `positions` (default 0..S-1). Called from inside a
+    compact `__call__`: the kernels belong to that module. The 1/sqrt(K) temperature is folded into
+    the query kernel's initialisation (fan-in std divided by sqrt(K)), as in the released code."""
+    dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+    batch, seq_len, _ = x.shape
+    dense = lambda name, init=fan_in_init(): MaskedDense(  # noqa: E731
+        cfg.qkv_dim, ("embed", "heads"), dtype, pdtype, kernel_init=init, name=name)
+    split = lambda t: constrain(t.reshape(batch, seq_len, cfg.n_heads, cfg.head_dim), HEADS)  # noqa: E731
+    q = apply_rope(split(dense("q", fan_in_init(1.0 / cfg.head_dim))(x)), cfg.rope_max_timescale, positions)
+    k = apply_rope(split(dense("k")(x)), cfg.rope_max_timescale, positions)
+    return q, k, split(dense("v")(x))
+
+
 class CausalSelfAttention(nn.Module):
     """Causal multi-head self-attention with rotary embeddings; kv heads = query heads.
 
-    Input/output [B, S, D]. Kernels q, k, v [D, H*K] axes ("embed", "heads"); o [H*K, D] axes
-    ("heads", "embed"). As in the released code (and T5/MaxText), the 1/sqrt(K) temperature is folded
-    into the query kernel's initialisation (fan-in std divided by sqrt(K)); the scores are not rescaled
-    in the forward pass. The attention itself is `attention.causal_attention` with impl
-    `config.attention` (the reference path computes scores and softmax in float32).
+    Input/output [B, S, D]. Kernels q, k, v [D, H*K] axes ("embed", "heads") (`rotary_qkv`); o [H*K, D]
+    axes ("heads", "embed"). As in the released code (and T5/MaxText), the 1/sqrt(K) temperature is in
+    the query kernel's initialisation; the scores are not rescaled in the forward pass. The attention
+    itself is `attention.causal_attention` with impl `config.attention` (the reference path computes
+    scores and softmax in float32).
     """
 
     config: ModelConfig
@@ -118,18 +135,10 @@ class CausalSelfAttention(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         cfg = self.config
-        dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-        batch, seq_len, _ = x.shape
-        dense = lambda name, init=fan_in_init(): MaskedDense(  # noqa: E731
-            cfg.qkv_dim, ("embed", "heads"), dtype, pdtype, kernel_init=init, name=name)
-        q = dense("q", fan_in_init(1.0 / cfg.head_dim))(x)  # std / sqrt(K)
-        k = dense("k")(x)
-        v = dense("v")(x)
-        split = lambda t: constrain(t.reshape(batch, seq_len, cfg.n_heads, cfg.head_dim), HEADS)  # noqa: E731
-        q = apply_rope(split(q), cfg.rope_max_timescale)
-        k = apply_rope(split(k), cfg.rope_max_timescale)
-        out = causal_attention(q, k, split(v), cfg.attention).reshape(batch, seq_len, cfg.qkv_dim)
-        return MaskedDense(cfg.d_model, ("heads", "embed"), dtype, pdtype, name="o")(out)
+        q, k, v = rotary_qkv(cfg, x)
+        out = causal_attention(q, k, v, cfg.attention).reshape(*x.shape[:2], cfg.qkv_dim)
+        return MaskedDense(cfg.d_model, ("heads", "embed"), jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype),
+                           name="o")(out)
 
 
 class SwiGLU(nn.Module):
@@ -153,20 +162,24 @@ class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm(x)), then + mlp(norm(.)). [B, S, D] -> [B, S, D].
 
     Submodules: attn_norm, attn, mlp_norm, mlp. The residual stream is constrained to logical axes
-    EMBED (batch over data x fsdp under `sharding.activation_sharding`). The (carry, xs) ->
-    (carry, None) signature lets the block be used directly under `nn.scan` (xs is unused).
+    EMBED (batch over data x fsdp under `sharding.activation_sharding`). `__call__(x, *side)` returns
+    (x, None), so the block can be used directly under `nn.scan`; `side` goes to `attention`, the one
+    extension point (KV-cache decoding overrides it: models/decode.py). Here side is (None,) or empty.
     """
 
     config: ModelConfig
 
+    def attention(self, h: jax.Array, *side: Any) -> jax.Array:
+        """attn(h): [B, S, D] -> [B, S, D], the submodule named "attn"."""
+        return CausalSelfAttention(self.config, name="attn")(h)
+
     @nn.compact
-    def __call__(self, x: jax.Array, _: Optional[jax.Array] = None) -> tuple[jax.Array, None]:
+    def __call__(self, x: jax.Array, *side: Any) -> tuple[jax.Array, None]:
         cfg = self.config
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         x = constrain(x, EMBED)
         h = RMSNorm(cfg.norm_eps, dtype, pdtype, name="attn_norm")(x)
-        x = constrain(x + CausalSelfAttention(cfg, name="attn")(h), EMBED)
+        x = constrain(x + self.attention(h, *side), EMBED)
         h = RMSNorm(cfg.norm_eps, dtype, pdtype, name="mlp_norm")(x)
         x = constrain(x + SwiGLU(cfg, name="mlp")(h), EMBED)
         return x, None
-

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from .config import ModelConfig
 from .layers import EMBED, MASKS, Block, MaskedDense, RMSNorm
 from .loss import cross_entropy_sums, logits_of
-from .sharding import constrain
+from .sharding import constrain, gathered
 
 # ModelConfig.remat_policy -> the jax.checkpoint policy of a rematerialised block (None: save nothing).
 REMAT_POLICY = {"full": None, "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
@@ -48,7 +48,7 @@ class TokenEmbed(nn.Module):
         table = self.param("embedding",
                            nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")),
                            (self.vocab_size, self.features), self.param_dtype)
-        return jnp.take(jnp.asarray(table, self.dtype), tokens, axis=0)
+        return jnp.take(gathered(jnp.asarray(table, self.dtype), ("vocab", "embed")), tokens, axis=0)
 
 
 class Transformer(nn.Module):

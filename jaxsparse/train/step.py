@@ -49,8 +49,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, grad_acc
     With `mesh`, the model's activations are constrained by `rules` (batch over data x fsdp;
     models/sharding.py), so each device holds only its share of the batch's activations.
     """
-    # with a mesh, gradients are pinned to their parameters' shardings: XLA then reduce-scatters
-    # them instead of all-reducing full-size copies on every device
+    # with a mesh, gradients are pinned to their parameters' shardings, so the optimizer update
+    # (and, with grad_accum > 1, the gradient sum) holds one shard per device
     pin = (lambda g: g) if mesh is None else _pin_to(variable_shardings(model, mesh, rules)[1]["params"])
 
     def grads_of(params, masks, batch):
@@ -78,7 +78,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, grad_acc
         grads = jax.tree.map(lambda g: g / denom, grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": total / denom, "grad_norm": optax.global_norm(grads), "weights": weight}
+        metrics = {"loss": total / denom, "grad_norm": optax.tree.norm(grads), "weights": weight}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return step
