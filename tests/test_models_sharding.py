@@ -93,10 +93,11 @@ def test_bad_rules_and_indivisible_dimensions(mesh):
         variable_shardings(narrow, make_mesh(1, 8, 1), DEFAULT_RULES, (8, 8))
 
 
-def test_kernels_travel_masked_in_the_compute_dtype(mesh):
-    """FSDP's gather before use (models.sharding.gathered): in the compiled gradient step on the mesh,
-    every kernel is all-gathered already masked, never with its bool mask beside it. (XLA:CPU widens
-    bfloat16 collectives to float32; the TPU HLO gathers bfloat16.)"""
+def test_kernels_are_gathered_masked_before_use(mesh):
+    """FSDP's gather before use (models.sharding.gathered): the compiled gradient step on the mesh
+    all-gathers exactly the kernels and the embedding table, each once and already masked (never a bool
+    mask beside it), and no activation or token batch. (XLA:CPU widens bfloat16 collectives to float32;
+    tests/test_tpu_compile.py checks the TPU step.)"""
     cfg = get_config("test", dtype="bfloat16")
     model = Transformer(cfg)
     tokens = jnp.zeros((8, 16), jnp.int32)
@@ -108,8 +109,8 @@ def test_kernels_travel_masked_in_the_compute_dtype(mesh):
 
     grad = jax.jit(jax.grad(loss), in_shardings=(shardings["params"], shardings["masks"], batch_sharding(mesh)))
     hlo = grad.lower(abstract["params"], abstract["masks"], tokens).compile().as_text()
-    gathered_types = [t for shape in re.findall(r"= (.*?) all-gather(?:-start)?\(", hlo)
-                      for t in re.findall(r"\b(pred|bf16|f32)\[", shape)]
+    gathered = [(dtype, dims.split(",")) for shape in re.findall(r"= (.*?) all-gather(?:-start)?\(", hlo)
+                for dtype, dims in re.findall(r"\b(pred|bf16|f32|s32)\[([\d,]*)\]", shape)]
     n_kernels = len(jax.tree.leaves(abstract["masks"]))
-    assert len(gathered_types) >= n_kernels + 1, gathered_types  # every kernel, and the embedding table
-    assert "pred" not in gathered_types, gathered_types
+    assert len(gathered) == n_kernels + 1, gathered  # every kernel, and the embedding table
+    assert all(dtype != "pred" and len(dims) == 2 for dtype, dims in gathered), gathered

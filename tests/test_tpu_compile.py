@@ -79,6 +79,7 @@ def test_fsdp_scaling_shrinks_activation_memory(report_58m_v4_8):
     on_8 = compile_target.compile_for(paper("size=58m,batch=32"), "v4-16", with_eval=False)
     ratio = on_8["bytes_per_device"]["temporaries"] / report_58m_v4_8["bytes_per_device"]["temporaries"]
     assert ratio <= 0.6, f"temporaries on 8 devices / on 4 = {ratio:.3f}"
+    assert on_8["collectives"]["collective-permute"] == 0  # no windowed einsums (120 without the gather)
 
 
 def test_pruning_event_on_tpu_reduces_counts_only():

@@ -60,7 +60,7 @@ class CachedSelfAttention(nn.Module):
 class CachedBlock(Block):
     """`Block` whose attention reads and writes the KV cache: side = (positions, key_valid)."""
 
-    cache_len: int = 0
+    cache_len: int
 
     def attention(self, h: jax.Array, *side: Any) -> jax.Array:
         positions, key_valid = side

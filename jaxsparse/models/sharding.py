@@ -230,7 +230,8 @@ def gathered(kernel: jax.Array, names: tuple[Optional[str], ...]) -> jax.Array:
     global batch of 32 held 0.71x the temporaries on 8 devices that it held on 4 (TPU v4, compiled);
     with it, 0.49x.
     Letting the cotangent keep the stored sharding instead (a reduce-scatter) brings those windowed
-    einsums back in the backward pass (0.59x). Tensor-parallel axes stay sharded.
+    einsums back in the backward pass (0.59x). Tensor-parallel axes stay sharded. Rules without an
+    "activation_batch" rule (or whose batch axes shard no kernel) gather nothing.
     Outside the context: kernel unchanged."""
     active = _ACTIVE.get()
     if active is None:
