@@ -22,8 +22,9 @@ import jax
 import jax.numpy as jnp
 
 from .config import ModelConfig
-from .layers import MASKS, Block, MaskedDense, RMSNorm, rotary_qkv
-from .transformer import TokenEmbed
+from .layers import Block, MaskedDense, rotary_qkv
+from .loss import logits_of
+from .transformer import decoder_trunk
 
 CACHE = "cache"
 
@@ -75,20 +76,9 @@ class DecodeTransformer(nn.Module):
 
     @nn.compact
     def __call__(self, tokens: jax.Array, positions: jax.Array, key_valid: jax.Array) -> jax.Array:
-        cfg = self.config
-        dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-        x = TokenEmbed(cfg.vocab_size, cfg.d_model, dtype, pdtype, name="embed")(tokens)
-        if cfg.scan_layers:
-            stack = nn.scan(CachedBlock, variable_axes={"params": 0, MASKS: 0, CACHE: 0},
-                            split_rngs={"params": True}, in_axes=(nn.broadcast, nn.broadcast),
-                            length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: "layers"})
-            x, _ = stack(cfg, cache_len=self.cache_len, name="layers")(x, positions, key_valid)
-        else:
-            for i in range(cfg.n_layers):
-                x, _ = CachedBlock(cfg, cache_len=self.cache_len, name=f"layers_{i}")(x, positions, key_valid)
-        x = RMSNorm(cfg.norm_eps, dtype, pdtype, name="final_norm")(x)
-        return MaskedDense(cfg.vocab_size, ("embed", "vocab"), dtype, pdtype, out_dtype=jnp.float32,
-                           name="lm_head")(x)
+        x, kernel = decoder_trunk(self.config, tokens, CachedBlock, (positions, key_valid), (CACHE,),
+                                  cache_len=self.cache_len)
+        return logits_of(x, kernel)
 
 
 def empty_cache(model: DecodeTransformer, batch: int) -> Any:

@@ -164,7 +164,7 @@ class Block(nn.Module):
     Submodules: attn_norm, attn, mlp_norm, mlp. The residual stream is constrained to logical axes
     EMBED (batch over data x fsdp under `sharding.activation_sharding`). `__call__(x, *side)` returns
     (x, None), so the block can be used directly under `nn.scan`; `side` goes to `attention`, the one
-    extension point (KV-cache decoding overrides it: models/decode.py). Here side is (None,) or empty.
+    extension point (KV-cache decoding overrides it: models/decode.py). Here side is empty.
     """
 
     config: ModelConfig

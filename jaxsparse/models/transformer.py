@@ -51,6 +51,36 @@ class TokenEmbed(nn.Module):
         return jnp.take(gathered(jnp.asarray(table, self.dtype), ("vocab", "embed")), tokens, axis=0)
 
 
+def decoder_trunk(cfg: ModelConfig, tokens: jax.Array, block: Any, side: tuple = (),
+                  collections: tuple[str, ...] = (), **block_kwargs: Any) -> tuple[jax.Array, jax.Array]:
+    """embed -> n_layers x `block` -> final RMSNorm, in the calling module's scope (call it from a
+    compact `__call__`: the variables "embed", "layers" (scanned) or "layers_i", "final_norm" and
+    "lm_head" belong to that module).
+
+    Args:
+      tokens: int [B, S]. block: a `layers.Block` class (or its `nn.remat`), built as
+        `block(cfg, name=..., **block_kwargs)` and called as `(x, *side)`; `side` is the same for every
+        layer (broadcast under `nn.scan`). collections: variable collections besides params and masks
+        that the blocks hold one per layer (stacked on axis 0 when scanned), e.g. a KV cache.
+    Returns (x [B, S, D] in the compute dtype, the masked LM-head kernel [D, V]); the logits are
+    `loss.logits_of(x, kernel)`.
+    """
+    dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+    x = constrain(TokenEmbed(cfg.vocab_size, cfg.d_model, dtype, pdtype, name="embed")(tokens), EMBED)
+    if cfg.scan_layers:
+        stack = nn.scan(block, variable_axes={"params": 0, MASKS: 0, **{c: 0 for c in collections}},
+                        split_rngs={"params": True}, in_axes=(nn.broadcast,) * len(side),
+                        length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+        x, _ = stack(cfg, name="layers", **block_kwargs)(x, *side)
+    else:
+        for i in range(cfg.n_layers):
+            x, _ = block(cfg, name=f"layers_{i}", **block_kwargs)(x, *side)
+    x = constrain(RMSNorm(cfg.norm_eps, dtype, pdtype, name="final_norm")(x), EMBED)
+    kernel = MaskedDense(cfg.vocab_size, ("embed", "vocab"), dtype, pdtype, out_dtype=jnp.float32,
+                         name="lm_head")(x, return_kernel=True)
+    return x, kernel
+
+
 class Transformer(nn.Module):
     """LLaMA-style causal language model.
 
@@ -74,23 +104,10 @@ class Transformer(nn.Module):
         if not 1 <= tokens.shape[1] <= cfg.max_seq_len:
             raise ValueError(f"tokens: sequence length {tokens.shape[1]} must be in [1, max_seq_len="
                              f"{cfg.max_seq_len}]")
-        dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-        x = constrain(TokenEmbed(cfg.vocab_size, cfg.d_model, dtype, pdtype, name="embed")(tokens), EMBED)
-
         block = Block
         if cfg.remat and cfg.remat_policy != "none":
             block = nn.remat(block, prevent_cse=not cfg.scan_layers, policy=REMAT_POLICY[cfg.remat_policy])
-        if cfg.scan_layers:
-            stack = nn.scan(block, variable_axes={"params": 0, MASKS: 0}, split_rngs={"params": True},
-                            length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: "layers"})
-            x, _ = stack(cfg, name="layers")(x, None)
-        else:
-            for i in range(cfg.n_layers):
-                x, _ = block(cfg, name=f"layers_{i}")(x, None)
-
-        x = constrain(RMSNorm(cfg.norm_eps, dtype, pdtype, name="final_norm")(x), EMBED)
-        kernel = MaskedDense(cfg.vocab_size, ("embed", "vocab"), dtype, pdtype, out_dtype=jnp.float32,
-                             name="lm_head")(x, return_kernel=True)
+        x, kernel = decoder_trunk(cfg, tokens, block)
         if targets is None:
             return logits_of(x, kernel)
         if weights is None:
