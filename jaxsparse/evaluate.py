@@ -21,12 +21,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
 from jaxsparse import models
+from jaxsparse.models.sharding import activation_sharding
 from jaxsparse.errors import EXIT_BAD_INPUT, ConfigError, fail
 from jaxsparse.inference.restore import RestoredRun, load_run
 
@@ -63,13 +62,14 @@ def token_windows(texts: Iterator[str], tokenizer: Any, seq_len: int, batch: int
 
 
 def make_loss_sums(run: RestoredRun, batch_sharding: NamedSharding):
-    """Jitted (params, masks, batch) -> (sum of nats over weighted targets, sum of weights), sharded."""
-    model = models.Transformer(run.model_cfg)
+    """Jitted (params, masks, batch) -> (sum of nats over weighted targets, sum of weights), sharded:
+    the model's own loss path (`model.loss_chunk` included) with activations sharded as in training."""
+    model = models.build(run.model_cfg, run.config.model.get("family", models.DEFAULT_FAMILY))
 
     def sums(params, masks, batch):
-        logits = model.apply({"params": params, "masks": masks}, batch["inputs"])
-        nats = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
-        return jnp.sum(nats * batch["weights"]), jnp.sum(batch["weights"])
+        with activation_sharding(run.mesh):
+            return model.apply({"params": params, "masks": masks}, batch["inputs"], batch["targets"],
+                               batch["weights"])
 
     return jax.jit(sums, in_shardings=(run.param_shardings, None, batch_sharding))
 
@@ -97,7 +97,7 @@ def evaluate(run: RestoredRun, dataset: Optional[str] = None, split: str = "vali
     shards = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
     batch = -(-int(batch_size or run.config.train.batch_size) // shards) * shards
     seq_len = run.model_cfg.max_seq_len
-    sharding = NamedSharding(run.mesh, PartitionSpec(("data", "fsdp"), None))
+    sharding = models.batch_sharding(run.mesh)
     loss_sums = make_loss_sums(run, sharding)
     counts = {"documents": 0, "bytes": 0}
     texts = (TokenizeDocument.text_of(source[i]) for i in range(len(source)))

@@ -17,9 +17,8 @@ from collections.abc import Sequence
 from typing import Optional
 
 import jax
-import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
 
+from jaxsparse import models
 from jaxsparse.errors import EXIT_BAD_INPUT, ConfigError, fail
 from jaxsparse.inference.prompts import encode_strict, left_padded
 from jaxsparse.inference.restore import RestoredRun, load_run
@@ -40,13 +39,12 @@ def settings_for(run: RestoredRun, max_new_tokens: int, temperature: float = 0.0
 def generate_ids(run: RestoredRun, prompt_ids: Sequence[Sequence[int]], settings: SamplingSettings,
                  seed: int = 0) -> list[list[int]]:
     """New token ids for each prompt (each row: up to and including its EOS, at most max_new_tokens)."""
-    batch_axes = ("data", "fsdp")
-    shards = int(np.prod([run.mesh.shape[a] for a in batch_axes]))
+    shards = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
     tokens, lengths = left_padded(prompt_ids, run.tokenizer.pad_id, multiple=shards)
+    mask_shardings = jax.tree.map(lambda m: m.sharding, run.masks)  # each mask is sharded like its kernel
     try:
         fn = make_generate_fn(run.model_cfg, settings, tokens.shape[1],
-                              (run.param_shardings, _mask_shardings(run), NamedSharding(
-                                  run.mesh, PartitionSpec(batch_axes, None))))
+                              (run.param_shardings, mask_shardings, models.batch_sharding(run.mesh)))
     except ValueError as err:
         raise ConfigError(str(err)) from None
     out, out_lengths = fn(run.params, run.masks, tokens, lengths, jax.random.key(seed))
@@ -62,16 +60,6 @@ def completion_text(tokenizer, prompt_ids: Sequence[int], new_ids: Sequence[int]
     whole = tokenizer.decode([i for i in list(prompt_ids) + list(new_ids) if i not in special])
     return whole[len(before):] if whole.startswith(before) else tokenizer.decode(
         [i for i in new_ids if i not in special])
-
-
-def _mask_shardings(run: RestoredRun):
-    """Each mask is sharded like its kernel (the masks tree is a subset of the params tree)."""
-    def like(path, _):
-        node = run.param_shardings
-        for key in path:
-            node = node[key.key]
-        return node
-    return jax.tree_util.tree_map_with_path(like, run.masks)
 
 
 def _read_prompts(args: argparse.Namespace) -> list[str]:

@@ -4,6 +4,7 @@ Pure helpers (no loop state): each takes what it measures and returns plain numb
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -27,9 +28,7 @@ def per_layer_sparsity(masks: Any, replicated: NamedSharding) -> dict[str, float
     """Sparsity per mask; a kernel stacked by nn.scan (rank >= 3) gets one entry per layer,
     named ``path[i]``."""
     flat = [(path_str(p), m) for p, m in jax.tree_util.tree_flatten_with_path(masks)[0]]
-    counts = jax.jit(lambda ms: [jnp.sum(m, axis=tuple(range(1, m.ndim)) if m.ndim >= 3
-                                         else None, dtype=jnp.int32) for m in ms],
-                     out_shardings=replicated)([m for _, m in flat])
+    counts = _kept_counter(replicated)([m for _, m in flat])
     out = {}
     for (path, m), c in zip(flat, jax.device_get(counts)):
         per = int(np.prod(m.shape[1:])) if m.ndim >= 3 else int(np.prod(m.shape))
@@ -38,6 +37,17 @@ def per_layer_sparsity(masks: Any, replicated: NamedSharding) -> dict[str, float
         else:
             out[path] = 1.0 - int(c) / per
     return out
+
+
+def _kept_counts(masks: list[jax.Array]) -> list[jax.Array]:
+    """int32 count of True per mask, per layer for scanned (rank >= 3) masks."""
+    return [jnp.sum(m, axis=tuple(range(1, m.ndim)) if m.ndim >= 3 else None, dtype=jnp.int32) for m in masks]
+
+
+@functools.lru_cache(maxsize=None)
+def _kept_counter(replicated: NamedSharding) -> Any:
+    """`_kept_counts` jitted once per output sharding (so each pruning event reuses one compile)."""
+    return jax.jit(_kept_counts, out_shardings=replicated)
 
 
 def check_finite(losses: list[float], norms: list[float], done: int, last_good: str) -> None:

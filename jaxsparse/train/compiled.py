@@ -15,11 +15,11 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
 from jaxsparse import models
 from jaxsparse.train.state import abstract_state
-from jaxsparse.train.step import make_eval_step, make_train_step
+from jaxsparse.train.step import jit_steps
 
 HEADROOM = 0.9  # a step fits when its bytes per device are at most this fraction of HBM
 _COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
@@ -55,22 +55,16 @@ def abstract_batch(batch_size: int, seq_len: int, sharding: NamedSharding) -> di
             "weights": jax.ShapeDtypeStruct((batch_size, seq_len), jnp.float32, sharding=sharding)}
 
 
-def compile_steps(run: Any, mesh: Any, grad_accum: int, with_eval: bool = True) -> dict[str, Any]:
+def compile_steps(run: Any, mesh: Any, grad_accum: int, with_eval: bool = True,
+                  state: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """Lower and compile `run`'s train step (its pruning-event branch included) and, with
     `with_eval`, its eval step for `mesh` with `grad_accum` micro-batches; return {"train", "eval"}:
     each {bytes, flops, collectives}, or {"error", "temporaries"} when the compiler refuses for
-    lack of memory."""
-    model, tx, seq = run.model, run.tx, run.seq_len
-    abstract, shardings = abstract_state(model, tx, mesh, models.DEFAULT_RULES, seq)
-    batch_sharding = models.batch_sharding(mesh)
-    batch = abstract_batch(run.config.train.batch_size, seq, batch_sharding)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    jitted = {
-        "train": jax.jit(make_train_step(model, tx, grad_accum, mesh), in_shardings=(shardings, batch_sharding),
-                         out_shardings=(shardings, replicated), donate_argnums=(0,)),
-        "eval": jax.jit(make_eval_step(model, grad_accum, mesh), in_shardings=(shardings, batch_sharding),
-                        out_shardings=replicated),
-    }
+    lack of memory. `state`: `abstract_state(...)` for this mesh, when the caller has it."""
+    abstract, shardings = state or abstract_state(run.model, run.tx, mesh, models.DEFAULT_RULES, run.seq_len)
+    batch = abstract_batch(run.config.train.batch_size, run.seq_len, models.batch_sharding(mesh))
+    train, evaluate = jit_steps(run.model, run.tx, grad_accum, mesh, shardings)
+    jitted = {"train": train, "eval": evaluate}
     if not with_eval:
         del jitted["eval"]
     out: dict[str, Any] = {}
@@ -108,10 +102,11 @@ def search(run: Any, mesh: Any, hbm: int, tries: list[int], with_eval: bool = Tr
     """Compile with each train.grad_accum in `tries` in turn; stop at the first whose steps fit `hbm`
     bytes per device. Returns (grad_accum, its compile_steps result, [{grad_accum, fits, compile_s}])."""
     tried: list[dict[str, Any]] = []
+    state = abstract_state(run.model, run.tx, mesh, models.DEFAULT_RULES, run.seq_len)  # same for every accum
     for accum in tries:
         _say(progress, f"compiling with grad_accum={accum} ...")
         start = time.time()
-        result = compile_steps(run, mesh, accum, with_eval)
+        result = compile_steps(run, mesh, accum, with_eval, state)
         fits = _fits(result, hbm)
         tried.append({"grad_accum": accum, "fits": fits, "compile_s": round(time.time() - start, 1)})
         _say(progress, f"grad_accum={accum}: {'fits' if fits else 'does not fit'} ({tried[-1]['compile_s']} s)")
@@ -120,21 +115,15 @@ def search(run: Any, mesh: Any, hbm: int, tries: list[int], with_eval: bool = Tr
     return accum, result, tried
 
 
-def local_memory_limit() -> int | None:
-    """Bytes one local device may use (its memory_stats' bytes_limit), or None (e.g. the CPU)."""
-    return (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
-
-
-def auto_grad_accum(run: Any) -> int:
-    """train.grad_accum="auto" for this machine: the fewest micro-batches whose steps fit the local
-    devices' memory, compiled for `run`'s mesh (`run` resolved with grad_accum=1). A device that
-    reports no memory limit (the CPU) gets 1."""
-    limit = local_memory_limit()
+def auto_grad_accum(run: Any, limit: int) -> int:
+    """train.grad_accum="auto" for this machine: the fewest micro-batches whose steps fit `limit`
+    bytes per device (the local devices' memory), compiled for `run`'s mesh (`run` resolved with
+    grad_accum=1)."""
     shards = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
     tries = accum_candidates(run.config.train.batch_size, shards)
-    if not limit or not tries:
+    if not tries:
         return 1
-    accum, _, _ = search(run, run.mesh, int(limit), tries, progress=lambda m: print(m, flush=True))
+    accum, _, _ = search(run, run.mesh, limit, tries, progress=lambda m: print(m, flush=True))
     return accum
 
 

@@ -71,7 +71,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
     (or {"preempted_at": step} after a SIGTERM). `restart`: start over, moving a previous run's
     outputs aside; `force`: skip the memory check. Raises ConfigError (bad input, nothing
     computed), FloatingPointError (diverged) or TrainingFault (I/O fault after compute)."""
-    run = prepare(config, workdir, restart=restart, force=force)
+    run = prepare(config, workdir, force=force)
     computing = False
     try:
         with contextlib.ExitStack() as stack:

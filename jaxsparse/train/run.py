@@ -121,11 +121,11 @@ def _pruning_checked(config, abstract_params, tx) -> list[bool]:
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
-            local_devices: bool = True, restart: bool = False, force: bool = False) -> Run:
+            local_devices: bool = True, force: bool = False) -> Run:
     """Validate `config` and resolve it into a Run, before any compute.
 
-    workdir: None for a plan only (nothing is created); else it is checked (writable, no
-    outputs of a run without checkpoints unless `restart`) and the memory plan is checked
+    workdir: None for a plan only (nothing is created); else it is checked (writable; its outputs
+    are checked by the trainer once it holds the workdir's lock) and the memory plan is checked
     against the devices (unless `force`). local_devices=False plans for another machine: no
     mesh, `plan.mesh` is {}. Raises ConfigError naming the field on bad input.
     """
@@ -133,10 +133,11 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
     if config.train.grad_accum == "auto":  # the fewest micro-batches whose step fits these devices
         from jaxsparse.train import compiled
         accum = 1  # no device memory limit known (the CPU; or planning for another machine)
-        if local_devices and compiled.local_memory_limit():
-            accum = compiled.auto_grad_accum(prepare(compiled.resolved(config, 1), None))
+        limit = run_setup.device_bytes_limit() if local_devices else None
+        if limit:
+            accum = compiled.auto_grad_accum(prepare(compiled.resolved(config, 1), None), limit)
         return prepare(compiled.resolved(config, accum), workdir, local_devices=local_devices,
-                       restart=restart, force=force)
+                       force=force)
     vocab = run_setup.resolve_vocab(config)
     model_cfg = model_config(config, vocab)
     model = models.build(model_cfg, config.model.family)

@@ -70,9 +70,9 @@ def move_previous_outputs(workdir: str) -> None:
         multihost_utils.sync_global_devices("jaxsparse --restart: previous outputs moved")
 
 
-def device_memory_limit() -> tuple[int, str]:
-    """(bytes one device may use, where the figure comes from): the smallest `bytes_limit` of
-    the local devices' memory_stats(), else (CPU) the host's physical memory / local devices."""
+def device_bytes_limit() -> int | None:
+    """The smallest `bytes_limit` of the local devices' memory_stats(), or None when no device
+    reports one (the CPU)."""
     limits = []
     for device in jax.local_devices():
         try:
@@ -81,8 +81,15 @@ def device_memory_limit() -> tuple[int, str]:
             stats = {}
         if stats.get("bytes_limit"):
             limits.append(int(stats["bytes_limit"]))
-    if limits:
-        return min(limits), f"memory_stats() of {jax.local_devices()[0].device_kind}"
+    return min(limits) if limits else None
+
+
+def device_memory_limit() -> tuple[int, str]:
+    """(bytes one device may use, where the figure comes from): `device_bytes_limit()`, else (CPU)
+    the host's physical memory / local devices."""
+    limit = device_bytes_limit()
+    if limit is not None:
+        return limit, f"memory_stats() of {jax.local_devices()[0].device_kind}"
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     n = max(1, jax.local_device_count())
     return physical // n, f"host memory {physical / 2**30:.1f} GiB shared by {n} local device(s)"

@@ -25,7 +25,7 @@ from jaxsparse.train.metrics import MetricsWriter
 from jaxsparse.train.plan import train_flops_per_token
 from jaxsparse.train.run import Run
 from jaxsparse.train.state import abstract_state, create_state
-from jaxsparse.train.step import active_params, make_eval_step, make_train_step, model_masks
+from jaxsparse.train.step import active_params, jit_steps, model_masks
 
 
 class Session:
@@ -36,12 +36,7 @@ class Session:
         c = run.config
         self.batch_sharding = models.batch_sharding(run.mesh)
         self.replicated = NamedSharding(run.mesh, PartitionSpec())
-        self.train_step = jax.jit(make_train_step(run.model, run.tx, c.train.grad_accum, run.mesh),
-                                  in_shardings=(shardings, self.batch_sharding),
-                                  out_shardings=(shardings, self.replicated), donate_argnums=(0,))
-        self.eval_step = jax.jit(make_eval_step(run.model, c.train.grad_accum, run.mesh),
-                                 in_shardings=(shardings, self.batch_sharding),
-                                 out_shardings=self.replicated)
+        self.train_step, self.eval_step = jit_steps(run.model, run.tx, c.train.grad_accum, run.mesh, shardings)
         self.count_active = jax.jit(active_params, in_shardings=(shardings,),
                                     out_shardings=self.replicated)
         self.lr_at = run.learning_rate

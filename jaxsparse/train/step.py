@@ -14,9 +14,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxsparse.models.sharding import DEFAULT_RULES, Rules, activation_sharding, variable_shardings
+from jaxsparse.models.sharding import (DEFAULT_RULES, Rules, activation_sharding, batch_sharding,
+                                       variable_shardings)
 from jaxsparse.pruning import MagnitudePruningState, get_masks, mask_collection
 from jaxsparse.train.state import TrainState
 
@@ -40,8 +41,8 @@ def _loss_sums(model: nn.Module, params: Any, masks: Any, batch: Batch) -> tuple
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, grad_accum: int = 1,
-                    mesh: Optional[Mesh] = None,
-                    rules: Rules = DEFAULT_RULES) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+                    mesh: Optional[Mesh] = None, rules: Rules = DEFAULT_RULES,
+                    param_shardings: Any = None) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
     """step(state, batch) -> (new_state, metrics{loss, grad_norm, weights}).
 
     With grad_accum = A > 1 the batch is split into A micro-batches (rows i, i+A, ...), their
@@ -51,7 +52,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, grad_acc
     """
     # with a mesh, gradients are pinned to their parameters' shardings, so the optimizer update
     # (and, with grad_accum > 1, the gradient sum) holds one shard per device
-    pin = (lambda g: g) if mesh is None else _pin_to(variable_shardings(model, mesh, rules)[1]["params"])
+    # (`param_shardings`, the params' NamedShardings, when the caller has them; else derived by `rules`)
+    if mesh is None:
+        pin = lambda g: g  # noqa: E731
+    else:
+        pin = _pin_to(param_shardings or variable_shardings(model, mesh, rules)[1]["params"])
 
     def grads_of(params, masks, batch):
         def loss_fn(p):
@@ -124,6 +129,19 @@ def make_eval_step(model: nn.Module, grad_accum: int = 1, mesh: Optional[Mesh] =
                                               _micro_batches(batch, grad_accum))
         return {"loss_sum": total, "weights": weight}
     return eval_step
+
+
+def jit_steps(model: nn.Module, tx: optax.GradientTransformation, grad_accum: int, mesh: Mesh,
+              shardings: TrainState) -> tuple[Callable, Callable]:
+    """(train_step, eval_step) jitted for `mesh`: the state in `shardings` (a TrainState of
+    NamedShardings, donated to the train step), the batch over (data, fsdp), metrics replicated.
+    The one program both the trainer runs and `--compile_for` / grad_accum="auto" compile."""
+    batch, replicated = batch_sharding(mesh), NamedSharding(mesh, PartitionSpec())
+    train = jax.jit(make_train_step(model, tx, grad_accum, mesh, param_shardings=shardings.params),
+                    in_shardings=(shardings, batch), out_shardings=(shardings, replicated), donate_argnums=(0,))
+    evaluate = jax.jit(make_eval_step(model, grad_accum, mesh), in_shardings=(shardings, batch),
+                       out_shardings=replicated)
+    return train, evaluate
 
 
 def active_params(state: TrainState) -> jax.Array:
