@@ -101,12 +101,7 @@ def _finished_summary(run: Run, ckpt: Checkpointer, workdir: str) -> dict | None
     """summary.json when the workdir holds this run finished (its final checkpoint readable
     and of this run); a damaged final checkpoint is left to the verified restore."""
     path = os.path.join(workdir, "summary.json")
-    try:
-        final = ckpt.holds_final(run.steps, run.identity)  # identity checked before any write
-    except ConfigError:
-        raise
-    except ValueError as err:  # another run's checkpoint: bad input, nothing computed
-        raise ConfigError(str(err)) from err
+    final = ckpt.holds_final(run.steps, run.identity)  # identity checked before any write (ConfigError)
     if final and os.path.exists(path):
         say(f"nothing to do: {workdir} holds a finished run ({path})")
         with open(path, encoding="utf-8") as f:

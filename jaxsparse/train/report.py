@@ -7,6 +7,7 @@ from typing import Any
 
 import ml_collections
 
+from jaxsparse.train.metrics import read_records
 from jaxsparse.train.plan import Plan
 
 
@@ -38,21 +39,13 @@ def write_summary(workdir: str, config: ml_collections.ConfigDict, plan: Plan,
     return summary
 
 
-def read_metrics(workdir: str) -> list[dict[str, Any]]:
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def plot_run(workdir: str) -> str:
     """training.png: loss (train and eval), density and active parameters against step."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = read_metrics(workdir)
+    records = read_records(os.path.join(workdir, "metrics.jsonl"))
     train = [r for r in records if r["kind"] == "train"]
     evals = [r for r in records if r["kind"] == "eval"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
