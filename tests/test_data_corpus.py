@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import pathlib
 import sys
 
 import numpy as np
@@ -14,22 +12,7 @@ from jaxsparse import data
 from jaxsparse.data import corpus, tfds_builder, tokenizer
 from jaxsparse.errors import ConfigError
 
-_GEN = pathlib.Path(__file__).parent / "data_configs" / "synthetic_corpus.py"
-_spec = importlib.util.spec_from_file_location("synthetic_corpus", _GEN)
-synthetic_corpus = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(synthetic_corpus)
-
-
-def _cfg(dataset: str, data_dir: str, **overrides):
-    cfg = data.default_config()
-    cfg.dataset = dataset
-    cfg.data_dir = data_dir
-    cfg.chunk_chars = 300
-    cfg.validation_fraction = 0.1
-    cfg.tokenizer = "bytes"
-    for k, v in overrides.items():
-        cfg[k] = v
-    return cfg
+from data_utils import small_config, synthetic_corpus
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +30,7 @@ def _texts(source) -> list[str]:
 
 
 def test_builder_splits_documents_without_tensorflow(corpus_dir, data_dir):
-    cfg = _cfg(f"text:{corpus_dir}", data_dir)
+    cfg = small_config(f"text:{corpus_dir}", data_dir)
     dataset_id, sources = tfds_builder.open_dataset(cfg)
     train, val = _texts(sources["train"]), _texts(sources["validation"])
     _, files = corpus.list_files("text", corpus_dir)
@@ -62,13 +45,13 @@ def test_builder_splits_documents_without_tensorflow(corpus_dir, data_dir):
     assert tfds_builder.open_dataset(cfg)[0] == dataset_id
     assert sorted(os.listdir(os.path.join(data_dir, "jaxsparse_text"))) == builds
     # Another chunk size is another fingerprint, built next to the first one.
-    other_id, other = tfds_builder.open_dataset(_cfg(f"text:{corpus_dir}", data_dir, chunk_chars=5000))
+    other_id, other = tfds_builder.open_dataset(small_config(f"text:{corpus_dir}", data_dir, chunk_chars=5000))
     assert other_id != dataset_id and len(other["train"]) < len(sources["train"])
 
 
 def test_changed_corpus_is_rebuilt(tmp_path):
     root = synthetic_corpus.write_corpus(str(tmp_path / "c"), txt_files=2, paragraphs=10, jsonl_lines=5)
-    cfg = _cfg(f"text:{root}", str(tmp_path / "tfds"))
+    cfg = small_config(f"text:{root}", str(tmp_path / "tfds"))
     first_id, first = tfds_builder.open_dataset(cfg)
     with open(os.path.join(root, "plays", "play_0.txt"), "a", encoding="utf-8") as fh:
         fh.write("\n\n[added] A brand new closing paragraph.\n")
@@ -81,7 +64,7 @@ def test_changed_corpus_is_rebuilt(tmp_path):
 def test_corpus_edited_with_size_and_mtime_kept_is_rebuilt(tmp_path):
     """The fingerprint is by content: one byte changed in place, same size and mtime -> a new build."""
     root = synthetic_corpus.write_corpus(str(tmp_path / "c"), txt_files=2, paragraphs=10, jsonl_lines=5)
-    cfg = _cfg(f"text:{root}", str(tmp_path / "tfds"))
+    cfg = small_config(f"text:{root}", str(tmp_path / "tfds"))
     first_id, first = tfds_builder.open_dataset(cfg)
     path = os.path.join(root, "plays", "play_1.txt")
     st = os.stat(path)
@@ -117,7 +100,7 @@ def test_chunk_text_keeps_content_and_bounds_size():
 
 
 def test_sentencepiece_trains_caches_and_round_trips(corpus_dir, data_dir):
-    cfg = _cfg(f"text:{corpus_dir}", data_dir, tokenizer="embedded", vocab_size=400)
+    cfg = small_config(f"text:{corpus_dir}", data_dir, tokenizer="embedded", vocab_size=400)
     tok = data.get_tokenizer(cfg)
     assert tok.vocab_size == 400 and tok.name.startswith("embedded:")
     path = tok.name.split(":", 1)[1]
@@ -151,9 +134,9 @@ def test_tokenizer_loads_a_model_file_and_bytes_round_trip(tmp_path):
     text = ["the quick brown fox jumps over the lazy dog " * 5 + str(i) for i in range(100)]
     out = str(tmp_path / "tok.model")
     trained = tokenizer.train_sentencepiece(text, vocab_size=300, output_path=out)
-    loaded = data.get_tokenizer(_cfg("shakespeare", str(tmp_path), tokenizer=out))
+    loaded = data.get_tokenizer(small_config("shakespeare", str(tmp_path), tokenizer=out))
     assert loaded.encode("lazy fox 42") == trained.encode("lazy fox 42")
-    byte_tok = data.get_tokenizer(_cfg("shakespeare", str(tmp_path), tokenizer="bytes"))
+    byte_tok = data.get_tokenizer(small_config("shakespeare", str(tmp_path), tokenizer="bytes"))
     s = "bytes: é ∑ 🙂\x00\n"
     ids = byte_tok.encode(s)
     assert len(ids) == len(s.encode("utf-8")) and byte_tok.decode(ids) == s
@@ -179,20 +162,20 @@ def test_bad_corpus_input_is_named(tmp_path):
     base = str(tmp_path / "tfds")
     missing = str(tmp_path / "nope")
     with pytest.raises(ConfigError, match=r"config\.data\.dataset=.*nope.*does not exist"):
-        tfds_builder.open_dataset(_cfg(f"text:{missing}", base))
+        tfds_builder.open_dataset(small_config(f"text:{missing}", base))
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "readme.md").write_text("not a corpus file")
     with pytest.raises(ConfigError, match="empty corpus"):
-        tfds_builder.open_dataset(_cfg(f"text:{empty}", base))
+        tfds_builder.open_dataset(small_config(f"text:{empty}", base))
     (empty / "blank.txt").write_text("\n\n   \n")
     with pytest.raises(ConfigError, match=r"config\.data\.dataset=.*0 non-empty document"):
-        tfds_builder.open_dataset(_cfg(f"text:{empty}", base))
+        tfds_builder.open_dataset(small_config(f"text:{empty}", base))
     # A prepared-tfds dataset under a data_dir that does not exist.
     with pytest.raises(ConfigError, match="config.data.data_dir="):
-        tfds_builder.open_dataset(_cfg("c4/en", missing))
+        tfds_builder.open_dataset(small_config("c4/en", missing))
     with pytest.raises(ConfigError, match="c4/en"):
-        tfds_builder.open_dataset(_cfg("c4/en", base))
+        tfds_builder.open_dataset(small_config("c4/en", base))
 
 
 def test_non_utf8_files_are_replaced_and_counted(tmp_path):
@@ -203,7 +186,7 @@ def test_non_utf8_files_are_replaced_and_counted(tmp_path):
     (tmp_path / "c" / "cp1252.txt").write_bytes(b"[cp] \x93quoted\x94 words\n")
     with (tmp_path / "c" / "notes.jsonl").open("a") as fh:
         fh.write("{not json}\n")
-    cfg = _cfg(f"text:{root}", str(tmp_path / "tfds"))
+    cfg = small_config(f"text:{root}", str(tmp_path / "tfds"))
     with pytest.warns(UnicodeWarning, match=r"2 corpus file\(s\).*cp1252.txt, latin1.txt"):
         with pytest.warns(UserWarning, match=r"1 .jsonl line\(s\) skipped.*notes.jsonl:6"):
             _, sources = tfds_builder.open_dataset(cfg)
@@ -226,7 +209,7 @@ def test_non_utf8_files_are_replaced_and_counted(tmp_path):
     ],
 )
 def test_bad_config_values_are_named(tmp_path, key, value, match):
-    cfg = _cfg("shakespeare", str(tmp_path))
+    cfg = small_config("shakespeare", str(tmp_path))
     cfg[key] = value
     with pytest.raises(ConfigError, match=match.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
         tfds_builder.open_dataset(cfg)
@@ -236,11 +219,11 @@ def test_tokenizer_file_that_does_not_load_is_named(tmp_path):
     bad = tmp_path / "broken.model"
     bad.write_bytes(b"this is not a sentencepiece proto" * 10)
     with pytest.raises(ConfigError, match="broken.model could not be loaded"):
-        data.get_tokenizer(_cfg("shakespeare", str(tmp_path), tokenizer=str(bad)))
+        data.get_tokenizer(small_config("shakespeare", str(tmp_path), tokenizer=str(bad)))
     with pytest.raises(ConfigError, match=r"config\.data\.tokenizer=.*missing.model.*no such file"):
-        data.get_tokenizer(_cfg("shakespeare", str(tmp_path), tokenizer=str(tmp_path / "missing.model")))
+        data.get_tokenizer(small_config("shakespeare", str(tmp_path), tokenizer=str(tmp_path / "missing.model")))
     with pytest.raises(ConfigError, match=r"config\.data\.tokenizer=.*is a directory"):
-        data.get_tokenizer(_cfg("shakespeare", str(tmp_path), tokenizer=str(tmp_path)))
+        data.get_tokenizer(small_config("shakespeare", str(tmp_path), tokenizer=str(tmp_path)))
     with pytest.raises(ConfigError, match="config.data.vocab_size=5000"):
         tokenizer.train_sentencepiece(["tiny corpus"] * 3, vocab_size=5000)
     assert np.asarray(data.ByteTokenizer().encode("a")).tolist() == [ord("a") + 3]

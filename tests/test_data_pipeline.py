@@ -4,7 +4,6 @@ independence: test_data_shards.py)."""
 from __future__ import annotations
 
 import collections
-import importlib.util
 import json
 import os
 import pathlib
@@ -20,28 +19,16 @@ from jaxsparse import data
 from jaxsparse.data import shards, tfds_builder
 from jaxsparse.errors import ConfigError
 
+from data_utils import synthetic_config
+
 _HERE = pathlib.Path(__file__).parent
-_spec = importlib.util.spec_from_file_location(
-    "synthetic_corpus", _HERE / "data_configs" / "synthetic_corpus.py"
-)
-synthetic_corpus = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(synthetic_corpus)
 BYTES = data.ByteTokenizer()
 SEQ = 48
 
 
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
-    root = synthetic_corpus.write_corpus(str(tmp_path_factory.mktemp("corpus")))
-    c = data.default_config()
-    c.dataset = f"text:{root}"
-    c.data_dir = str(tmp_path_factory.mktemp("tfds"))
-    c.tokenizer = "bytes"
-    c.chunk_chars = 300
-    c.validation_fraction = 0.1
-    c.read_threads = 2
-    c.shards = 4
-    return c
+    return synthetic_config(tmp_path_factory, read_threads=2, shards=4)
 
 
 def _train_texts(cfg) -> list[str]:

@@ -7,9 +7,7 @@ two-process run through the trainer is tests/test_train_multihost.py.
 from __future__ import annotations
 
 import collections
-import importlib.util
 import json
-import pathlib
 
 import numpy as np
 import pytest
@@ -18,25 +16,15 @@ from jaxsparse import data
 from jaxsparse.data import shards, tfds_builder
 from jaxsparse.errors import ConfigError
 
-_GEN = pathlib.Path(__file__).parent / "data_configs" / "synthetic_corpus.py"
-_spec = importlib.util.spec_from_file_location("synthetic_corpus", _GEN)
-synthetic_corpus = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(synthetic_corpus)
+from data_utils import synthetic_config
+
 SEQ, BATCH, SHARDS = 40, 8, 4
 BYTES = data.ByteTokenizer()
 
 
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
-    c = data.default_config()
-    c.dataset = f"text:{synthetic_corpus.write_corpus(str(tmp_path_factory.mktemp('corpus')))}"
-    c.data_dir = str(tmp_path_factory.mktemp("tfds"))
-    c.tokenizer = "bytes"
-    c.chunk_chars = 300
-    c.validation_fraction = 0.1
-    c.shards = SHARDS
-    c.read_threads = 2
-    return c
+    return synthetic_config(tmp_path_factory, shards=SHARDS, read_threads=2)
 
 
 def _iterators(cfg, process_count: int, seed: int = 5) -> list[data.TrainIterator]:
