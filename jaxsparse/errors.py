@@ -44,8 +44,10 @@ def unknown_key_message(section: str, key: str, allowed: Iterable[str]) -> str:
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    """Print `error: message` (plain text, no traceback) to stderr and exit with `code`."""
-    print(f"error: {message}", file=sys.stderr)
+    """Print `error: message` (plain text, no traceback) to stderr and exit with `code`. The line is
+    written in one call, so a background thread's output (orbax's) cannot split it."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
     sys.exit(code)
 
 

@@ -130,8 +130,8 @@ def test_a_disk_full_fault_after_compute_exits_1_saying_what_was_saved(corpus, e
                "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])", *args[1:]]
     out = subprocess.run(limited, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1, out.stderr[-3000:]
-    # orbax's asyncio tasks may log their own errors after ours: find our one line
-    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    # orbax's asyncio tasks may log their own errors around ours (possibly indenting our line): find our one line
+    errors = [line.lstrip() for line in out.stderr.splitlines() if line.lstrip().startswith("error: ")]
     assert len(errors) == 1, out.stderr[-3000:]
     last = errors[0]
     assert last.startswith("error: fault during training") and "File too large" in last
