@@ -1,11 +1,12 @@
 """Sample text from a trained run: prefill and KV-cache decoding in one jitted loop, sharded like training.
 
-    python -m jaxsparse.generate --workdir=runs/default --prompt="ROMEO:" [--max_new_tokens=128]
+    python -m jaxsparse.generate --workdir=runs/default --prompt="ROMEO:" [--max_new_tokens=N]
         [--temperature=0.8] [--top_k=0] [--top_p=1.0] [--seed=0] [--step=N] [--prompts_file=FILE] [--json]
 
 The model, its masks and its tokenizer come from the checkpoint (the latest, or --step). Each prompt
-is encoded as in training ([BOS] + tokens) and continued until EOS or --max_new_tokens tokens;
---temperature=0 is greedy decoding. --prompts_file holds one prompt a line (blank lines skipped),
+is encoded as in training ([BOS] + tokens) and continued until EOS or --max_new_tokens tokens
+(default: 128, or fewer when the model's context has less room after the longest prompt, with a note
+on stderr; an explicit value that does not fit is refused); --temperature=0 is greedy decoding. --prompts_file holds one prompt a line (blank lines skipped),
 generated together as one left-padded batch. Exit 2 on bad input, before any compute.
 """
 from __future__ import annotations
@@ -23,6 +24,8 @@ from jaxsparse.errors import EXIT_BAD_INPUT, ConfigError, fail
 from jaxsparse.inference.prompts import encode_strict, left_padded
 from jaxsparse.inference.restore import RestoredRun, load_run
 from jaxsparse.inference.sampling import SamplingSettings, make_generate_fn
+
+DEFAULT_MAX_NEW_TOKENS = 128
 
 
 def settings_for(run: RestoredRun, max_new_tokens: int, temperature: float = 0.0, top_k: int = 0,
@@ -62,6 +65,22 @@ def completion_text(tokenizer, prompt_ids: Sequence[int], new_ids: Sequence[int]
         [i for i in new_ids if i not in special])
 
 
+def new_token_count(requested: Optional[int], context: int, longest_prompt: int) -> tuple[int, Optional[str]]:
+    """(tokens to generate per prompt, a note for stderr or None). `requested` None means the default:
+    DEFAULT_MAX_NEW_TOKENS, capped at the room the context (tokens) leaves after the longest prompt
+    (tokens, BOS included). An explicit request is returned as it is (too long: refused later)."""
+    if requested is not None:
+        return requested, None
+    room = context - longest_prompt
+    if room < 1:
+        raise ConfigError(f"the prompt of {longest_prompt} tokens (BOS included) fills the model's context of "
+                          f"{context} tokens (the training train.seq_len); shorten the prompt")
+    if room >= DEFAULT_MAX_NEW_TOKENS:
+        return DEFAULT_MAX_NEW_TOKENS, None
+    return room, (f"note: generating at most {room} new tokens, the room the model's context of {context} "
+                  f"tokens leaves after the prompt of {longest_prompt} (set --max_new_tokens to choose)")
+
+
 def _read_prompts(args: argparse.Namespace) -> list[str]:
     if args.prompts_file is None:
         return [args.prompt]
@@ -80,7 +99,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--workdir", required=True, help="training workdir (with checkpoints/)")
     p.add_argument("--prompt", default="", help="text to continue (default: empty, BOS only)")
     p.add_argument("--prompts_file", default=None, help="one prompt a line, generated as one batch")
-    p.add_argument("--max_new_tokens", type=int, default=128)
+    p.add_argument("--max_new_tokens", type=int, default=None,
+                   help=f"tokens to generate per prompt (default: {DEFAULT_MAX_NEW_TOKENS}, capped at the room "
+                        "the model's context leaves after the prompt)")
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     p.add_argument("--top_k", type=int, default=0, help="0 = no top-k cut")
     p.add_argument("--top_p", type=float, default=1.0, help="1.0 = no nucleus cut")
@@ -94,14 +115,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
         prompts = _read_prompts(args)
-        SamplingSettings(args.max_new_tokens, args.temperature, args.top_k, args.top_p)
+        SamplingSettings(args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS, args.temperature, args.top_k, args.top_p)
         run = load_run(args.workdir, args.step)
-        settings = settings_for(run, args.max_new_tokens, args.temperature, args.top_k, args.top_p)
         what = [f"prompt {i + 1}" + (f" of {args.prompts_file}" if args.prompts_file else "")
                 for i in range(len(prompts))]
         ids = [[run.tokenizer.bos_id] + encode_strict(run.tokenizer, p, w) for p, w in zip(prompts, what)]
+        count, note = new_token_count(args.max_new_tokens, run.model_cfg.max_seq_len, max(map(len, ids)))
+        settings = settings_for(run, count, args.temperature, args.top_k, args.top_p)
     except (ConfigError, ValueError, FileNotFoundError) as err:  # bad input: before any compute
         fail(str(err), EXIT_BAD_INPUT)
+    if note:
+        print(note, file=sys.stderr)
     try:
         new = generate_ids(run, ids, settings, args.seed)
     except ConfigError as err:  # a prompt too long for the context: found before compiling

@@ -130,6 +130,21 @@ def test_cli_prompts_file_json_and_bad_input(workdir, run, tmp_path, capsys):
     assert list(empty.iterdir()) == []  # nothing written
 
 
+def test_default_new_tokens_are_capped_at_the_context_left_and_said(workdir, run, capsys):
+    context = run.model_cfg.max_seq_len
+    prompt = "the old man "
+    prompt_len = 1 + len(run.tokenizer.encode(prompt))
+    assert context - prompt_len < 128  # the default would not fit: generate must cap it, not refuse
+    assert main([f"--workdir={workdir}", f"--prompt={prompt}", "--temperature=0", "--json"]) == 0
+    out, err = capsys.readouterr()
+    row = json.loads(out)
+    assert 1 <= len(row["ids"]) <= context - prompt_len
+    assert f"at most {context - prompt_len} new tokens" in err and "--max_new_tokens" in err
+    with pytest.raises(SystemExit) as exit_info:  # a prompt that fills the context leaves no room
+        main([f"--workdir={workdir}", "--prompt=" + "the old man " * context])
+    assert exit_info.value.code == 2 and "fills the model's context" in capsys.readouterr().err
+
+
 def test_completion_text_decodes_new_tokens_in_context(tmp_path):
     from jaxsparse.data.tokenizer import train_sentencepiece
     from jaxsparse.generate import completion_text
