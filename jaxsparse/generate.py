@@ -6,8 +6,9 @@
 The model, its masks and its tokenizer come from the checkpoint (the latest, or --step). Each prompt
 is encoded as in training ([BOS] + tokens) and continued until EOS or --max_new_tokens tokens
 (default: 128, or fewer when the model's context has less room after the longest prompt, with a note
-on stderr; an explicit value that does not fit is refused); --temperature=0 is greedy decoding. --prompts_file holds one prompt a line (blank lines skipped),
-generated together as one left-padded batch. Exit 2 on bad input, before any compute.
+on stderr; an explicit value that does not fit is refused); --temperature=0 is greedy decoding.
+--prompts_file holds one prompt a line (blank lines skipped), generated together as one left-padded
+batch. Exit 2 on bad input, before any compute.
 """
 from __future__ import annotations
 

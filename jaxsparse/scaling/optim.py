@@ -87,6 +87,70 @@ def _direction(g: np.ndarray, s_mem: np.ndarray, y_mem: np.ndarray, n_stored: np
     return -r
 
 
+class _Memory:
+    """The L-BFGS curvature pairs of B fits: s and y (B, MEMORY, 5), newest last, and how many are stored."""
+
+    def __init__(self, n_fit: int):
+        self.s = np.zeros((n_fit, MEMORY, N_PARAMS))
+        self.y = np.zeros((n_fit, MEMORY, N_PARAMS))
+        self.stored = np.zeros(n_fit, dtype=np.int64)
+
+    def direction(self, fits: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(direction p, slope g.p, first trial step) for `fits` with gradients g (k, 5): the L-BFGS
+        direction, or steepest descent where that is not a descent direction; a fit with no stored pair
+        starts at step min(1, 1/|g|)."""
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            p = _direction(g, self.s[fits], self.y[fits], self.stored[fits])
+        slope = np.einsum("ki,ki->k", g, p)
+        bad = ~(slope < 0)  # not a descent direction (or non-finite)
+        p[bad] = -g[bad]
+        slope[bad] = -np.einsum("ki,ki->k", g[bad], g[bad])
+        t = np.ones(fits.size)
+        fresh = self.stored[fits] == 0
+        t[fresh] = np.minimum(1.0, 1.0 / np.maximum(np.linalg.norm(g[fresh], axis=1), 1e-300))
+        return p, slope, t
+
+    def push(self, fits: np.ndarray, s: np.ndarray, y: np.ndarray) -> None:
+        """Store the pair (s, y) of each fit whose curvature s.y is safely positive."""
+        curv = np.einsum("ki,ki->k", s, y) > np.maximum(1e-12 * np.einsum("ki,ki->k", y, y), 1e-200)
+        upd = fits[curv]
+        self.s[upd] = np.roll(self.s[upd], -1, axis=1)
+        self.y[upd] = np.roll(self.y[upd], -1, axis=1)
+        self.s[upd, -1] = s[curv]
+        self.y[upd, -1] = y[curv]
+        self.stored[upd] = np.minimum(self.stored[upd] + 1, MEMORY)
+
+
+def _armijo_search(objective, x: np.ndarray, f: np.ndarray, p: np.ndarray, slope: np.ndarray,
+                   t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Backtracking line search for k fits at points x (k, 5) with objectives f (k,): halve each fit's
+    step t until f(x + t p) <= f + c1 t slope. Returns (f_new (k,), g_new (k, 5)); f_new is inf for a fit
+    with no acceptable step. `objective(rows, trial)` evaluates fits `rows` (indices into k) at `trial`.
+    t is updated in place to the accepted steps."""
+    f_new = np.full(x.shape[0], np.inf)
+    g_new = np.zeros_like(x)
+    searching = np.arange(x.shape[0])
+    for _ in range(_MAX_HALVINGS):
+        ft, gt = objective(searching, x[searching] + t[searching, None] * p[searching])
+        ok = ft <= f[searching] + _ARMIJO_C1 * t[searching] * slope[searching]
+        f_new[searching[ok]] = ft[ok]
+        g_new[searching[ok]] = gt[ok]
+        searching = searching[~ok]
+        if not searching.size:
+            break
+        t[searching] *= 0.5
+    return f_new, g_new
+
+
+def _checked_weights(weights: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None:
+    if weights is None:
+        return None
+    weights = np.asarray(weights, np.float64)
+    if weights.shape != shape:
+        raise ValueError(f"weights must have shape {shape}, got {weights.shape}")
+    return weights
+
+
 def minimize_batch(theta0: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_l: np.ndarray, *,
                    delta: float = 1e-3, weights: np.ndarray | None = None, max_iter: int = 1000,
                    gtol: float = 1e-5, ftol: float = 2.2e-9,
@@ -103,54 +167,23 @@ def minimize_batch(theta0: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log
     if x.ndim != 2 or x.shape[1] != N_PARAMS:
         raise ValueError(f"theta0 must have shape (B, {N_PARAMS}), got {x.shape}")
     log_n, log_d, log_l = (np.asarray(v, np.float64) for v in (log_n, log_d, log_l))
-    n_fit = x.shape[0]
-    if weights is not None:
-        weights = np.asarray(weights, np.float64)
-        if weights.shape != (n_fit, log_n.shape[0]):
-            raise ValueError(f"weights must have shape {(n_fit, log_n.shape[0])}, got {weights.shape}")
+    weights = _checked_weights(weights, (x.shape[0], log_n.shape[0]))
     f, g = value_and_grad(x, log_n, log_d, log_l, delta, weights)
-    s_mem = np.zeros((n_fit, MEMORY, N_PARAMS))
-    y_mem = np.zeros((n_fit, MEMORY, N_PARAMS))
-    n_stored = np.zeros(n_fit, dtype=np.int64)
-    iters = np.zeros(n_fit, dtype=np.int64)
+    memory = _Memory(x.shape[0])
+    iters = np.zeros(x.shape[0], dtype=np.int64)
     active = np.flatnonzero(np.isfinite(f))
     while active.size:
-        gi = g[active]
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            p = _direction(gi, s_mem[active], y_mem[active], n_stored[active])
-        slope = np.einsum("ki,ki->k", gi, p)
-        bad = ~(slope < 0)  # not a descent direction (or non-finite): steepest descent instead
-        p[bad] = -gi[bad]
-        slope[bad] = -np.einsum("ki,ki->k", gi[bad], gi[bad])
-        t = np.ones(active.size)
-        fresh = n_stored[active] == 0
-        t[fresh] = np.minimum(1.0, 1.0 / np.maximum(np.linalg.norm(gi[fresh], axis=1), 1e-300))
-        f_new = np.full(active.size, np.inf)
-        g_new = np.zeros((active.size, N_PARAMS))
-        searching = np.arange(active.size)
-        for _ in range(_MAX_HALVINGS):
-            fits = active[searching]
-            trial = x[fits] + t[searching, None] * p[searching]
-            ft, gt = value_and_grad(trial, log_n, log_d, log_l, delta,
-                                    None if weights is None else weights[fits])
-            ok = ft <= f[fits] + _ARMIJO_C1 * t[searching] * slope[searching]
-            f_new[searching[ok]] = ft[ok]
-            g_new[searching[ok]] = gt[ok]
-            searching = searching[~ok]
-            if not searching.size:
-                break
-            t[searching] *= 0.5
+        p, slope, t = memory.direction(active, g[active])
+
+        def objective(rows, trial, fits=active):
+            return value_and_grad(trial, log_n, log_d, log_l, delta,
+                                  None if weights is None else weights[fits[rows]])
+
+        f_new, g_new = _armijo_search(objective, x[active], f[active], p, slope, t)
         accepted = np.isfinite(f_new) & (f_new < f[active])
         acc = active[accepted]
         s = t[accepted, None] * p[accepted]
-        y = g_new[accepted] - g[acc]
-        curv = np.einsum("ki,ki->k", s, y) > np.maximum(1e-12 * np.einsum("ki,ki->k", y, y), 1e-200)
-        upd = acc[curv]
-        s_mem[upd] = np.roll(s_mem[upd], -1, axis=1)
-        y_mem[upd] = np.roll(y_mem[upd], -1, axis=1)
-        s_mem[upd, -1] = s[curv]
-        y_mem[upd, -1] = y[curv]
-        n_stored[upd] = np.minimum(n_stored[upd] + 1, MEMORY)
+        memory.push(acc, s, g_new[accepted] - g[acc])
         decrease = f[acc] - f_new[accepted]
         x[acc] += s
         f[acc] = f_new[accepted]
