@@ -6,9 +6,11 @@ for ``jaxsparse.pruning.linen``). Public API:
 * ``Schedule``: density over training (geometric, cubic, linear, one_shot, dense).
 * ``magnitude_pruning``: the optax transform (last element of an ``optax.chain``); ``score=``
   plugs in another score: ``random_scores(seed)``, ``saliency`` (|w*g|, with ``with_gradients``)
-  or your own function (contract in ``jaxsparse.pruning.scores``).
+  or your own function (contract in ``jaxsparse.pruning.scores``); ``min_density=`` a floor per
+  tensor; ``fan_in_axes=`` the input axes of "n:m" groups (``jaxsparse.pruning.fanin``).
 * ``get_masks`` / ``mask_collection``: the masks held in an optimizer state, and their Flax
-  ``masks``-collection form; ``check_events``: raise if an event met NaN/Inf weights.
+  ``masks``-collection form; ``check_events``: raise if an event met NaN/Inf weights or found the
+  transform not last in the chain, warn naming a tensor that lost every weight.
 * ``summary``: per-tensor and total sparsity; ``average_param_count``: N̄.
 """
 from jaxsparse.pruning.accounting import (AverageParamCount, SparsitySummary, TensorSparsity,
@@ -17,9 +19,9 @@ from jaxsparse.pruning.schedule import KINDS, Schedule
 from jaxsparse.pruning.scores import SCORES, by_name, magnitude, random_scores, saliency, with_gradients
 from jaxsparse.pruning.selection import prunable_flags
 from jaxsparse.pruning.structure import parse_structure, realised_densities
-from jaxsparse.pruning.transform import (SCOPES, MagnitudePruningState, PruningState, check_events,
-                                         find_pruning_states, get_masks, magnitude_pruning,
-                                         mask_collection)
+from jaxsparse.pruning.state import (MagnitudePruningState, PruningState, check_events, find_pruning_states,
+                                     get_masks, mask_collection)
+from jaxsparse.pruning.transform import SCOPES, magnitude_pruning
 
 __all__ = [
     "KINDS", "SCOPES", "SCORES", "AverageParamCount", "MagnitudePruningState", "PruningState",

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsparse.pruning import topk
+from jaxsparse.pruning import fanin, topk
 
 
 def keep_counts(densities: np.ndarray, sizes: list[int], scope: str,
@@ -40,21 +40,27 @@ def keep_counts(densities: np.ndarray, sizes: list[int], scope: str,
 
 
 def compute_masks(scores: Sequence[jax.Array], masks: Sequence[jax.Array], k_row: jax.Array,
-                  scope: str, m: int | None, weights: Sequence[jax.Array] | None = None
+                  scope: str, m: int | None, weights: Sequence[jax.Array] | None = None,
+                  axes: Sequence[tuple[int, ...]] | None = None, floors: np.ndarray | None = None
                   ) -> tuple[list[jax.Array], jax.Array]:
     """(new masks, invalid codes) of one event. The masks are subsets of ``masks`` keeping the
     top-scored active weights; ``k_row`` is a row of ``keep_counts``; ``m`` is the n:m group size
-    (None: unstructured). Codes: int32[n_leaves] of WEIGHT_NOT_FINITE / SCORE_INVALID bits.
+    (None: unstructured) and ``axes`` each leaf's fan-in axes (fanin.py); ``floors`` (global scope
+    only, or None) the fewest weights each leaf keeps. Codes: int32[n_leaves] of WEIGHT_NOT_FINITE /
+    SCORE_INVALID bits.
 
     ``weights=None`` says the scores are |w| (magnitude): then a non-finite weight is a non-finite
     score, found by one max over the int32 keys the threshold search uses anyway. Otherwise the
     weights (finite?) and scores (>= 0, not NaN?) are checked by their own reductions.
     """
     if m is not None:
-        new = [topk.n_of_m_mask(s, a, k_row[0], m) for s, a in zip(scores, masks)]
+        new = [fanin.n_of_m_mask(s, a, k_row[0], m, ax) for s, a, ax in zip(scores, masks, axes)]
         return new, invalid_codes(scores if weights is None else weights, scores)
     keys = [topk.score_bits(s, a) for s, a in zip(scores, masks)]
-    if scope == "global":
+    if scope == "global" and floors is not None:
+        ts = topk.floored_thresholds(keys, k_row[0], jnp.asarray(floors, jnp.int32))
+        new = [x >= ts[i] for i, x in enumerate(keys)]
+    elif scope == "global":
         t = topk.global_threshold(keys, k_row[0])
         new = [x >= t for x in keys]
     else:
@@ -84,6 +90,24 @@ def check_scores(scores: Sequence, weights: Sequence[jax.Array], paths: Sequence
 
 WEIGHT_NOT_FINITE = 1  # bit of an invalid code: the weight holds a NaN or Inf
 SCORE_INVALID = 2      # bit: the score holds a NaN or a negative value
+NOT_LAST = 4           # bit: a weight pruned by an earlier event is no longer 0 (transform not last)
+EMPTIED = 8            # bit (a warning, not an error): every weight of the leaf is pruned
+BLOCKING = WEIGHT_NOT_FINITE | SCORE_INVALID | NOT_LAST  # bits that keep the event from changing masks
+
+
+def stale_codes(weights: Sequence[jax.Array], masks: Sequence[jax.Array], armed: jax.Array) -> list[jax.Array]:
+    """Per leaf NOT_LAST when ``armed`` and a weight outside its mask is not exactly 0.
+
+    ``weights`` are the params the update received: with the transform last in the chain, every
+    update since the masks were set wrote ``-w`` there, so they are 0 (``armed`` is False for the
+    first update, whose params are the ones ``init`` saw)."""
+    return [jnp.where(armed & jnp.any(jnp.where(mk, False, w != 0)), NOT_LAST, 0)
+            for w, mk in zip(weights, masks)]
+
+
+def emptied_codes(masks: Sequence[jax.Array]) -> list[jax.Array]:
+    """Per leaf EMPTIED when its new mask keeps nothing."""
+    return [jnp.where(jnp.any(mk), 0, EMPTIED) for mk in masks]
 
 
 def invalid_codes(weights: Sequence[jax.Array], scores: Sequence[jax.Array]) -> jax.Array:
@@ -96,15 +120,39 @@ def invalid_codes(weights: Sequence[jax.Array], scores: Sequence[jax.Array]) -> 
 
 
 def describe_invalid(codes: np.ndarray, paths: Sequence[str]) -> str | None:
-    """The error message for non-zero ``codes`` (one per prunable leaf, named by ``paths``), or None."""
-    codes = np.asarray(codes)
+    """The error message for the NaN/score bits of ``codes`` (one per prunable leaf, named by ``paths``),
+    or None."""
     parts = []
     for bit, what in ((WEIGHT_NOT_FINITE, "prunable weight(s) with NaN or Inf"),
                       (SCORE_INVALID, "score(s) NaN or negative")):
-        names = [p for p, c in zip(paths, codes) if c & bit]
+        names = _named(codes, paths, bit)
         if names:
-            parts.append(f"{what}: {', '.join(names)}")
+            parts.append(f"{what}: {names}")
     if not parts:
         return None
     return (f"pruning event: {'; '.join(parts)} (training diverged, or the score is wrong); the masks were "
             "left as they were before that event")
+
+
+def describe_order(codes: np.ndarray, paths: Sequence[str]) -> str | None:
+    """The error message for NOT_LAST bits, or None."""
+    names = _named(codes, paths, NOT_LAST)
+    if not names:
+        return None
+    return ("the pruning transform must be the LAST element of the optax chain (e.g. optax.chain("
+            "optax.adamw(...), magnitude_pruning(...))): at a pruning event, weights pruned by an earlier "
+            f"event were no longer 0 in {names}, so a transform after it changed their updates")
+
+
+def describe_emptied(codes: np.ndarray, paths: Sequence[str]) -> str | None:
+    """The warning for EMPTIED bits, or None."""
+    names = _named(codes, paths, EMPTIED)
+    if not names:
+        return None
+    return (f"pruning emptied {names}: every weight of that tensor is pruned (one global threshold over all "
+            "tensors can do that); pass min_density= to keep a floor per tensor, scope='layerwise', or "
+            "exclude= that tensor")
+
+
+def _named(codes: np.ndarray, paths: Sequence[str], bit: int) -> str:
+    return ", ".join(p for p, c in zip(paths, np.asarray(codes)) if c & bit)

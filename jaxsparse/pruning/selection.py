@@ -21,21 +21,34 @@ import numpy as np
 DEFAULT_EXCLUDE = r"(?i)embed"
 
 
+BOX_ATTRIBUTES = ("value", "raw_value")
+
+
 def path_str(path: Sequence[Any]) -> str:
-    """'/'-joined names of a pytree key path, e.g. ``layers_0/attn/q/kernel``."""
+    """'/'-joined names of a pytree key path: the module path, e.g. ``layers_0/attn/q/kernel``.
+
+    The attribute through which a box holds its array (``nn.Partitioned``/``nn.LogicallyPartitioned``
+    params, NNX ``Variable`` state: a ``GetAttrKey`` named ``value``) is not part of the name, so a
+    boxed kernel is ``q/kernel`` like a bare one (dict keys named "value" are kept)."""
+    return "/".join(path_names(path))
+
+
+def path_names(path: Sequence[Any]) -> list[str]:
+    """The names of ``path_str``, as a list."""
     parts = []
     for key in path:
         if isinstance(key, jax.tree_util.DictKey):
             parts.append(str(key.key))
         elif isinstance(key, jax.tree_util.GetAttrKey):
-            parts.append(str(key.name))
+            if key.name not in BOX_ATTRIBUTES:
+                parts.append(str(key.name))
         elif isinstance(key, jax.tree_util.SequenceKey):
             parts.append(str(key.idx))
         elif isinstance(key, jax.tree_util.FlattenedIndexKey):
             parts.append(str(key.key))
         else:
             parts.append(str(key))
-    return "/".join(parts)
+    return parts
 
 
 def compile_pattern(name: str, pattern: str | None) -> re.Pattern | None:

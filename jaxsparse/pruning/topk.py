@@ -83,6 +83,29 @@ def per_tensor_thresholds(keys: Sequence[jax.Array], ks: jax.Array) -> jax.Array
     return lo
 
 
+def floored_thresholds(keys: Sequence[jax.Array], k: jax.Array, floors: jax.Array) -> jax.Array:
+    """int32[len(keys)]: thresholds keeping about ``k`` entries over all arrays together (one global
+    threshold) but at least ``floors[i]`` in array ``i`` (keep ``keys[i] >= result[i]``).
+
+    The global search counts ``sum_i max(#{keys_i >= t}, floors[i])``, still non-increasing in ``t``,
+    so the floors are paid for by the other arrays and the total stays ``k`` (unless the floors alone
+    exceed it). Twice the passes of ``global_threshold``.
+    """
+    per_tensor = per_tensor_thresholds(keys, floors)
+    lo = jnp.int32(0)
+    hi = jnp.int32(INF_BITS + 1)
+
+    def body(_, carry):
+        lo, hi = carry
+        mid = lo + (hi - lo) // 2
+        count = sum(jnp.maximum(_count_ge(x, mid), floors[i]) for i, x in enumerate(keys))
+        ok = count >= k
+        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+    t, _ = jax.lax.fori_loop(0, _PASSES, body, (lo, hi))
+    return jnp.minimum(t, per_tensor)
+
+
 def n_of_m_mask(scores: jax.Array, active: jax.Array, keep: jax.Array, m: int) -> jax.Array:
     """Keep the ``keep`` largest scores in every group of ``m`` consecutive entries along
     axis -2 (the fan-in axis of a Dense kernel ``(..., in, out)``); exactly ``keep`` per group

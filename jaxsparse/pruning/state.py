@@ -1,0 +1,119 @@
+"""The pruning transform's state, and reading it: masks, event checks, the Flax ``masks`` collection.
+
+Masks live once, in ``PruningState.masks``: a pytree shaped like the params with a bool array for
+every prunable leaf and ``None`` elsewhere (inside the same ``nn.Partitioned`` or NNX boxes as the
+params, when the params are boxed). ``get_masks`` finds them anywhere in an optimizer state (inside
+``optax.chain``, ``optax.MultiSteps``, ``optax.inject_hyperparams``, NNX ``OptState`` variables).
+
+What an event found is recorded in ``PruningState.invalid`` (bits, sticky; event.py) and read
+outside jit by ``check_events`` (``get_masks`` calls it): errors for a NaN/Inf weight, a bad score
+or the transform not being last in the chain; a warning naming a tensor that lost every weight.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from jaxsparse.pruning import event as event_lib
+from jaxsparse.pruning.selection import path_names, path_str
+
+
+class PruningState(NamedTuple):
+    """State of the pruning transform (whatever its score).
+
+    Attributes:
+      count: int32 scalar, updates applied so far (the index of the next forward-pass step).
+      masks: params-shaped pytree; bool array (True = kept) per prunable leaf, None elsewhere.
+      invalid: int32[number of prunable leaves] (the non-None leaves of ``masks``, in order), sticky
+        bits set by events: a NaN/Inf weight (1), a NaN/negative score (2), a weight pruned earlier
+        no longer 0 (4: the transform is not last), every weight pruned (8: a warning).
+    """
+
+    count: jax.Array
+    masks: Any
+    invalid: jax.Array
+
+
+MagnitudePruningState = PruningState  # the name before scores were pluggable
+
+
+def get_masks(opt_state: Any) -> Any:
+    """The masks (params-shaped pytree, None at non-prunable leaves) held in ``opt_state``.
+
+    Works wherever the transform sits: inside ``optax.chain``, ``optax.MultiSteps``,
+    ``optax.inject_hyperparams`` or any other pytree of states.
+
+    Raises:
+      ValueError: when ``opt_state`` holds no, or more than one, ``PruningState``; outside jit,
+        when the transform is not last in the chain (see ``check_events``).
+      FloatingPointError: outside jit, when an event found NaN/Inf weights (see ``check_events``).
+    """
+    found = find_pruning_states(opt_state)
+    if len(found) != 1:
+        raise ValueError(f"expected one PruningState in the optimizer state, found "
+                         f"{len(found)}; is magnitude_pruning in the optax chain?")
+    check_events(found[0])
+    return found[0].masks
+
+
+def check_events(opt_state: Any) -> None:
+    """Report what the pruning events in ``opt_state`` found; does nothing under tracing (inside jit).
+
+    Raises ``ValueError`` when a weight pruned by an earlier event was no longer 0 at a later one
+    (the transform is not the last element of the chain; found at the second event at the latest),
+    ``FloatingPointError`` naming the leaves when an event found a NaN/Inf prunable weight or a
+    NaN/negative score (its masks were then left unchanged), and warns (``UserWarning``) naming
+    each tensor that lost every weight. Reads one small int32 array per pruning state from the
+    device: call it after event steps (or every few steps) in your own loop; ``get_masks`` calls it.
+    """
+    for state in find_pruning_states(opt_state):
+        invalid, count = _unbox(state.invalid), _unbox(state.count)
+        if isinstance(invalid, jax.core.Tracer):
+            continue
+        paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(state.masks)[0]]
+        codes = np.asarray(jax.device_get(invalid))
+        if not codes.any():
+            continue
+        steps = f" (steps so far: {int(jax.device_get(count))})"
+        message = event_lib.describe_order(codes, paths)
+        if message:
+            raise ValueError(message + steps)
+        message = event_lib.describe_invalid(codes, paths)
+        if message:
+            raise FloatingPointError(message + steps)
+        message = event_lib.describe_emptied(codes, paths)
+        if message:
+            warnings.warn(message, UserWarning, stacklevel=2)
+
+
+def _unbox(x: Any) -> Any:
+    """The array inside ``x`` (an NNX ``OptState`` variable without ``nnx.as_pure``), or ``x``."""
+    leaves = jax.tree.leaves(x)
+    return leaves[0] if len(leaves) == 1 else x
+
+
+def find_pruning_states(opt_state: Any) -> list[PruningState]:
+    """Every ``PruningState`` inside ``opt_state`` (any score; nested anywhere)."""
+    return [x for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, PruningState))
+            if isinstance(x, PruningState)]
+
+
+def mask_collection(masks: Any) -> Any:
+    """The nested-dict form of a Flax ``masks`` variable collection, e.g.
+    ``{'layers_0': {'attn': {'q': {'kernel': m}}}}``: the None leaves (and emptied dicts) dropped and
+    boxes (``nn.Partitioned``, NNX variables) unwrapped, keyed by module path like ``model.init``'s
+    ``masks``. A ``masks`` that is not a mapping is returned as it is."""
+    if not isinstance(masks, Mapping):
+        return masks
+    out: dict = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(masks)[0]:
+        *parents, name = path_names(path)
+        node = out
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[name] = leaf
+    return out
