@@ -8,20 +8,22 @@ them as a variable collection, fed on every apply::
 
 Inside a module, ``kernel = masked(self, kernel)`` multiplies a kernel by its mask (the variable
 ``masks/<module path>/kernel``, same shape, bool), so a pruned weight gets exactly zero gradient.
-``MaskedDense`` is ``nn.Dense`` built that way. The mask variable is declared at ``init`` (all
-True) so that ``model.init`` returns the collection's layout; ``apply`` without a ``masks``
-collection uses the kernel as it is (the pruned weights are already exactly 0 after
+``MaskedDense`` is ``nn.Dense`` built that way, ``MaskedDenseGeneral`` ``nn.DenseGeneral`` (kernel
+``[*input axes, *features]``, e.g. q/k/v ``[D, H, Dh]`` and an output ``[H, Dh, D]``). The mask
+variable is declared at ``init`` (all True) so that ``model.init`` returns the collection's layout;
+``apply`` without a ``masks`` collection uses the kernel as it is (the pruned weights are already exactly 0 after
 ``optax.apply_updates``; only their gradient is then non-zero, and the transform discards it).
 
 Only this module of ``jaxsparse.pruning`` imports flax.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 MASKS = "masks"
 
@@ -59,3 +61,50 @@ class MaskedDense(nn.Module):
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         y = jnp.matmul(x, kernel)
         return y if bias is None else y + bias
+
+
+class MaskedDenseGeneral(nn.Module):
+    """``nn.DenseGeneral`` with its kernel multiplied by its mask from ``masks``.
+
+    Contracts the input axes ``axis`` with the kernel's leading axes: kernel
+    ``[*x.shape[axis], *features]``, bias ``[*features]``; the output replaces the input axes by
+    ``features``. Those leading kernel axes are the fan-in: for "n:m" structure tell the transform
+    with ``fan_in_axes``, e.g. ``(0,)`` for q/k/v kernels ``[D, H, Dh]`` and ``(0, 1)`` for an output
+    kernel ``[H, Dh, D]`` (``axis=(-2, -1)``).
+
+    Attributes: as ``nn.DenseGeneral`` without ``batch_dims`` (features, axis, use_bias, dtype,
+    param_dtype, kernel_init, bias_init); a ``kernel_init`` wrapped in ``nn.with_partitioning`` gives
+    ``nn.Partitioned`` params as usual (the mask stays an unboxed bool array).
+    """
+
+    features: int | Sequence[int]
+    axis: int | Sequence[int] = -1
+    use_bias: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        features = _tuple(self.features)
+        axis = tuple(sorted(a % x.ndim for a in _tuple(self.axis)))
+        in_shape = tuple(x.shape[a] for a in axis)
+        fan_in, fan_out = int(np.prod(in_shape)), int(np.prod(features))
+
+        def init(key, shape, dtype):  # drawn as the 2-D [fan_in, fan_out] kernel, like nn.DenseGeneral
+            flat = self.kernel_init(key, (fan_in, fan_out), dtype)
+            if isinstance(flat, nn.meta.AxisMetadata):  # nn.with_partitioning: keep the box
+                return nn.meta.replace_boxed(flat, jnp.reshape(flat.unbox(), shape))
+            return jnp.reshape(flat, shape)
+        kernel = masked(self, self.param("kernel", init, in_shape + features, self.param_dtype))
+        bias = self.param("bias", self.bias_init, features, self.param_dtype) if self.use_bias else None
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        dims = ((axis, tuple(range(len(axis)))), ((), ()))
+        y = jax.lax.dot_general(x, kernel, dims)
+        return y if bias is None else y + bias
+
+
+def _tuple(x: int | Sequence[int]) -> tuple[int, ...]:
+    return (int(x),) if isinstance(x, (int, np.integer)) else tuple(int(v) for v in x)
+
