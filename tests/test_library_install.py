@@ -1,5 +1,6 @@
-"""`pip install jaxsparse` (no extra) is enough for jaxsparse.pruning: it imports and trains with the
+"""`pip install .` (no extra) is enough for jaxsparse.pruning: it imports and trains with the
 trainer's stack (orbax, tfds, grain, ml_collections, ...) made unimportable."""
+import ast
 import json
 import os
 import subprocess
@@ -81,3 +82,22 @@ def test_the_blocker_does_block():
     proc = subprocess.run([sys.executable, "-c", script, ",".join(BLOCKED)], capture_output=True,
                           text=True, env=env, cwd=ROOT, timeout=300)
     assert proc.returncode != 0 and "blocked by the light-install test" in proc.stderr
+
+
+def _literal(tree, name):
+    node = next(n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == name)
+    return ast.literal_eval(node.value)
+
+
+def test_requirements_are_lower_bounds_at_the_pins_of_constraints_txt():
+    """setup.py asks for ranges (so `pip install .` keeps a client's newer jax; .ci/py312 checks that on
+    the newest releases); their floors are the exact set of constraints.txt that CI installs."""
+    tree = ast.parse((ROOT / "setup.py").read_text(encoding="utf-8"))
+    requirements = _literal(tree, "INSTALL_REQUIRES") + _literal(tree, "TRAIN")
+    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines()
+                if line and not line.startswith("#"))
+    assert {"jax", "jaxlib", "flax", "optax", "numpy"} <= {r.split(">=")[0] for r in requirements}
+    for requirement in requirements:
+        name, sep, floor = requirement.partition(">=")
+        assert sep and "," not in floor and "==" not in requirement, requirement
+        assert pins[name] == floor, f"{requirement} against constraints.txt {name}=={pins.get(name)}"
