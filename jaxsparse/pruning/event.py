@@ -5,13 +5,16 @@ Keep counts (the one place the rounding rule lives): at density ``d`` a tensor o
 weights, but AT LEAST ONE: a layer whose count rounds to 0 (e.g. a (1, 1) kernel at density
 < 0.5, or a (2, 2) kernel at density < 0.125 under "layerwise") keeps its largest-scored weight, so
 pruning never disconnects a layer. Under "global" scope a tensor may still lose every weight
-(that is what one global threshold means). "n:m" keeps at least ``n`` per group (structure.py).
+(that is what one global threshold means; it is flagged EMPTIED and warned about, and the
+transform's ``min_density`` floor prevents it). "n:m" keeps at least ``n`` per group (structure.py).
 
 Checks (on event steps only, inside jit): every prunable weight after the update must be finite
 and every score >= 0 (not NaN); for the magnitude score one max over the threshold search's keys
-does it (active weights; pruned ones are exactly 0). A failing event keeps the previous masks and records a code per
-leaf in the state (``PruningState.invalid``, sticky); ``check_events(opt_state)`` and
-``get_masks`` (when called outside jit) then raise ``FloatingPointError`` naming the leaf paths.
+does it (active weights; pruned ones are exactly 0). From the second update on, the weights the
+update received must be exactly 0 where the masks already prune them (else a transform after this
+one changed their updates: NOT_LAST). A failing event keeps the previous masks and records a code
+per leaf in the state (``PruningState.invalid``, sticky); ``check_events(opt_state)`` and
+``get_masks`` (when called outside jit) then raise naming the leaf paths (state.py).
 No host callback is compiled into the step: on CPU a ``jax.debug.callback`` in the event branch
 doubled the time of NON-event steps (measured; see bench/bench_pruning_threshold.py).
 """
