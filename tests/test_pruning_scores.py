@@ -159,6 +159,7 @@ def test_a_score_with_a_wrong_leaf_is_refused_naming_it():
         magnitude_pruning(ONE_SHOT_AT_1, TOTAL, score="magnitude")
 
 
+@pytest.mark.trainer
 @pytest.mark.parametrize("name", ["magnitude", "random", "saliency"])
 def test_config_key_pruning_score_reaches_the_trainer_optimizer(name):
     from jaxsparse.pruning import by_name
@@ -184,6 +185,7 @@ def test_config_key_pruning_score_reaches_the_trainer_optimizer(name):
         np.testing.assert_array_equal(m, e)
 
 
+@pytest.mark.trainer
 def test_config_rejects_an_unknown_score_naming_the_allowed_ones():
     from jaxsparse.train import config as config_lib
 

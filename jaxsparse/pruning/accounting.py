@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsparse.pruning.schedule import Schedule
-from jaxsparse.pruning.selection import path_str, prunable_flags
+from jaxsparse.pruning.selection import named_leaves, prunable_flags
 from jaxsparse.pruning.structure import realised_densities
 
 
@@ -67,10 +67,10 @@ def summary(params_or_masks: Any, *, include: str | None = None,
     """Sparsity of a masks tree (bool leaves; None leaves are skipped: not prunable) or of a
     params tree (nonzero weights of the prunable leaves, chosen by the same rule and
     ``include``/``exclude`` patterns as ``magnitude_pruning``)."""
-    flat = jax.tree_util.tree_flatten_with_path(params_or_masks)[0]
+    flat = [("/".join(names), x) for names, x in named_leaves(params_or_masks)]
     is_masks = bool(flat) and all(jnp.asarray(x).dtype == jnp.bool_ for _, x in flat)
     if is_masks:
-        chosen = [(path_str(p), x) for p, x in flat]
+        chosen = flat
     else:
         paths, flags = prunable_flags(params_or_masks, include, exclude)
         chosen = [(path, x) for path, (_, x), f in zip(paths, flat, flags) if f]

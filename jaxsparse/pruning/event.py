@@ -57,7 +57,8 @@ def compute_masks(scores: Sequence[jax.Array], masks: Sequence[jax.Array], k_row
     weights (finite?) and scores (>= 0, not NaN?) are checked by their own reductions.
     """
     if m is not None:
-        axes = axes or [(s.ndim - 2,) for s in scores]  # default: [..., in, out] kernels
+        if axes is None:
+            raise ValueError("compute_masks: n:m structure needs each kernel's fan-in axes (fanin.resolve)")
         new = [fanin.n_of_m_mask(s, a, k_row[0], m, ax) for s, a, ax in zip(scores, masks, axes)]
         return new, invalid_codes(scores if weights is None else weights, scores)
     keys = [topk.score_bits(s, a) for s, a in zip(scores, masks)]

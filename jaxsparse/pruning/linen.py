@@ -90,19 +90,27 @@ class MaskedDenseGeneral(nn.Module):
         features = _tuple(self.features)
         axis = tuple(sorted(a % x.ndim for a in _tuple(self.axis)))
         in_shape = tuple(x.shape[a] for a in axis)
-        fan_in, fan_out = int(np.prod(in_shape)), int(np.prod(features))
-
-        def init(key, shape, dtype):  # drawn as the 2-D [fan_in, fan_out] kernel, like nn.DenseGeneral
-            flat = self.kernel_init(key, (fan_in, fan_out), dtype)
-            if isinstance(flat, nn.meta.AxisMetadata):  # nn.with_partitioning: keep the box
-                return nn.meta.replace_boxed(flat, jnp.reshape(flat.unbox(), shape))
-            return jnp.reshape(flat, shape)
+        init = _folded_init(self.kernel_init, int(np.prod(in_shape)))
         kernel = masked(self, self.param("kernel", init, in_shape + features, self.param_dtype))
         bias = self.param("bias", self.bias_init, features, self.param_dtype) if self.use_bias else None
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         dims = ((axis, tuple(range(len(axis)))), ((), ()))
         y = jax.lax.dot_general(x, kernel, dims)
         return y if bias is None else y + bias
+
+
+def _folded_init(kernel_init: Callable, fan_in: int) -> Callable:
+    """An initialiser of ``[*input axes, *features]`` kernels that draws ``kernel_init`` for the matrix
+    ``[fan_in, rest]`` and folds it into the requested shape, so fan-in scaled initialisers see the true
+    fan-in (``nn.DenseGeneral`` draws its kernels the same way, so the two agree). A box returned by
+    ``kernel_init`` (``nn.with_partitioning``) is kept around the folded array."""
+
+    def init(key, shape, dtype=jnp.float32):
+        drawn = kernel_init(key, (fan_in, int(np.prod(shape)) // fan_in), dtype)
+        if isinstance(drawn, nn.meta.AxisMetadata):
+            return nn.meta.replace_boxed(drawn, drawn.unbox().reshape(shape))
+        return drawn.reshape(shape)
+    return init
 
 
 def _tuple(x: int | Sequence[int]) -> tuple[int, ...]:

@@ -12,6 +12,7 @@ tables) are left alone even when ``include`` names them.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, Sequence
 
 import jax
@@ -24,24 +25,49 @@ DEFAULT_EXCLUDE = r"(?i)embed"
 BOX_ATTRIBUTES = ("value", "raw_value")
 
 
-def path_str(path: Sequence[Any]) -> str:
-    """'/'-joined names of a pytree key path: the module path, e.g. ``layers_0/attn/q/kernel``.
+def is_box(node: Any) -> bool:
+    """True for a box around one array: ``nn.Partitioned``/``nn.LogicallyPartitioned`` params, an NNX
+    ``Variable`` (state without ``nnx.as_pure``), i.e. a pytree node that is not a tuple, list or
+    mapping and whose one child is its ``value``/``raw_value`` attribute. A NamedTuple or dict field
+    that happens to be called ``value`` is not a box."""
+    if node is None or isinstance(node, (tuple, list, Mapping, jax.Array, np.ndarray, np.generic)):
+        return False
+    children = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)[0]
+    return (len(children) == 1 and len(children[0][0]) == 1
+            and isinstance(children[0][0][0], jax.tree_util.GetAttrKey)
+            and children[0][0][0].name in BOX_ATTRIBUTES)
 
-    The attribute through which a box holds its array (``nn.Partitioned``/``nn.LogicallyPartitioned``
-    params, NNX ``Variable`` state: a ``GetAttrKey`` named ``value``) is not part of the name, so a
-    boxed kernel is ``q/kernel`` like a bare one (dict keys named "value" are kept)."""
+
+def named_leaves(tree: Any) -> list[tuple[list[str], Any]]:
+    """``(module path names, leaf)`` for every leaf of ``jax.tree.leaves(tree)``, in that order.
+
+    A boxed array is named by the path to its box, so a boxed kernel is ``['q', 'kernel']`` like a
+    bare one; every other key (dict keys, attributes, sequence indices) is part of the name."""
+    out = []
+    for path, node in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_box)[0]:
+        names = path_names(path)
+        out.extend((names, leaf) for leaf in (jax.tree.leaves(node) if is_box(node) else [node]))
+    return out
+
+
+def leaf_paths(tree: Any) -> list[str]:
+    """The '/'-joined module path of every leaf of ``jax.tree.leaves(tree)``, e.g. ``layers_0/attn/q/kernel``."""
+    return ["/".join(names) for names, _ in named_leaves(tree)]
+
+
+def path_str(path: Sequence[Any]) -> str:
+    """'/'-joined names of a pytree key path (see ``path_names``)."""
     return "/".join(path_names(path))
 
 
 def path_names(path: Sequence[Any]) -> list[str]:
-    """The names of ``path_str``, as a list."""
+    """The names of a pytree key path, each key as it is (boxes are handled by ``named_leaves``)."""
     parts = []
     for key in path:
         if isinstance(key, jax.tree_util.DictKey):
             parts.append(str(key.key))
         elif isinstance(key, jax.tree_util.GetAttrKey):
-            if key.name not in BOX_ATTRIBUTES:
-                parts.append(str(key.name))
+            parts.append(str(key.name))
         elif isinstance(key, jax.tree_util.SequenceKey):
             parts.append(str(key.idx))
         elif isinstance(key, jax.tree_util.FlattenedIndexKey):
@@ -74,15 +100,15 @@ def prunable_flags(params: Any, include: str | None = None,
     inc = compile_pattern("include", include)
     exc = compile_pattern("exclude", exclude)
     default_exc = re.compile(DEFAULT_EXCLUDE)
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    paths = [path_str(p) for p, _ in leaves]
+    named = named_leaves(params)
+    paths = ["/".join(names) for names, _ in named]
     for name, pat in (("include", inc), ("exclude", exc)):
         if pat is not None and not any(pat.search(p) for p in paths):
             raise ValueError(
                 f"{name}={pat.pattern!r} matches no parameter; parameter paths are: "
                 + ", ".join(paths[:20]) + (" ..." if len(paths) > 20 else ""))
     flags = []
-    for path, (_, leaf) in zip(paths, leaves):
+    for path, (_, leaf) in zip(paths, named):
         ndim = len(getattr(leaf, "shape", ()))
         if inc is not None:
             keep = ndim >= 1 and bool(inc.search(path))

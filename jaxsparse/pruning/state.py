@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from jaxsparse.pruning import event as event_lib
-from jaxsparse.pruning.selection import path_names, path_str
+from jaxsparse.pruning.selection import leaf_paths, named_leaves
 
 
 class PruningState(NamedTuple):
@@ -64,7 +64,7 @@ def check_events(opt_state: Any) -> None:
     """Report what the pruning events in ``opt_state`` found; does nothing under tracing (inside jit).
 
     Raises ``ValueError`` when a weight pruned by an earlier event was no longer 0 at a later one
-    (the transform is not the last element of the chain; found at the second event at the latest),
+    (the transform is not the last element of the chain; found on the update right after the first event),
     ``FloatingPointError`` naming the leaves when an event found a NaN/Inf prunable weight or a
     NaN/negative score (its masks were then left unchanged), and warns (``UserWarning``) naming
     each tensor that lost every weight. Reads one small int32 array per pruning state from the
@@ -74,7 +74,7 @@ def check_events(opt_state: Any) -> None:
         invalid, count = _unbox(state.invalid), _unbox(state.count)
         if isinstance(invalid, jax.core.Tracer):
             continue
-        paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(state.masks)[0]]
+        paths = leaf_paths(state.masks)
         codes = np.asarray(jax.device_get(invalid))
         if not codes.any():
             continue
@@ -110,10 +110,14 @@ def mask_collection(masks: Any) -> Any:
     if not isinstance(masks, Mapping):
         return masks
     out: dict = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(masks)[0]:
-        *parents, name = path_names(path)
+    for names, leaf in named_leaves(masks):
+        *parents, name = names
         node = out
         for key in parents:
             node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"mask_collection: two masks are both named {'/'.join(names)} (or a prefix of it)")
+        if name in node:
+            raise ValueError(f"mask_collection: two masks are both named {'/'.join(names)}")
         node[name] = leaf
     return out

@@ -46,7 +46,8 @@ rank 2 is left alone, whatever ``include`` says). At an event a NaN/Inf prunable
 NaN/negative score, or a weight pruned by an earlier event that is no longer 0 (the transform is
 not last in the chain) keeps the old masks and flags the leaf; ``check_events`` / ``get_masks``
 then raise an error naming it, and warn naming a tensor that lost every weight (event.py). These
-checks run in the event branch only: non-event steps pay nothing for them.
+checks run on event steps, and the not-last check also on the update right after each event (so a
+single-event schedule is covered); every other step pays nothing for them.
 """
 from __future__ import annotations
 
@@ -251,13 +252,17 @@ def _update(cfg: _Config, updates, state: PruningState, params=None, **extra_arg
 
 
 def _maybe_event(cfg: _Config, tables: _Tables, upd_leaves, masks, state: PruningState, extra_args):
-    """(masks, invalid) after step ``state.count + 1``'s event if it is one (``lax.cond``: the event
-    branch, with every check, runs only on event steps)."""
+    """(masks, invalid) after step ``state.count + 1``'s event if it is one. ``lax.switch`` runs one of
+    three branches: nothing (non-event steps), the event with every check, or, on the update right after
+    an event step, only the check that the weights that event pruned are 0 (so a schedule with a single
+    event still finds a transform that is not last)."""
     next_step = state.count + 1
     events = jnp.asarray(cfg.events)
     table = jnp.asarray(_keep_table(cfg, tables))
     e = jnp.searchsorted(events, next_step, side="right") - 1
     is_event = (e >= 0) & (events[jnp.maximum(e, 0)] == next_step)
+    after_event = (state.count > 0) & jnp.any(events == state.count)
+    prunable = [tables.leaves[i] for i in tables.idx]
 
     def event():  # the weights after this update, computed only on event steps
         new = [_add(w, u) for w, u in zip(tables.leaves, upd_leaves)]
@@ -265,7 +270,12 @@ def _maybe_event(cfg: _Config, tables: _Tables, upd_leaves, masks, state: Prunin
                                         next_step, extra_args, armed=state.count > 0)
         return new_masks, state.invalid | codes
 
-    return jax.lax.cond(is_event, event, lambda: (list(masks), state.invalid))
+    def check_only():  # the params this update received: 0 wherever the last event pruned
+        stale = event_lib.stale_codes(prunable, masks, jnp.asarray(True))
+        return list(masks), state.invalid | jnp.stack(stale).astype(jnp.int32)
+
+    branch = jnp.where(is_event, 1, jnp.where(after_event, 2, 0))
+    return jax.lax.switch(branch, [lambda: (list(masks), state.invalid), event, check_only])
 
 
 def _add(w, u):

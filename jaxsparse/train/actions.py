@@ -14,7 +14,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from jaxsparse import data as data_lib
-from jaxsparse.pruning.selection import path_str
+from jaxsparse.pruning.selection import named_leaves
 
 
 def evaluate(eval_step, state, batches, sharding) -> float:
@@ -27,7 +27,7 @@ def evaluate(eval_step, state, batches, sharding) -> float:
 def per_layer_sparsity(masks: Any, replicated: NamedSharding) -> dict[str, float]:
     """Sparsity per mask; a kernel stacked by nn.scan (rank >= 3) gets one entry per layer,
     named ``path[i]``."""
-    flat = [(path_str(p), m) for p, m in jax.tree_util.tree_flatten_with_path(masks)[0]]
+    flat = [("/".join(names), m) for names, m in named_leaves(masks)]
     counts = _kept_counter(replicated)([m for _, m in flat])
     out = {}
     for (path, m), c in zip(flat, jax.device_get(counts)):
