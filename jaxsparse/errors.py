@@ -17,6 +17,7 @@ packages can all raise `ConfigError` (the pruning library stays standalone and r
 from __future__ import annotations
 
 import difflib
+import os
 import sys
 from collections.abc import Callable, Iterable
 from typing import NoReturn, TypeVar
@@ -43,11 +44,15 @@ def unknown_key_message(section: str, key: str, allowed: Iterable[str]) -> str:
     return f"unknown key {prefix}{key}{hint} Known keys: {', '.join(prefix + k for k in allowed)}"
 
 
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+def fail(message: str, code: int = EXIT_BAD_INPUT, now: bool = False) -> NoReturn:
     """Print `error: message` (plain text, no traceback) to stderr and exit with `code`. The line is
-    written in one call, so a background thread's output (orbax's) cannot split it."""
+    written in one call, so a background thread's output (orbax's) cannot split it. `now`: exit at
+    once, not waiting for background threads (after an I/O fault one may wait forever)."""
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
+    if now:
+        sys.stdout.flush()
+        os._exit(code)
     sys.exit(code)
 
 
