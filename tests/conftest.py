@@ -5,3 +5,15 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _flag = "--xla_force_host_platform_device_count=8"
 if _flag not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def killed_run(tmp_path_factory):
+    """The trainer's command line, SIGKILLed just after its checkpoint 8 committed and rerun to
+    the end (steps 16, checkpoints and evals every 8): shared by the fault tests, which damage
+    copies of its workdir."""
+    from fault_utils import killed_and_resumed
+    return killed_and_resumed(tmp_path_factory.mktemp("killed_run"))

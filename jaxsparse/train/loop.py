@@ -71,9 +71,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
     (or {"preempted_at": step} after a SIGTERM). `restart`: start over, moving a previous run's
     outputs aside; `force`: skip the memory check. Raises ConfigError (bad input, nothing
     computed), FloatingPointError (diverged) or TrainingFault (I/O fault after compute)."""
-    run = prepare(config, workdir, force=force)
+    created = not os.path.exists(workdir)  # removed again (if still empty) on bad input
     computing = False
     try:
+        run = prepare(config, workdir, force=force)
         with contextlib.ExitStack() as stack:
             stack.enter_context(workdir_lock.held(workdir))  # one trainer per workdir
             if run_setup.check_workdir(workdir, restart):  # outputs no checkpoint resumes
@@ -89,7 +90,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
             computing = True
             session.redo_missing_eval()  # killed between a checkpoint and its eval record
             return _run_steps(session, stack.enter_context(Preemption()))
-    except (ConfigError, FloatingPointError):
+    except ConfigError:
+        if created:  # bad input writes nothing: not even the workdir this call made
+            with contextlib.suppress(OSError):
+                os.rmdir(workdir)
+        raise
+    except FloatingPointError:
         raise
     except Exception as err:  # noqa: BLE001 - after compute started, every fault is reported
         if not computing:
