@@ -39,7 +39,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         result = write_export(run, args.out, args.overwrite)
     except OSError as err:  # e.g. a full disk: the temporary folder is gone, --out as it was
-        fail(f"--out={args.out}: could not write the export ({err.strerror or err}); nothing was "
+        fail(f"--out={args.out}: could not write the export ({err}); nothing was "
              f"left behind and {args.out} is as it was", EXIT_FAULT)
     print(json.dumps(result, indent=2, default=str))
     return 0

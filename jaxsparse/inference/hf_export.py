@@ -86,7 +86,10 @@ def write_export(run: RestoredRun, out: str, overwrite: bool = False) -> dict[st
                       f, indent=2)
         with open(os.path.join(tmp, "generation_config.json"), "w", encoding="utf-8") as f:
             json.dump(generation_config(run, ids), f, indent=2)
-        save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        try:
+            save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        except Exception as err:  # noqa: BLE001 - safetensors reports I/O errors as its own type
+            raise OSError(f"model.safetensors: {err}") from err
         figures = card.run_figures(run.workdir, run.step, run.meta, run.config, n_total)
         text = card.model_card(workdir=run.workdir, step=run.step, config=run.config, figures=figures,
                                sparsity=sparsity, model_cfg=run.model_cfg,
