@@ -193,8 +193,8 @@ class Checkpointer:
         """The newest checkpoint that verifies, or None if the workdir has none.
 
         Every newer damaged checkpoint is reported by path and step; the trainer (`set_aside`)
-        renames it aside, a reader leaves it. A step that vanishes while it is read (a live
-        trainer's keep-N cleanup) is skipped and the steps listed again. If there were
+        renames it aside, a reader leaves it. A step that fails while a live trainer removes it
+        (keep-N) or saves a newer one is not damage: the steps are listed again. If there were
         checkpoints but every one is damaged, raise ConfigError naming them: resuming from
         scratch would silently redo the run. Collective."""
         if set_aside:
@@ -217,9 +217,10 @@ class Checkpointer:
                     _warn(f"using the newest intact checkpoint {self.path(step)} (step {step}, "
                           "verified)")
                 return restored
-            if not os.path.isdir(self.path(step)):
-                _warn(f"checkpoint {self.path(step)} was removed while it was read (a running "
-                      "trainer's keep-N cleanup); trying the newest remaining one")
+            now = ckpt_layout.saved_steps(self.workdir)
+            if step not in now or now[-1] > step:  # a live trainer saved a newer one meanwhile
+                _warn(f"checkpoint {self.path(step)} changed while it was read (a running trainer "
+                      "saved a newer one and removes old ones); trying the newest one")
                 continue
             damaged.append(self.set_aside(step, reason) if set_aside
                            else self._report(step, reason))
