@@ -1,15 +1,7 @@
 """Error kinds and exit codes shared by every jaxsparse command line (one place for each).
 
-Contract of every CLI (`train`, `data`, `sweep`, `scaling`, `generate`, `evaluate`, `export`):
-
-| exit | meaning |
-|---|---|
-| 0 | done |
-| 1 | a fault after compute started (I/O error, disk full): the message says what was saved |
-| 2 | bad input (config, data, checkpoint, argument): nothing was computed or written |
-| 3 | training diverged (non-finite loss): the last good checkpoint is kept |
-| 4 | the run does not fit the target's memory (`--compile_for`) |
-| 75 | preempted (SIGTERM): a checkpoint was saved; rerun the same command to resume |
+Every CLI (`train`, `data`, `sweep`, `scaling`, `generate`, `evaluate`, `export`) exits with one of
+the EXIT_* codes below; docs/checkpoints-and-faults.md states what each means for a user.
 
 This module imports nothing from jaxsparse, so `data/`, `models/`, `train/` and the other
 packages can all raise `ConfigError` (the pruning library stays standalone and raises ValueError).
@@ -17,16 +9,17 @@ packages can all raise `ConfigError` (the pruning library stays standalone and r
 from __future__ import annotations
 
 import difflib
+import os
 import sys
 from collections.abc import Callable, Iterable
 from typing import NoReturn, TypeVar
 
 EXIT_OK = 0
-EXIT_FAULT = 1
-EXIT_BAD_INPUT = 2
-EXIT_DIVERGED = 3
-EXIT_DOES_NOT_FIT = 4
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again"
+EXIT_FAULT = 1  # a fault after compute started: the message says what was saved
+EXIT_BAD_INPUT = 2  # bad input: nothing computed or written
+EXIT_DIVERGED = 3  # non-finite loss: the newest good checkpoint is kept
+EXIT_DOES_NOT_FIT = 4  # --compile_for: the run does not fit the target's memory
+EXIT_PREEMPTED = 75  # SIGTERM, checkpoint saved; EX_TEMPFAIL: "try again"
 
 
 class ConfigError(ValueError):
@@ -43,11 +36,15 @@ def unknown_key_message(section: str, key: str, allowed: Iterable[str]) -> str:
     return f"unknown key {prefix}{key}{hint} Known keys: {', '.join(prefix + k for k in allowed)}"
 
 
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+def fail(message: str, code: int = EXIT_BAD_INPUT, now: bool = False) -> NoReturn:
     """Print `error: message` (plain text, no traceback) to stderr and exit with `code`. The line is
-    written in one call, so a background thread's output (orbax's) cannot split it."""
+    written in one call, so a background thread's output (orbax's) cannot split it. `now`: exit at
+    once, not waiting for background threads (after an I/O fault one may wait forever)."""
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
+    if now:
+        sys.stdout.flush()
+        os._exit(code)
     sys.exit(code)
 
 

@@ -13,9 +13,12 @@ across tokenizers. A progress line with ETA goes to stderr on long runs. Exit 2 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Optional
@@ -26,7 +29,7 @@ from jax.sharding import NamedSharding
 
 from jaxsparse import models
 from jaxsparse.models.sharding import activation_sharding
-from jaxsparse.errors import EXIT_BAD_INPUT, ConfigError, fail
+from jaxsparse.errors import EXIT_BAD_INPUT, EXIT_FAULT, ConfigError, fail
 from jaxsparse.inference.restore import RestoredRun, load_run
 
 
@@ -140,17 +143,55 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.batch_size is not None and args.batch_size < 1:
         fail(f"--batch_size={args.batch_size}: must be an integer >= 1", EXIT_BAD_INPUT)
     try:
+        if args.out:
+            check_out_file(args.out)
         run = load_run(args.workdir, args.step)
         _source(run, args.dataset, args.split)  # bad dataset or split: before any compute
     except (ConfigError, ValueError, FileNotFoundError) as err:
         fail(str(err), EXIT_BAD_INPUT)
     result = evaluate(run, args.dataset, args.split, args.batch_size)
     text = json.dumps(result, indent=2)
+    print(text, flush=True)  # first: a failed write below loses nothing
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-    print(text)
+        try:
+            write_atomically(args.out, text + "\n")
+        except OSError as err:
+            fail(f"--out={args.out}: could not write the result ({err.strerror or err}); it is "
+                 "printed above and no partial file was left", EXIT_FAULT)
     return 0
+
+
+def check_out_file(out: str) -> None:
+    """ConfigError unless `out` can be written: not a directory, in an existing folder this
+    user may write (probed with a temporary file, removed)."""
+    parent = os.path.dirname(os.path.abspath(out))
+    if os.path.isdir(out):
+        raise ConfigError(f"--out={out}: is a directory; give a file name")
+    if not os.path.isdir(parent):
+        raise ConfigError(f"--out={out}: the folder {parent} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".probe-"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"--out={out}: cannot write in {parent} ({err.strerror or err})") from None
+
+
+def write_atomically(path: str, text: str) -> None:
+    """`path` holds `text` completely or is left as it was (temporary sibling, fsync, rename)."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.fchmod(fd, 0o666 & ~umask)  # as open() would create it
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 if __name__ == "__main__":

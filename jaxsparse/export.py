@@ -6,8 +6,9 @@ DIR then loads with `transformers.AutoModelForCausalLM.from_pretrained(DIR)` and
 `AutoTokenizer.from_pretrained(DIR)`: config.json (LlamaConfig), model.safetensors (float32, every
 pruned weight exactly 0.0), tokenizer files, generation_config.json and a model card (README.md) with
 N̄, sparsity per layer and overall, tokens, eval loss and the config. The folder is written to a
-temporary directory and renamed when complete; an existing DIR is refused without --overwrite.
-Exit 2 on bad input (nothing written).
+temporary directory and renamed when complete; an existing DIR is refused without --overwrite, and
+with it unless DIR is an earlier export (it holds jaxsparse-export.json). Exit 2 on bad input
+(nothing written), 1 if the write fails (e.g. a full disk; nothing left behind).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Optional
 
-from jaxsparse.errors import EXIT_BAD_INPUT, ConfigError, fail
+from jaxsparse.errors import EXIT_BAD_INPUT, EXIT_FAULT, ConfigError, fail
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -35,7 +36,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         run = load_run(args.workdir, args.step)
     except (ConfigError, ValueError, FileNotFoundError) as err:
         fail(str(err), EXIT_BAD_INPUT)
-    result = write_export(run, args.out, args.overwrite)
+    try:
+        result = write_export(run, args.out, args.overwrite)
+    except OSError as err:  # e.g. a full disk: the temporary folder is gone, --out as it was
+        fail(f"--out={args.out}: could not write the export ({err}); nothing was "
+             f"left behind and {args.out} is as it was", EXIT_FAULT)
     print(json.dumps(result, indent=2, default=str))
     return 0
 

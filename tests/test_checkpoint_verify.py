@@ -16,7 +16,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxsparse.errors import ConfigError
 from jaxsparse.train import train
 from jaxsparse.train.checksum import state_checksums
-from train_utils import find_key, flat, restore_raw_state, tiny_config, train_losses, write_corpus
+from train_utils import (find_key, flat, flip_bit, garbage_meta, restore_raw_state, tiny_config,
+                         train_losses, truncate, write_corpus)
 
 STEPS = 24
 OVERRIDES = {"checkpoint.every_steps": 8, "checkpoint.async_save": False, "checkpoint.keep": 3,
@@ -42,31 +43,9 @@ def _copy_unfinished(reference: Path, dst: Path) -> Path:
     return dst
 
 
-def _data_files(step_dir: Path) -> list[Path]:
-    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
-    return sorted(files, key=lambda p: p.stat().st_size, reverse=True)
-
-
-def _flip_bit(step_dir: Path) -> None:
-    path = _data_files(step_dir)[0]
-    raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0x10
-    path.write_bytes(bytes(raw))
-
-
-def _truncate(step_dir: Path) -> None:
-    path = _data_files(step_dir)[0]
-    raw = path.read_bytes()
-    path.write_bytes(raw[: len(raw) // 2])
-
-
 def _empty(step_dir: Path) -> None:
     shutil.rmtree(step_dir)
     step_dir.mkdir()
-
-
-def _garbage_meta(step_dir: Path) -> None:
-    (step_dir / "meta" / "metadata").write_bytes(b"\x00\x17not json{{")
 
 
 def _wrong_checksum(step_dir: Path) -> None:
@@ -79,8 +58,8 @@ def _wrong_checksum(step_dir: Path) -> None:
     path.write_text(json.dumps(meta))
 
 
-CORRUPTIONS = {"flipped_bit": _flip_bit, "truncated": _truncate, "emptied": _empty,
-               "garbage_meta": _garbage_meta, "checksum_mismatch": _wrong_checksum}
+CORRUPTIONS = {"flipped_bit": flip_bit, "truncated": truncate, "emptied": _empty,
+               "garbage_meta": garbage_meta, "checksum_mismatch": _wrong_checksum}
 
 
 def _state_arrays(workdir: Path) -> dict[str, np.ndarray]:
@@ -122,7 +101,7 @@ def test_every_checkpoint_damaged_is_refused_naming_them(reference, tmp_path, ca
     work = _copy_unfinished(ref, tmp_path / "work")
     before = (work / "metrics.jsonl").read_bytes()
     for step in (8, 16, 24):
-        _garbage_meta(work / "checkpoints" / str(step))
+        garbage_meta(work / "checkpoints" / str(step))
     with pytest.raises(ConfigError, match="every checkpoint in .* is damaged") as err:
         train(config, str(work))
     names = sorted(p.name for p in (work / "checkpoints").iterdir())
@@ -184,7 +163,7 @@ def test_finished_run_with_a_damaged_final_checkpoint_is_redone_from_the_previou
     config, ref = reference
     work = tmp_path / "work"
     shutil.copytree(ref, work)  # summary.json kept
-    _garbage_meta(work / "checkpoints" / str(STEPS))
+    garbage_meta(work / "checkpoints" / str(STEPS))
     summary = train(config, str(work))
     assert f"checkpoint {work / 'checkpoints' / str(STEPS)} (step {STEPS}) is damaged" in \
         capsys.readouterr().err

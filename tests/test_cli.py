@@ -105,13 +105,15 @@ def test_outputs_without_a_checkpoint_are_refused_unless_restart(corpus, env, tm
     workdir = tmp_path / "w"
     workdir.mkdir()
     (workdir / "metrics.jsonl").write_text('{"kind": "train", "step": 3, "loss": 1.0}\n')
+    (workdir / "summary.json").write_text('{"steps": 3}')  # a finished run whose checkpoints are gone
     out = run_cli(train_cmd(corpus, workdir, "--config.train.steps=4"), env)
-    assert out.returncode == 2 and "no checkpoint to resume from" in out.stderr
+    assert out.returncode == 2 and "holds summary.json but no checkpoint to resume from" in out.stderr
     assert "--restart" in out.stderr
     out = run_cli(train_cmd(corpus, workdir, "--config.train.steps=4", "--restart"), env)
     assert out.returncode == 0, out.stderr[-2000:]
     moved = list((workdir / "previous").iterdir())
     assert len(moved) == 1 and (moved[0] / "metrics.jsonl").read_text().startswith('{"kind"')
+    assert (moved[0] / "summary.json").read_text() == '{"steps": 3}'
     assert json.loads((workdir / "summary.json").read_text())["steps"] == 4
     # the console: a start-up line, checkpoint saves and eval results
     assert "test model (" in out.stdout and "4 steps" in out.stdout

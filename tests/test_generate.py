@@ -119,7 +119,7 @@ def test_cli_prompts_file_json_and_bad_input(workdir, run, tmp_path, capsys):
         f"--workdir={workdir} --max_new_tokens=200": "exceeds the model's context",
         f"--workdir={workdir} --top_p=0": "--top_p=0.0",
         f"--workdir={workdir} --prompt=\udcff": "not valid Unicode",
-        f"--workdir={tampered}": "the saved arrays do not match",
+        f"--workdir={tampered} --step=12": "(step 12) is damaged: checksum mismatch in meta",
     }
     for args, message in cases.items():
         with pytest.raises(SystemExit) as exit_info:

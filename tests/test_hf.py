@@ -204,9 +204,16 @@ def test_export_cli_is_atomic_and_refuses_bad_input(exported, tmp_path, capsys):
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert (target / "keep.txt").read_text() == "mine" and not (tmp_path / "new").exists()
+    with pytest.raises(SystemExit) as exit_info:  # --overwrite replaces only an export
+        main(["--workdir", run.workdir, "--out", str(target), "--overwrite"])
+    assert exit_info.value.code == 2 and "holds no jaxsparse-export.json" in capsys.readouterr().err
+    assert (target / "keep.txt").read_text() == "mine"
+    shutil.rmtree(target)
+    assert main(["--workdir", run.workdir, "--out", str(target)]) == 0
+    capsys.readouterr()
     assert main(["--workdir", run.workdir, "--out", str(target), "--overwrite", "--step", "6"]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == 6
-    assert not (target / "keep.txt").exists() and (target / "model.safetensors").exists()
+    assert (target / "model.safetensors").exists() and (target / "jaxsparse-export.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "no_run"]  # no temporary folder left
 
     bad = tiny_config(out.parent / "corpus", **{"data.data_dir": str(out.parent / "data"),

@@ -259,3 +259,30 @@ def test_duplicate_runs_are_fitted_with_a_warning(capsys, tmp_path):
     rc, out, err = run_cli(capsys, "fit", path, "--bootstrap", 0, "--json", "--no-plots")
     assert rc == 0 and json.loads(out)["fit"]["n_points"] == 19
     assert err.count("3 of 19 runs duplicate another run") == 1 and f"warning: {path}: 3 of 19" in err
+
+
+def _fit_in_a_process(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jaxsparse.scaling", "fit", str(path), "--bootstrap", "0",
+                           "--no-plots"], capture_output=True, text=True, cwd=REPO, timeout=120)
+
+
+@pytest.mark.parametrize("header, words", [
+    (("n", "d", "loss", "loss"), "column 'loss' appears more than once ('loss' and 'loss'"),
+    (("n", "D", "Loss", "loss "), "column 'loss' appears more than once ('Loss' and 'loss '"),
+    (("n", "d", "tokens", "loss"), "columns 'd' and 'tokens' both give the training tokens"),
+])
+def test_duplicate_or_ambiguous_columns_exit_2_naming_them(tmp_path, header, words):
+    rows = [[n, d, 2.0 + 100 / n ** 0.3, 99.0] for n, d in zip(np.geomspace(1e7, 1e9, 8), np.geomspace(1e9, 1e11, 8))]
+    proc = _fit_in_a_process(write_csv(tmp_path / "two.csv", rows, header=header))
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.startswith("error: ") and words in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_an_oversized_input_is_refused_by_its_size_before_it_is_read(tmp_path):
+    big = tmp_path / "runs.csv"
+    with open(big, "wb") as fh:
+        fh.write(b"n,d,loss\n")
+        fh.truncate(1 << 30)  # 1 GiB, sparse: no disk used
+    proc = _fit_in_a_process(big)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert f"{big}: 1,024.0 MiB, more than the 64 MiB a CSV table of runs may have" in proc.stderr

@@ -9,6 +9,9 @@ import csv
 import io
 import json
 import math
+import os
+import subprocess
+import sys
 from contextlib import redirect_stdout
 
 import pytest
@@ -17,6 +20,8 @@ from jaxsparse.scaling.cli import main as scaling_main
 from jaxsparse.sweep.check import load_config, plan_runs
 from jaxsparse.sweep.collect import collect, write_csv
 from jaxsparse.sweep.report import write_report
+from fault_utils import fill, tmpfs
+from train_utils import REPO
 from jaxsparse.sweep.spec import load_sweep
 from jaxsparse.train.report import write_summary
 
@@ -87,3 +92,15 @@ def test_report_compares_nbar_with_final_size_and_writes_figures(finished_sweep)
     for rel in summary["figures"]:
         assert (root / rel).stat().st_size > 10_000 and f"]({rel})" in text
     assert {math.isfinite(f["E"]) for f in summary["fits"]} == {True}
+
+
+def test_collect_on_a_full_disk_exits_2_and_leaves_no_temporary_file(finished_sweep, tmp_path):
+    _, root = finished_sweep
+    with tmpfs(tmp_path / "disk", "64k") as disk:
+        fill(disk)
+        proc = subprocess.run([sys.executable, "-m", "jaxsparse.sweep", "configs/sweeps/mini.py", "--collect",
+                               str(disk / "results.csv"), "--root", str(root)],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert "cannot write the CSV there" in proc.stderr and "No space left on device" in proc.stderr
+        assert sorted(os.listdir(disk)) == ["filler"]  # no results.csv.tmp

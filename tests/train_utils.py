@@ -100,3 +100,26 @@ def find_key(tree, key):
 def flat(tree) -> dict[str, np.ndarray]:
     return {jax.tree_util.keystr(p): np.asarray(v)
             for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+# Damage to a checkpoint directory, as a disk or a person might do it.
+def data_files(step_dir: Path) -> list[Path]:
+    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+    return sorted(files, key=lambda p: p.stat().st_size, reverse=True)
+
+
+def flip_bit(step_dir: Path) -> None:
+    path = data_files(step_dir)[0]
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    path.write_bytes(bytes(raw))
+
+
+def truncate(step_dir: Path) -> None:
+    path = data_files(step_dir)[0]
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+
+
+def garbage_meta(step_dir: Path) -> None:
+    (step_dir / "meta" / "metadata").write_bytes(b"\x00\x17not json{{")

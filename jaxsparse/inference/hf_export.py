@@ -1,9 +1,10 @@
 """Write a restored run as a Hugging Face LLaMA folder, atomically.
 
 DIR gets config.json, generation_config.json, model.safetensors (float32, masks applied), the
-tokenizer files and README.md (the model card). Everything is written to a temporary sibling
-directory that is renamed to DIR only when complete; an existing DIR is replaced only with
-`overwrite=True` (and then only after the new folder is complete).
+tokenizer files, README.md (the model card) and the marker jaxsparse-export.json. Everything is
+written to a temporary sibling directory that is renamed to DIR only when complete; an existing
+DIR is replaced only with `overwrite=True`, only if it holds the marker (an export, not a user's
+folder), and only after the new folder is complete.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from jaxsparse.hf.config import llama_config
 from jaxsparse.hf.tokenizer import write_tokenizer
 from jaxsparse.inference.restore import RestoredRun
 
+MARKER = "jaxsparse-export.json"  # in every export: --overwrite replaces only folders holding it
+
 
 def check_out_dir(out: str, overwrite: bool) -> None:
     """ConfigError (before any compute) when `out` exists and overwrite is False, or cannot be made."""
@@ -32,6 +35,9 @@ def check_out_dir(out: str, overwrite: bool) -> None:
         raise ConfigError(f"--out={out!r} already exists; pass --overwrite to replace it, or choose a new folder")
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"--out={out!r} exists and is not a directory")
+    if os.path.isdir(out) and not os.path.isfile(os.path.join(out, MARKER)):
+        raise ConfigError(f"--out={out!r} holds no {MARKER}, so it is not an export written by this "
+                          "command; --overwrite replaces only those. Move it away or choose a new folder")
     parent = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
         raise ConfigError(f"--out={out!r}: the parent folder {parent} does not exist or is not writable")
@@ -80,13 +86,18 @@ def write_export(run: RestoredRun, out: str, overwrite: bool = False) -> dict[st
                       f, indent=2)
         with open(os.path.join(tmp, "generation_config.json"), "w", encoding="utf-8") as f:
             json.dump(generation_config(run, ids), f, indent=2)
-        save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        try:
+            save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        except Exception as err:  # noqa: BLE001 - safetensors reports I/O errors as its own type
+            raise OSError(f"model.safetensors: {err}") from err
         figures = card.run_figures(run.workdir, run.step, run.meta, run.config, n_total)
         text = card.model_card(workdir=run.workdir, step=run.step, config=run.config, figures=figures,
                                sparsity=sparsity, model_cfg=run.model_cfg,
                                sizes={"total": n_total, "prunable": n_prunable, "zeros": zeros})
         with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
             f.write(text)
+        with open(os.path.join(tmp, MARKER), "w", encoding="utf-8") as f:
+            json.dump({"workdir": os.path.abspath(run.workdir), "step": run.step}, f)
         _make_readable(tmp)
         _replace(tmp, out)
     except BaseException:

@@ -2,13 +2,19 @@
 
 Everything comes from the checkpoint itself: the resolved training config and identity stored in its
 `meta` item give the ModelConfig (vocabulary already padded), the optimizer structure (to restore the
-state through `Checkpointer.restore`) and the tokenizer (`data.*`). Nothing is written to the workdir.
-Bad input (no checkpoints, a missing step, a checkpoint whose meta and arrays disagree) raises
-`ConfigError` before any compute.
+state) and the tokenizer (`data.*`). Nothing is written to the workdir.
+
+Every read goes through the trainer's verification and fallback (`Checkpointer.restore_newest_intact`):
+a damaged newest checkpoint (checksum mismatch in its arrays, data or meta; a missing or truncated
+file) is reported by path and step and the next older intact one is read, the damaged one left in
+place. An explicit step that is damaged is refused. Bad input (no checkpoints, a missing or damaged
+step, every checkpoint damaged, a checkpoint this user may not read) raises `ConfigError` before any
+compute.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Optional
 
@@ -42,12 +48,9 @@ class RestoredRun:
 
 
 def saved_steps(workdir: str) -> list[int]:
-    """The steps of the complete checkpoints in WORKDIR/checkpoints (orbax's temporary dirs excluded)."""
-    directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory):
-        return []
-    return sorted(int(name) for name in os.listdir(directory)
-                  if name.isdigit() and os.path.isdir(os.path.join(directory, name)))
+    """The steps of the complete checkpoints in WORKDIR/checkpoints (see `ckpt_layout`)."""
+    from jaxsparse.train.ckpt_layout import saved_steps as steps_on_disk
+    return steps_on_disk(workdir)
 
 
 def pick_step(workdir: str, step: Optional[int]) -> int:
@@ -98,36 +101,47 @@ def model_config_of(meta: dict, where: str) -> tuple[ml_collections.ConfigDict, 
 
 def load_run(workdir: str, step: Optional[int] = None, with_tokenizer: bool = True,
              mesh_shape: Optional[tuple[int, int, int]] = None) -> RestoredRun:
-    """Restore params and masks of checkpoint `step` (default: the latest) of `workdir`, sharded by the
-    training rules on the inference mesh (or a (data, fsdp, tensor) `mesh_shape` over all devices)."""
+    """Restore params and masks of checkpoint `step` (default: the newest intact one) of `workdir`,
+    verified, sharded by the training rules on the inference mesh (or a (data, fsdp, tensor)
+    `mesh_shape` over all devices)."""
     from jaxsparse.train.checkpointing import Checkpointer
+    from jaxsparse.train.step import model_masks
+
+    pick_step(workdir, step)  # no checkpoints, or no such step: named before anything is read
+    built: dict[str, Any] = {}
+    ckpt = Checkpointer(workdir, keep=1_000_000, async_save=False)
+    try:
+        abstract = functools.partial(_abstract_for, workdir, mesh_shape, built)
+        restored = (ckpt.restore_newest_intact(abstract, None, set_aside=False) if step is None
+                    else ckpt.restore_step(step, abstract))
+    finally:
+        ckpt.close()
+    if restored is None:  # every step vanished while it was read
+        pick_step(workdir, step)
+        raise ConfigError(f"--workdir={workdir!r}: its checkpoints were removed while they were read")
+    config, model_cfg = built["config"], built["model_cfg"]
+    where = f"{workdir}/checkpoints/{restored.step}"
+    tokenizer = data_lib.get_tokenizer(config.data) if with_tokenizer else None
+    if tokenizer is not None and tokenizer.vocab_size > model_cfg.vocab_size:
+        raise ConfigError(f"{where}: data.tokenizer={config.data.tokenizer!r} has {tokenizer.vocab_size} ids, "
+                          f"more than the model's vocabulary of {model_cfg.vocab_size}")
+    state = restored.state
+    return RestoredRun(workdir=workdir, step=restored.step, config=config, model_cfg=model_cfg,
+                       params=state.params, masks=model_masks(state.opt_state), tokenizer=tokenizer,
+                       mesh=built["mesh"], meta=restored.meta, param_shardings=built["shardings"].params)
+
+
+def _abstract_for(workdir: str, mesh_shape: Optional[tuple[int, int, int]], built: dict, meta: dict) -> Any:
+    """The abstract TrainState a checkpoint's (verified) meta describes; what was built goes into `built`."""
     from jaxsparse.train import run as run_lib
     from jaxsparse.train.optimizer import learning_rate_schedule, make_optimizer
     from jaxsparse.train.state import abstract_state
-    from jaxsparse.train.step import model_masks
 
-    step = pick_step(workdir, step)
-    where = f"{workdir}/checkpoints/{step}"
-    ckpt = Checkpointer(workdir, keep=1_000_000, async_save=False)
-    try:
-        meta = ckpt.read_meta(step)
-        config, model_cfg = model_config_of(meta, where)
-        tokenizer = data_lib.get_tokenizer(config.data) if with_tokenizer else None
-        if tokenizer is not None and tokenizer.vocab_size > model_cfg.vocab_size:
-            raise ConfigError(f"{where}: data.tokenizer={config.data.tokenizer!r} has {tokenizer.vocab_size} ids, "
-                              f"more than the model's vocabulary of {model_cfg.vocab_size}")
-        mesh = inference_mesh(config) if mesh_shape is None else models.make_mesh(*mesh_shape)
-        steps = int(meta["identity"]["train.steps"])
-        tx = make_optimizer(config, steps, run_lib.schedule(config), learning_rate_schedule(config, steps))
-        model = models.build(model_cfg, config.model.get("family", models.DEFAULT_FAMILY))
-        abstract, shardings = abstract_state(model, tx, mesh, models.DEFAULT_RULES, 1)
-        try:
-            state, _ = ckpt.restore(step, abstract)
-        except (ValueError, KeyError, TypeError) as err:
-            raise ConfigError(f"{where}: the saved arrays do not match the model its config describes "
-                              f"({type(err).__name__}: {str(err).splitlines()[0][:300]})") from None
-    finally:
-        ckpt.close()
-    return RestoredRun(workdir=workdir, step=step, config=config, model_cfg=model_cfg, params=state.params,
-                       masks=model_masks(state.opt_state), tokenizer=tokenizer, mesh=mesh, meta=meta,
-                       param_shardings=shardings.params)
+    config, model_cfg = model_config_of(meta, f"{workdir}/checkpoints")
+    mesh = inference_mesh(config) if mesh_shape is None else models.make_mesh(*mesh_shape)
+    steps = int(meta["identity"]["train.steps"])
+    tx = make_optimizer(config, steps, run_lib.schedule(config), learning_rate_schedule(config, steps))
+    model = models.build(model_cfg, config.model.get("family", models.DEFAULT_FAMILY))
+    abstract, shardings = abstract_state(model, tx, mesh, models.DEFAULT_RULES, 1)
+    built.update(config=config, model_cfg=model_cfg, mesh=mesh, shardings=shardings)
+    return abstract

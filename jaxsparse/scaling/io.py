@@ -5,7 +5,8 @@ Every run gives tokens D (training tokens), a loss (nats per token) and one or m
 prunable ones (n_avg_prunable), "final" = active parameters at the end (n_final), "initial" = the dense
 initial count (n_total), or "n" = a CSV's plain size column. Values are checked when points are taken
 (`Runs.points`): a missing, NaN or non-positive value is an error naming file, row and column, or with
-on_bad="skip" the row is skipped and counted in a warning.
+on_bad="skip" the row is skipped and counted in a warning. A file's size and its CSV header (no
+duplicate or ambiguous columns) are checked before its rows are read.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ SIZE_KEYS = {"avg": "n_avg", "avg_prunable": "n_avg_prunable", "final": "n_final
 SIZE_KINDS = tuple(SIZE_KEYS)
 LOSS_KEYS = {"eval": "final_eval_loss", "train": "final_train_loss"}
 CHINCHILLA_COLUMNS = ("model size", "training flop", "loss")
+MAX_TABLE_BYTES = 64 << 20  # a table of runs: far fewer rows than this holds
+MAX_SUMMARY_BYTES = 16 << 20
 
 
 @dataclasses.dataclass
@@ -90,10 +93,11 @@ def read_csv(path: Path, *, chinchilla: bool = False) -> Runs:
     """Columns (case-insensitive): d (or tokens), loss, and n and/or n_avg, n_avg_prunable, n_final,
     n_total. chinchilla=True: the Epoch AI Chinchilla table (Model Size, Training FLOP, loss), D = C/(6N).
     Runs are labelled "<path> row <i>", i counting data rows from 1 (the header is not a row)."""
+    check_size(path, MAX_TABLE_BYTES, "CSV table of runs")
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
-            header = {(h or "").strip().lower(): h for h in (reader.fieldnames or [])}
+            header = _header(path, reader.fieldnames or [])  # format first: before any row is read
             rows = list(reader)
     except (UnicodeDecodeError, csv.Error) as err:
         raise ValueError(f"{path}: not a readable UTF-8 CSV file ({err})") from None
@@ -120,8 +124,32 @@ def read_csv(path: Path, *, chinchilla: bool = False) -> Runs:
     return Runs(sizes, tokens, loss, labels)
 
 
+def check_size(path: Path, limit: int, what: str) -> None:
+    """ValueError naming `path` when it is larger than `limit` bytes (checked before reading it)."""
+    size = path.stat().st_size
+    if size > limit:
+        raise ValueError(f"{path}: {size / 2**20:,.1f} MiB, more than the {limit / 2**20:.0f} MiB a {what} "
+                         "may have; is it the right file?")
+
+
+def _header(path: Path, names: Sequence[str]) -> dict[str, str]:
+    """{lower-case name: name as written}; ValueError on duplicate or ambiguous columns."""
+    header: dict[str, str] = {}
+    for raw in names:
+        key = (raw or "").strip().lower()
+        if key in header:
+            raise ValueError(f"{path}: column {key!r} appears more than once ({header[key]!r} and {raw!r}, "
+                             "compared case-insensitively); keep one")
+        header[key] = raw
+    if "d" in header and "tokens" in header:
+        raise ValueError(f"{path}: columns {header['d']!r} and {header['tokens']!r} both give the training "
+                         "tokens; keep one")
+    return header
+
+
 def read_summary(path: Path, *, loss: str = "eval") -> tuple[dict[str, float], float, float, str | None]:
     """One trainer summary.json -> (sizes per kind, tokens, loss, note or None)."""
+    check_size(path, MAX_SUMMARY_BYTES, "summary.json")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:

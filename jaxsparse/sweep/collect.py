@@ -14,6 +14,7 @@ an old result is never collected under a new spec.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -143,5 +144,7 @@ def write_csv(rows: list[dict[str, Any]], path: str) -> str:
                 writer.writerow(row)
         os.replace(tmp, path)
     except OSError as err:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)  # no partial file left behind
         raise SweepError(f"--collect {path}: cannot write the CSV there ({err})") from err
     return path

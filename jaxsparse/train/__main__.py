@@ -117,7 +117,7 @@ def main(argv: list[str]) -> None:
     except FloatingPointError as err:  # divergence: the last good checkpoint is kept
         fail(str(err), EXIT_DIVERGED)
     except TrainingFault as err:  # after compute started: what was saved, how to resume
-        fail(str(err), EXIT_FAULT)
+        fail(str(err), EXIT_FAULT, now=True)  # an orbax thread stuck on the fault must not hang us
     except BrokenPipeError:  # e.g. `--print_config | head`
         sys.stderr.close()
         sys.exit(EXIT_OK)

@@ -50,10 +50,17 @@ def _kept_counter(replicated: NamedSharding) -> Any:
     return jax.jit(_kept_counts, out_shardings=replicated)
 
 
-def check_finite(losses: list[float], norms: list[float], done: int, last_good: str) -> None:
-    """Raise FloatingPointError when a loss or gradient norm since the last fetch is not finite."""
-    if not all(math.isfinite(x) for x in losses + norms):
-        raise FloatingPointError(
-            f"training diverged: loss {losses[-1]} / grad norm {norms[-1]} is not finite by step "
-            f"{done}; stopped. The last good checkpoint: {last_good}; lower "
-            "config.train.learning_rate or check the data.")
+def first_non_finite(losses: list[float], norms: list[float]) -> int | None:
+    """Index of the first step whose loss or gradient norm is not finite (None: all finite)."""
+    for i, (loss, norm) in enumerate(zip(losses, norms)):
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            return i
+    return None
+
+
+def diverged(losses: list[float], norms: list[float], done: int, last_good: str) -> FloatingPointError:
+    """The divergence error: `last_good` describes the newest checkpoint whose loss was finite."""
+    return FloatingPointError(
+        f"training diverged: loss {losses[-1]} / grad norm {norms[-1]} is not finite by step "
+        f"{done}; stopped. The last good checkpoint (its loss was finite): {last_good}; lower "
+        "config.train.learning_rate (or check the data) and rerun to resume from it.")

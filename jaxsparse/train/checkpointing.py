@@ -1,15 +1,14 @@
-"""Orbax checkpoints of a training run: state, data-iterator position and run identity.
+"""Orbax checkpoints of a training run (layout: `jaxsparse.train.ckpt_layout`): <step>/{state,
+data, meta}: the TrainState (params, optimizer state with the masks, step, rng), the data
+iterator's JSON state, and the config, `identity` (must match to resume), `progress` and the
+checksums of every state array, of the data state and of the rest of the meta (`checksum`).
 
-Layout: WORKDIR/checkpoints/<step>/{state, data, meta}. `state` is the TrainState (params,
-optimizer state with the masks, step, rng), `data` the data iterator's JSON state, `meta` the
-resolved config, the fields that must match to resume (`identity`) and the checksums of every
-state array and of the data state (`checksums`, see `jaxsparse.train.checksum`).
-
-Saves are asynchronous; orbax writes each one to a temporary directory and renames it when
-complete. A restore verifies the checksums; a checkpoint that fails (unreadable metadata,
-unreadable or missing data, a checksum mismatch) is reported by path and step and set aside as
-``<step>.corrupt-<UTC time>`` (renamed, never deleted; orbax no longer sees it as a step), and
-the next older one is tried. Nothing here deletes a checkpoint except orbax's keep-N policy.
+Saves are asynchronous (orbax renames a temporary directory when complete). A checkpoint whose
+metadata or data cannot be read or does not match its checksums is damaged. `restore_newest_intact`
+is the one fallback of every reader: the trainer reports a damaged checkpoint by path and step and
+sets it aside as ``<step>.corrupt-<UTC time>`` (renamed, never deleted); generate, evaluate and
+export report it and read the next older one, changing nothing. A file this user may not read is
+not damage (ConfigError, nothing set aside). Only orbax's keep-N policy deletes checkpoints.
 """
 from __future__ import annotations
 
@@ -18,17 +17,19 @@ import json
 import os
 import sys
 import time
+from typing import Callable, Union
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
 from jaxsparse.errors import ConfigError
-from jaxsparse.train import checksum
+from jaxsparse.train import checksum, ckpt_layout
+from jaxsparse.train.ckpt_layout import CORRUPT_TAG, DIVERGED_TAG
 from jaxsparse.train.state import TrainState
 
 ITEMS = ("state", "data", "meta")
-CORRUPT_TAG = ".corrupt-"
+Abstract = Union[TrainState, Callable[[dict], TrainState]]
 
 
 @dataclasses.dataclass
@@ -44,7 +45,6 @@ class Restored:
 
 class DamagedCheckpoint(Exception):
     """A checkpoint that cannot be trusted (the message says why)."""
-
 
 def _warn(message: str) -> None:
     logging.warning(message)
@@ -65,10 +65,10 @@ class Checkpointer:
     """A keep-N, asynchronous orbax CheckpointManager for one workdir, with verified restores."""
 
     def __init__(self, workdir: str, keep: int, async_save: bool = True):
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep,
-                                               enable_async_checkpointing=async_save,
-                                               create=True)
+        self.workdir = workdir
+        self.directory = ckpt_layout.checkpoint_dir(workdir)  # created by the first save
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=False,
+                                               enable_async_checkpointing=async_save)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
         self.verified: set[int] = set()  # steps restored and verified by this process
 
@@ -79,8 +79,7 @@ class Checkpointer:
         return os.path.join(self.directory, str(step))
 
     def read_meta(self, step: int) -> dict:
-        restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        return restored.meta
+        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
     def check_compatible(self, step: int, ident: dict, meta: dict | None = None) -> None:
         """Raise ConfigError if checkpoint `step` belongs to a different model or pruning config."""
@@ -100,20 +99,21 @@ class Checkpointer:
         if self.latest_step() != steps:
             return False
         try:
-            meta = self.read_meta(steps)
-        except Exception:  # noqa: BLE001 - unreadable: not a finished run we can vouch for
-            return False
-        if not isinstance(meta, dict):
+            meta = self._verified_meta(steps)
+        except DamagedCheckpoint:  # not a finished run we can vouch for
             return False
         self.check_compatible(steps, ident, meta)
         return True
 
     def save(self, step: int, state: TrainState, data_state: dict, meta: dict,
              force: bool = False) -> None:
-        """Save `state`, `data_state` and `meta` (+ the checksums of both) as step `step`.
+        """Save `state`, `data_state` and `meta` (+ the checksums of all three) as step `step`.
         Collective: every process calls it."""
-        sums = {"state": checksum.state_checksums(state), "data": checksum.json_checksum(data_state)}
-        meta = json.loads(json.dumps(dict(meta, checksums=sums), default=str))
+        meta = json.loads(json.dumps(meta, default=str))
+        sums = {"state": checksum.state_checksums(state), "data": checksum.json_checksum(data_state),
+                "meta": checksum.json_checksum(meta)}
+        meta = dict(meta, checksums=sums)
+        os.makedirs(self.directory, exist_ok=True)
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
             meta=ocp.args.JsonSave(meta)), force=force)
@@ -124,31 +124,32 @@ class Checkpointer:
             state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
         return restored.state, restored.data
 
-    def restore_verified(self, step: int, abstract: TrainState, ident: dict) -> Restored:
-        """Restore checkpoint `step` and verify it against its checksums.
+    def restore_verified(self, step: int, abstract: Abstract, ident: dict | None) -> Restored:
+        """Restore checkpoint `step` and verify it against its checksums. `abstract`: the
+        abstract TrainState, or a function of the (verified) meta that builds it (a reader).
 
-        Raises ConfigError if it belongs to another run (identity differs), DamagedCheckpoint
-        if its metadata or data cannot be read or does not match its checksums."""
+        Raises ConfigError if it belongs to another run (identity differs from `ident`; None:
+        not checked) or a file cannot be read for lack of permission, DamagedCheckpoint if its
+        metadata or data cannot be read or does not match its checksums."""
+        denied = ckpt_layout.unreadable(self.path(step))
+        if denied is not None:
+            raise ConfigError(f"checkpoint {self.path(step)} (step {step}): permission denied "
+                              f"reading {denied}; it was not set aside. Give this user read "
+                              f"access (e.g. chmod -R u+rX {self.path(step)}) and rerun")
+        meta = self._verified_meta(step)
+        if ident is not None:
+            self.check_compatible(step, ident, meta)
         try:
-            meta = self.read_meta(step)
-            if not isinstance(meta, dict):
-                raise ValueError(f"meta is a {type(meta).__name__}, not a JSON object")
-        except Exception as err:  # noqa: BLE001 - any unreadable metadata is damage
-            raise DamagedCheckpoint(f"its metadata cannot be read ({type(err).__name__}: "
-                                    f"{_short(err)})") from err
-        self.check_compatible(step, ident, meta)
-        try:
-            state, data = self.restore(step, abstract)
+            target = abstract(meta) if callable(abstract) else abstract
+            state, data = self.restore(step, target)
+        except ConfigError:
+            raise
         except Exception as err:  # noqa: BLE001 - missing, truncated or garbled files
             raise DamagedCheckpoint(f"its arrays cannot be read ({type(err).__name__}: "
                                     f"{_short(err)})") from err
-        expected = meta.get("checksums")
-        if expected is None:
-            _warn(f"checkpoint {self.path(step)} (step {step}) has no checksums (written by an "
-                  "older jaxsparse): restored without verification")
-            return Restored(step, state, data, meta)
+        expected = meta.get("checksums") or {}
         bad = checksum.mismatches(expected.get("state", {}), checksum.state_checksums(state))
-        if expected.get("data") != checksum.json_checksum(data):
+        if expected and expected.get("data") != checksum.json_checksum(data):
             bad.append("data (the data iterator state)")
         if bad:
             raise DamagedCheckpoint(f"checksum mismatch in {len(bad)} item(s): "
@@ -156,53 +157,121 @@ class Checkpointer:
         self.verified.add(step)
         return Restored(step, state, data, meta)
 
-    def restore_newest_intact(self, abstract: TrainState, ident: dict) -> Restored | None:
+    def _verified_meta(self, step: int) -> dict:
+        """The meta of `step`, its own checksum verified (everything a resume or a read uses:
+        identity, config, progress); DamagedCheckpoint if unreadable or changed."""
+        try:
+            meta = self.read_meta(step)
+            if not isinstance(meta, dict):
+                raise ValueError(f"meta is a {type(meta).__name__}, not a JSON object")
+        except Exception as err:  # noqa: BLE001 - any unreadable metadata is damage
+            raise DamagedCheckpoint(f"its metadata cannot be read ({type(err).__name__}: "
+                                    f"{_short(err)})") from err
+        sums = meta.get("checksums")
+        if not isinstance(sums, dict):
+            _warn(f"checkpoint {self.path(step)} (step {step}) has no checksums (written by an "
+                  "older jaxsparse): restored without verification")
+            return meta
+        rest = {k: v for k, v in meta.items() if k != "checksums"}
+        if "meta" in sums and sums["meta"] != checksum.json_checksum(rest):
+            raise DamagedCheckpoint("checksum mismatch in meta (its config, identity or progress "
+                                    "was changed)")
+        return meta
+
+    def restore_step(self, step: int, abstract: Abstract, ident: dict | None = None) -> Restored:
+        """Checkpoint `step` verified, asked for by name (e.g. --step): a damaged one is
+        refused (ConfigError naming it and why), never replaced by another step."""
+        try:
+            return self.restore_verified(step, abstract, ident)
+        except DamagedCheckpoint as err:
+            raise ConfigError(f"checkpoint {self.path(step)} (step {step}) is damaged: {err}. "
+                              "Nothing was read; pick another --step, or leave --step out to "
+                              "read the newest intact checkpoint") from err
+
+    def restore_newest_intact(self, abstract: Abstract, ident: dict | None,
+                              set_aside: bool = True) -> Restored | None:
         """The newest checkpoint that verifies, or None if the workdir has none.
 
-        Every newer damaged checkpoint is reported by path and step and set aside. If there
-        were checkpoints but every one is damaged, raise ConfigError naming them (set aside
-        too): resuming from scratch would silently redo the run. Collective."""
-        set_aside: list[str] = []
-        for step in sorted(self.manager.all_steps(), reverse=True):
-            reason = None
+        Every newer damaged checkpoint is reported by path and step; the trainer (`set_aside`)
+        renames it aside, a reader leaves it. A step that fails while a live trainer removes it
+        (keep-N) or saves a newer one is not damage: the steps are listed again. If there were
+        checkpoints but every one is damaged, raise ConfigError naming them: resuming from
+        scratch would silently redo the run. Collective."""
+        if set_aside:
+            for step in ckpt_layout.stray_files(self.workdir):
+                self.set_aside(step, "it is a file, not a checkpoint directory")
+        damaged: list[str] = []
+        tried: set[int] = set()
+        while True:
+            steps = [s for s in reversed(ckpt_layout.saved_steps(self.workdir)) if s not in tried]
+            if not steps:
+                break
+            step, reason = steps[0], None
+            tried.add(step)
             try:
                 restored = self.restore_verified(step, abstract, ident)
             except DamagedCheckpoint as err:
                 reason = str(err)
             if _all_agree(reason is None):
-                if set_aside:
-                    _warn(f"resuming from the newest intact checkpoint {self.path(step)} "
-                          f"(step {step}, verified)")
+                if damaged:
+                    _warn(f"using the newest intact checkpoint {self.path(step)} (step {step}, "
+                          "verified)")
                 return restored
-            set_aside.append(self.set_aside(step, reason or "damaged on another process"))
-        if set_aside:
-            raise ConfigError(
-                f"every checkpoint in {self.directory} is damaged; each was set aside (renamed, "
-                f"not deleted): {', '.join(set_aside)}. Nothing was trained. To start the run "
-                "over from step 0, rerun with --restart (or use a new --workdir)")
+            now = ckpt_layout.saved_steps(self.workdir)
+            if step not in now or now[-1] > step:  # a live trainer saved a newer one meanwhile
+                _warn(f"checkpoint {self.path(step)} changed while it was read (a running trainer "
+                      "saved a newer one and removes old ones); trying the newest one")
+                continue
+            damaged.append(self.set_aside(step, reason) if set_aside
+                           else self._report(step, reason))
+        if damaged:
+            raise ConfigError(f"every checkpoint in {self.directory} is damaged"
+                              + _every_damaged_advice(damaged, set_aside))
         return None
 
-    def set_aside(self, step: int, reason: str) -> str:
-        """Report checkpoint `step` as damaged and rename it to <step>.corrupt-<UTC time> so
-        that orbax no longer lists it; return the new path. Collective (process 0 renames)."""
+    def _report(self, step: int, reason: str | None) -> str:  # a reader's: left in place
+        _warn(f"checkpoint {self.path(step)} (step {step}) is damaged: {reason}. Left in place "
+              "(readers change nothing); reading the previous checkpoint")
+        return self.path(step)
+
+    def set_aside_from(self, first: int, reason: str) -> int | None:
+        """Set aside (DIVERGED_TAG) every checkpoint of step >= `first`: not good, `reason`.
+        Returns the newest remaining step (None: none). Collective."""
+        for step in [s for s in ckpt_layout.saved_steps(self.workdir) if s >= first]:
+            self.set_aside(step, reason, DIVERGED_TAG, "is not good")
+        steps = ckpt_layout.saved_steps(self.workdir)
+        return steps[-1] if steps else None
+
+    def set_aside(self, step: int, reason: str | None, tag: str = CORRUPT_TAG,
+                  what: str = "is damaged") -> str:
+        """Report checkpoint `step` (`what`: why) and rename it to <step><tag><UTC time> so
+        that orbax no longer lists it; return the new path. Collective (process 0 renames).
+        ConfigError if it cannot be renamed (nothing is trained past a damaged checkpoint)."""
+        reason = reason or "damaged on another process"
         if jax.process_index() == 0:
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            os.rename(self.path(step), f"{self.path(step)}{CORRUPT_TAG}{stamp}")
+            try:
+                os.rename(self.path(step), f"{self.path(step)}{tag}{stamp}")
+            except OSError as err:
+                raise ConfigError(
+                    f"checkpoint {self.path(step)} (step {step}) {what} ({reason}) and could "
+                    f"not be set aside ({err.strerror}); move it out of {self.directory} and "
+                    "rerun the same command") from err
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             multihost_utils.sync_global_devices(f"jaxsparse set aside checkpoint {step}")
-        prefix = f"{step}{CORRUPT_TAG}"
+        prefix = f"{step}{tag}"
         target = os.path.join(self.directory, max(
             (n for n in os.listdir(self.directory) if n.startswith(prefix)), default=prefix + "?"))
-        _warn(f"checkpoint {self.path(step)} (step {step}) is damaged: {reason}. "
-              f"Set aside as {target}; trying the previous checkpoint")
+        _warn(f"checkpoint {self.path(step)} (step {step}) {what}: {reason}. Set aside as "
+              f"{target}" + ("; trying the previous checkpoint" if tag == CORRUPT_TAG else ""))
         self.manager.reload()
         return target
 
     def describe(self, step: int | None) -> str:
         """How far checkpoint `step` can be trusted, for messages ("none" if None)."""
         if step is None:
-            return "none"
+            return "none (a rerun starts from step 0)"
         if step in self.verified:
             return f"{self.path(step)} (verified against its checksums when this run resumed)"
         return (f"{self.path(step)} (saved by this run with checksums; a resume verifies it and "
@@ -212,8 +281,16 @@ class Checkpointer:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
+        self.wait()
         self.manager.close()
+
+
+def _every_damaged_advice(damaged: list[str], set_aside: bool) -> str:
+    if set_aside:  # the trainer
+        return (f"; each was set aside (renamed, not deleted): {', '.join(damaged)}. Nothing was "
+                "trained. To start the run over from step 0, rerun with --restart (or use a new "
+                "--workdir)")
+    return f": {', '.join(damaged)}. Nothing was read and nothing was changed"
 
 
 def _short(err: BaseException, limit: int = 300) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxsparse.errors import ConfigError
 from jaxsparse.pruning import summary
-from jaxsparse.train import report, run_setup, workdir_lock
+from jaxsparse.train import ckpt_layout, report, run_setup, workdir_lock
 from jaxsparse.train.checkpointing import Checkpointer
 from jaxsparse.train.console import say, startup_line
 from jaxsparse.train.preemption import Preemption
@@ -71,14 +71,15 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
     (or {"preempted_at": step} after a SIGTERM). `restart`: start over, moving a previous run's
     outputs aside; `force`: skip the memory check. Raises ConfigError (bad input, nothing
     computed), FloatingPointError (diverged) or TrainingFault (I/O fault after compute)."""
-    run = prepare(config, workdir, force=force)
+    created = not os.path.exists(workdir)  # removed again (if still empty) on bad input
     computing = False
     try:
+        run = prepare(config, workdir, force=force)
         with contextlib.ExitStack() as stack:
             stack.enter_context(workdir_lock.held(workdir))  # one trainer per workdir
-            run_setup.check_workdir(workdir, restart)  # outputs without a checkpoint: refused
-            if restart:
-                run_setup.move_previous_outputs(workdir)
+            if run_setup.check_workdir(workdir, restart):  # outputs no checkpoint resumes
+                run_setup.move_previous_outputs(workdir, "--restart" if restart else
+                                                "metrics of an attempt that saved no checkpoint")
             ckpt = Checkpointer(workdir, config.checkpoint.keep, config.checkpoint.async_save)
             stack.callback(ckpt.close)
             finished = _finished_summary(run, ckpt, workdir)
@@ -87,8 +88,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
             session = open_session(run, workdir, ckpt, stack)
             say(startup_line(run, workdir, session.start))
             computing = True
+            session.redo_missing_eval()  # killed between a checkpoint and its eval record
             return _run_steps(session, stack.enter_context(Preemption()))
-    except (ConfigError, FloatingPointError):
+    except ConfigError:
+        if created:  # bad input writes nothing: not even the workdir this call made
+            with contextlib.suppress(OSError):
+                os.rmdir(workdir)
+        raise
+    except FloatingPointError:
         raise
     except Exception as err:  # noqa: BLE001 - after compute started, every fault is reported
         if not computing:
@@ -110,8 +117,7 @@ def _finished_summary(run: Run, ckpt: Checkpointer, workdir: str) -> dict | None
 
 
 def _fault_message(err: BaseException, workdir: str) -> str:
-    ckpts = os.path.join(workdir, "checkpoints")
-    steps = sorted(int(n) for n in os.listdir(ckpts) if n.isdigit()) if os.path.isdir(ckpts) else []
+    ckpts, steps = ckpt_layout.checkpoint_dir(workdir), ckpt_layout.saved_steps(workdir)
     saved = (f"the newest complete checkpoint is {ckpts}/{steps[-1]} (step {steps[-1]})"
              if steps else "no checkpoint was saved")
     cause = " ".join(f"{type(err).__name__}: {err}".split())

@@ -5,6 +5,7 @@ Every record of metrics.jsonl is one JSON object with a "kind" ("train", "eval" 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -81,7 +82,7 @@ def read_records(path: str) -> list[dict[str, Any]]:
             record = json.loads(line)
             if not isinstance(record, dict):
                 raise ValueError(f"a JSON {type(record).__name__}, not an object")
-        except ValueError as err:
+        except ValueError as err:  # json.JSONDecodeError is one
             if n == len(numbered) - 1:
                 message = (f"{path}: dropped its torn last line {lineno} ({line[:60]!r}...): "
                            "a crash cut it short; that step's record is redone")
@@ -90,15 +91,27 @@ def read_records(path: str) -> list[dict[str, Any]]:
                 break
             raise ConfigError(f"{path}: line {lineno} is not a JSON record ({err}); fix or "
                               "delete that line to resume") from err
+        step = record.get("step", 0)
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise ConfigError(f"{path}: line {lineno} has step {step!r}, not an integer; fix or "
+                              "delete that line to resume")
         records.append(record)
     return records
 
 
 def _rewrite(path: str, records: list[dict[str, Any]]) -> None:
-    """Replace `path` by `records` atomically (a temporary file, fsync, rename)."""
+    """Replace `path` by `records` atomically (a temporary file, fsync, rename); ConfigError,
+    with `path` unchanged and no temporary file left, if that cannot be written."""
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise ConfigError(f"{path}: cannot rewrite it to resume ({err.strerror or err}); it was left "
+                          "as it was and nothing was computed. Free disk space (or fix its "
+                          "permissions) and rerun the same command") from err

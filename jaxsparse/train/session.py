@@ -73,11 +73,13 @@ class Session:
         losses = [float(m["loss"]) for m in fetched]
         norms = [float(m["grad_norm"]) for m in fetched]
         self.losses = losses
-        try:
-            actions.check_finite(losses, norms, done, self.ckpt.describe(self.last_good))
-        except FloatingPointError:
-            self.ckpt.wait()  # the last good checkpoint is complete before the run stops
-            raise
+        bad = actions.first_non_finite(losses, norms)
+        if bad is not None:
+            self.ckpt.wait()  # every checkpoint is complete before the run stops
+            first = done - len(losses) + bad + 1  # its loss was computed on step first-1's params
+            self.last_good = self.ckpt.set_aside_from(first - 1, f"its parameters gave a non-"
+                                                      f"finite loss at step {first}")
+            raise actions.diverged(losses, norms, done, self.ckpt.describe(self.last_good))
         return losses, norms
 
     def record_event(self, done: int) -> None:
@@ -109,8 +111,29 @@ class Session:
         say(f"eval at step {done}: loss {loss:.4f} over {self.run.config.eval.batches} batches")
         return loss
 
+    def redo_missing_eval(self) -> None:
+        """Evaluate at the resume step if an eval was due there and its record is missing (a
+        kill after the checkpoint committed, before the record was written): records and
+        checkpoints agree after any kill. Process 0 decides; all processes evaluate."""
+        every, start = self.run.config.eval.every_steps, self.start
+        if not (every and start and start % every == 0 and start < self.run.steps):
+            return
+        if _agreed(not self.writer.has("eval", start)):
+            say(f"redoing the eval of step {start}: its record is missing (the run was stopped "
+                "after the checkpoint, before the eval)")
+            self.evaluate(start)
+
     def restart_clock(self, done: int) -> None:
         self.t_log, self.step_at_log = time.time(), done
+
+
+def _agreed(flag: bool) -> bool:
+    """Process 0's `flag`, on every process."""
+    if jax.process_count() == 1:
+        return flag
+    import numpy as np
+    from jax.experimental import multihost_utils
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
 
 
 def train_record(s: Session, done: int, losses: list[float], norms: list[float]) -> dict:

@@ -130,6 +130,9 @@ def acquire(workdir: str, say=lambda m: print(m, file=sys.stderr, flush=True)) -
     naming the holder if another live trainer (or an uncheckable lock) holds it."""
     os.makedirs(workdir, exist_ok=True)
     path, mine = lock_path(workdir), _record()
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise WorkdirLocked(f"--workdir={workdir}: {path} is not a lock file (a directory or other "
+                            "non-file takes its name); move it away and rerun")
     with _guard(workdir):
         if _try_link(path, mine):
             return mine
