@@ -252,10 +252,10 @@ def _update(cfg: _Config, updates, state: PruningState, params=None, **extra_arg
 
 
 def _maybe_event(cfg: _Config, tables: _Tables, upd_leaves, masks, state: PruningState, extra_args):
-    """(masks, invalid) after step ``state.count + 1``'s event if it is one. ``lax.switch`` runs one of
-    three branches: nothing (non-event steps), the event with every check, or, on the update right after
-    an event step, only the check that the weights that event pruned are 0 (so a schedule with a single
-    event still finds a transform that is not last)."""
+    """(masks, invalid) after step ``state.count + 1``'s event if it is one (``lax.cond``: the event
+    branch, with every check, runs only on event steps). On the update right after an event a second
+    ``lax.cond`` checks only that the weights that event pruned are 0, so a schedule with a single event
+    still finds a transform that is not last."""
     next_step = state.count + 1
     events = jnp.asarray(cfg.events)
     table = jnp.asarray(_keep_table(cfg, tables))
@@ -270,12 +270,12 @@ def _maybe_event(cfg: _Config, tables: _Tables, upd_leaves, masks, state: Prunin
                                         next_step, extra_args, armed=state.count > 0)
         return new_masks, state.invalid | codes
 
-    def check_only():  # the params this update received: 0 wherever the last event pruned
-        stale = event_lib.stale_codes(prunable, masks, jnp.asarray(True))
-        return list(masks), state.invalid | jnp.stack(stale).astype(jnp.int32)
+    def stale():  # the params this update received must be 0 wherever the last event pruned
+        return jnp.stack(event_lib.stale_codes(prunable, masks, jnp.asarray(True))).astype(jnp.int32)
 
-    branch = jnp.where(is_event, 1, jnp.where(after_event, 2, 0))
-    return jax.lax.switch(branch, [lambda: (list(masks), state.invalid), event, check_only])
+    new_masks, invalid = jax.lax.cond(is_event, event, lambda: (list(masks), state.invalid))
+    # a second cond that returns only the small codes, so non-event steps copy no masks for it
+    return new_masks, invalid | jax.lax.cond(after_event & ~is_event, stale, lambda: jnp.zeros_like(invalid))
 
 
 def _add(w, u):
