@@ -33,9 +33,10 @@ def _config(corpus, data_dir, **kw):
 
 
 def test_sparse_run_follows_schedule_zeroes_pruned_weights_and_reports_exact_n_avg(
-        corpus, data_dir, tmp_path):
+        corpus, data_dir, tmp_path, capsys):
     config = _config(corpus, data_dir)
     summary = train(config, str(tmp_path))
+    console = capsys.readouterr().out.splitlines()
     steps = config.train.steps
     sched = Schedule(config.pruning.schedule, config.pruning.final_sparsity,
                      config.pruning.start, config.pruning.end, config.pruning.interval)
@@ -49,6 +50,12 @@ def test_sparse_run_follows_schedule_zeroes_pruned_weights_and_reports_exact_n_a
     # global scope: per-layer sparsities differ at the final event
     per_layer = list(events[want[-1]]["per_layer_sparsity"].values())
     assert max(per_layer) - min(per_layer) > 0.05
+    # a tensor the global threshold emptied is named on the console, each warning once
+    emptied = {path.split("[")[0] for path, s in events[want[-1]]["per_layer_sparsity"].items() if s == 1.0}
+    warned = [line for line in console if line.startswith("warning: pruning emptied")]
+    assert len(warned) == len(set(warned))
+    assert all(any(path in line for line in warned) for path in emptied)
+    assert bool(warned) == bool(emptied)
 
     n_other = summary["n_total"] - n_prunable
     exact = n_other + sched.average_density(steps) * n_prunable

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from typing import Any
 
 import jax
@@ -51,11 +52,21 @@ class Session:
         self.writer: Any = None
         self.start = self.step_at_log = 0
         self.last_good: int | None = None
+        self.warned: set[str] = set()  # the pruning checks' warnings already printed
         self.active = run.plan.params.prunable
         self.t_log = time.time()
 
     def masks(self) -> Any:
-        return model_masks(self.state.opt_state)
+        """The model's masks collection. What the pruning transform's checks found (e.g. a tensor
+        emptied by the global threshold) is printed once, as a `warning:` line."""
+        with warnings.catch_warnings(record=True) as found:
+            warnings.simplefilter("always")
+            masks = model_masks(self.state.opt_state)
+        for message in dict.fromkeys(str(w.message) for w in found):
+            if message not in self.warned:
+                self.warned.add(message)
+                say(f"warning: {message}")
+        return masks
 
     def advance(self) -> None:
         """One train step on the next batch (asynchronous: metrics stay on device)."""
