@@ -77,6 +77,18 @@ class _Active:
     slot: int
 
 
+@dataclasses.dataclass
+class _Tally:
+    """What the sweep's runs have come to so far: the progress line and the exit code read it."""
+
+    skipped: int
+    finished: int = 0
+    failed: list[Run] = dataclasses.field(default_factory=list)
+    timed: list[tuple[float, float]] = dataclasses.field(default_factory=list)  # (weight, wall s) of finished runs
+    t0: float = dataclasses.field(default_factory=time.time)
+    last_progress: float = 0.0
+
+
 def _slot_cores(slot: int, parallel: int) -> list[int] | None:
     """The CPU cores of parallel slot `slot` (None: no pinning, one run uses everything)."""
     if parallel <= 1 or not hasattr(os, "sched_getaffinity"):
@@ -149,62 +161,64 @@ class LocalRunner:
             raise SweepError(f"--root={self.root!r} cannot be created: {err}") from err
         done = finished_runs(self.runs, self.root)  # SweepError if a spec was edited: no start
         pending = [r for r in self.runs if r.name not in done]
-        skipped = len(self.runs) - len(pending)
-        if skipped:
-            self.say(f"{skipped} of {len(self.runs)} runs already have {SUMMARY}: skipped")
-        timed: list[tuple[float, float]] = []  # (weight, wall seconds) of finished runs
-        t0, last_progress = time.time(), 0.0
+        tally = _Tally(skipped=len(self.runs) - len(pending))
+        if tally.skipped:
+            self.say(f"{tally.skipped} of {len(self.runs)} runs already have {SUMMARY}: skipped")
         active: list[_Active] = []
-        finished, failed = 0, []
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while pending or active:
                 if self._stop_signal is not None:
                     return self._shutdown(active)
-                free = [s for s in range(self.parallel) if s not in {a.slot for a in active}]
-                while pending and free:
-                    run = pending.pop(0)
-                    held = lock_holder(os.path.join(self.root, run.workdir))
-                    if held:  # another trainer (e.g. of a runner killed earlier) is on it
-                        self.say(f"[{run.name}] not started: {held}")
-                        failed.append(run)
-                        continue
-                    active.append(self._start(run, free.pop(0)))
+                self._fill_slots(pending, active, tally)
                 time.sleep(0.2)
-                for a in list(active):
-                    code = a.proc.poll()
-                    if code is None:
-                        continue
-                    active.remove(a)
-                    a.log.close()
-                    wall = time.time() - a.started
-                    self._record(a.run, code, wall)
-                    if code == 0 and is_done(self.root, a.run):
-                        finished += 1
-                        timed.append((self.weights[a.run.name], wall))
-                        self.say(f"[{a.run.name}] done in {format_duration(wall)}")
-                    else:
-                        failed.append(a.run)
-                        why = ("stopped by SIGTERM, checkpoint saved; rerun to resume"
-                               if code == EXIT_PREEMPTED else f"FAILED (exit {code})")
-                        self.say(f"[{a.run.name}] {why} after "
-                                 f"{format_duration(wall)}; see "
-                                 f"{os.path.join(self.root, a.run.workdir, LOG)}")
-                    last_progress = 0.0
+                self._reap(active, tally)
                 now = time.time()
-                if now - last_progress >= self.progress_every_s or not (pending or active):
-                    last_progress = now
-                    left = [a.run for a in active] + pending
-                    self.say(self._progress(finished, skipped, failed, active, pending,
-                                            now - t0, self._eta(timed, left)))
+                if now - tally.last_progress >= self.progress_every_s or not (pending or active):
+                    tally.last_progress = now
+                    self.say(self._progress(tally, active, pending, now))
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)
-        if failed:
-            self.say(f"{len(failed)} run(s) failed: {', '.join(r.name for r in failed)}; "
+        if tally.failed:
+            self.say(f"{len(tally.failed)} run(s) failed: {', '.join(r.name for r in tally.failed)}; "
                      "rerun the same command to retry them (finished runs are skipped)")
             return 1
         return 0
+
+    def _fill_slots(self, pending: list[Run], active: list[_Active], tally: _Tally) -> None:
+        """Start pending runs on the free slots; a run whose workdir another trainer holds fails."""
+        free = [s for s in range(self.parallel) if s not in {a.slot for a in active}]
+        while pending and free:
+            run = pending.pop(0)
+            held = lock_holder(os.path.join(self.root, run.workdir))
+            if held:  # another trainer (e.g. of a runner killed earlier) is on it
+                self.say(f"[{run.name}] not started: {held}")
+                tally.failed.append(run)
+                continue
+            active.append(self._start(run, free.pop(0)))
+
+    def _reap(self, active: list[_Active], tally: _Tally) -> None:
+        """Take the trainers that exited off `active`, recording and reporting each."""
+        for a in list(active):
+            code = a.proc.poll()
+            if code is None:
+                continue
+            active.remove(a)
+            a.log.close()
+            wall = time.time() - a.started
+            self._record(a.run, code, wall)
+            if code == 0 and is_done(self.root, a.run):
+                tally.finished += 1
+                tally.timed.append((self.weights[a.run.name], wall))
+                self.say(f"[{a.run.name}] done in {format_duration(wall)}")
+            else:
+                tally.failed.append(a.run)
+                why = ("stopped by SIGTERM, checkpoint saved; rerun to resume"
+                       if code == EXIT_PREEMPTED else f"FAILED (exit {code})")
+                self.say(f"[{a.run.name}] {why} after {format_duration(wall)}; see "
+                         f"{os.path.join(self.root, a.run.workdir, LOG)}")
+            tally.last_progress = 0.0
 
     def _record(self, run: Run, code: int, wall: float) -> None:
         os.makedirs(self.root, exist_ok=True)
@@ -227,10 +241,11 @@ class LocalRunner:
         seconds = sum(a + b * self.weights[r.name] for r in left) / self.parallel
         return format_duration(seconds)
 
-    def _progress(self, finished, skipped, failed, active, pending, elapsed, eta) -> str:
-        return (f"progress: {finished + skipped}/{len(self.runs)} done ({skipped} skipped), "
-                f"{len(active)} running, {len(pending)} waiting, {len(failed)} failed | "
-                f"elapsed {format_duration(elapsed)} | ETA {eta}")
+    def _progress(self, tally: _Tally, active: list[_Active], pending: list[Run], now: float) -> str:
+        eta = self._eta(tally.timed, [a.run for a in active] + pending)
+        return (f"progress: {tally.finished + tally.skipped}/{len(self.runs)} done ({tally.skipped} skipped), "
+                f"{len(active)} running, {len(pending)} waiting, {len(tally.failed)} failed | "
+                f"elapsed {format_duration(now - tally.t0)} | ETA {eta}")
 
     def _shutdown(self, active: list[_Active]) -> int:
         signum = self._stop_signal or signal.SIGTERM
