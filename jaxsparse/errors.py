@@ -8,6 +8,7 @@ packages can all raise `ConfigError` (the pruning library stays standalone and r
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import sys
@@ -39,11 +40,15 @@ def unknown_key_message(section: str, key: str, allowed: Iterable[str]) -> str:
 def fail(message: str, code: int = EXIT_BAD_INPUT, now: bool = False) -> NoReturn:
     """Print `error: message` (plain text, no traceback) to stderr and exit with `code`. The line is
     written in one call, so a background thread's output (orbax's) cannot split it. `now`: exit at
-    once, not waiting for background threads (after an I/O fault one may wait forever)."""
-    sys.stderr.write(f"error: {message}\n")
-    sys.stderr.flush()
+    once, not waiting for background threads (after an I/O fault one may wait forever). The callers
+    that pass `now` have already closed the checkpointer (orbax's writes finished) and the metrics
+    writer; atexit handlers (absl's log flush) are skipped. A console on a full disk cannot stop it."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"error: {message}\n")
+        sys.stderr.flush()
     if now:
-        sys.stdout.flush()
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
         os._exit(code)
     sys.exit(code)
 

@@ -21,8 +21,10 @@ from train_utils import REPO, cli_env, run_cli, train_cmd, write_corpus
 AS_USER = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
 
 STEPS = 16  # the shared run: checkpoints and evals at 8 and 16
+# synchronous saves: checkpoint 8 has committed before the eval of step 8 starts (the kill's window)
 RUN_ARGS = (f"--config.train.steps={STEPS}", "--config.checkpoint.every_steps=8",
-            "--config.eval.every_steps=8", "--config.train.log_every_steps=1")
+            "--config.eval.every_steps=8", "--config.train.log_every_steps=1",
+            "--config.checkpoint.async_save=false")
 
 
 def reader(module: str, *args: str) -> list[str]:

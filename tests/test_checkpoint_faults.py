@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from fault_utils import AS_USER, bind_mounted, fill, kill_when, records, tmpfs, unfinished_copy
-from train_utils import data_files, garbage_meta, run_cli, train_cmd
+from train_utils import data_files, flip_bit, garbage_meta, run_cli, train_cmd
 
 
 def _summary(workdir: Path) -> dict:
@@ -34,6 +34,32 @@ def test_a_kill_between_a_checkpoint_and_its_eval_record_is_redone_on_resume(kil
     assert "redoing the eval of step 8" in rerun.stdout
     keys = records(killed_run["workdir"])
     assert len(keys) == len(set(keys)) and ("eval", 8) in keys and ("eval", 16) in keys
+
+
+def test_a_checkpoint_without_checksums_resumes_with_a_warning(killed_run, tmp_path):
+    work = unfinished_copy(killed_run["workdir"], tmp_path / "w")
+    meta = work / "checkpoints" / "16" / "meta" / "metadata"
+    meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "checksums"}))
+    out = _train(killed_run, work)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "(step 16) has no checksums" in out.stderr and "damaged" not in out.stderr
+    assert f"resumed from {work / 'checkpoints'}/16" in out.stdout
+
+
+def test_a_rerun_after_every_checkpoint_was_set_aside_refuses_until_restart(killed_run, tmp_path):
+    work = unfinished_copy(killed_run["workdir"], tmp_path / "w")
+    for step in (8, 16):
+        flip_bit(work / "checkpoints" / str(step))
+    out = _train(killed_run, work)
+    assert out.returncode == 2 and "every checkpoint in" in out.stderr, out.stderr[-3000:]
+    metrics = (work / "metrics.jsonl").read_bytes()
+    again = _train(killed_run, work)  # the same command again: nothing to resume, nothing lost
+    assert again.returncode == 2, again.stderr[-3000:]
+    assert "every checkpoint was set aside as damaged" in again.stderr and "--restart" in again.stderr
+    assert (work / "metrics.jsonl").read_bytes() == metrics
+    restarted = _train(killed_run, work, "--restart")
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert _summary(work)["steps"] == 16
 
 
 def test_a_changed_digit_in_the_metadata_is_damage_and_the_resume_is_right(killed_run, tmp_path):
@@ -138,8 +164,8 @@ def test_a_permission_error_is_not_damage_and_sets_nothing_aside(killed_run, tmp
 
 def test_a_kill_before_the_first_checkpoint_does_not_block_the_rerun(killed_run, tmp_path):
     work = tmp_path / "w"
-    args = train_cmd(killed_run["corpus"], work, "--config.train.steps=4",
-                     "--config.checkpoint.every_steps=4", "--config.train.log_every_steps=1")
+    args = train_cmd(killed_run["corpus"], work, "--config.train.steps=40",
+                     "--config.checkpoint.every_steps=40", "--config.train.log_every_steps=1")
     metrics = work / "metrics.jsonl"
     assert kill_when(args, killed_run["env"], lambda: metrics.exists() and metrics.stat().st_size > 0)
     assert not (work / "checkpoints").exists() or os.listdir(work / "checkpoints") == []
@@ -148,7 +174,7 @@ def test_a_kill_before_the_first_checkpoint_does_not_block_the_rerun(killed_run,
     assert "metrics of an attempt that saved no checkpoint: moved" in out.stdout
     moved = list((work / "previous").iterdir())
     assert len(moved) == 1 and (moved[0] / "metrics.jsonl").exists()
-    assert _summary(work)["steps"] == 4 and ("train", 1) in records(work)
+    assert _summary(work)["steps"] == 40 and ("train", 1) in records(work)
 
 
 def test_exit_2_leaves_no_probe_file_no_checkpoints_dir_and_no_workdir(killed_run, tmp_path):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -115,18 +116,22 @@ def test_reading_a_live_run_that_keeps_one_checkpoint_does_not_race(killed_run, 
     from jaxsparse.inference.restore import load_run, saved_steps
 
     work = tmp_path / "live"
-    args = train_cmd(killed_run["corpus"], work, "--config.train.steps=24", "--config.checkpoint.keep=1",
+    args = train_cmd(killed_run["corpus"], work, "--config.train.steps=100000", "--config.checkpoint.keep=1",
                      "--config.checkpoint.every_steps=1", "--config.eval.every_steps=0")
-    trainer = threading.Thread(target=lambda: run_cli(args, killed_run["env"]))
-    trainer.start()
-    read, failures = [], []
-    while trainer.is_alive():
-        if not saved_steps(str(work)):  # before the first checkpoint
-            time.sleep(0.05)
-            continue
-        try:
-            read.append(load_run(str(work), with_tokenizer=False).step)
-        except Exception as err:  # noqa: BLE001 - what a user would see
-            failures.append(f"{type(err).__name__}: {err}")
-    trainer.join()
-    assert len(read) >= 3 and failures == [], failures[:3]
+    trainer = subprocess.Popen(args, env=killed_run["env"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    read, failures, deadline = [], [], time.time() + 240
+    try:
+        while len(read) < 4 and trainer.poll() is None and time.time() < deadline:
+            if not saved_steps(str(work)):  # before the first checkpoint
+                time.sleep(0.05)
+                continue
+            try:
+                read.append(load_run(str(work), with_tokenizer=False).step)
+            except Exception as err:  # noqa: BLE001 - what a user would see
+                failures.append(f"{type(err).__name__}: {err}")
+    finally:
+        trainer.send_signal(signal.SIGTERM)  # the trainer checkpoints and stops (75)
+        _, err = trainer.communicate(timeout=120)
+    assert trainer.returncode == 75, err.decode()[-2000:]
+    assert len(read) >= 4 and failures == [], failures[:3]
+    assert read == sorted(read) and read[-1] > read[0]  # it read a live, moving run

@@ -67,6 +67,7 @@ def generation_config(run: RestoredRun, ids: dict[str, int]) -> dict[str, Any]:
 
 def write_export(run: RestoredRun, out: str, overwrite: bool = False) -> dict[str, Any]:
     """Export `run` to `out` (see the module docstring); returns a summary of what was written."""
+    from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
     check_out_dir(out, overwrite)
@@ -88,7 +89,7 @@ def write_export(run: RestoredRun, out: str, overwrite: bool = False) -> dict[st
             json.dump(generation_config(run, ids), f, indent=2)
         try:
             save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-        except Exception as err:  # noqa: BLE001 - safetensors reports I/O errors as its own type
+        except SafetensorError as err:  # safetensors reports its I/O errors as its own type
             raise OSError(f"model.safetensors: {err}") from err
         figures = card.run_figures(run.workdir, run.step, run.meta, run.config, n_total)
         text = card.model_card(workdir=run.workdir, step=run.step, config=run.config, figures=figures,

@@ -25,6 +25,7 @@ from jax.sharding import Mesh
 from jaxsparse import data as data_lib
 from jaxsparse import models
 from jaxsparse.errors import ConfigError
+from jaxsparse.train import ckpt_layout
 
 IDENTITY_MODEL_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "head_dim", "mlp_dim", "dtype",
                          "param_dtype", "scan_layers")
@@ -49,8 +50,7 @@ class RestoredRun:
 
 def saved_steps(workdir: str) -> list[int]:
     """The steps of the complete checkpoints in WORKDIR/checkpoints (see `ckpt_layout`)."""
-    from jaxsparse.train.ckpt_layout import saved_steps as steps_on_disk
-    return steps_on_disk(workdir)
+    return ckpt_layout.saved_steps(workdir)
 
 
 def pick_step(workdir: str, step: Optional[int]) -> int:
@@ -59,12 +59,14 @@ def pick_step(workdir: str, step: Optional[int]) -> int:
         raise ConfigError(f"--workdir={workdir!r}: no such directory")
     steps = saved_steps(workdir)
     if not steps:
-        raise ConfigError(f"--workdir={workdir!r} holds no checkpoints (expected {workdir}/checkpoints/<step>); "
-                          "train first: python -m jaxsparse.train --config=... --workdir=" + workdir)
+        raise ConfigError(f"--workdir={workdir!r} holds no checkpoints (expected "
+                          f"{ckpt_layout.checkpoint_dir(workdir)}/<step>); train first: "
+                          "python -m jaxsparse.train --config=... --workdir=" + workdir)
     if step is None:
         return steps[-1]
     if step not in steps:
-        raise ConfigError(f"--step={step}: no checkpoint of that step in {workdir}/checkpoints; saved steps: "
+        raise ConfigError(f"--step={step}: no checkpoint of that step in "
+                          f"{ckpt_layout.checkpoint_dir(workdir)}; saved steps: "
                           f"{', '.join(map(str, steps))}")
     return step
 
@@ -120,7 +122,7 @@ def load_run(workdir: str, step: Optional[int] = None, with_tokenizer: bool = Tr
         pick_step(workdir, step)
         raise ConfigError(f"--workdir={workdir!r}: its checkpoints were removed while they were read")
     config, model_cfg = built["config"], built["model_cfg"]
-    where = f"{workdir}/checkpoints/{restored.step}"
+    where = os.path.join(ckpt_layout.checkpoint_dir(workdir), str(restored.step))
     tokenizer = data_lib.get_tokenizer(config.data) if with_tokenizer else None
     if tokenizer is not None and tokenizer.vocab_size > model_cfg.vocab_size:
         raise ConfigError(f"{where}: data.tokenizer={config.data.tokenizer!r} has {tokenizer.vocab_size} ids, "
@@ -137,7 +139,7 @@ def _abstract_for(workdir: str, mesh_shape: Optional[tuple[int, int, int]], buil
     from jaxsparse.train.optimizer import learning_rate_schedule, make_optimizer
     from jaxsparse.train.state import abstract_state
 
-    config, model_cfg = model_config_of(meta, f"{workdir}/checkpoints")
+    config, model_cfg = model_config_of(meta, ckpt_layout.checkpoint_dir(workdir))
     mesh = inference_mesh(config) if mesh_shape is None else models.make_mesh(*mesh_shape)
     steps = int(meta["identity"]["train.steps"])
     tx = make_optimizer(config, steps, run_lib.schedule(config), learning_rate_schedule(config, steps))

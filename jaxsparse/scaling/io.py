@@ -137,6 +137,8 @@ def _header(path: Path, names: Sequence[str]) -> dict[str, str]:
     header: dict[str, str] = {}
     for raw in names:
         key = (raw or "").strip().lower()
+        if not key:  # a blank column (a spreadsheet's trailing comma): not data
+            continue
         if key in header:
             raise ValueError(f"{path}: column {key!r} appears more than once ({header[key]!r} and {raw!r}, "
                              "compared case-insensitively); keep one")

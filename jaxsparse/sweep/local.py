@@ -32,7 +32,7 @@ from jaxsparse.sweep.collect import SUMMARY, read_summary
 from jaxsparse.sweep.collect import finished as finished_runs
 from jaxsparse.sweep.spec import Run, SweepError
 from jaxsparse.errors import EXIT_PREEMPTED
-from jaxsparse.train import workdir_lock
+from jaxsparse.train import ckpt_layout, workdir_lock
 from jaxsparse.train.console import format_duration
 
 __all__ = ["SUMMARY", "LocalRunner", "is_done"]
@@ -137,7 +137,7 @@ class LocalRunner:
         os.makedirs(workdir, exist_ok=True)
         cmd = self.command(run)
         log = open(os.path.join(workdir, LOG), "a", encoding="utf-8")
-        resumed = os.path.isdir(os.path.join(workdir, "checkpoints"))
+        resumed = bool(ckpt_layout.saved_steps(workdir))
         log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} "
                   f"{'resume' if resumed else 'start'}: {' '.join(cmd)}\n")
         log.flush()

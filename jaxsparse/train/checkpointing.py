@@ -5,9 +5,9 @@ checksums of every state array, of the data state and of the rest of the meta (`
 
 Saves are asynchronous (orbax renames a temporary directory when complete). A checkpoint whose
 metadata or data cannot be read or does not match its checksums is damaged. `restore_newest_intact`
-is the one fallback of every reader: the trainer reports a damaged checkpoint by path and step and
-sets it aside as ``<step>.corrupt-<UTC time>`` (renamed, never deleted); generate, evaluate and
-export report it and read the next older one, changing nothing. A file this user may not read is
+(ckpt_fallback) is the one fallback of every reader: the trainer sets a damaged checkpoint aside as
+``<step>.corrupt-<UTC time>`` (renamed, never deleted); generate, evaluate and export read the next
+older one, changing nothing. A file this user may not read is
 not damage (ConfigError, nothing set aside). Only orbax's keep-N policy deletes checkpoints.
 """
 from __future__ import annotations
@@ -15,16 +15,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 import time
 from typing import Callable, Union
 
 import jax
 import orbax.checkpoint as ocp
-from absl import logging
 
 from jaxsparse.errors import ConfigError
-from jaxsparse.train import checksum, ckpt_layout
+from jaxsparse.train import checksum, ckpt_fallback, ckpt_layout
+from jaxsparse.train.ckpt_fallback import DamagedCheckpoint, short, warn
 from jaxsparse.train.ckpt_layout import CORRUPT_TAG, DIVERGED_TAG
 from jaxsparse.train.state import TrainState
 
@@ -41,24 +40,6 @@ class Restored:
     state: TrainState
     data: dict
     meta: dict
-
-
-class DamagedCheckpoint(Exception):
-    """A checkpoint that cannot be trusted (the message says why)."""
-
-def _warn(message: str) -> None:
-    logging.warning(message)
-    if jax.process_index() == 0:
-        print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def _all_agree(ok: bool) -> bool:
-    """True when `ok` holds on every process (one process: `ok`)."""
-    if jax.process_count() == 1:
-        return ok
-    import numpy as np
-    from jax.experimental import multihost_utils
-    return bool(np.all(multihost_utils.process_allgather(np.asarray(ok))))
 
 
 class Checkpointer:
@@ -139,18 +120,20 @@ class Checkpointer:
         meta = self._verified_meta(step)
         if ident is not None:
             self.check_compatible(step, ident, meta)
+        target = abstract(meta) if callable(abstract) else abstract  # its errors are not damage
         try:
-            target = abstract(meta) if callable(abstract) else abstract
             state, data = self.restore(step, target)
         except ConfigError:
             raise
         except Exception as err:  # noqa: BLE001 - missing, truncated or garbled files
             raise DamagedCheckpoint(f"its arrays cannot be read ({type(err).__name__}: "
-                                    f"{_short(err)})") from err
-        expected = meta.get("checksums") or {}
-        bad = checksum.mismatches(expected.get("state", {}), checksum.state_checksums(state))
-        if expected and expected.get("data") != checksum.json_checksum(data):
-            bad.append("data (the data iterator state)")
+                                    f"{short(err)})") from err
+        expected = meta.get("checksums")
+        bad = []
+        if isinstance(expected, dict):  # None: written before checksums existed (warned above)
+            bad = checksum.mismatches(expected.get("state", {}), checksum.state_checksums(state))
+            if expected.get("data") != checksum.json_checksum(data):
+                bad.append("data (the data iterator state)")
         if bad:
             raise DamagedCheckpoint(f"checksum mismatch in {len(bad)} item(s): "
                                     f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
@@ -166,14 +149,17 @@ class Checkpointer:
                 raise ValueError(f"meta is a {type(meta).__name__}, not a JSON object")
         except Exception as err:  # noqa: BLE001 - any unreadable metadata is damage
             raise DamagedCheckpoint(f"its metadata cannot be read ({type(err).__name__}: "
-                                    f"{_short(err)})") from err
+                                    f"{short(err)})") from err
         sums = meta.get("checksums")
         if not isinstance(sums, dict):
-            _warn(f"checkpoint {self.path(step)} (step {step}) has no checksums (written by an "
+            warn(f"checkpoint {self.path(step)} (step {step}) has no checksums (written by an "
                   "older jaxsparse): restored without verification")
             return meta
         rest = {k: v for k, v in meta.items() if k != "checksums"}
-        if "meta" in sums and sums["meta"] != checksum.json_checksum(rest):
+        if "meta" not in sums:
+            warn(f"checkpoint {self.path(step)} (step {step}) has no checksum of its metadata: its "
+                 "config, identity and progress are used unverified")
+        elif sums["meta"] != checksum.json_checksum(rest):
             raise DamagedCheckpoint("checksum mismatch in meta (its config, identity or progress "
                                     "was changed)")
         return meta
@@ -190,49 +176,9 @@ class Checkpointer:
 
     def restore_newest_intact(self, abstract: Abstract, ident: dict | None,
                               set_aside: bool = True) -> Restored | None:
-        """The newest checkpoint that verifies, or None if the workdir has none.
-
-        Every newer damaged checkpoint is reported by path and step; the trainer (`set_aside`)
-        renames it aside, a reader leaves it. A step that fails while a live trainer removes it
-        (keep-N) or saves a newer one is not damage: the steps are listed again. If there were
-        checkpoints but every one is damaged, raise ConfigError naming them: resuming from
-        scratch would silently redo the run. Collective."""
-        if set_aside:
-            for step in ckpt_layout.stray_files(self.workdir):
-                self.set_aside(step, "it is a file, not a checkpoint directory")
-        damaged: list[str] = []
-        tried: set[int] = set()
-        while True:
-            steps = [s for s in reversed(ckpt_layout.saved_steps(self.workdir)) if s not in tried]
-            if not steps:
-                break
-            step, reason = steps[0], None
-            tried.add(step)
-            try:
-                restored = self.restore_verified(step, abstract, ident)
-            except DamagedCheckpoint as err:
-                reason = str(err)
-            if _all_agree(reason is None):
-                if damaged:
-                    _warn(f"using the newest intact checkpoint {self.path(step)} (step {step}, "
-                          "verified)")
-                return restored
-            now = ckpt_layout.saved_steps(self.workdir)
-            if step not in now or now[-1] > step:  # a live trainer saved a newer one meanwhile
-                _warn(f"checkpoint {self.path(step)} changed while it was read (a running trainer "
-                      "saved a newer one and removes old ones); trying the newest one")
-                continue
-            damaged.append(self.set_aside(step, reason) if set_aside
-                           else self._report(step, reason))
-        if damaged:
-            raise ConfigError(f"every checkpoint in {self.directory} is damaged"
-                              + _every_damaged_advice(damaged, set_aside))
-        return None
-
-    def _report(self, step: int, reason: str | None) -> str:  # a reader's: left in place
-        _warn(f"checkpoint {self.path(step)} (step {step}) is damaged: {reason}. Left in place "
-              "(readers change nothing); reading the previous checkpoint")
-        return self.path(step)
+        """The newest checkpoint that verifies, or None if the workdir has none (ckpt_fallback:
+        the trainer, `set_aside`, renames damaged ones aside; a reader leaves them). Collective."""
+        return ckpt_fallback.newest_intact(self, abstract, ident, set_aside)
 
     def set_aside_from(self, first: int, reason: str) -> int | None:
         """Set aside (DIVERGED_TAG) every checkpoint of step >= `first`: not good, `reason`.
@@ -263,7 +209,7 @@ class Checkpointer:
         prefix = f"{step}{tag}"
         target = os.path.join(self.directory, max(
             (n for n in os.listdir(self.directory) if n.startswith(prefix)), default=prefix + "?"))
-        _warn(f"checkpoint {self.path(step)} (step {step}) {what}: {reason}. Set aside as "
+        warn(f"checkpoint {self.path(step)} (step {step}) {what}: {reason}. Set aside as "
               f"{target}" + ("; trying the previous checkpoint" if tag == CORRUPT_TAG else ""))
         self.manager.reload()
         return target
@@ -283,16 +229,3 @@ class Checkpointer:
     def close(self) -> None:
         self.wait()
         self.manager.close()
-
-
-def _every_damaged_advice(damaged: list[str], set_aside: bool) -> str:
-    if set_aside:  # the trainer
-        return (f"; each was set aside (renamed, not deleted): {', '.join(damaged)}. Nothing was "
-                "trained. To start the run over from step 0, rerun with --restart (or use a new "
-                "--workdir)")
-    return f": {', '.join(damaged)}. Nothing was read and nothing was changed"
-
-
-def _short(err: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= limit else text[:limit] + " ..."

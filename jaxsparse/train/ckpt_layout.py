@@ -52,14 +52,16 @@ def stray_files(workdir: str) -> list[int]:
 
 def unreadable(path: str) -> str | None:
     """The first file or directory under `path` this process may not read (a permission
-    problem, not damage), or None. Opens every file, so it sees what a restore would see."""
-    if not os.access(path, os.R_OK | os.X_OK):
-        return path
-    for root, dirs, files in os.walk(path):
-        for name in dirs:
-            sub = os.path.join(root, name)
-            if not os.access(sub, os.R_OK | os.X_OK):
-                return sub
+    problem, not damage), or None. Opens every file, so it sees what a restore would see; a path
+    that is missing (e.g. removed meanwhile by a live trainer's keep-N) is not a permission problem."""
+    denied: list[str] = []
+
+    def note(err: OSError) -> None:  # os.walk's errors: a directory it could not list
+        if isinstance(err, PermissionError):
+            denied.append(err.filename)
+    for root, _, files in os.walk(path, onerror=note):
+        if denied:
+            break
         for name in files:
             try:
                 with open(os.path.join(root, name), "rb"):
@@ -68,4 +70,4 @@ def unreadable(path: str) -> str | None:
                 return os.path.join(root, name)
             except OSError:
                 continue  # missing or broken: the restore reports it as damage
-    return None
+    return denied[0] if denied else None

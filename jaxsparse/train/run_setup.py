@@ -19,7 +19,7 @@ from jaxsparse.errors import ConfigError
 from jaxsparse.train import ckpt_layout
 
 # What a run writes into its workdir; `--restart` moves these aside (never deletes them).
-RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "summary.json", "training.png", "tensorboard")
+RUN_OUTPUTS = (ckpt_layout.CHECKPOINTS, "metrics.jsonl", "summary.json", "training.png", "tensorboard")
 PREVIOUS = "previous"
 
 
@@ -28,9 +28,10 @@ def check_workdir(workdir: str, restart: bool = False) -> bool:
     probe file that is always removed. Returns whether the trainer must move the outputs of an
     earlier attempt aside (`move_previous_outputs`) before it starts from step 0.
 
-    A workdir holding summary.json but no checkpoint cannot be resumed: refused unless `restart`.
-    metrics.jsonl with no checkpoint at all (a kill or a divergence before the first one) is
-    safe to move aside: True, and the trainer says so. With `restart`: True.
+    A workdir holding summary.json but no checkpoint cannot be resumed, nor one whose every
+    checkpoint was set aside as damaged: refused unless `restart`. metrics.jsonl with no intact or
+    damaged checkpoint (a kill before the first one, or a divergence whose every checkpoint was set
+    aside as not good) is safe to move aside: True, and the trainer says so. With `restart`: True.
     """
     _check_path(workdir)
     try:
@@ -41,8 +42,14 @@ def check_workdir(workdir: str, restart: bool = False) -> bool:
         if os.path.isdir(where) or where == workdir:
             _probe(where, workdir)
     outputs = [n for n in RUN_OUTPUTS if os.path.exists(os.path.join(workdir, n))]
-    if restart or ckpt_layout.saved_steps(workdir) or ckpt_layout.set_aside_entries(workdir):
+    if restart or ckpt_layout.saved_steps(workdir):
         return restart and bool(outputs)
+    damaged = ckpt_layout.set_aside_entries(workdir)
+    if damaged:
+        raise ConfigError(
+            f"--workdir={workdir}: every checkpoint was set aside as damaged ({', '.join(damaged)} in "
+            f"{ckpt_layout.checkpoint_dir(workdir)}), so there is nothing to resume from; pass --restart "
+            f"to start over from step 0 (it moves the old outputs to {os.path.join(workdir, PREVIOUS)}/)")
     if "summary.json" in outputs:
         raise ConfigError(
             f"--workdir={workdir} holds summary.json but no checkpoint to resume from; use a new "

@@ -133,6 +133,7 @@ class Session:
             say(f"redoing the eval of step {start}: its record is missing (the run was stopped "
                 "after the checkpoint, before the eval)")
             self.evaluate(start)
+            self.restart_clock(start)  # the eval's time is not in the next tokens/s
 
     def restart_clock(self, done: int) -> None:
         self.t_log, self.step_at_log = time.time(), done
