@@ -126,8 +126,12 @@ class Checkpointer:
         except ConfigError:
             raise
         except Exception as err:  # noqa: BLE001 - missing, truncated or garbled files
-            raise DamagedCheckpoint(f"its arrays cannot be read ({type(err).__name__}: "
-                                    f"{short(err)})") from err
+            unreadable = f"its arrays cannot be read ({type(err).__name__}: {short(err)})"
+        else:
+            unreadable = None
+        if unreadable:
+            ckpt_fallback.drop_failed_read_noise()
+            raise DamagedCheckpoint(unreadable)
         expected = meta.get("checksums")
         bad = []
         if isinstance(expected, dict):  # None: written before checksums existed (warned above)

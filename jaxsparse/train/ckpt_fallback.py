@@ -36,6 +36,25 @@ def short(err: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
+_FAILED_READ = "Encountered error while reading array"  # orbax's message for an unreadable array
+
+
+def drop_failed_read_noise() -> None:
+    """After orbax failed to read a damaged checkpoint, its leftover read coroutines raise the same
+    error again when they are freed (often at exit), which Python prints as "Exception ignored in:
+    <coroutine ...>" with a traceback. The damage was already reported in one line: from now on this
+    process drops those (only those; every other unraisable exception is printed as before)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_failed_reads", False):
+        return
+
+    def hook(unraisable) -> None:
+        if not str(unraisable.exc_value).startswith(_FAILED_READ):
+            previous(unraisable)
+    hook.drops_failed_reads = True
+    sys.unraisablehook = hook
+
+
 def all_agree(ok: bool) -> bool:
     """True when `ok` holds on every process (one process: `ok`)."""
     if jax.process_count() == 1:
