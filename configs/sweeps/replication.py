@@ -3,18 +3,21 @@
 Every run is configs/tiny.py (embedded Shakespeare, byte tokenizer, vocabulary 259 unpadded) with a
 shape override (d_model, n_layers; 4 heads), batch 32 x 64 tokens, AdamW as the paper's section 5
 (warm-up 10%, cosine to 10% of the peak), steps from a token budget in tokens per INITIAL (total)
-parameter. Sparse runs: 25%/75% geometric, about 20 events. Matched runs: a bigger model pruned
-so that its exact N̄ (jaxsparse.pruning.average_param_count) equals a dense partner's size, at the
-partner's step count (same D, so the same training FLOPs).
+parameter; a matched pair's budget is per parameter of its dense partner (the pair's D, which gives
+the sparse run >= 50 tokens per initial parameter). Sparse runs: 25%/75% geometric, 20 events.
+Matched runs: a bigger model pruned so that its exact N̄ (jaxsparse.pruning.average_param_count)
+equals the dense partner's size, at the partner's step count (same D, so the same training FLOPs).
 
 Parts (the argument `part`; `all` runs them in this order, the core verdict first):
   core      dense ladder at 200 tok/param; the matched pairs and their dense partners, 2 seeds
-  sparse    final sparsity {0.2, 0.4, 0.6, 0.8} on 2 sizes at 200 tok/param
-  budget    the dense ladder and the sparse grid's 0.8 runs at 50 tok/param (D varies in the fit)
+  sparse    final sparsity {0.2, 0.4, 0.6, 0.8} on 2 sizes at 50 tok/param
+  budget    the dense ladder at 50 tok/param (D varies in the fit)
   lr        the dense ladder at 50 tok/param with lr / 3 and lr x 3 (the learning-rate check)
   invest    the investigation: one change at a time to the first matched pair, 2 seeds each
+            (scope, recovery length, cosine floor, budget, width, depth)
   schedules the 10 (start, end) pairs of the paper's grid at one size and sparsity, 200 tok/param
-  smoke     CI: 4 runs of a few steps (seconds), a dense run, its matched sparse partner, 2 seeds
+  fit       the runs that enter the law's fit (tag fit=1): the paper's recipe, the 2-layer family
+  smoke     CI: 8 runs of 8 steps (seconds each), a matched pair with 2 seeds and dense runs
 
     python -m jaxsparse.sweep configs/sweeps/replication.py:part=core --list
     nice -n 19 python -m jaxsparse.sweep configs/sweeps/replication.py --run local \
@@ -54,7 +57,8 @@ SPARSITIES = (0.2, 0.4, 0.6, 0.8)
 PAIRS = ((Shape(32), Shape(24)), (Shape(40), Shape(32)), (Shape(64), Shape(48)))  # (sparse, dense partner)
 DEEP_PAIR = (Shape(64, 4), Shape(48, 4))                       # the investigation's deeper pair
 SCHEDULE_SHAPE, SCHEDULE_SPARSITY = Shape(32), 0.8
-BUDGET, LOW_BUDGET, HIGH_BUDGET = 200.0, 50.0, 400.0
+BUDGET, LOW_BUDGET, HIGH_BUDGET = 200.0, 50.0, 400.0   # tokens per initial parameter
+PAIR_LOW_BUDGET = 100.0  # per partner parameter: the sparse run then gets >= 50 per initial parameter
 
 
 def shape_overrides(shape: Shape) -> dict:
@@ -170,20 +174,20 @@ def lr_check(a):
 
 def investigation(a):
     """One change at a time to the first matched pair at 200 tok/param, 2 seeds each: the budget
-    (50, 400), width (the second pair at 50) and depth (4 layers at 50), the pruning window ending
+    (100, 400), width (the last pair at 100) and depth (4 layers at 100), the pruning window ending
     at 50% (longer recovery), layerwise scope, and a cosine floor of 50% (both runs of the pair)."""
     sparse, dense = PAIRS[0]
     floor = {"train.min_lr_ratio": 0.5}
     runs = []
     for seed in SEEDS:
-        runs += _pair(sparse, dense, LOW_BUDGET, a, seed)
-        runs += _pair(*PAIRS[-1], LOW_BUDGET, a, seed)
-        runs += _pair(sparse, dense, BUDGET, a, seed, variant="end0.5", end=0.5)
         runs += _pair(sparse, dense, BUDGET, a, seed, variant="layerwise",
                       extra={"pruning.scope": "layerwise"})
+        runs += _pair(sparse, dense, BUDGET, a, seed, variant="end0.5", end=0.5)
         runs += _pair(sparse, dense, BUDGET, a, seed, variant="floor0.5", extra=floor, both=True)
+        runs += _pair(sparse, dense, PAIR_LOW_BUDGET, a, seed)
         runs += _pair(sparse, dense, HIGH_BUDGET, a, seed)
-        runs += _pair(*DEEP_PAIR, LOW_BUDGET, a, seed, variant="deep")
+        runs += _pair(*PAIRS[-1], PAIR_LOW_BUDGET, a, seed)
+        runs += _pair(*DEEP_PAIR, PAIR_LOW_BUDGET, a, seed, variant="deep")
     return runs
 
 
@@ -203,16 +207,20 @@ def schedules(a):
 
 
 def smoke(a):
-    """CI: a dense d32 run of 8 steps and a d48 run pruned to its N̄, 2 seeds (seconds each)."""
-    runs = []
+    """CI: runs of seconds each: dense d24, d32 and a d32 pruned to d24's N̄ (2 seeds, 8 steps), dense
+    d40 and d48 (16 steps): enough dense runs, at 2 token counts, for the law's 5 parameters."""
+    runs, steps, quick = [], 8, {"eval.batches": 2}
     for seed in SEEDS:
-        steps, quick = 8, {"eval.batches": 2}
-        partner = run("dense_d32", Shape(32), steps, seed=seed, lr=a.lr, extra=quick,
-                      tags={"kind": "dense", "budget": 0.0})
-        s = matched_sparsity(Shape(48), Shape(32), steps)
-        runs += [partner, run("matched_d48_to_d32", Shape(48), steps, s, seed=seed, lr=a.lr, extra=quick,
-                              tags={"kind": "matched", "budget": 0.0, "variant": "base",
-                                    "match": partner["name"], "pair": "d48_to_d32"})]
+        small = run("dense_d24", Shape(24), steps, seed=seed, lr=a.lr, extra=quick,
+                    tags={"kind": "dense", "budget": 0.0})
+        runs += [small, run("dense_d32", Shape(32), steps, seed=seed, lr=a.lr, extra=quick,
+                            tags={"kind": "dense", "budget": 0.0}),
+                 run("matched_d32_to_d24", Shape(32), steps, matched_sparsity(Shape(32), Shape(24), steps),
+                     seed=seed, lr=a.lr, extra=quick,
+                     tags={"kind": "matched", "budget": 0.0, "variant": "base", "match": small["name"],
+                           "pair": "d32_to_d24"})]
+    runs += [run(f"dense_d{w}", Shape(w), 2 * steps, lr=a.lr, extra=quick, tags={"kind": "dense", "budget": 0.0})
+             for w in (40, 48)]  # another D: the law's exponent beta needs two
     return runs
 
 
@@ -228,14 +236,20 @@ def in_fit(r: dict, lr: float) -> bool:
             and t["layers"] == 2 and t["lr"] == lr)
 
 
+def _tagged(runs: list, part: str, lr: float) -> list:
+    for r in runs:
+        r["tags"].update(part=part, fit=int(in_fit(r, lr)))
+    return runs
+
+
 def all_runs(a) -> list:
-    """Every part's runs in PARTS order, each once, tagged with the first part that has it."""
+    """Every part's runs in PARTS order, each once, tagged with the first part that has it and
+    with fit (1: the run enters the law's fit)."""
     runs, seen = [], set()
     for part in PARTS:
-        for r in BUILDERS[part](a):
+        for r in _tagged(BUILDERS[part](a), part, a.lr):
             if r["name"] not in seen:
                 seen.add(r["name"])
-                r["tags"]["part"] = part
                 runs.append(r)
     return runs
 
@@ -243,13 +257,13 @@ def all_runs(a) -> list:
 def get_sweep(arg=None):
     a = parse_config_args(arg, part="all", scale=1.0, lr=LEARNING_RATE)
     if a.part == "smoke":
-        return smoke(a)
+        return _tagged(smoke(a), "smoke", a.lr)
     if a.part not in (*BUILDERS, "all", "fit"):
         raise ValueError(f"replication.py: part={a.part!r} is unknown; allowed: all, fit, smoke, "
                          f"{', '.join(BUILDERS)}")
     runs = all_runs(a)
     if a.part == "fit":
-        return [r for r in runs if in_fit(r, a.lr)]
+        return [r for r in runs if r["tags"]["fit"]]
     if a.part != "all":
         names = {r["name"] for r in BUILDERS[a.part](a)}
         runs = [r for r in runs if r["name"] in names]
