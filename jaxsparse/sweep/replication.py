@@ -151,6 +151,29 @@ def write_tables(rows: list[dict[str, Any]], fit_rows: list[dict[str, Any]], mis
     return path
 
 
+def write_results(sweep: str, root: str, out: str, report: bool = True) -> list[str]:
+    """Collect the finished runs of `sweep` (SWEEP_FILE[:args]) under `root` into `out`: all_runs.csv,
+    replication.md, and (when any fit run finished) results.csv, plus with `report` the sweep report of
+    the fit runs. Returns the lines to print. Raises SweepError when nothing finished, ValueError (or
+    ArithmeticError) when the law cannot be fitted to the finished runs."""
+    runs = load_sweep(sweep)
+    fit_runs = [r for r in runs if int(r.tags.get("fit", 1))]
+    rows, missing = collect(runs, root)
+    if not rows:
+        raise SweepError(f"no run of {sweep} has finished under {root}")
+    fit_rows = [r for r in rows if int(r.get("fit", 1))]
+    os.makedirs(out, exist_ok=True)
+    write_csv(rows, os.path.join(out, "all_runs.csv"))
+    tables = write_tables(rows, fit_rows, [r.name for r in missing], len(runs),
+                          os.path.join(out, "replication.md"))
+    said = [f"{len(rows)} of {len(runs)} runs finished; wrote {tables}"]
+    if fit_rows:
+        said.append(f"wrote {write_csv(fit_rows, os.path.join(out, 'results.csv'))} ({len(fit_rows)} runs)")
+        if report:
+            said.append(f"wrote {write_report(fit_rows, fit_runs, root, out_dir=out)}")
+    return said
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m jaxsparse.sweep.replication", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -159,21 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep", default=SWEEP, help=f"SWEEP_FILE[:args] (default {SWEEP}: every part)")
     args = ap.parse_args(argv)
     try:
-        runs = load_sweep(args.sweep)
-        fit_runs = [r for r in runs if int(r.tags.get("fit", 1))]
-        rows, missing = collect(runs, args.root)
-        fit_rows = [r for r in rows if int(r.get("fit", 1))]
-        if not rows:
-            raise SweepError(f"no run of {args.sweep} has finished under {args.root}")
-        os.makedirs(args.out, exist_ok=True)
-        write_csv(rows, os.path.join(args.out, "all_runs.csv"))
-        tables = write_tables(rows, fit_rows, [r.name for r in missing], len(runs),
-                              os.path.join(args.out, "replication.md"))
-        print(f"{len(rows)} of {len(runs)} runs finished; wrote {tables}")
-        if fit_rows:
-            print(f"wrote {write_csv(fit_rows, os.path.join(args.out, 'results.csv'))} ({len(fit_rows)} runs)")
-            print(f"wrote {write_report(fit_rows, fit_runs, args.root, out_dir=args.out)}")
-    except (SweepError, ValueError) as err:
+        for line in write_results(args.sweep, args.root, args.out):
+            print(line)
+    except (SweepError, ValueError, ArithmeticError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
