@@ -24,6 +24,20 @@ Parts (the argument `part`; `all` runs them in this order, the core verdict firs
         --root /work/runs/replication      # part=all; rerun to resume, finished runs are skipped
 
 Other arguments: scale (multiplies every budget; default 1.0), lr (default 1e-2).
+
+Throughput (measured on the shared 2-core machine, 2026-12-06; bench/bench_replication_shapes.py:
+the trainer's sparse step, shapes interleaved in one process, medians of 5 x 20 steps, load 2.5):
+  2 layers d32 66.4k tokens/s (30.8 ms/step), d48 49.9k, d64 37.1k, d96 24.0k; 4 layers d48 26.7k,
+  d64 19.5k. Batch 64 x 64 or 32 x 128 instead of 32 x 64 gave no more tokens/s (d32: 43.2k, 50.1k;
+  d64: 28.4k, 32.9k; load 2.9-3.2, separate runs).
+Waste removed: a trainer process costs 7.7 s before and after its steps (imports, data, init,
+compilation, final eval, checkpoint; one 1-step run, load 2.8), paid once per run; evaluation only at
+the end (64 batches); checkpoints every 1000 steps, 1 kept (not every 100); console/metrics every 500
+steps (plus the 20 event steps); no TensorBoard or plots; the vocabulary unpadded (259, not 384).
+--parallel 2 against 1 (4 runs of d48, 600 steps, runner wall time, load 4-5): 198 s against 232 s,
+so the sweep runs 2 at a time, each pinned to one core.
+Expected wall time: 4.0 hours at those tokens/s plus start-up; on the shared machine at nice 19
+(load 8-10 from other work) runs went 3-8x slower.
 """
 import dataclasses
 
