@@ -17,6 +17,7 @@ Parts (the argument `part`; `all` runs them in this order, the core verdict firs
             (scope, recovery length, cosine floor, budget, width, depth)
   schedules the 10 (start, end) pairs of the paper's grid at one size and sparsity, 200 tok/param
   fit       the runs that enter the law's fit (tag fit=1): the paper's recipe, the 2-layer family
+  scope     the investigation's layerwise-scope pairs alone (a subset of invest, to run early)
   smoke     CI: 4 runs of 8 steps (seconds each), a matched pair with 2 seeds
 
     python -m jaxsparse.sweep configs/sweeps/replication.py:part=core --list
@@ -206,6 +207,13 @@ def investigation(a):
     return runs
 
 
+def scope_check(a):
+    """The investigation's layerwise-scope pairs alone (2 seeds): a part to run early by hand."""
+    return [r for r in investigation(a) if r["tags"].get("variant") == "layerwise"
+            or r["name"] in {x["tags"].get("match") for x in investigation(a)
+                             if x["tags"].get("variant") == "layerwise"}]
+
+
 def schedule_pairs():
     """The paper's 10 (start, end) pairs (section 3): dense fraction {0, .25, .5, .75} x pruning
     fraction {.25, .5, .75, 1} with sum <= 1."""
@@ -235,7 +243,7 @@ def smoke(a):
 
 
 BUILDERS = {"core": core, "sparse": sparse_grid, "budget": budget_part, "lr": lr_check,
-            "invest": investigation, "schedules": schedules}
+            "invest": investigation, "schedules": schedules, "scope": scope_check}
 
 
 def in_fit(r: dict, lr: float) -> bool:
