@@ -12,11 +12,9 @@ sparsity whose exact N̄ (jaxsparse.pruning.average_param_count) equals the part
 
 Argument (optional): scale (multiplies every token budget; default 1.0; e.g. 0.1 for a smoke run).
 """
-from jaxsparse import models
-from jaxsparse.data import ByteTokenizer
-from jaxsparse.pruning import Schedule, average_param_count
+from jaxsparse.pruning import Schedule
+from jaxsparse.sweep import matching
 from jaxsparse.train.config import base_config
-from jaxsparse.train.run import model_config, total_steps
 from jaxsparse.train.config_args import parse_config_args
 
 WIDTHS = (32, 48, 64, 80, 96)          # d_model of the dense ladder
@@ -29,43 +27,33 @@ LEARNING_RATE = 1e-2
 START, END, EVENTS = 0.25, 0.75, 10    # pruning window (fractions) and events in it
 
 
-def counts(width: int) -> dict:
-    """Parameter counts of the width-`width` model as the trainer builds it (byte vocabulary)."""
+def _config(width: int):
     c = base_config()
     c.model.size, c.model.d_model, c.model.n_layers, c.model.n_heads = (
         "test", width, N_LAYERS, N_HEADS)
-    c.train.seq_len = SEQ
-    return models.param_counts(model_config(c, ByteTokenizer.vocab_size))
+    c.train.batch_size, c.train.seq_len = BATCH, SEQ
+    return c
+
+
+def counts(width: int) -> dict:
+    """Parameter counts of the width-`width` model as the trainer builds it (byte vocabulary)."""
+    return matching.param_counts(_config(width))
 
 
 def steps_for(width: int, budget: float) -> int:
     """Optimizer steps of `budget` tokens per total parameter (the trainer's own rule)."""
-    c = base_config()
-    c.train.steps, c.train.budget = 0, budget
-    c.train.batch_size, c.train.seq_len = BATCH, SEQ
-    return total_steps(c, counts(width)["total"])
+    return matching.steps_for(_config(width), budget, counts(width)["total"])
 
 
 def interval_for(steps: int) -> int:
     return max(1, round((END - START) * steps / EVENTS))
 
 
-def n_avg(width: int, sparsity: float, steps: int) -> float:
-    """Exact N̄ (all parameters) of a `steps`-step run at `sparsity` (geometric, 25/75)."""
-    c = counts(width)
-    schedule = Schedule("geometric", sparsity, START, END, interval_for(steps))
-    return average_param_count(schedule, steps, c["prunable"], c["total"] - c["prunable"]).total
-
-
 def matched_sparsity(width: int, target: float, steps: int) -> float:
     """The final sparsity (4 decimals) at which N̄ of `width` equals `target` parameters."""
-    lo, hi = 0.0, 0.999
-    if not n_avg(width, hi, steps) <= target <= n_avg(width, lo, steps):
-        raise ValueError(f"no sparsity of width {width} gives N̄ = {target:.0f} in {steps} steps")
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if n_avg(width, mid, steps) > target else (lo, mid)
-    return round((lo + hi) / 2, 4)
+    c = counts(width)
+    return matching.matched_sparsity(
+        lambda s: matching.n_avg(c, Schedule("geometric", s, START, END, interval_for(steps)), steps), target)
 
 
 def _run(name, width, steps, sparsity, tags):

@@ -5,7 +5,7 @@
     python -m jaxsparse.sweep SWEEP_FILE --run tpu --tpu_name=T --zone=Z --project=P [--dry_run]
         [--shard K/N]       # runs K, K+N, ... only: one shard per TPU VM
     python -m jaxsparse.sweep SWEEP_FILE --collect [OUT.csv]      # default ROOT/results.csv
-    python -m jaxsparse.sweep SWEEP_FILE --report                 # fit, compare, plots, report.md
+    python -m jaxsparse.sweep SWEEP_FILE --report [--out DIR]     # fit, compare, plots, report.md
     python -m jaxsparse.sweep mini      # = configs/sweeps/mini.py --run local --collect --report
 
 Runs live in ROOT/<workdir> (ROOT: --root, default runs/sweeps/<sweep file name>). Every run's
@@ -53,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--collect", nargs="?", const="", metavar="OUT.csv",
                    help="write the finished runs' results as CSV (default ROOT/results.csv)")
     p.add_argument("--report", action="store_true",
-                   help="scaling fit, N̄ vs final-size comparison, plots and ROOT/report.md")
+                   help="scaling fit, N̄ vs final-size comparison, plots and OUT/report.md")
+    p.add_argument("--out", metavar="DIR",
+                   help="where --report writes report.md, report.json and plots/ (default ROOT)")
     return p
 
 
@@ -122,7 +124,7 @@ def _main(args: argparse.Namespace) -> int:
             from jaxsparse.sweep.report import write_report
             wall = time.time() - t0 if args.run == "local" else None
             try:
-                print(f"wrote {write_report(rows, runs, root, wall_s=wall)}")
+                print(f"wrote {write_report(rows, runs, root, wall_s=wall, out_dir=args.out)}")
             except ValueError as err:  # e.g. fewer finished runs than the law's 5 parameters
                 raise SweepError(f"--report: {err}") from err
     return status

@@ -4,7 +4,8 @@ Columns (one row per finished run; units: parameters are counts, d is tokens, lo
 eval loss in nats/token, flops are sparsity-aware training FLOPs):
   name, n (= n_avg, N̄ over all parameters), n_avg, n_avg_prunable, n_final (active at the end),
   n_initial and n_total (the dense size), n_prunable, d (= tokens), loss (= final_eval_loss),
-  final_train_loss, final_sparsity, flops, steps, workdir, then the runs' tags (sorted).
+  final_train_loss, final_sparsity, flops, steps, seed (config.seed: init and data order), workdir,
+  then the runs' tags (sorted).
 `python -m jaxsparse.scaling fit RESULTS.csv` reads n, d and loss (and the other n_* columns).
 
 A run counts as finished only when its summary.json's config equals the run's current spec
@@ -26,7 +27,7 @@ from jaxsparse.sweep.spec import Run, SweepError
 SUMMARY = "summary.json"
 COLUMNS = ("name", "n", "n_avg", "n_avg_prunable", "n_final", "n_initial", "n_total",
            "n_prunable", "d", "loss", "final_train_loss", "final_sparsity", "flops", "steps",
-           "workdir")
+           "seed", "workdir")
 # Config keys that say where outputs go or how often progress is reported, not what is
 # trained: a summary that differs from the spec only in these still counts as the run's.
 # (mesh.*: the checkpoint identity excludes it too; a run resumes on another mesh.)
@@ -110,7 +111,7 @@ def row_of(run: Run, root: str, summary: dict[str, Any] | None = None) -> dict[s
                "d": s["tokens"],
                "loss": s["final_eval_loss"], "final_train_loss": s.get("final_train_loss"),
                "final_sparsity": s["final_sparsity"], "flops": s["flops"], "steps": s["steps"],
-               "workdir": workdir}
+               "seed": s["config"]["seed"], "workdir": workdir}
     except KeyError as err:
         raise SweepError(f"{path} has no key {err}; was it written by jaxsparse.train?") from err
     row.update(run.tags)

@@ -142,17 +142,19 @@ def _run_wall_time(root: str) -> tuple[float, int]:
 
 
 def write_report(rows: list[dict[str, Any]], runs: list[Run], root: str,
-                 wall_s: float | None = None) -> str:
-    """Fit, compare, plot; write ROOT/report.md, ROOT/report.json and ROOT/plots/; return the
+                 wall_s: float | None = None, out_dir: str | None = None) -> str:
+    """Fit, compare, plot; write OUT/report.md, OUT/report.json and OUT/plots/ (OUT: `out_dir`,
+    default the sweep root `root`, whose runner history gives the summed wall time); return the
     report's path."""
+    out = out_dir or root
+    os.makedirs(out, exist_ok=True)
     p = analysis.points_of(rows)
     compared = analysis.compare_all(p)
     fits = {r["kind"]: {**r, "law": scaling.ScalingLawFit.from_dict(r)} for r in compared}
     dense = analysis.dense_to_sparse(p)
     pairs = analysis.matched_pairs(p)
-    plot_dir = os.path.join(root, "plots")
-    paths = figures.write_figures(p, fits, dense, plot_dir)
-    rel = [os.path.relpath(x, root) for x in paths]
+    paths = figures.write_figures(p, fits, dense, os.path.join(out, "plots"))
+    rel = [os.path.relpath(x, out) for x in paths]
     wall = f"{format_duration(wall_s)} for this invocation" if wall_s else "not measured here"
     run_s, n_proc = _run_wall_time(root)
     if n_proc:
@@ -171,7 +173,7 @@ def write_report(rows: list[dict[str, Any]], runs: list[Run], root: str,
         "## Matched pairs", "", *_pairs_section(pairs), "",
         "## Figures", "", *[f"- [{r}]({r})" for r in rel], "",
         "## Runs", "", *_runs_table(p), ""]
-    path = os.path.join(root, "report.md")
+    path = os.path.join(out, "report.md")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
     summary = {"fits": [{k: v for k, v in r.items()} for r in compared],
@@ -179,6 +181,6 @@ def write_report(rows: list[dict[str, Any]], runs: list[Run], root: str,
                    "fit": dense["fit"].to_dict(), "errors": dense["errors"]},
                "matched_pairs": pairs, "figures": rel, "wall_s": wall_s,
                "runner_wall_s": run_s, "runner_processes": n_proc}
-    with open(os.path.join(root, "report.json"), "w", encoding="utf-8") as f:
+    with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, default=float)
     return path

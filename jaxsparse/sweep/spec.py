@@ -25,7 +25,7 @@ from typing import Any
 from jaxsparse.errors import ConfigError
 from jaxsparse.train.config_args import PROJECT_ROOT, resolve_config_file, split_config
 
-__all__ = ["PROJECT_ROOT", "Run", "SweepError", "load_sweep", "resolve_config_file", "split_config"]
+__all__ = ["PROJECT_ROOT", "Run", "SweepError", "load_module", "load_sweep", "resolve_config_file", "split_config"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
 _RUN_KEYS = ("name", "config", "overrides", "workdir", "tags")
@@ -147,9 +147,8 @@ def sweep_name(spec: str) -> str:
     return os.path.splitext(os.path.basename(split_config(spec)[0]))[0]
 
 
-def load_sweep(spec: str) -> list[Run]:
-    """Load ``SWEEP_FILE[:arg]``: import the file, call get_sweep(arg), check the runs."""
-    path, arg = split_config(spec)
+def load_module(path: str) -> Any:
+    """Import the sweep file at `path` (as given, else relative to the project root) as a module."""
     if not os.path.isfile(path):
         alt = os.path.join(PROJECT_ROOT, path)
         if not os.path.isfile(alt):
@@ -163,6 +162,14 @@ def load_sweep(spec: str) -> list[Run]:
         module_spec.loader.exec_module(module)
     finally:
         sys.modules.pop(module_name, None)
+    return module
+
+
+def load_sweep(spec: str) -> list[Run]:
+    """Load ``SWEEP_FILE[:arg]``: import the file, call get_sweep(arg), check the runs."""
+    path, arg = split_config(spec)
+    module = load_module(path)
+    path = module.__file__
     if not callable(getattr(module, "get_sweep", None)):
         raise SweepError(f"sweep file {path!r} defines no get_sweep(arg=None) function")
     try:
