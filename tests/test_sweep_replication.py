@@ -146,6 +146,7 @@ def test_smoke_sweep_trains_and_collects_pairs_over_seeds(tmp_path):
               for s in ("", "_s1")]
     text = (out / "replication.md").read_text()
     assert "4 of 4 runs finished. Missing (0): none." in text
+    assert (out / "plots" / "loss_vs_nbar.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (f"| d32_to_d24 | base | 0 | {float(rows['matched_d32_to_d24']['final_sparsity']):.3f} | 2 | "
             f"{sum(deltas) / 2:+.4f} | {abs(deltas[0] - deltas[1]) / 2:.4f} |") in text
 

@@ -108,3 +108,35 @@ def write_figures(p: Points, fits: dict[str, Any], dense_fit: dict[str, Any] | N
     paths += [str(x) for x in write_plots(fits["avg"]["law"], p.sizes["avg"], p.d, p.loss,
                                           nbar_dir)]
     return paths
+
+
+def loss_against_nbar(rows: list[dict[str, Any]], path: str) -> str:
+    """Final eval loss (nats) against N̄ (parameters, log axis) of a sweep's finished runs (`--collect`
+    rows) with the method's defaults (rows whose `variant` is one of the investigation's changes are left
+    out): dense runs as circles, sparse ones as triangles coloured by final sparsity, each matched run
+    joined to its dense partner (same N̄ and D) by a dashed line, so the gap the paper says is 0 shows."""
+    rows = [r for r in rows if r.get("variant") in (None, "", "base")]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.2, 4.8), layout="constrained")
+    by_name = {r["name"]: r for r in rows}
+    for r in rows:
+        partner = by_name.get(str(r.get("match") or ""))
+        if partner is not None:
+            ax.plot([float(partner["n"]), float(r["n"])], [float(partner["loss"]), float(r["loss"])],
+                    "k--", lw=0.8, alpha=0.6)
+    dense = [r for r in rows if float(r["final_sparsity"]) < 1e-6]
+    sparse = [r for r in rows if float(r["final_sparsity"]) >= 1e-6]
+    ax.scatter([float(r["n"]) for r in dense], [float(r["loss"]) for r in dense], marker="o", c="k",
+               label="dense (N̄ = N)")
+    if sparse:
+        points = ax.scatter([float(r["n"]) for r in sparse], [float(r["loss"]) for r in sparse], marker="^",
+                            c=[float(r["final_sparsity"]) for r in sparse], cmap="viridis", vmin=0, vmax=1,
+                            s=60, label="sparse (25%→75% of training)")
+        fig.colorbar(points, ax=ax, label="final sparsity")
+    ax.set_xscale("log")
+    ax.set(xlabel="N̄: parameters averaged over training", ylabel="final eval loss (nats/token)",
+           title="Sparse and dense runs against N̄ (dashed: a matched pair, same N̄ and D)")
+    ax.legend(loc="upper right")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -6,6 +6,8 @@ writes, from whatever runs of the sweep (--sweep, default all of it) have finish
   results.csv   the runs that enter the law's fit (tag fit=1, the sweep's `part=fit`), as `--collect`
                 writes them;
   report.md, report.json, plots/   the sweep report of those runs (`--report`);
+  plots/loss_vs_nbar.png   the finished runs' loss against N̄ (the investigation's variants left out):
+                dense and sparse, matched pairs joined;
   all_runs.csv  every finished run of the sweep (investigation, schedules, learning-rate check);
   replication.md  matched pairs over seeds, the investigation, the schedule ranking, the
                 learning-rate check, and the runs still missing.
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from jaxsparse import scaling
+from jaxsparse.sweep import figures
 from jaxsparse.sweep.collect import collect, write_csv
 from jaxsparse.sweep.report import write_report
 from jaxsparse.sweep.spec import SweepError, load_sweep
@@ -166,7 +169,9 @@ def write_results(sweep: str, root: str, out: str, report: bool = True) -> list[
     write_csv(rows, os.path.join(out, "all_runs.csv"))
     tables = write_tables(rows, fit_rows, [r.name for r in missing], len(runs),
                           os.path.join(out, "replication.md"))
-    said = [f"{len(rows)} of {len(runs)} runs finished; wrote {tables}"]
+    os.makedirs(os.path.join(out, "plots"), exist_ok=True)
+    figure = figures.loss_against_nbar(rows, os.path.join(out, "plots", "loss_vs_nbar.png"))
+    said = [f"{len(rows)} of {len(runs)} runs finished; wrote {tables} and {figure}"]
     if fit_rows:
         said.append(f"wrote {write_csv(fit_rows, os.path.join(out, 'results.csv'))} ({len(fit_rows)} runs)")
         if report:
