@@ -48,16 +48,11 @@ class RestoredRun:
     param_shardings: Any = None
 
 
-def saved_steps(workdir: str) -> list[int]:
-    """The steps of the complete checkpoints in WORKDIR/checkpoints (see `ckpt_layout`)."""
-    return ckpt_layout.saved_steps(workdir)
-
-
 def pick_step(workdir: str, step: Optional[int]) -> int:
     """`step` if it was saved, else the latest one (step None); ConfigError naming what exists."""
     if not os.path.isdir(workdir):
         raise ConfigError(f"--workdir={workdir!r}: no such directory")
-    steps = saved_steps(workdir)
+    steps = ckpt_layout.saved_steps(workdir)
     if not steps:
         raise ConfigError(f"--workdir={workdir!r} holds no checkpoints (expected "
                           f"{ckpt_layout.checkpoint_dir(workdir)}/<step>); train first: "

@@ -55,11 +55,6 @@ def leaf_paths(tree: Any) -> list[str]:
     return ["/".join(names) for names, _ in named_leaves(tree)]
 
 
-def path_str(path: Sequence[Any]) -> str:
-    """'/'-joined names of a pytree key path (see ``path_names``)."""
-    return "/".join(path_names(path))
-
-
 def path_names(path: Sequence[Any]) -> list[str]:
     """The names of a pytree key path, each key as it is (boxes are handled by ``named_leaves``)."""
     parts = []
