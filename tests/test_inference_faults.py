@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -29,13 +30,16 @@ def test_evaluate_falls_back_from_a_flipped_bit_and_refuses_it_by_step(killed_ru
     flip_bit(work / "checkpoints" / "16")
     out = run_cli(reader("evaluate", f"--workdir={work}"), killed_run["env"])
     assert out.returncode == 0, out.stderr[-3000:]
-    assert _damaged_warning(work, 16) + "checksum mismatch" in out.stderr
+    # The arrays are stored compressed: a flipped bit either decodes to other values (the checksums
+    # catch it) or stops the decoding (the read fails), by where in the file the write order put it.
+    reason = re.search(re.escape(_damaged_warning(work, 16)) + r"(checksum mismatch|its arrays cannot be read)",
+                       out.stderr)
+    assert reason, out.stderr[-3000:]
     assert json.loads(out.stdout)["step"] == 8
     assert sorted(os.listdir(work / "checkpoints")) == ["16", "8"]  # a reader changes nothing
     out = run_cli(reader("evaluate", f"--workdir={work}", "--step=16"), killed_run["env"])
     assert out.returncode == 2 and out.stdout == "", out.stderr[-3000:]
-    assert out.stderr.strip().splitlines()[-1].startswith(
-        f"error: checkpoint {work / 'checkpoints'}/16 (step 16) is damaged: checksum mismatch")
+    assert out.stderr.strip().splitlines()[-1].startswith("error: " + reason.group(0))
 
 
 def test_export_and_generate_treat_a_truncated_array_file_as_damage(killed_run, tmp_path):
