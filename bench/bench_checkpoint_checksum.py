@@ -4,7 +4,7 @@ The state is the 58m model's TrainState from configs/paper.py:size=58m (params, 
 masks and both Adam moments; float32 params), built from its abstract shapes directly on the
 devices with random values (zeros would compress and make the save look cheaper). Each
 repetition times, side by side and in alternating order:
-  checksum  `jaxsparse.train.checksum.state_checksums(state)` (jitted reduction on the devices,
+  checksum  `jaxsparse.train.workdir.checksum.state_checksums(state)` (jitted reduction on the devices,
             result fetched to the host)
   save      a synchronous orbax save of the same items without checksums (until on disk)
 The figure of merit is median(checksum) / median(save); the median of per-repetition ratios is
@@ -27,9 +27,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxsparse import models
-from jaxsparse.train.checksum import state_checksums
-from jaxsparse.train.run import prepare
-from jaxsparse.train.state import abstract_state
+from jaxsparse.train.workdir.checksum import state_checksums
+from jaxsparse.train.resolve.run import prepare
+from jaxsparse.train.steps.state import abstract_state
 
 
 def random_state(size: str):

@@ -7,7 +7,7 @@ with other jobs (tokenizer and data already cached): 5 min 03 s wall at load ave
 
     python -m jaxsparse.train --config=configs/default.py --workdir=runs/default
 """
-from jaxsparse.train.config import base_config
+from jaxsparse.train import base_config
 
 
 def get_config():

@@ -17,8 +17,7 @@ The number of steps is budget x total parameters / (batch x 2048).
 """
 import os
 
-from jaxsparse.train.config import base_config
-from jaxsparse.train.config_args import parse_budget, parse_config_args
+from jaxsparse.train import base_config, parse_budget, parse_config_args
 
 
 def get_config(arg=None):

@@ -3,8 +3,7 @@
     python -m jaxsparse.train --config=configs/tiny.py:corpus=/path/to/txt_folder --workdir=DIR
 Arguments: corpus (folder of .txt/.jsonl; default: the embedded Shakespeare), steps (default 24).
 """
-from jaxsparse.train.config import base_config
-from jaxsparse.train.config_args import parse_config_args
+from jaxsparse.train import base_config, parse_config_args
 
 
 def get_config(arg=None):

@@ -28,7 +28,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     args = p.parse_args(argv)
-    from jaxsparse.inference.hf_export import check_out_dir, write_export
+    from jaxsparse.hf.export import check_out_dir, write_export
     from jaxsparse.inference.restore import load_run
 
     try:

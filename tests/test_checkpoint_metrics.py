@@ -7,7 +7,7 @@ import json
 import pytest
 
 from jaxsparse.errors import ConfigError
-from jaxsparse.train.metrics import MetricsWriter
+from jaxsparse.train.workdir.records import MetricsWriter
 
 
 def _lines(path):

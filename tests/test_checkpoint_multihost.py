@@ -14,8 +14,8 @@ import orbax.checkpoint as ocp
 
 from jaxsparse import models
 from jaxsparse.train import prepare
-from jaxsparse.train.checkpointing import Checkpointer
-from jaxsparse.train.state import abstract_state
+from jaxsparse.train.workdir.checkpoints import Checkpointer
+from jaxsparse.train.steps.state import abstract_state
 from train_utils import cli_env, flat, tiny_config, train_cmd, train_losses, write_corpus
 
 STEPS = 8

@@ -15,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxsparse.errors import ConfigError
 from jaxsparse.train import train
-from jaxsparse.train.checksum import state_checksums
+from jaxsparse.train.workdir.checksum import state_checksums
 from train_utils import (find_key, flat, flip_bit, garbage_meta, restore_raw_state, tiny_config,
                          train_losses, truncate, write_corpus)
 

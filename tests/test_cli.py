@@ -10,7 +10,7 @@ import pytest
 
 from jaxsparse.errors import ConfigError
 from jaxsparse.train import prepare
-from jaxsparse.train.run_setup import device_memory_limit
+from jaxsparse.train.resolve.environment import device_memory_limit
 from train_utils import REPO, cli_env, run_cli, tiny_config, train_cmd, write_corpus
 
 TINY = f"{REPO}/configs/tiny.py"
@@ -40,11 +40,11 @@ BAD_INPUT = [  # (id, config file text or None for configs/tiny.py, extra args, 
     ("get_config raises", "def get_config():\n    raise RuntimeError('no corpus here')\n", [],
      ["bad.py", "no corpus here"]),
     ("unknown key in the file",
-     "from jaxsparse.train.config import base_config\n"
+     "from jaxsparse.train.resolve.config import base_config\n"
      "def get_config():\n    c = base_config()\n    c.train.stpes = 3\n    return c\n", ["--dry_run"],
      ["unknown key train.stpes", "did you mean train.steps?"]),
     ("unknown data key in the file",
-     "from jaxsparse.train.config import base_config\n"
+     "from jaxsparse.train.resolve.config import base_config\n"
      "def get_config():\n    c = base_config()\n    c.data.tokenzier = 'bytes'\n    return c\n",
      ["--dry_run"], ["data.tokenzier", "did you mean data.tokenizer?"]),
     ("unknown override", None, ["--config.train.stesp=3"], ["train.stesp", "did you mean train.steps?"]),
@@ -83,7 +83,7 @@ def test_print_config_lists_every_key_with_value_default_and_doc(corpus, env):
     out = run_cli([*train_cmd(corpus, REPO)[:4], "--config.train.steps=7", "--print_config"], env)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = {line.split(" = ")[0]: line for line in out.stdout.splitlines()}
-    from jaxsparse.train.config import key_docs
+    from jaxsparse.train.resolve.config import key_docs
     assert set(key_docs()) <= set(lines)  # every key, data's included
     assert lines["train.steps"].startswith("train.steps = 7 ")
     assert "optimizer steps" in lines["train.steps"] and "(default 0)" in lines["train.steps"]
@@ -142,7 +142,7 @@ def test_a_disk_full_fault_after_compute_exits_1_saying_what_was_saved(corpus, e
 
 
 def test_size_presets_are_kept_unless_a_config_sets_scan_layers_or_remat(corpus):
-    from jaxsparse.train.run import model_config
+    from jaxsparse.train.resolve.run import model_config
     config = tiny_config(corpus, **{"model.size": "58m"})
     assert config.model.scan_layers is None and config.model.remat is None  # = the size's
     preset = model_config(config, 32000)
@@ -152,7 +152,7 @@ def test_size_presets_are_kept_unless_a_config_sets_scan_layers_or_remat(corpus)
 
 
 def test_eta_counts_from_the_first_completed_step():
-    from jaxsparse.train.console import Progress
+    from jaxsparse.train.loop.console import Progress
     progress = Progress(total_steps=100)
     t0 = progress.t0
     assert "ETA ?" in progress.line(1, 1.0, 1.0, 1.0, now=t0 + 50)  # still compiling

@@ -18,7 +18,7 @@ from jaxsparse.errors import ConfigError  # noqa: E402
 from jaxsparse.generate import generate_ids, settings_for  # noqa: E402
 from jaxsparse.hf import load as hf_load  # noqa: E402
 from jaxsparse.hf.convert import LAYER_TENSORS, TOP_TENSORS, block_leaf, get_path  # noqa: E402
-from jaxsparse.inference.hf_export import write_export  # noqa: E402
+from jaxsparse.hf.export import write_export  # noqa: E402
 from jaxsparse.inference.restore import load_run  # noqa: E402
 from train_utils import restore_raw_state  # noqa: E402
 

@@ -118,7 +118,7 @@ def test_reading_a_live_run_that_keeps_one_checkpoint_does_not_race(killed_run, 
     """A trainer saving every step with checkpoint.keep=1 deletes each checkpoint as the next one
     commits; a reader that lists a step and then reads it moves on to the newest remaining one."""
     from jaxsparse.inference.restore import load_run
-    from jaxsparse.train.ckpt_layout import saved_steps
+    from jaxsparse.train.workdir.layout import saved_steps
 
     work = tmp_path / "live"
     args = train_cmd(killed_run["corpus"], work, "--config.train.steps=100000", "--config.checkpoint.keep=1",

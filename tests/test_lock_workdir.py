@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from jaxsparse.train import workdir_lock
-from jaxsparse.train.workdir_lock import WorkdirLocked
+from jaxsparse.train.workdir import lock as workdir_lock
+from jaxsparse.train.workdir.lock import WorkdirLocked
 from train_utils import cli_env, run_cli, train_cmd, write_corpus
 
 

@@ -163,9 +163,9 @@ def test_a_score_with_a_wrong_leaf_is_refused_naming_it():
 @pytest.mark.parametrize("name", ["magnitude", "random", "saliency"])
 def test_config_key_pruning_score_reaches_the_trainer_optimizer(name):
     from jaxsparse.pruning import by_name
-    from jaxsparse.train import config as config_lib
-    from jaxsparse.train import run as run_lib
-    from jaxsparse.train.optimizer import learning_rate_schedule, make_optimizer
+    from jaxsparse.train.resolve import config as config_lib
+    from jaxsparse.train.resolve import run as run_lib
+    from jaxsparse.train.resolve.optimizer import learning_rate_schedule, make_optimizer
 
     config = config_lib.base_config()
     config.pruning.score = name
@@ -187,7 +187,7 @@ def test_config_key_pruning_score_reaches_the_trainer_optimizer(name):
 
 @pytest.mark.trainer
 def test_config_rejects_an_unknown_score_naming_the_allowed_ones():
-    from jaxsparse.train import config as config_lib
+    from jaxsparse.train.resolve import config as config_lib
 
     config = config_lib.base_config()
     config.train.steps = 100

@@ -166,7 +166,7 @@ def test_results_of_the_full_design_from_a_known_law_in_nbar(tmp_path, design):
     N̄, lr 0.01 best, the missing runs named, and the report's LOO MAE exactly as `scaling compare
     --loo` prints it from results.csv."""
     from jaxsparse.sweep.check import plan_runs as plan_objects
-    from jaxsparse.train.report import write_summary
+    from jaxsparse.train.loop.report import write_summary
     runs, _ = design
     plans = plan_objects(runs)
     root, out = tmp_path / "runs", tmp_path / "out"

@@ -23,7 +23,7 @@ from jaxsparse.sweep.report import write_report
 from fault_utils import fill, tmpfs
 from train_utils import REPO
 from jaxsparse.sweep.spec import load_sweep
-from jaxsparse.train.report import write_summary
+from jaxsparse.train.loop.report import write_summary
 
 TRUTH = {"E": 1.2, "A": 300.0, "alpha": 0.45, "B": 900.0, "beta": 0.4}
 

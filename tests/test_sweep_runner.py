@@ -133,7 +133,7 @@ def test_interrupted_sweep_resumes_skips_finished_runs_and_collects(tmp_path):
 
 
 def _trainer_gone(pid: int, timeout: float) -> bool:
-    from jaxsparse.train.workdir_lock import pid_alive
+    from jaxsparse.train.workdir.lock import pid_alive
     deadline = time.time() + timeout
     while time.time() < deadline:
         if not pid_alive(pid):
@@ -143,7 +143,7 @@ def _trainer_gone(pid: int, timeout: float) -> bool:
 
 
 def test_killed_runner_leaves_no_trainer_and_a_locked_workdir_is_not_started(tmp_path):
-    from jaxsparse.train.workdir_lock import LOCK_NAME, read_lock
+    from jaxsparse.train.workdir.lock import LOCK_NAME, read_lock
     corpus = write_corpus(tmp_path / "corpus", files=4, paragraphs=30)
     env = _env(tmp_path / "data")
     sweep, root = _sweep(tmp_path, corpus), tmp_path / "root"

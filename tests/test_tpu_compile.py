@@ -18,12 +18,12 @@ pytest.importorskip("libtpu", reason="compiling for TPU needs libtpu: pip instal
 
 from jaxsparse import models  # noqa: E402
 from jaxsparse.errors import EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT, ConfigError  # noqa: E402
-from jaxsparse.train import compile_target  # noqa: E402
-from jaxsparse.train import config as config_lib  # noqa: E402
-from jaxsparse.train.run import prepare  # noqa: E402
-from jaxsparse.train.run_setup import build_mesh  # noqa: E402
-from jaxsparse.train.state import abstract_state  # noqa: E402
-from jaxsparse.train.tpu_slices import GIB, parse_slice  # noqa: E402
+from jaxsparse.train.target import compile_for as compile_target  # noqa: E402
+from jaxsparse.train.resolve import config as config_lib  # noqa: E402
+from jaxsparse.train.resolve.run import prepare  # noqa: E402
+from jaxsparse.train.resolve.environment import build_mesh  # noqa: E402
+from jaxsparse.train.steps.state import abstract_state  # noqa: E402
+from jaxsparse.train.target.slices import GIB, parse_slice  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,8 +9,8 @@ from jaxsparse import data as data_lib
 from jaxsparse import models
 from jaxsparse.pruning import get_masks
 from jaxsparse.train import prepare
-from jaxsparse.train.state import abstract_state, create_state
-from jaxsparse.train.step import make_train_step
+from jaxsparse.train.steps.state import abstract_state, create_state
+from jaxsparse.train.steps.step import make_train_step
 from train_utils import tiny_config, write_corpus
 
 STEPS = 6

@@ -14,8 +14,7 @@ Argument (optional): scale (multiplies every token budget; default 1.0; e.g. 0.1
 """
 from jaxsparse.pruning import Schedule
 from jaxsparse.sweep import matching
-from jaxsparse.train.config import base_config
-from jaxsparse.train.config_args import parse_config_args
+from jaxsparse.train import base_config, parse_config_args
 
 WIDTHS = (32, 48, 64, 80, 96)          # d_model of the dense ladder
 N_LAYERS, N_HEADS = 2, 4

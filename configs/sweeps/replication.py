@@ -44,8 +44,7 @@ import dataclasses
 
 from jaxsparse.pruning import Schedule
 from jaxsparse.sweep import matching
-from jaxsparse.train.config import base_config
-from jaxsparse.train.config_args import parse_config_args
+from jaxsparse.train import base_config, parse_config_args
 
 BATCH, SEQ, HEADS = 32, 64, 4
 LEARNING_RATE = 1e-2

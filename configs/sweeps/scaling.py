@@ -8,7 +8,7 @@ then `python -m jaxsparse.scaling fit RESULTS.csv`.
 Arguments (optional, passed to every run's configs/paper.py): batch (sequences of 2048 tokens,
 default 256), lr (default 3e-4), interval (steps between pruning events, default 100).
 """
-from jaxsparse.train.config_args import parse_config_args
+from jaxsparse.train import parse_config_args
 
 SIZES = ("58m", "162m", "468m")
 SPARSITIES = (0.0, 0.2, 0.4, 0.6, 0.8)

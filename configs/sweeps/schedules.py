@@ -11,7 +11,7 @@ Geometric schedule. Each run is configs/paper.py with arguments; no overrides.
 Arguments (optional, passed to every run's configs/paper.py): batch (sequences of 2048 tokens,
 default 256), lr (default 3e-4), interval (steps between pruning events, default 100).
 """
-from jaxsparse.train.config_args import parse_config_args
+from jaxsparse.train import parse_config_args
 
 DENSE_FRACTIONS = (0.0, 0.25, 0.5, 0.75)
 PRUNING_FRACTIONS = (0.25, 0.5, 0.75, 1.0)

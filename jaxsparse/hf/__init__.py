@@ -2,4 +2,4 @@
 files (tokenizer.py), model card (card.py), and import as the trainer's
 initial params, `model.init_from="hf:DIR"` (load.py). transformers, torch and safetensors (the `[hf]`
 extra) are imported only where they are needed. The atomic
-export of a restored run lives in jaxsparse/inference/hf_export.py (hf/ imports no inference or train code)."""
+export of a restored run lives in jaxsparse/hf/export.py (hf/ imports no inference or train code)."""

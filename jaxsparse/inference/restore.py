@@ -25,7 +25,7 @@ from jax.sharding import Mesh
 from jaxsparse import data as data_lib
 from jaxsparse import models
 from jaxsparse.errors import ConfigError
-from jaxsparse.train import ckpt_layout
+from jaxsparse.train.workdir import layout as ckpt_layout
 
 IDENTITY_MODEL_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "head_dim", "mlp_dim", "dtype",
                          "param_dtype", "scan_layers")
@@ -78,7 +78,7 @@ def inference_mesh(config: ml_collections.ConfigDict) -> Mesh:
 
 def model_config_of(meta: dict, where: str) -> tuple[ml_collections.ConfigDict, models.ModelConfig]:
     """(training config, ModelConfig) from a checkpoint's meta; ConfigError if they disagree."""
-    from jaxsparse.train import run as run_lib
+    from jaxsparse.train.resolve import run as run_lib
 
     if "config" not in meta or "identity" not in meta:
         raise ConfigError(f"{where}: the checkpoint's meta has no config/identity; it was not written by "
@@ -101,8 +101,8 @@ def load_run(workdir: str, step: Optional[int] = None, with_tokenizer: bool = Tr
     """Restore params and masks of checkpoint `step` (default: the newest intact one) of `workdir`,
     verified, sharded by the training rules on the inference mesh (or a (data, fsdp, tensor)
     `mesh_shape` over all devices)."""
-    from jaxsparse.train.checkpointing import Checkpointer
-    from jaxsparse.train.step import model_masks
+    from jaxsparse.train.workdir.checkpoints import Checkpointer
+    from jaxsparse.train.steps.step import model_masks
 
     pick_step(workdir, step)  # no checkpoints, or no such step: named before anything is read
     built: dict[str, Any] = {}
@@ -130,9 +130,9 @@ def load_run(workdir: str, step: Optional[int] = None, with_tokenizer: bool = Tr
 
 def _abstract_for(workdir: str, mesh_shape: Optional[tuple[int, int, int]], built: dict, meta: dict) -> Any:
     """The abstract TrainState a checkpoint's (verified) meta describes; what was built goes into `built`."""
-    from jaxsparse.train import run as run_lib
-    from jaxsparse.train.optimizer import learning_rate_schedule, make_optimizer
-    from jaxsparse.train.state import abstract_state
+    from jaxsparse.train.resolve import run as run_lib
+    from jaxsparse.train.resolve.optimizer import learning_rate_schedule, make_optimizer
+    from jaxsparse.train.steps.state import abstract_state
 
     config, model_cfg = model_config_of(meta, ckpt_layout.checkpoint_dir(workdir))
     mesh = inference_mesh(config) if mesh_shape is None else models.make_mesh(*mesh_shape)

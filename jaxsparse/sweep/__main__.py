@@ -98,7 +98,7 @@ def _main(args: argparse.Namespace) -> int:
     t0 = time.time()
     if args.run == "local":
         from jaxsparse.sweep.local import LocalRunner
-        from jaxsparse.train.console import format_duration
+        from jaxsparse.train.loop.console import format_duration
         weights = {r.name: float(plans[r.name].flops_dense) for r in runs}
         print(f"sweep {name}: {len(runs)} runs in {root} (validated), {args.parallel} at a time",
               flush=True)
@@ -156,7 +156,7 @@ def _list_row(run, plan, root: str) -> dict:
 
 
 def _print_list(runs, plans, root: str, fmt: str) -> None:
-    from jaxsparse.train.console import count
+    from jaxsparse.train.loop.console import count
     rows = [_list_row(run, plans[run.name], root) for run in runs]
     if fmt == "jsonl":
         for entry in rows:

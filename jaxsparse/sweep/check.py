@@ -17,7 +17,7 @@ from jaxsparse.errors import ConfigError, unknown_key_message
 from jaxsparse.sweep.spec import Run, SweepError, resolve_config_file, split_config
 
 if TYPE_CHECKING:
-    from jaxsparse.train.plan import Plan
+    from jaxsparse.train.resolve.plan import Plan
 
 
 def _load(argv: list[str]) -> ml_collections.ConfigDict:

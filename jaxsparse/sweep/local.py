@@ -32,8 +32,9 @@ from jaxsparse.sweep.collect import SUMMARY, read_summary
 from jaxsparse.sweep.collect import finished as finished_runs
 from jaxsparse.sweep.spec import Run, SweepError
 from jaxsparse.errors import EXIT_PREEMPTED
-from jaxsparse.train import ckpt_layout, workdir_lock
-from jaxsparse.train.console import format_duration
+from jaxsparse.train.workdir import layout as ckpt_layout
+from jaxsparse.train.workdir import lock as workdir_lock
+from jaxsparse.train.loop.console import format_duration
 
 __all__ = ["SUMMARY", "LocalRunner", "is_done"]
 LOG = "log.txt"

@@ -14,7 +14,7 @@ from jaxsparse import scaling
 from jaxsparse.sweep import analysis, figures
 from jaxsparse.sweep.local import HISTORY
 from jaxsparse.sweep.spec import Run
-from jaxsparse.train.console import format_duration
+from jaxsparse.train.loop.console import format_duration
 
 
 def _fmt(x: float) -> str:

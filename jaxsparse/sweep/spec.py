@@ -23,7 +23,7 @@ import sys
 from typing import Any
 
 from jaxsparse.errors import ConfigError
-from jaxsparse.train.config_args import PROJECT_ROOT, resolve_config_file, split_config
+from jaxsparse.train.resolve.overrides import PROJECT_ROOT, resolve_config_file, split_config
 
 __all__ = ["PROJECT_ROOT", "Run", "SweepError", "load_module", "load_sweep", "resolve_config_file", "split_config"]
 

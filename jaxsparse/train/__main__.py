@@ -29,7 +29,7 @@ from ml_collections import config_flags
 
 from jaxsparse.errors import (EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FAULT, EXIT_OK, EXIT_PREEMPTED,
                               ConfigError, fail)
-from jaxsparse.train import cli_args
+from jaxsparse.train.resolve import flags as cli_args
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py[:args]).",
                                           lock_config=True)
@@ -88,13 +88,13 @@ def run(argv: list[str]) -> int:
     if len(argv) > 1:
         raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])} (flags look like --name=value)")
     config = _config()
-    from jaxsparse.train import config as config_lib  # after flag parsing: keeps --help fast
-    from jaxsparse.train import loop
+    from jaxsparse.train.resolve import config as config_lib  # after flag parsing: keeps --help fast
+    from jaxsparse.train.loop import driver as loop
     if _PRINT_CONFIG.value:
         print(config_lib.describe(config))
         return EXIT_OK
     if _COMPILE_FOR.value:  # nothing is written; exit 0 fits, 4 does not fit
-        from jaxsparse.train import compile_target
+        from jaxsparse.train.target import compile_for as compile_target
         return compile_target.main(config, _COMPILE_FOR.value, dry_run=_DRY_RUN.value)
     if _DRY_RUN.value:
         print(json.dumps(loop.prepare(config).plan.to_json(), indent=2))
@@ -109,7 +109,7 @@ def run(argv: list[str]) -> int:
 def main(argv: list[str]) -> None:
     if not flags.FLAGS["verbosity"].present:  # libraries' INFO chatter off; progress is printed
         logging.set_verbosity(logging.WARNING)
-    from jaxsparse.train.loop import TrainingFault
+    from jaxsparse.train.loop.driver import TrainingFault
     try:
         sys.exit(run(argv))
     except ConfigError as err:  # bad input: nothing was computed

@@ -23,12 +23,15 @@ import numpy as np
 
 from jaxsparse.errors import ConfigError
 from jaxsparse.pruning import summary
-from jaxsparse.train import ckpt_layout, report, run_setup, workdir_lock
-from jaxsparse.train.checkpointing import Checkpointer
-from jaxsparse.train.console import say, startup_line
-from jaxsparse.train.preemption import Preemption
-from jaxsparse.train.run import Run, prepare
-from jaxsparse.train.session import Session, open_session
+from jaxsparse.train.workdir import layout as ckpt_layout
+from jaxsparse.train.loop import report
+from jaxsparse.train.resolve import environment as run_setup
+from jaxsparse.train.workdir import lock as workdir_lock
+from jaxsparse.train.workdir.checkpoints import Checkpointer
+from jaxsparse.train.loop.console import say, startup_line
+from jaxsparse.train.loop.preemption import Preemption
+from jaxsparse.train.resolve.run import Run, prepare
+from jaxsparse.train.loop.session import Session, open_session
 
 
 class TrainingFault(RuntimeError):

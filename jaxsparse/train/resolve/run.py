@@ -21,10 +21,10 @@ from jax.sharding import Mesh
 from jaxsparse import models
 from jaxsparse.errors import ConfigError
 from jaxsparse.pruning import Schedule, prunable_flags
-from jaxsparse.train import config as config_lib
-from jaxsparse.train import run_setup
-from jaxsparse.train.optimizer import learning_rate_schedule, make_optimizer
-from jaxsparse.train.plan import Plan, make_plan, param_counts
+from jaxsparse.train.resolve import config as config_lib
+from jaxsparse.train.resolve import environment as run_setup
+from jaxsparse.train.resolve.optimizer import learning_rate_schedule, make_optimizer
+from jaxsparse.train.resolve.plan import Plan, make_plan, param_counts
 
 # ModelConfig fields that change how the step computes, not what the train state holds: a
 # checkpoint resumes across a change of these.
@@ -131,7 +131,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
     """
     config_lib.validate(config)
     if config.train.grad_accum == "auto":  # the fewest micro-batches whose step fits these devices
-        from jaxsparse.train import compiled
+        from jaxsparse.train.steps import compiled
         accum = 1  # no device memory limit known (the CPU; or planning for another machine)
         limit = run_setup.device_bytes_limit() if local_devices else None
         if limit:

@@ -1,9 +1,9 @@
 """Compile a run's train and eval steps for a mesh and measure them (memory, FLOPs, collectives);
 pick `train.grad_accum="auto"` by compiling.
 
-Used by `jaxsparse.train.run.prepare` (grad_accum="auto" on the local devices) and by
-`jaxsparse.train.compile_target` (`--compile_for=SLICE`). `run` arguments are resolved runs
-(`jaxsparse.train.run.Run`: model, tx, seq_len, config, mesh); bytes are per device.
+Used by `jaxsparse.train.resolve.run.prepare` (grad_accum="auto" on the local devices) and by
+`jaxsparse.train.target.compile_for` (`--compile_for=SLICE`). `run` arguments are resolved runs
+(`jaxsparse.train.resolve.run.Run`: model, tx, seq_len, config, mesh); bytes are per device.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import ml_collections
 from jax.sharding import NamedSharding
 
 from jaxsparse import models
-from jaxsparse.train.state import abstract_state
-from jaxsparse.train.step import jit_steps
+from jaxsparse.train.steps.state import abstract_state
+from jaxsparse.train.steps.step import jit_steps
 
 HEADROOM = 0.9  # a step fits when its bytes per device are at most this fraction of HBM
 _COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")

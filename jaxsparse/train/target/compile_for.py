@@ -22,11 +22,11 @@ import ml_collections
 
 from jaxsparse import models
 from jaxsparse.errors import ConfigError
-from jaxsparse.train.compiled import (HEADROOM, _fits, _say, accum_candidates,  # noqa: F401 (re-exported)
+from jaxsparse.train.steps.compiled import (HEADROOM, _fits, _say, accum_candidates,  # noqa: F401 (re-exported)
                                      collective_counts, compile_steps, resolved, search)
-from jaxsparse.train.run import Run, plan_for_mesh, prepare
-from jaxsparse.train.run_setup import build_mesh
-from jaxsparse.train.tpu_slices import GIB, Slice, parse_slice, quiet_libtpu
+from jaxsparse.train.resolve.run import Run, plan_for_mesh, prepare
+from jaxsparse.train.resolve.environment import build_mesh
+from jaxsparse.train.target.slices import GIB, Slice, parse_slice, quiet_libtpu
 
 
 def slice_devices(target: Slice) -> list:

@@ -19,7 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxsparse.models.sharding import (DEFAULT_RULES, Rules, activation_sharding, batch_sharding,
                                        variable_shardings)
 from jaxsparse.pruning import MagnitudePruningState, get_masks, mask_collection
-from jaxsparse.train.state import TrainState
+from jaxsparse.train.steps.state import TrainState
 
 Batch = dict[str, jax.Array]
 

@@ -1,4 +1,4 @@
-"""Orbax checkpoints of a training run (layout: `jaxsparse.train.ckpt_layout`): <step>/{state,
+"""Orbax checkpoints of a training run (layout: `jaxsparse.train.workdir.layout`): <step>/{state,
 data, meta}: the TrainState (params, optimizer state with the masks, step, rng), the data
 iterator's JSON state, and the config, `identity` (must match to resume), `progress` and the
 checksums of every state array, of the data state and of the rest of the meta (`checksum`).
@@ -22,10 +22,12 @@ import jax
 import orbax.checkpoint as ocp
 
 from jaxsparse.errors import ConfigError
-from jaxsparse.train import checksum, ckpt_fallback, ckpt_layout
-from jaxsparse.train.ckpt_fallback import DamagedCheckpoint, short, warn
-from jaxsparse.train.ckpt_layout import CORRUPT_TAG, DIVERGED_TAG
-from jaxsparse.train.state import TrainState
+from jaxsparse.train.workdir import checksum
+from jaxsparse.train.workdir import fallback as ckpt_fallback
+from jaxsparse.train.workdir import layout as ckpt_layout
+from jaxsparse.train.workdir.fallback import DamagedCheckpoint, short, warn
+from jaxsparse.train.workdir.layout import CORRUPT_TAG, DIVERGED_TAG
+from jaxsparse.train.steps.state import TrainState
 
 ITEMS = ("state", "data", "meta")
 Abstract = Union[TrainState, Callable[[dict], TrainState]]

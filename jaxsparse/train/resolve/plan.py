@@ -147,7 +147,7 @@ def schedule_plan(schedule: Schedule, steps: int, structure: str | None) -> Sche
 def make_plan(*, size: str, model_cfg: models.ModelConfig, params: ParamCounts, steps: int,
               batch_size: int, seq_len: int, grad_accum: int, schedule: Schedule,
               structure: str | None, mesh_shape: dict[str, int]) -> Plan:
-    """The Plan of a resolved run (see `jaxsparse.train.run.prepare`, its one caller)."""
+    """The Plan of a resolved run (see `jaxsparse.train.resolve.run.prepare`, its one caller)."""
     tokens_per_step = batch_size * seq_len
     pruning = schedule_plan(schedule, steps, structure)
     n_avg = average_param_count(schedule, steps, params.prunable, params.other, structure)

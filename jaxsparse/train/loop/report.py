@@ -7,8 +7,8 @@ from typing import Any
 
 import ml_collections
 
-from jaxsparse.train.metrics import read_records
-from jaxsparse.train.plan import Plan
+from jaxsparse.train.workdir.records import read_records
+from jaxsparse.train.resolve.plan import Plan
 
 
 def write_summary(workdir: str, config: ml_collections.ConfigDict, plan: Plan,

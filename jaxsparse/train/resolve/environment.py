@@ -16,7 +16,7 @@ from jax.sharding import Mesh
 from jaxsparse import data as data_lib
 from jaxsparse import models
 from jaxsparse.errors import ConfigError
-from jaxsparse.train import ckpt_layout
+from jaxsparse.train.workdir import layout as ckpt_layout
 
 # What a run writes into its workdir; `--restart` moves these aside (never deletes them).
 RUN_OUTPUTS = (ckpt_layout.CHECKPOINTS, "metrics.jsonl", "summary.json", "training.png", "tensorboard")

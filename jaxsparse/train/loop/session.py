@@ -19,18 +19,18 @@ from jaxsparse import data as data_lib
 from jaxsparse import models
 from jaxsparse.errors import ConfigError
 from jaxsparse.pruning import summary
-from jaxsparse.train import actions
-from jaxsparse.train.checkpointing import Checkpointer
-from jaxsparse.train.console import Progress, say
-from jaxsparse.train.metrics import MetricsWriter
-from jaxsparse.train.plan import train_flops_per_token
-from jaxsparse.train.run import Run
-from jaxsparse.train.state import abstract_state, create_state
-from jaxsparse.train.step import active_params, jit_steps, model_masks
+from jaxsparse.train.loop import actions
+from jaxsparse.train.workdir.checkpoints import Checkpointer
+from jaxsparse.train.loop.console import Progress, say
+from jaxsparse.train.workdir.records import MetricsWriter
+from jaxsparse.train.resolve.plan import train_flops_per_token
+from jaxsparse.train.resolve.run import Run
+from jaxsparse.train.steps.state import abstract_state, create_state
+from jaxsparse.train.steps.step import active_params, jit_steps, model_masks
 
 
 class Session:
-    """Mutable loop state plus the named actions (see jaxsparse.train.loop)."""
+    """Mutable loop state plus the named actions (see jaxsparse.train.loop.driver)."""
 
     def __init__(self, run: Run, workdir: str, ckpt: Checkpointer, shardings: Any):
         self.run, self.workdir, self.ckpt = run, workdir, ckpt

@@ -34,7 +34,7 @@ def _print_help(full: bool) -> None:
 
 
 def _resolve_config_arg(argv: list[str]) -> tuple[list[str], str | None]:
-    from jaxsparse.train.config_args import resolve_config_file, split_config
+    from jaxsparse.train.resolve.overrides import resolve_config_file, split_config
     out, config_file = [], None
     for arg in argv:
         if arg.startswith("--config="):
@@ -46,7 +46,7 @@ def _resolve_config_arg(argv: list[str]) -> tuple[list[str], str | None]:
 
 
 def _check_override_keys(argv: list[str]) -> None:
-    from jaxsparse.train.config import base_config
+    from jaxsparse.train.resolve.config import base_config
     import ml_collections
     base = base_config()
     for arg in argv:

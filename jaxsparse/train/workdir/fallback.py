@@ -16,7 +16,7 @@ import jax
 from absl import logging
 
 from jaxsparse.errors import ConfigError
-from jaxsparse.train import ckpt_layout
+from jaxsparse.train.workdir import layout as ckpt_layout
 
 
 class DamagedCheckpoint(Exception):
