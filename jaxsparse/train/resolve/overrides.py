@@ -18,7 +18,7 @@ import ml_collections
 
 from jaxsparse.errors import ConfigError, unknown_key_message
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
 
