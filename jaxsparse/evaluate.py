@@ -12,7 +12,6 @@ across tokenizers. A progress line with ETA goes to stderr on long runs. Exit 2 
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -29,7 +28,7 @@ from jax.sharding import NamedSharding
 
 from jaxsparse import models
 from jaxsparse.models.sharding import activation_sharding
-from jaxsparse.errors import EXIT_BAD_INPUT, EXIT_FAULT, ConfigError, fail
+from jaxsparse.errors import ArgumentParser, ConfigError, Fault, as_bad_input, entry_point
 from jaxsparse.inference.restore import RestoredRun, load_run
 
 
@@ -131,8 +130,9 @@ def _progress(done: int, total: int, weight: float, nats: float, elapsed: float)
           f"loss {loss:.4f}  elapsed {elapsed:.0f}s  ETA {eta:.0f}s", file=sys.stderr, flush=True)
 
 
+@entry_point
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jaxsparse.evaluate", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m jaxsparse.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("--workdir", required=True, help="training workdir (with checkpoints/)")
     p.add_argument("--dataset", default=None, help="data.dataset to evaluate on (default: the run's)")
     p.add_argument("--split", default="validation", help="train or validation")
@@ -141,14 +141,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", default=None, help="also write the JSON to this file")
     args = p.parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
-        fail(f"--batch_size={args.batch_size}: must be an integer >= 1", EXIT_BAD_INPUT)
-    try:
+        raise ConfigError(f"--batch_size={args.batch_size}: must be an integer >= 1")
+    with as_bad_input(ValueError, FileNotFoundError):
         if args.out:
             check_out_file(args.out)
         run = load_run(args.workdir, args.step)
         _source(run, args.dataset, args.split)  # bad dataset or split: before any compute
-    except (ConfigError, ValueError, FileNotFoundError) as err:
-        fail(str(err), EXIT_BAD_INPUT)
     result = evaluate(run, args.dataset, args.split, args.batch_size)
     text = json.dumps(result, indent=2)
     print(text, flush=True)  # first: a failed write below loses nothing
@@ -156,8 +154,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             write_atomically(args.out, text + "\n")
         except OSError as err:
-            fail(f"--out={args.out}: could not write the result ({err.strerror or err}); it is "
-                 "printed above and no partial file was left", EXIT_FAULT)
+            raise Fault(f"--out={args.out}: could not write the result ({err.strerror or err}); it is "
+                        "printed above and no partial file was left") from None
     return 0
 
 

@@ -12,17 +12,17 @@ with it unless DIR is an earlier export (it holds jaxsparse-export.json). Exit 2
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
 from typing import Optional
 
-from jaxsparse.errors import EXIT_BAD_INPUT, EXIT_FAULT, ConfigError, fail
+from jaxsparse.errors import ArgumentParser, Fault, as_bad_input, entry_point
 
 
+@entry_point
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jaxsparse.export", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m jaxsparse.export", description=__doc__.split("\n")[0])
     p.add_argument("--workdir", required=True, help="training workdir (with checkpoints/)")
     p.add_argument("--out", required=True, help="folder to write (must not exist, unless --overwrite)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
@@ -31,16 +31,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from jaxsparse.hf.export import check_out_dir, write_export
     from jaxsparse.inference.restore import load_run
 
-    try:
+    with as_bad_input(ValueError, FileNotFoundError):
         check_out_dir(args.out, args.overwrite)
         run = load_run(args.workdir, args.step)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
-        fail(str(err), EXIT_BAD_INPUT)
     try:
         result = write_export(run, args.out, args.overwrite)
     except OSError as err:  # e.g. a full disk: the temporary folder is gone, --out as it was
-        fail(f"--out={args.out}: could not write the export ({err}); nothing was "
-             f"left behind and {args.out} is as it was", EXIT_FAULT)
+        raise Fault(f"--out={args.out}: could not write the export ({err}); nothing was "
+                    f"left behind and {args.out} is as it was") from None
     print(json.dumps(result, indent=2, default=str))
     return 0
 

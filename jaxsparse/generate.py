@@ -21,7 +21,7 @@ from typing import Optional
 import jax
 
 from jaxsparse import models
-from jaxsparse.errors import EXIT_BAD_INPUT, ConfigError, fail
+from jaxsparse.errors import ArgumentParser, ConfigError, as_bad_input, entry_point
 from jaxsparse.inference.prompts import encode_strict, left_padded
 from jaxsparse.inference.restore import RestoredRun, load_run
 from jaxsparse.inference.sampling import SamplingSettings, make_generate_fn
@@ -96,7 +96,7 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m jaxsparse.generate", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m jaxsparse.generate", description=__doc__.split("\n")[0])
     p.add_argument("--workdir", required=True, help="training workdir (with checkpoints/)")
     p.add_argument("--prompt", default="", help="text to continue (default: empty, BOS only)")
     p.add_argument("--prompts_file", default=None, help="one prompt a line, generated as one batch")
@@ -112,9 +112,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@entry_point
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    try:
+    with as_bad_input(ValueError, FileNotFoundError):  # bad input: before any compute
         prompts = _read_prompts(args)
         SamplingSettings(args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS, args.temperature, args.top_k, args.top_p)
         run = load_run(args.workdir, args.step)
@@ -123,14 +124,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ids = [[run.tokenizer.bos_id] + encode_strict(run.tokenizer, p, w) for p, w in zip(prompts, what)]
         count, note = new_token_count(args.max_new_tokens, run.model_cfg.max_seq_len, max(map(len, ids)))
         settings = settings_for(run, count, args.temperature, args.top_k, args.top_p)
-    except (ConfigError, ValueError, FileNotFoundError) as err:  # bad input: before any compute
-        fail(str(err), EXIT_BAD_INPUT)
     if note:
         print(note, file=sys.stderr)
-    try:
-        new = generate_ids(run, ids, settings, args.seed)
-    except ConfigError as err:  # a prompt too long for the context: found before compiling
-        fail(str(err), EXIT_BAD_INPUT)
+    new = generate_ids(run, ids, settings, args.seed)  # a ConfigError: found before compiling
     for prompt, prompt_ids, new_ids in zip(prompts, ids, new):
         text = completion_text(run.tokenizer, prompt_ids, new_ids)
         if args.json:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
-import re
 import sys
 import time
 
@@ -26,7 +25,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jaxsparse.data import config as config_lib
-from jaxsparse.errors import ConfigError, exit_on_bad_input, fail
+from jaxsparse.config_keys import check_overrides, override_keys, parse_config_flags
+from jaxsparse.errors import ConfigError, entry_point
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -77,19 +77,6 @@ def _one_line(err: BaseException) -> str:
     return " ".join(text.split()) or type(err).__name__
 
 
-def _unknown_override(argv: list[str], message: str) -> str:
-    """'unknown key config.data.tokenzier (--config.data.tokenzier=x); did you mean config.data.tokenizer?'"""
-    key = message.split()[0].strip("'\"") if message else ""
-    names = [a.split("=", 1)[0] for a in argv if a.startswith("--config.")]
-    bad = [n for n in names if n.rsplit(".", 1)[-1] == key] or [n for n in names if key and key in n]
-    if not bad:
-        return f"unknown config key in a --config.* override: {message}"
-    field = bad[0][2:]
-    close = re.search(r'Did you mean "([^"]+)"', message)
-    hint = f"; did you mean {field.rsplit('.', 1)[0]}.{close.group(1)}?" if close else ""
-    return f"unknown key {field} (from {bad[0]}){hint}"
-
-
 def _data_config() -> ml_collections.ConfigDict:
     cfg = _config()
     if cfg is not None and "data" not in cfg:
@@ -135,7 +122,7 @@ def _train_tokenizer() -> dict:
     }
 
 
-@exit_on_bad_input
+@entry_point
 def main(argv: list[str]) -> None:
     if len(argv) != 2 or argv[1] not in COMMANDS:
         raise ConfigError(
@@ -147,16 +134,39 @@ def main(argv: list[str]) -> None:
     sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
 
 
+def _config_arg(argv: list[str]) -> str | None:
+    """The `--config=FILE[:args]` of argv (also written `--config FILE`), or None."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg
+        if arg == "--config" and i + 1 < len(argv):
+            return f"--config={argv[i + 1]}"
+    return None
+
+
+def _check_override_keys(argv: list[str]) -> None:
+    """Every --config.<key> override must name a value of the config file's own config (loaded
+    alone first); a file that does not load is reported by the full parse."""
+    config_arg = _config_arg(argv)
+    if config_arg is None or not override_keys(argv):
+        return
+    try:
+        base = parse_config_flags([argv[0], config_arg])
+    except Exception:  # noqa: BLE001 - the full parse below names the file's own error
+        return
+    if isinstance(base, ml_collections.ConfigDict):
+        check_overrides(base, argv)
+
+
+@entry_point(raise_exit=True)
 def parse_flags(argv: list[str]) -> list[str]:
     """absl flag parsing; the config file is loaded here, so any error is bad input: one line, exit 2."""
+    _check_override_keys(argv)
     try:
         return flags.FLAGS(argv)
     except Exception as err:  # noqa: BLE001 - a broken config file can raise anything
-        message = _one_line(err)
-        if isinstance(err, (AttributeError, KeyError)):  # an override names a key the config lacks
-            fail(_unknown_override(argv, message))
-        fail(f"bad command line (--config file, --config.* override or flag): {type(err).__name__}: "
-             f"{message}")
+        raise ConfigError(f"bad command line (--config file, --config.* override or flag): "
+                          f"{type(err).__name__}: {_one_line(err)}") from None
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ import re
 
 import ml_collections
 
-from jaxsparse.errors import ConfigError, unknown_key_message
+from jaxsparse.config_keys import check_tree
+from jaxsparse.errors import ConfigError
 
 # Environment variable that overrides the default tfds data directory (the cache of built datasets).
 DATA_DIR_ENV = "JAXSPARSE_DATA_DIR"
@@ -122,9 +123,7 @@ def validate(cfg: ml_collections.ConfigDict) -> DatasetSpec:
     planned elsewhere (`--dry_run` with a fixed config.model.vocab_size) need not have it.
     """
     known = default_config()
-    for key in cfg.keys():
-        if key not in known:
-            raise ConfigError(unknown_key_message(SECTION, key, known.keys()))
+    check_tree(cfg, known, root=SECTION)
     missing = sorted(set(known.keys()) - set(cfg.keys()))
     if missing:
         raise ConfigError(f"{SECTION} is missing keys {missing}; start from jaxsparse.data.default_config().")

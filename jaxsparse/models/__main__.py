@@ -8,24 +8,26 @@ seq_len), attention_flops_per_token, and, with --density, density and flops_per_
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
 from typing import Optional, Sequence
 
+from jaxsparse.errors import ArgumentParser, as_bad_input, entry_point
+
 from .accounting import attention_flops_per_token, flops_per_token, param_counts
 from .config import SIZES, get_config
 
 
+@entry_point
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxsparse.models", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m jaxsparse.models", description=__doc__.splitlines()[0])
     parser.add_argument("size", help=f"model size, one of {', '.join(SIZES)}")
     parser.add_argument("--seq-len", type=int, default=None, help="sequence length in tokens (default: max_seq_len)")
     parser.add_argument("--density", type=float, default=None, help="fraction of prunable weights kept, in [0, 1]")
     parser.add_argument("--vocab-size", type=int, default=None, help="override the vocabulary size")
     args = parser.parse_args(argv)
-    try:
+    with as_bad_input(ValueError):  # an unknown size, a bad vocabulary size
         overrides = {} if args.vocab_size is None else {"vocab_size": args.vocab_size}
         config = get_config(args.size, **overrides)
         seq_len = config.max_seq_len if args.seq_len is None else args.seq_len
@@ -35,8 +37,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.density is not None:
             report["density"] = args.density
             report["flops_per_token_at_density"] = flops_per_token(config, seq_len, args.density)
-    except ValueError as err:
-        parser.error(str(err))
     print(json.dumps(report, indent=2))
     return 0
 

@@ -13,25 +13,17 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from jaxsparse.errors import EXIT_BAD_INPUT
+from jaxsparse.errors import ArgumentParser, ConfigError, entry_point
 from jaxsparse.scaling import uncertainty as boot
 from jaxsparse.scaling.compare import compare_sizes, format_table
 from jaxsparse.scaling.fitting import DuplicateRunsWarning, fit, validate_points
 from jaxsparse.scaling.io import LOSS_KEYS, SIZE_KINDS, Runs, load_runs
 from jaxsparse.scaling.law import PARAM_NAMES, ScalingLawFit
 from jaxsparse.scaling.planning import SCHEDULES, plan
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argparse parser whose errors are one plain line (no usage block) and exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
 
 
 def _positive(text: str) -> float:
@@ -76,7 +68,7 @@ def _add_law(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m jaxsparse.scaling",
+    parser = ArgumentParser(prog="python -m jaxsparse.scaling",
                                      description="Fit and use L(N, D) = E + A/N^alpha + B/D^beta.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fit", help="fit the law to runs")
@@ -257,22 +249,18 @@ def _run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     return out, _text_plan(out)
 
 
+@entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (2 = bad input, reported as one `error:` line on stderr)."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_:  # --help (0) or a bad argument (2, already reported in one line)
-        return exit_.code if isinstance(exit_.code, int) else EXIT_BAD_INPUT
+    args = build_parser().parse_args(argv)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             out, text = _run(args)
     except (ValueError, csv.Error) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise ConfigError(str(err)) from None
     except OSError as err:  # an input that cannot be read (permissions, a directory given as a file, ...)
-        print(f"error: {err.filename or 'input'}: {err.strerror or err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise ConfigError(f"{err.filename or 'input'}: {err.strerror or err}") from None
     duplicates = [str(w.message) for w in caught if issubclass(w.category, DuplicateRunsWarning)]
     notes = list(out.get("notes", [])) + duplicates[:1]  # the first names the inputs
     for note in dict.fromkeys(notes):

@@ -20,14 +20,14 @@ import os
 import sys
 import time
 
-from jaxsparse.errors import EXIT_BAD_INPUT, ConfigError
+from jaxsparse.errors import ArgumentParser, entry_point
 from jaxsparse.sweep.spec import SweepError, load_sweep, sweep_name
 
 MINI = "configs/sweeps/mini.py"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jaxsparse.sweep", description=__doc__,
+    p = ArgumentParser(prog="python -m jaxsparse.sweep", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep", help="SWEEP_FILE[:arg] (a configs/sweeps/*.py file), or 'mini'")
     p.add_argument("--root", help="sweep root directory (default runs/sweeps/<name>)")
@@ -59,20 +59,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
+    """The exit status; bad input (a SweepError too) exits 2 with nothing launched."""
     args = _parser().parse_args(argv)
     if args.sweep == "mini":
         args.sweep = MINI
         if not (args.list or args.run or args.collect is not None or args.report):
             args.run, args.collect, args.report = "local", "", True
-    try:
-        return _main(args)
-    except ConfigError as err:  # SweepError too: bad input, nothing launched
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except BrokenPipeError:  # e.g. `--list | head`
-        sys.stderr.close()
-        return 0
+    return _main(args)
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -2,47 +2,29 @@
 
 `load_config(run)` builds the ConfigDict through ml-collections' own flag parser (the same
 `--config=FILE[:args] --config.key=value` semantics as ``python -m jaxsparse.train``), after
-checking that every override key exists. `plan_runs(runs)` validates all runs and returns their
-plans (`jaxsparse.train.Plan`, from the trainer's own `prepare`) before anything is launched.
+checking that every override key names a value (`config_keys.key_problem`). `plan_runs(runs)`
+validates all runs and returns their plans (`jaxsparse.train.Plan`, from the trainer's own
+`prepare`) before anything is launched.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import ml_collections
-from absl import flags
-from ml_collections import config_flags
 
-from jaxsparse.errors import ConfigError, unknown_key_message
+from jaxsparse.config_keys import key_problem, parse_config_flags
+from jaxsparse.errors import ConfigError
 from jaxsparse.sweep.spec import Run, SweepError, resolve_config_file, split_config
 
 if TYPE_CHECKING:
     from jaxsparse.train.resolve.plan import Plan
 
 
-def _load(argv: list[str]) -> ml_collections.ConfigDict:
-    values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "training config", flag_values=values,
-                                    lock_config=True, sys_argv=argv)
-    values(argv)
-    return values.config
-
-
 def _check_key(base: ml_collections.ConfigDict, key: str, run: Run) -> None:
-    node: Any = base
-    parts = key.split(".")
-    for depth, part in enumerate(parts):
-        prefix = ".".join(parts[:depth])
-        if not isinstance(node, ml_collections.ConfigDict):
-            raise SweepError(f"run {run.name!r}: override key {key} is not a key of "
-                             f"{run.config_file}: config.{prefix} is a value, not a section")
-        if part not in node:
-            raise SweepError(f"run {run.name!r}: override key {key} is not a key of "
-                             f"{run.config_file}: {unknown_key_message(prefix, part, node.keys())}")
-        node = node[part]
-    if isinstance(node, ml_collections.ConfigDict):
-        raise SweepError(f"run {run.name!r}: override key {key!r} is a section of the config, "
-                         "not a value; override its keys one by one")
+    problem = key_problem(base, key, value=True)
+    if problem:
+        raise SweepError(f"run {run.name!r}: override key {key} is not a key of "
+                         f"{run.config_file}: {problem}")
 
 
 def load_config(run: Run) -> ml_collections.ConfigDict:
@@ -50,13 +32,13 @@ def load_config(run: Run) -> ml_collections.ConfigDict:
     path, arg = split_config(run.config)
     config_arg = resolve_config_file(path) + (f":{arg}" if arg is not None else "")
     try:
-        base = _load(["sweep", f"--config={config_arg}"])
+        base = parse_config_flags(["sweep", f"--config={config_arg}"])
     except Exception as err:  # the config file's own errors (bad args) come in many types
         raise SweepError(f"run {run.name!r}: config {run.config!r} does not load: {err}") from err
     for key in run.overrides:
         _check_key(base, key, run)
     try:
-        return _load(["sweep", f"--config={config_arg}", *run.override_flags()])
+        return parse_config_flags(["sweep", f"--config={config_arg}", *run.override_flags()])
     except Exception as err:
         raise SweepError(f"run {run.name!r}: overrides {run.override_flags()} are not "
                          f"accepted: {err}") from err

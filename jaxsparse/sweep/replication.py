@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from jaxsparse import scaling
+from jaxsparse.errors import ArgumentParser, as_bad_input, entry_point
 from jaxsparse.sweep import figures
 from jaxsparse.sweep.collect import collect, write_csv
 from jaxsparse.sweep.report import write_report
@@ -179,19 +180,18 @@ def write_results(sweep: str, root: str, out: str, report: bool = True) -> list[
     return said
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m jaxsparse.sweep.replication", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="python -m jaxsparse.sweep.replication", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", required=True, help="the sweep's run root (its --root)")
     ap.add_argument("--out", required=True, help="folder for the CSVs, reports and plots")
     ap.add_argument("--sweep", default=SWEEP, help=f"SWEEP_FILE[:args] (default {SWEEP}: every part)")
     args = ap.parse_args(argv)
-    try:
-        for line in write_results(args.sweep, args.root, args.out):
-            print(line)
-    except (SweepError, ValueError, ArithmeticError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    with as_bad_input(ValueError, ArithmeticError):  # a SweepError is a ConfigError
+        said = write_results(args.sweep, args.root, args.out)
+    for line in said:
+        print(line)
     return 0
 
 

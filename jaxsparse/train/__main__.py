@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import jax
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxsparse.errors import (EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_FAULT, EXIT_OK, EXIT_PREEMPTED,
-                              ConfigError, fail)
+from jaxsparse.errors import EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED, ConfigError, entry_point
 from jaxsparse.train.resolve import flags as cli_args
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py[:args]).",
@@ -106,21 +104,13 @@ def run(argv: list[str]) -> int:
     return EXIT_PREEMPTED if "preempted_at" in result else EXIT_OK
 
 
-def main(argv: list[str]) -> None:
+@entry_point(exits=((FloatingPointError, EXIT_DIVERGED),))  # divergence: the last good checkpoint is kept
+def main(argv: list[str]) -> int:
+    """The exit status: bad input (ConfigError) 2; a TrainingFault (an errors.Fault) 1, at once,
+    since an orbax thread stuck on the fault must not hang us; `--print_config | head` 0."""
     if not flags.FLAGS["verbosity"].present:  # libraries' INFO chatter off; progress is printed
         logging.set_verbosity(logging.WARNING)
-    from jaxsparse.train.loop.driver import TrainingFault
-    try:
-        sys.exit(run(argv))
-    except ConfigError as err:  # bad input: nothing was computed
-        fail(str(err), EXIT_BAD_INPUT)
-    except FloatingPointError as err:  # divergence: the last good checkpoint is kept
-        fail(str(err), EXIT_DIVERGED)
-    except TrainingFault as err:  # after compute started: what was saved, how to resume
-        fail(str(err), EXIT_FAULT, now=True)  # an orbax thread stuck on the fault must not hang us
-    except BrokenPipeError:  # e.g. `--print_config | head`
-        sys.stderr.close()
-        sys.exit(EXIT_OK)
+    return run(argv)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from absl import logging
 import ml_collections
 import numpy as np
 
-from jaxsparse.errors import ConfigError
+from jaxsparse.errors import ConfigError, Fault
 from jaxsparse.pruning import summary
 from jaxsparse.train.workdir import layout as ckpt_layout
 from jaxsparse.train.loop import report
@@ -34,9 +34,12 @@ from jaxsparse.train.resolve.run import Run, prepare
 from jaxsparse.train.loop.session import Session, open_session
 
 
-class TrainingFault(RuntimeError):
+class TrainingFault(Fault):
     """A fault after compute started (I/O error, disk full); the message says what was saved
-    and how to resume. The command line exits 1."""
+    and how to resume. The command line exits 1 at once: the checkpointer and the metrics writer
+    are closed before it is raised."""
+
+    at_once = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, NoReturn
 
 import ml_collections
 
 from jaxsparse import data as data_lib
 from jaxsparse import models
 from jaxsparse.data import config as data_config
-from jaxsparse.errors import ConfigError, unknown_key_message
+from jaxsparse.config_keys import check_tree
+from jaxsparse.errors import ConfigError
 from jaxsparse.pruning import KINDS, SCOPES, SCORES
 
 # section -> ((key, default, one-line doc), ...). A default of (None, type) means "None = the
@@ -171,7 +172,7 @@ def _flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, A
     return out
 
 
-def fail(field: str, value: Any, allowed: str) -> None:
+def raise_not_allowed(field: str, value: Any, allowed: str) -> NoReturn:
     """Raise ConfigError 'config.FIELD=VALUE is not allowed: ALLOWED'."""
     raise ConfigError(f"config.{field}={value!r} is not allowed: {allowed}")
 
@@ -186,7 +187,7 @@ def _get(c: ml_collections.ConfigDict, field: str) -> Any:
 def _int(c: ml_collections.ConfigDict, field: str, minimum: int) -> int:
     value = _get(c, field)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        fail(field, value, f"expected an integer >= {minimum}")
+        raise_not_allowed(field, value, f"expected an integer >= {minimum}")
     return value
 
 
@@ -196,30 +197,24 @@ def _num(c: ml_collections.ConfigDict, field: str, lo: float, hi: float,
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
     if not ok:
-        fail(field, value, f"expected a number in {'(' if lo_open else '['}{lo}, {hi}"
-                           f"{')' if hi_open else ']'}")
+        raise_not_allowed(field, value, f"expected a number in {'(' if lo_open else '['}{lo}, {hi}"
+                                        f"{')' if hi_open else ']'}")
     return float(value)
 
 
 def _one_of(c: ml_collections.ConfigDict, field: str, allowed: tuple) -> None:
     if _get(c, field) not in allowed:
-        fail(field, _get(c, field), f"one of {', '.join(map(repr, allowed))}")
+        raise_not_allowed(field, _get(c, field), f"one of {', '.join(map(repr, allowed))}")
 
 
 def check_keys(config: ml_collections.ConfigDict) -> None:
     """Every key of `config`, in every section, must exist in `base_config()`; an unknown key
-    (a typo in a config file) raises ConfigError suggesting the nearest known key."""
-    def walk(have, want, prefix):
-        for key in have.keys():
-            if key not in want:
-                raise ConfigError("config: " + unknown_key_message(prefix.rstrip("."), key,
-                                                                   want.keys()))
-            if isinstance(have[key], ml_collections.ConfigDict):
-                walk(have[key], want[key], f"{prefix}{key}.")
+    (a typo in a config file) raises ConfigError suggesting the nearest known key
+    (`config_keys.check_tree`)."""
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f"the config is a {type(config).__name__}, expected an "
                           "ml_collections.ConfigDict (start from base_config())")
-    walk(config, base_config(), "")
+    check_tree(config, base_config(), what="config")
 
 
 def _validate_model(config: ml_collections.ConfigDict) -> None:
@@ -232,12 +227,13 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
     _one_of(config, "model.scan_layers", (None, True, False))
     _one_of(config, "model.remat", (None, True, False))
     if config.model.init_from and not str(config.model.init_from).startswith("hf:"):
-        fail("model.init_from", config.model.init_from, "'' (random init) or 'hf:/path/to/folder'")
+        raise_not_allowed("model.init_from", config.model.init_from, "'' (random init) or 'hf:/path/to/folder'")
     _one_of(config, "model.remat_policy", models.config.REMAT_POLICIES)
     _one_of(config, "model.attention", models.config.ATTENTION_IMPLS)
     _int(config, "model.loss_chunk", 0)
     if config.model.loss_chunk and config.train.seq_len % config.model.loss_chunk:
-        fail("model.loss_chunk", config.model.loss_chunk, f"0 or a divisor of train.seq_len={config.train.seq_len}")
+        raise_not_allowed("model.loss_chunk", config.model.loss_chunk,
+                          f"0 or a divisor of train.seq_len={config.train.seq_len}")
 
 
 def _validate_train(config: ml_collections.ConfigDict) -> None:
@@ -245,14 +241,15 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
     _int(config, "train.steps", 0)
     _num(config, "train.budget", 0.0, 1e7)
     if t.steps == 0 and t.budget <= 0:
-        fail("train.steps", t.steps, "an integer >= 1, or 0 together with train.budget > 0")
+        raise_not_allowed("train.steps", t.steps, "an integer >= 1, or 0 together with train.budget > 0")
     _int(config, "train.batch_size", 1)
     data_config.check_batch_layout(config.data, t.batch_size)  # data.shards must divide the batch
     _int(config, "train.seq_len", 1)
     if t.grad_accum != "auto":  # "auto" is resolved by compiling for the devices (compile_target)
         _int(config, "train.grad_accum", 1)
         if t.batch_size % t.grad_accum:
-            fail("train.grad_accum", t.grad_accum, f"a divisor of train.batch_size={t.batch_size} or 'auto'")
+            raise_not_allowed("train.grad_accum", t.grad_accum,
+                              f"a divisor of train.batch_size={t.batch_size} or 'auto'")
     _num(config, "train.learning_rate", 0.0, 1e30, lo_open=True)
     _int(config, "train.warmup_steps", -1)
     _num(config, "train.min_lr_ratio", 0.0, 1.0)
@@ -287,5 +284,5 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for axis in ("data", "fsdp", "tensor"):
         value = config.mesh[axis]
         if isinstance(value, bool) or not isinstance(value, int) or not (value >= 1 or value == -1):
-            fail(f"mesh.{axis}", value, "an integer >= 1, or -1 for 'the remaining devices'")
+            raise_not_allowed(f"mesh.{axis}", value, "an integer >= 1, or -1 for 'the remaining devices'")
     _num(config, "metrics.peak_tflops_per_device", 0.0, 1e6)

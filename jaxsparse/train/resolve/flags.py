@@ -2,9 +2,9 @@
 
 Handles `--help` (exit 0, pointing to `--print_config`), resolves `--config=FILE[:args]` once
 (`config_args.resolve_config_file`: the current directory, then the project root), refuses an
-unknown `--config.<key>` override with the nearest known key, and turns what loading a config file
-can raise (missing file, syntax error, a failing get_config, a bad argument) into one line that
-names the file.
+unknown `--config.<key>` override with the nearest known key (`config_keys.check_overrides`), and
+turns what loading a config file can raise (missing file, syntax error, a failing get_config, a bad
+argument) into one ConfigError that names the file; `errors.entry_point` prints it and exits 2.
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import sys
 
 from absl import flags
 
-from jaxsparse.errors import EXIT_OK, ConfigError, fail, unknown_key_message
+from jaxsparse.config_keys import check_overrides
+from jaxsparse.errors import EXIT_OK, ConfigError, entry_point
 
 HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull")
 
@@ -45,26 +46,6 @@ def _resolve_config_arg(argv: list[str]) -> tuple[list[str], str | None]:
     return out, config_file
 
 
-def _check_override_keys(argv: list[str]) -> None:
-    from jaxsparse.train.resolve.config import base_config
-    import ml_collections
-    base = base_config()
-    for arg in argv:
-        match = re.match(r"^--config\.([^=]+)", arg)
-        if not match:
-            continue
-        node, parts = base, match.group(1).split(".")
-        for depth, part in enumerate(parts):
-            section = ".".join(parts[:depth])
-            if not isinstance(node, ml_collections.ConfigDict):
-                raise ConfigError(f"--config.{match.group(1)}: config.{section} is a value, "
-                                  "not a section")
-            if part not in node:
-                raise ConfigError(f"--config.{match.group(1)}: "
-                                  + unknown_key_message(section, part, node.keys()))
-            node = node[part]
-
-
 def _plain(err: BaseException, config_file: str | None) -> str:
     """One line for an error raised while parsing flags or loading the config file."""
     where = f"config file {config_file}" if config_file else "command line"
@@ -81,17 +62,20 @@ def _plain(err: BaseException, config_file: str | None) -> str:
     return f"{where}: {text}"
 
 
+@entry_point(raise_exit=True)
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing (the trainer's `flags_parser`); bad input prints one line, exits 2."""
+    """absl flag parsing (the trainer's `flags_parser`); bad input takes the one exit path (one
+    `error:` line, exit 2). Override keys are checked against `base_config()` before the file runs."""
     if any(a in HELP_FLAGS for a in argv[1:]):
         _print_help(full="--helpfull" in argv)
-        sys.exit(EXIT_OK)
+        return sys.exit(EXIT_OK)
+    from jaxsparse.train.resolve.config import base_config
     config_file = None
     try:
         argv, config_file = _resolve_config_arg(argv)
-        _check_override_keys(argv)
+        check_overrides(base_config(), argv)
         return flags.FLAGS(argv)
-    except ConfigError as err:
-        fail(str(err))
+    except ConfigError:
+        raise
     except Exception as err:  # noqa: BLE001 - executing a user's config file can raise anything
-        fail(_plain(err, config_file))
+        raise ConfigError(_plain(err, config_file)) from None
