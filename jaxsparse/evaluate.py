@@ -3,7 +3,7 @@
     python -m jaxsparse.evaluate --workdir=runs/default [--dataset=text:/corpus] [--split=validation]
         [--step=N] [--batch_size=B] [--out=FILE.json]
 
-Every document of the split is tokenized with the run's tokenizer as in training ([BOS] text [EOS]),
+Every document of the split is tokenized with the run's tokenizer as in training (`data.packing`),
 the documents are concatenated in stored order, and the stream is cut into windows of train.seq_len
 targets with a stride of seq_len: every token but the stream's first is predicted exactly once, with
 the context of its window. Reported (JSON on stdout): loss = nats per predicted token, perplexity =
@@ -19,7 +19,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Optional
 
 import jax
@@ -32,11 +32,10 @@ from jaxsparse.errors import ArgumentParser, ConfigError, Fault, as_bad_input, e
 from jaxsparse.inference.restore import RestoredRun, load_run
 
 
-def token_windows(texts: Iterator[str], tokenizer: Any, seq_len: int, batch: int,
-                  counts: dict[str, int]) -> Iterator[dict[str, np.ndarray]]:
+def token_windows(documents: Iterable[np.ndarray], seq_len: int, batch: int) -> Iterator[dict[str, np.ndarray]]:
     """Batches {"inputs", "targets": int32[batch, seq_len], "weights": float32[batch, seq_len]} over the
-    concatenated token stream of `texts` (stride seq_len; the last batch padded with weight 0).
-    Updates counts["documents"] and counts["bytes"] as documents are read."""
+    concatenated token stream of `documents` (int32[n] each, as `data.packing.TokenizeDocument` makes
+    them), cut with a stride of seq_len (the last batch padded with weight 0)."""
     stream: list[int] = []
     rows: list[list[int]] = []
 
@@ -50,10 +49,8 @@ def token_windows(texts: Iterator[str], tokenizer: Any, seq_len: int, batch: int
                 weights[i, :len(row) - 1] = 1.0
             yield {"inputs": arr[:, :-1], "targets": arr[:, 1:], "weights": weights}
 
-    for text in texts:
-        counts["documents"] += 1
-        counts["bytes"] += len(text.encode("utf-8"))
-        stream.extend([tokenizer.bos_id, *tokenizer.encode(text), tokenizer.eos_id])
+    for tokens in documents:
+        stream.extend(tokens.tolist())
         while len(stream) >= seq_len + 1:
             rows.append(stream[:seq_len + 1])
             del stream[:seq_len]  # the window's last token starts the next one
@@ -61,6 +58,20 @@ def token_windows(texts: Iterator[str], tokenizer: Any, seq_len: int, batch: int
     if len(stream) > 1:
         rows.append(stream)
     yield from flush_rows(final=True)
+
+
+def tokenized_documents(source: Sequence[Any], tokenizer: Any, counts: dict[str, int]) -> Iterator[np.ndarray]:
+    """The documents of `source` in stored order, each int32[n + 2] = [BOS] + tokens + [EOS] by the data
+    pipeline's own definition (`data.packing.TokenizeDocument`). Adds to counts["documents"] and
+    counts["bytes"] (UTF-8 bytes of the text) as documents are read."""
+    from jaxsparse.data.packing import TOKENS, TokenizeDocument
+
+    tokenize = TokenizeDocument(tokenizer)
+    for i in range(len(source)):
+        element = source[i]
+        counts["documents"] += 1
+        counts["bytes"] += len(TokenizeDocument.text_of(element).encode("utf-8"))
+        yield tokenize.map(element)[TOKENS]
 
 
 def make_loss_sums(run: RestoredRun, batch_sharding: NamedSharding):
@@ -76,7 +87,9 @@ def make_loss_sums(run: RestoredRun, batch_sharding: NamedSharding):
     return jax.jit(sums, in_shardings=(run.param_shardings, None, batch_sharding))
 
 
-def _source(run: RestoredRun, dataset: Optional[str], split: str):
+def open_split(run: RestoredRun, dataset: Optional[str], split: str) -> tuple[str, Sequence[Any]]:
+    """(data.dataset, its `split` as a random-access source of {"text": ...} elements) for `dataset`
+    (default: the run's own). ConfigError naming the splits there are when `split` is not one."""
     from jaxsparse.data import tfds_builder
 
     data_cfg = run.config.data.copy_and_resolve_references()
@@ -93,19 +106,23 @@ def evaluate(run: RestoredRun, dataset: Optional[str] = None, split: str = "vali
     """The figures of the module docstring for checkpoint `run` over `split` of `dataset` (default: the
     run's own dataset). batch_size: windows per step (default train.batch_size, rounded up to the
     data-parallel shards)."""
-    from jaxsparse.data.packing import TokenizeDocument
+    name, source = open_split(run, dataset, split)
+    return evaluate_split(run, name, split, source, batch_size, progress_every_s)
 
-    name, source = _source(run, dataset, split)
+
+def evaluate_split(run: RestoredRun, name: str, split: str, source: Sequence[Any],
+                   batch_size: Optional[int] = None, progress_every_s: float = 10.0) -> dict[str, Any]:
+    """`evaluate` over a split already opened by `open_split` (`name` = its data.dataset)."""
     shards = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
     batch = -(-int(batch_size or run.config.train.batch_size) // shards) * shards
     seq_len = run.model_cfg.max_seq_len
     sharding = models.batch_sharding(run.mesh)
     loss_sums = make_loss_sums(run, sharding)
     counts = {"documents": 0, "bytes": 0}
-    texts = (TokenizeDocument.text_of(source[i]) for i in range(len(source)))
     nats, weight = 0.0, 0.0
     start = last = time.time()
-    for batch_np in token_windows(texts, run.tokenizer, seq_len, batch, counts):
+    documents = tokenized_documents(source, run.tokenizer, counts)
+    for batch_np in token_windows(documents, seq_len, batch):
         # One step in flight at a time: hundreds of queued steps, each with all-reduces over the
         # devices, can exhaust XLA:CPU's thread pool and deadlock its collectives.
         n, w = jax.device_get(loss_sums(run.params, run.masks, jax.device_put(batch_np, sharding)))
@@ -146,8 +163,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.out:
             check_out_file(args.out)
         run = load_run(args.workdir, args.step)
-        _source(run, args.dataset, args.split)  # bad dataset or split: before any compute
-    result = evaluate(run, args.dataset, args.split, args.batch_size)
+        name, source = open_split(run, args.dataset, args.split)  # bad dataset or split: before any compute
+    result = evaluate_split(run, name, args.split, source, args.batch_size)
     text = json.dumps(result, indent=2)
     print(text, flush=True)  # first: a failed write below loses nothing
     if args.out:

@@ -256,9 +256,10 @@ def test_usage_error_is_one_line_in_a_real_process():
 def test_duplicate_runs_are_fitted_with_a_warning(capsys, tmp_path):
     rows = _rows(np.geomspace(1e7, 1e9, 4), np.geomspace(1e9, 1e11, 4))
     path = write_csv(tmp_path / "dup.csv", rows + rows[:3])
-    rc, out, err = run_cli(capsys, "fit", path, "--bootstrap", 0, "--json", "--no-plots")
+    rc, out, err = run_cli(capsys, "fit", path, "--bootstrap", 2, "--json", "--no-plots")
     assert rc == 0 and json.loads(out)["fit"]["n_points"] == 19
-    assert err.count("3 of 19 runs duplicate another run") == 1 and f"warning: {path}: 3 of 19" in err
+    assert {"bootstrap", "loo"} <= set(json.loads(out))  # the fit, its resamples and leave-one-out: one warning
+    assert err.count("runs duplicate another run") == 1 and f"warning: {path}: 3 of 19" in err
 
 
 def _fit_in_a_process(path: Path) -> subprocess.CompletedProcess:

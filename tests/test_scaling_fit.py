@@ -172,3 +172,24 @@ def test_ten_copies_of_one_run_are_refused_and_duplicates_warned():
 
     with pytest.warns(DuplicateRunsWarning, match="2 of 38 runs duplicate"):
         validate_points(np.r_[n, n[:2]], np.r_[d, d[:2]], np.r_[loss, loss[:2]])
+
+
+def _duplicate_warnings(call) -> list[str]:
+    import warnings
+
+    from jaxsparse.scaling import DuplicateRunsWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call()
+    return [str(w.message) for w in caught if issubclass(w.category, DuplicateRunsWarning)]
+
+
+def test_a_fit_with_duplicate_runs_warns_exactly_once():
+    n, d, loss = synthetic_grid(noise=0.01)
+    n, d, loss = np.r_[n, n[:2]], np.r_[d, d[:2]], np.r_[loss, loss[:2]]
+    starts = init_grid()[::50]
+    for call in (lambda: fit(n, d, loss, starts=starts),
+                 lambda: bootstrap(n, d, loss, n_boot=2, chunk=2),        # fits the full data itself
+                 lambda: leave_one_out(n, d, loss, chunk=38)):            # likewise
+        assert [m.count("2 of 38 runs duplicate") for m in _duplicate_warnings(call)] == [1]

@@ -131,8 +131,8 @@ def test_override_values_format_as_the_trainer_parses_them(capsys):
 
 def test_eta_fits_a_fixed_cost_plus_a_cost_per_flop(tmp_path):
     from jaxsparse.sweep.local import LocalRunner
-    from jaxsparse.sweep.spec import Run
-    runs = [Run(n, TINY, {}, n, {}) for n in "abcd"]
+    from jaxsparse.sweep.spec import RunSpec
+    runs = [RunSpec(n, TINY, {}, n, {}) for n in "abcd"]
     runner = LocalRunner(runs, str(tmp_path), parallel=2,
                          weights={"a": 1.0, "b": 3.0, "c": 2.0, "d": 5.0})
     # 10 s per run + 2 s per unit of weight: c and d take 14 + 20 s, two at a time

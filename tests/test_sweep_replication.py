@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
@@ -205,4 +205,8 @@ def test_results_of_the_full_design_from_a_known_law_in_nbar(tmp_path, design):
     for fit in report["fits"]:
         assert printed[fit["kind"]]["loo_mae"] == pytest.approx(fit["loo_mae"], rel=1e-9)
     assert {f["kind"]: f["rank"] for f in report["fits"]}["avg"] == 1
+    err = io.StringIO()  # equal (n, d, loss) rows of the design: one warning for the fit, its resamples and LOO
+    with redirect_stdout(io.StringIO()), redirect_stderr(err):
+        assert scaling_main(["fit", str(out / "results.csv"), "--bootstrap", "2", "--no-plots"]) == 0
+    assert err.getvalue().count("runs duplicate another run") == 1, err.getvalue()
     assert (out / "plots" / "size_term.png").stat().st_size > 10_000

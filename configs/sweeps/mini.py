@@ -36,7 +36,7 @@ def _config(width: int):
 
 def counts(width: int) -> dict:
     """Parameter counts of the width-`width` model as the trainer builds it (byte vocabulary)."""
-    return matching.param_counts(_config(width))
+    return matching.config_param_counts(_config(width))
 
 
 def steps_for(width: int, budget: float) -> int:

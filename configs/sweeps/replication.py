@@ -92,7 +92,7 @@ def _config(shape: Shape):
 
 def counts(shape: Shape) -> dict:
     """Parameter counts of `shape` as the trainer builds it."""
-    return matching.param_counts(_config(shape))
+    return matching.config_param_counts(_config(shape))
 
 
 def steps_for(shape: Shape, budget: float) -> int:

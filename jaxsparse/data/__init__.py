@@ -2,7 +2,7 @@
 
 Public API (the trainer's contract):
   default_config() -> ConfigDict                      the `config.data` section
-  validate(data_cfg), check_batch_layout(data_cfg, global_batch_size, process_count=1)
+  validate_data_config(data_cfg), check_batch_layout(data_cfg, global_batch_size, process_count=1)
                                                       ConfigError naming config.data.<key> on bad input
   get_tokenizer(data_cfg) -> Tokenizer                encode/decode/vocab_size/bos_id/eos_id/pad_id/name
   make_train_iterator(data_cfg, *, seq_len, global_batch_size, process_index=None, process_count=None,
@@ -17,7 +17,8 @@ Public API (the trainer's contract):
 Command line: python -m jaxsparse.data {inspect,train_tokenizer} --config=CONFIG_FILE
 """
 
-from jaxsparse.data.config import check_batch_layout, default_config, validate
+from jaxsparse.deprecation import renamed_names
+from jaxsparse.data.config import check_batch_layout, default_config, validate_data_config
 from jaxsparse.data.inspect import inspect_data, split_stats
 from jaxsparse.data.pipeline import TrainIterator, make_eval_batches, make_train_iterator, to_global_batch
 from jaxsparse.data.tokenizer import (
@@ -44,5 +45,7 @@ __all__ = [
     "to_global_batch",
     "train_for_dataset",
     "train_sentencepiece",
-    "validate",
+    "validate_data_config",
 ]
+
+__getattr__ = renamed_names(__name__, {"validate": "validate_data_config"}, globals())

@@ -108,7 +108,7 @@ def _train_tokenizer() -> dict:
     from jaxsparse.data.tokenizer import cache_path, train_for_dataset
 
     data = _data_config()
-    config_lib.validate(data)
+    config_lib.validate_data_config(data)
     start = time.time()
     dataset_id, _ = tfds_builder.open_dataset(data)
     out = _OUTPUT.value or cache_path(data, dataset_id)

@@ -18,6 +18,7 @@ import re
 import ml_collections
 
 from jaxsparse.config_keys import check_tree
+from jaxsparse.deprecation import renamed_names
 from jaxsparse.errors import ConfigError
 
 # Environment variable that overrides the default tfds data directory (the cache of built datasets).
@@ -115,7 +116,7 @@ def data_dir_of(cfg: ml_collections.ConfigDict) -> str:
     return path
 
 
-def validate(cfg: ml_collections.ConfigDict) -> DatasetSpec:
+def validate_data_config(cfg: ml_collections.ConfigDict) -> DatasetSpec:
     """Checks every data key, and that a `text:` corpus folder exists and holds input files; returns the
     parsed dataset spec. Raises ConfigError naming the field, its value and what is allowed.
 
@@ -227,3 +228,6 @@ def check_batch_args(seq_len: int, global_batch_size: int, process_index: int, p
         raise ConfigError(f"config.train.batch_size={global_batch_size} is not divisible by the "
                           f"{process_count} processes: each process must load the same number of rows.")
     return global_batch_size // process_count
+
+
+__getattr__ = renamed_names(__name__, {"validate": "validate_data_config"}, globals())

@@ -53,7 +53,7 @@ def inspect_data(config: ml_collections.ConfigDict, *, max_examples: int | None 
             node = node[part]
     data_cfg = config.data
     seq_len, batch, eval_batches = config.train.seq_len, config.train.batch_size, config.eval.batches
-    config_lib.validate(data_cfg)
+    config_lib.validate_data_config(data_cfg)
     config_lib.check_batch_args(seq_len, batch, 0, 1)
     config_lib.check_batch_layout(data_cfg, batch)
     if isinstance(eval_batches, bool) or not isinstance(eval_batches, int) or eval_batches < 1:

@@ -135,7 +135,7 @@ def make_train_iterator(
     global batch, which is the same for any process count. Epoch-aware shuffle by (data.shuffle_seed,
     seed); process_index/count default to JAX's. Raises ConfigError for bad config or shapes.
     """
-    config_lib.validate(data_cfg)
+    config_lib.validate_data_config(data_cfg)
     pidx, pcount = _process(process_index, process_count)
     config_lib.check_batch_args(seq_len, global_batch_size, pidx, pcount)
     rows_per_shard = config_lib.check_batch_layout(data_cfg, global_batch_size, pcount)
@@ -198,7 +198,7 @@ def make_eval_batches(
     the fields when the validation split holds fewer than num_batches * global_batch_size * (seq_len + 1)
     tokens.
     """
-    config_lib.validate(data_cfg)
+    config_lib.validate_data_config(data_cfg)
     pidx, pcount = _process(process_index, process_count)
     local_batch = config_lib.check_batch_args(seq_len, global_batch_size, pidx, pcount)
     if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:

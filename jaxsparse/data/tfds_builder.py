@@ -215,7 +215,7 @@ def open_dataset(cfg: ml_collections.ConfigDict) -> tuple[str, Mapping[str, Sequ
     dataset_id names the exact data (builder name/config/version), e.g. for tokenizer caches. Each
     source supports len() and [i] -> {"text": bytes, ...}. Raises when a split is missing.
     """
-    spec = config_lib.validate(cfg)
+    spec = config_lib.validate_data_config(cfg)
     builder = ensure_built(cfg, spec) if spec.kind in ("embedded", "text") else prepared_builder(cfg, spec)
     missing = [s for s in SPLITS if s not in builder.info.splits]
     if missing:

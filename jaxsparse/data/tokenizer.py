@@ -209,7 +209,7 @@ def _as_str(value: bytes | str) -> str:
 
 def get_tokenizer(cfg: ml_collections.ConfigDict) -> Tokenizer:
     """The configured tokenizer: 'bytes', 'embedded' (trained once per dataset and cached) or a file."""
-    config_lib.validate(cfg)
+    config_lib.validate_data_config(cfg)
     if cfg.tokenizer == "bytes":
         return ByteTokenizer()
     if cfg.tokenizer != "embedded":

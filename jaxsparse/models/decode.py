@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from .config import ModelConfig
-from .layers import Block, MaskedDense, rotary_qkv
+from .layers import Block, ShardedMaskedDense, rotary_qkv
 from .loss import logits_of
 from .transformer import decoder_trunk
 
@@ -55,7 +55,7 @@ class CachedSelfAttention(nn.Module):
         scores = jnp.where(allowed[:, None], scores, jnp.finfo(jnp.float32).min)  # [B, H, S, L]
         probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
         out = jnp.einsum("bhqs,bshk->bqhk", probs, cached_v.value).reshape(batch, seq_len, cfg.qkv_dim)
-        return MaskedDense(cfg.d_model, ("heads", "embed"), dtype, pdtype, name="o")(out)
+        return ShardedMaskedDense(cfg.d_model, ("heads", "embed"), dtype, pdtype, name="o")(out)
 
 
 class CachedBlock(Block):

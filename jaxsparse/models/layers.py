@@ -3,7 +3,7 @@
 Activation shapes: B = batch, S = sequence length (tokens), D = d_model, H = n_heads, K = head_dim,
 F = mlp_dim. Parameter logical axes: "embed" (D), "heads" (H*K fused), "mlp" (F), "vocab", "norm".
 
-The mask contract (see `MaskedDense`): each kernel `kernel` has a bool variable of the same name,
+The mask contract (see `ShardedMaskedDense`): each kernel `kernel` has a bool variable of the same name,
 path and shape in the `masks` collection. `model.init` creates it all True; `apply` multiplies the
 kernel by it in the compute dtype; a kernel whose mask is absent from `apply`'s `masks` is used as is.
 """
@@ -32,7 +32,7 @@ def fan_in_init(scale: float = 1.0) -> Initializer:
     return nn.initializers.variance_scaling(scale, "fan_in", "truncated_normal", in_axis=-2, out_axis=-1)
 
 
-class MaskedDense(nn.Module):
+class ShardedMaskedDense(nn.Module):
     """y = x @ where(mask, kernel, 0): a bias-free linear layer whose kernel carries a pruning mask.
 
     Params: `kernel` [in_features, features], logical axes `kernel_axes` (fan-in first: the pruning
@@ -112,7 +112,7 @@ def rotary_qkv(cfg: ModelConfig, x: jax.Array, positions: Optional[jax.Array] = 
     the query kernel's initialisation (fan-in std divided by sqrt(K)), as in the released code."""
     dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
     batch, seq_len, _ = x.shape
-    dense = lambda name, init=fan_in_init(): MaskedDense(  # noqa: E731
+    dense = lambda name, init=fan_in_init(): ShardedMaskedDense(  # noqa: E731
         cfg.qkv_dim, ("embed", "heads"), dtype, pdtype, kernel_init=init, name=name)
     split = lambda t: constrain(t.reshape(batch, seq_len, cfg.n_heads, cfg.head_dim), HEADS)  # noqa: E731
     q = apply_rope(split(dense("q", fan_in_init(1.0 / cfg.head_dim))(x)), cfg.rope_max_timescale, positions)
@@ -137,7 +137,7 @@ class CausalSelfAttention(nn.Module):
         cfg = self.config
         q, k, v = rotary_qkv(cfg, x)
         out = causal_attention(q, k, v, cfg.attention).reshape(*x.shape[:2], cfg.qkv_dim)
-        return MaskedDense(cfg.d_model, ("heads", "embed"), jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype),
+        return ShardedMaskedDense(cfg.d_model, ("heads", "embed"), jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype),
                            name="o")(out)
 
 
@@ -153,9 +153,9 @@ class SwiGLU(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         cfg = self.config
         dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-        gate = constrain(MaskedDense(cfg.mlp_dim, ("embed", "mlp"), dtype, pdtype, name="wi_0")(x), MLP)
-        up = constrain(MaskedDense(cfg.mlp_dim, ("embed", "mlp"), dtype, pdtype, name="wi_1")(x), MLP)
-        return MaskedDense(cfg.d_model, ("mlp", "embed"), dtype, pdtype, name="wo")(nn.silu(gate) * up)
+        gate = constrain(ShardedMaskedDense(cfg.mlp_dim, ("embed", "mlp"), dtype, pdtype, name="wi_0")(x), MLP)
+        up = constrain(ShardedMaskedDense(cfg.mlp_dim, ("embed", "mlp"), dtype, pdtype, name="wi_1")(x), MLP)
+        return ShardedMaskedDense(cfg.d_model, ("mlp", "embed"), dtype, pdtype, name="wo")(nn.silu(gate) * up)
 
 
 class Block(nn.Module):

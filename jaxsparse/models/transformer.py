@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from .config import ModelConfig
-from .layers import EMBED, MASKS, Block, MaskedDense, RMSNorm
+from .layers import EMBED, MASKS, Block, ShardedMaskedDense, RMSNorm
 from .loss import cross_entropy_sums, logits_of
 from .sharding import constrain, gathered
 
@@ -76,7 +76,7 @@ def decoder_trunk(cfg: ModelConfig, tokens: jax.Array, block: Any, side: tuple =
         for i in range(cfg.n_layers):
             x, _ = block(cfg, name=f"layers_{i}", **block_kwargs)(x, *side)
     x = constrain(RMSNorm(cfg.norm_eps, dtype, pdtype, name="final_norm")(x), EMBED)
-    kernel = MaskedDense(cfg.vocab_size, ("embed", "vocab"), dtype, pdtype, out_dtype=jnp.float32,
+    kernel = ShardedMaskedDense(cfg.vocab_size, ("embed", "vocab"), dtype, pdtype, out_dtype=jnp.float32,
                          name="lm_head")(x, return_kernel=True)
     return x, kernel
 

@@ -19,12 +19,12 @@ from jaxsparse.pruning.schedule import KINDS, Schedule
 from jaxsparse.pruning.scores import SCORES, by_name, magnitude, random_scores, saliency, with_gradients
 from jaxsparse.pruning.selection import prunable_flags
 from jaxsparse.pruning.structure import parse_structure, realised_densities
-from jaxsparse.pruning.state import (MagnitudePruningState, PruningState, check_events, find_pruning_states,
+from jaxsparse.pruning.state import (PruningState, __getattr__, check_events, find_pruning_states,  # noqa: F401
                                      get_masks, mask_collection)
 from jaxsparse.pruning.transform import SCOPES, magnitude_pruning
 
 __all__ = [
-    "KINDS", "SCOPES", "SCORES", "AverageParamCount", "MagnitudePruningState", "PruningState",
+    "KINDS", "SCOPES", "SCORES", "AverageParamCount", "PruningState",
     "Schedule", "SparsitySummary", "TensorSparsity", "average_param_count", "by_name", "check_events",
     "find_pruning_states", "get_masks", "magnitude", "magnitude_pruning", "mask_collection",
     "parse_structure", "prunable_flags", "random_scores", "realised_densities", "saliency",

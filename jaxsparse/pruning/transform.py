@@ -66,7 +66,7 @@ from jaxsparse.pruning import fanin
 from jaxsparse.pruning import scores as scores_lib
 from jaxsparse.pruning.schedule import Schedule
 from jaxsparse.pruning.selection import compile_pattern, prunable_flags
-from jaxsparse.pruning.state import (MagnitudePruningState, PruningState, check_events,  # noqa: F401
+from jaxsparse.pruning.state import (PruningState, __getattr__, check_events,  # noqa: F401
                                      find_pruning_states, get_masks, mask_collection)
 from jaxsparse.pruning.structure import kept_per_group, parse_structure
 

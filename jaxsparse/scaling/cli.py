@@ -20,7 +20,7 @@ import numpy as np
 from jaxsparse.errors import ArgumentParser, ConfigError, entry_point
 from jaxsparse.scaling import uncertainty as boot
 from jaxsparse.scaling.compare import compare_sizes, format_table
-from jaxsparse.scaling.fitting import DuplicateRunsWarning, fit, validate_points
+from jaxsparse.scaling.fitting import DuplicateRunsWarning, fit_points, validate_points
 from jaxsparse.scaling.io import LOSS_KEYS, SIZE_KINDS, Runs, load_runs
 from jaxsparse.scaling.law import PARAM_NAMES, ScalingLawFit
 from jaxsparse.scaling.planning import SCHEDULES, plan
@@ -169,25 +169,26 @@ def _cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
     sizes, tokens, loss, _ = runs.points([kind])
     n = sizes[kind]
     source = ", ".join(str(p) for p in args.inputs[:3]) + (" ..." if len(args.inputs) > 3 else "")
-    validate_points(n, tokens, loss, source=source)  # data errors first: nothing is created before they pass
+    # Data errors first (nothing is created before they pass); the one check of these points per fit.
+    points = validate_points(n, tokens, loss, source=source)
     plots = plots_dir(args)
     _check_outputs(args, plots)
-    res = fit(n, tokens, loss, delta=args.delta, n_kind=kind, source=source)
+    res = fit_points(points, delta=args.delta, n_kind=kind)
     out: dict[str, Any] = {"fit": res.to_dict(), "inputs": [str(p) for p in args.inputs], "notes": runs.notes}
     if args.bootstrap:
-        out["bootstrap"] = boot.bootstrap(n, tokens, loss, fit=res, n_boot=args.bootstrap, seed=args.seed,
-                                          confidence=args.confidence, delta=args.delta,
-                                          progress=_progress("bootstrap resamples")).to_dict()
+        out["bootstrap"] = boot.bootstrap_points(points, fit=res, n_boot=args.bootstrap, seed=args.seed,
+                                                 confidence=args.confidence, delta=args.delta,
+                                                 progress=_progress("bootstrap resamples")).to_dict()
     if not args.no_loo and n.size > len(PARAM_NAMES):
-        out["loo"] = boot.leave_one_out(n, tokens, loss, fit=res, delta=args.delta,
-                                        progress=_progress("leave-one-out fits")).to_dict()
+        out["loo"] = boot.leave_one_out_points(points, fit=res, delta=args.delta,
+                                               progress=_progress("leave-one-out fits")).to_dict()
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
             json.dump(out, fh, indent=2)
     if plots is not None:
         from jaxsparse.scaling.plots import write_plots
 
-        out["plots"] = [str(p) for p in write_plots(res, n, tokens, loss, plots)]
+        out["plots"] = [str(p) for p in write_plots(res, *points, plots)]
     return out
 
 
@@ -262,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:  # an input that cannot be read (permissions, a directory given as a file, ...)
         raise ConfigError(f"{err.filename or 'input'}: {err.strerror or err}") from None
     duplicates = [str(w.message) for w in caught if issubclass(w.category, DuplicateRunsWarning)]
-    notes = list(out.get("notes", [])) + duplicates[:1]  # the first names the inputs
+    notes = list(out.get("notes", [])) + duplicates
     for note in dict.fromkeys(notes):
         print(f"warning: {note}", file=sys.stderr)
     print(json.dumps(out, indent=2) if args.json else text)

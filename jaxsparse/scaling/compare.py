@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from jaxsparse.scaling.uncertainty import leave_one_out
-from jaxsparse.scaling.fitting import fit
+from jaxsparse.scaling.uncertainty import leave_one_out_points
+from jaxsparse.scaling.fitting import fit_points, validate_points
 from jaxsparse.scaling.io import SIZE_KEYS, SIZE_KINDS, Runs
 
 
@@ -28,10 +28,11 @@ def compare_sizes(runs: Runs, kinds: Sequence[str] | None = None, *, delta: floa
     sizes, tokens, loss, _ = runs.points(kinds)
     rows = []
     for kind in kinds:
-        res = fit(sizes[kind], tokens, loss, delta=delta, n_kind=kind)
+        points = validate_points(sizes[kind], tokens, loss)  # once per kind's fit
+        res = fit_points(points, delta=delta, n_kind=kind)
         row = {"kind": kind, "key": SIZE_KEYS.get(kind, kind), **res.to_dict()}
         if loo:
-            held = leave_one_out(sizes[kind], tokens, loss, fit=res, delta=delta)
+            held = leave_one_out_points(points, fit=res, delta=delta)
             row.update(loo_mae=held.mae, loo_rmse=held.rmse)
         rows.append(row)
     rows.sort(key=lambda r: r["mae"])

@@ -9,7 +9,7 @@ Units: n in parameters, d in tokens, loss in nats per token.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -20,8 +20,17 @@ N_PARAMS = len(PARAM_NAMES)
 _POLISH = dict(ftol=1e-14, gtol=1e-12, f_floor=0.0)
 
 
-def validate_points(n: Any, d: Any, loss: Any, *,
-                    source: str = "input") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+class FitPoints(NamedTuple):
+    """Runs as `validate_points` returns them: float64[count] each (n parameters, d tokens, loss nats),
+    all finite and > 0. The public fitting functions validate their input once, into this, and pass it
+    inward (`fit_points`, `uncertainty.bootstrap_points`, `uncertainty.leave_one_out_points`)."""
+
+    n: np.ndarray
+    d: np.ndarray
+    loss: np.ndarray
+
+
+def validate_points(n: Any, d: Any, loss: Any, *, source: str = "input") -> FitPoints:
     """Check and convert runs to float64 arrays; raise ValueError naming the row and column of bad values.
 
     Every value must be finite and > 0; there must be at least 5 points (one per parameter) and at least
@@ -60,7 +69,7 @@ def validate_points(n: Any, d: Any, loss: Any, *,
         warnings.warn(f"{source}: {duplicates} of {count} runs duplicate another run (same n, d and loss); each "
                       "copy counts as a separate run in the fit and its intervals", DuplicateRunsWarning,
                       stacklevel=2)
-    return cols["n"], cols["d"], cols["loss"]
+    return FitPoints(cols["n"], cols["d"], cols["loss"])
 
 
 class DuplicateRunsWarning(UserWarning):
@@ -124,8 +133,15 @@ def fit(n: Any, d: Any, loss: Any, *, delta: float = 1e-3, n_kind: str | None = 
 
     starts: optional (S, 5) starts (a, b, e, alpha, beta); default the 4,500-point grid of Hoffmann et al. 2022.
     The result's `local_optima` holds the best distinct endpoints (used to warm-start bootstrap fits).
+    Bad input raises ValueError and duplicate runs warn (`validate_points`, `source` names the input).
     """
-    n, d, loss = validate_points(n, d, loss, source=source)
+    return fit_points(validate_points(n, d, loss, source=source), delta=delta, n_kind=n_kind, starts=starts)
+
+
+def fit_points(points: FitPoints, *, delta: float = 1e-3, n_kind: str | None = None,
+               starts: np.ndarray | None = None) -> ScalingLawFit:
+    """`fit` of runs already checked by `validate_points`."""
+    n, d, loss = points
     theta, obj, ends, objs = fit_log_space(np.log(n), np.log(d), np.log(loss), delta=delta, starts=starts)
     res = _result(theta[0], obj[0], n, d, loss, delta, n_kind)
     res.local_optima = distinct_best(np.concatenate([theta, ends[0]]), np.concatenate([obj, objs[0]]), 8,

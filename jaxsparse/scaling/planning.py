@@ -13,6 +13,7 @@ import dataclasses
 import math
 from typing import Any
 
+from jaxsparse.deprecation import renamed_names
 from jaxsparse.scaling.law import ScalingLawFit
 
 SCHEDULES = ("geometric", "cubic", "linear", "one_shot")
@@ -52,7 +53,7 @@ def _check_schedule(final_sparsity: float, start: float, end: float, schedule: s
 
 
 @dataclasses.dataclass
-class Plan:
+class ComputePlan:
     """A compute-optimal plan. Sizes in parameters, tokens in tokens, compute in FLOPs, loss in nats.
 
     n_initial: dense size to start from (N0); n_avg: N-bar; n_final: active parameters after pruning
@@ -89,7 +90,7 @@ def compute_optimal_size(law: ScalingLawFit, flops: float) -> float:
 
 
 def plan(law: ScalingLawFit, flops: float, *, final_sparsity: float, start: float = 0.25, end: float = 0.75,
-         schedule: str = "geometric", prunable_fraction: float = 1.0) -> Plan:
+         schedule: str = "geometric", prunable_fraction: float = 1.0) -> ComputePlan:
     """Initial size N0 and tokens D minimising the predicted loss for `flops` of training compute.
 
     prunable_fraction: share of the parameters that pruning touches (1.0 when the law was fitted on
@@ -106,7 +107,10 @@ def plan(law: ScalingLawFit, flops: float, *, final_sparsity: float, start: floa
     tokens = flops / (6.0 * n_avg)
     loss = float(law.predict(n_avg, tokens))
     dense = float(law.size_for_loss(loss, tokens))
-    return Plan(flops=float(flops), final_sparsity=float(final_sparsity), schedule=schedule, start=float(start),
+    return ComputePlan(flops=float(flops), final_sparsity=float(final_sparsity), schedule=schedule, start=float(start),
                 end=float(end), prunable_fraction=float(prunable_fraction), average_density=rho,
                 n_initial=n_initial, n_avg=n_avg, n_final=n_final, tokens=tokens, predicted_loss=loss,
                 dense_equal_loss_size=dense, inference_saving=1.0 - n_final / dense)
+
+
+__getattr__ = renamed_names(__name__, {"Plan": "ComputePlan"}, globals())

@@ -12,8 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from jaxsparse.scaling.fitting import fit as fit_runs
-from jaxsparse.scaling.fitting import fit_log_space, validate_points
+from jaxsparse.scaling.fitting import FitPoints, fit_log_space, fit_points, validate_points
 from jaxsparse.scaling.law import PARAM_NAMES, ScalingLawFit, theta_to_params
 
 Progress = Callable[[int, int], None]
@@ -73,9 +72,8 @@ def _refit(n: np.ndarray, d: np.ndarray, loss: np.ndarray, weights: np.ndarray, 
     return out
 
 
-def _base(n: np.ndarray, d: np.ndarray, loss: np.ndarray, fit: ScalingLawFit | None,
-          delta: float) -> ScalingLawFit:
-    return fit if fit is not None else fit_runs(n, d, loss, delta=delta)
+def _base(points: FitPoints, fit: ScalingLawFit | None, delta: float) -> ScalingLawFit:
+    return fit if fit is not None else fit_points(points, delta=delta)
 
 
 def bootstrap(n: Any, d: Any, loss: Any, *, fit: ScalingLawFit | None = None, n_boot: int = 100,
@@ -84,14 +82,23 @@ def bootstrap(n: Any, d: Any, loss: Any, *, fit: ScalingLawFit | None = None, n_
     """Percentile bootstrap intervals of E, A, B, alpha, beta from n_boot resamples of the runs.
 
     fit: the full-data fit (its optima seed the refits); computed when None. progress(done, total) is
-    called after each chunk of resamples.
+    called after each chunk of resamples. Bad input raises ValueError and duplicate runs warn, once
+    (`fitting.validate_points`).
     """
-    n, d, loss = validate_points(n, d, loss)
+    return bootstrap_points(validate_points(n, d, loss), fit=fit, n_boot=n_boot, confidence=confidence,
+                            seed=seed, delta=delta, chunk=chunk, progress=progress)
+
+
+def bootstrap_points(points: FitPoints, *, fit: ScalingLawFit | None = None, n_boot: int = 100,
+                     confidence: float = 0.95, seed: int = 0, delta: float = 1e-3, chunk: int = 25,
+                     progress: Progress | None = None) -> BootstrapResult:
+    """`bootstrap` of runs already checked by `fitting.validate_points`."""
+    n, d, loss = points
     if n_boot < 2:
         raise ValueError(f"n_boot must be >= 2, got {n_boot}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    base = _base(n, d, loss, fit, delta)
+    base = _base(points, fit, delta)
     rng = np.random.default_rng(seed)
     weights = rng.multinomial(n.size, np.full(n.size, 1.0 / n.size), size=n_boot).astype(np.float64)
     thetas = _refit(n, d, loss, weights, base, chunk, progress)
@@ -103,11 +110,19 @@ def bootstrap(n: Any, d: Any, loss: Any, *, fit: ScalingLawFit | None = None, n_
 
 def leave_one_out(n: Any, d: Any, loss: Any, *, fit: ScalingLawFit | None = None, delta: float = 1e-3,
                   chunk: int = 50, progress: Progress | None = None) -> LeaveOneOutResult:
-    """Predict each run's loss from a fit to all the other runs (needs at least 6 runs)."""
-    n, d, loss = validate_points(n, d, loss)
+    """Predict each run's loss from a fit to all the other runs (needs at least 6 runs). Bad input raises
+    ValueError and duplicate runs warn, once (`fitting.validate_points`)."""
+    return leave_one_out_points(validate_points(n, d, loss), fit=fit, delta=delta, chunk=chunk,
+                                progress=progress)
+
+
+def leave_one_out_points(points: FitPoints, *, fit: ScalingLawFit | None = None, delta: float = 1e-3,
+                         chunk: int = 50, progress: Progress | None = None) -> LeaveOneOutResult:
+    """`leave_one_out` of runs already checked by `fitting.validate_points`."""
+    n, d, loss = points
     if n.size <= len(PARAM_NAMES):
         raise ValueError(f"leave-one-out needs more than {len(PARAM_NAMES)} runs, got {n.size}")
-    base = _base(n, d, loss, fit, delta)
+    base = _base(points, fit, delta)
     weights = 1.0 - np.eye(n.size)
     thetas = _refit(n, d, loss, weights, base, chunk, progress)
     preds = np.array([ScalingLawFit(**theta_to_params(t)).predict(n[i], d[i]) for i, t in enumerate(thetas)])

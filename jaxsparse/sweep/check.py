@@ -14,20 +14,20 @@ import ml_collections
 
 from jaxsparse.config_keys import key_problem, parse_config_flags
 from jaxsparse.errors import ConfigError
-from jaxsparse.sweep.spec import Run, SweepError, resolve_config_file, split_config
+from jaxsparse.sweep.spec import RunSpec, SweepError, resolve_config_file, split_config
 
 if TYPE_CHECKING:
     from jaxsparse.train.resolve.plan import Plan
 
 
-def _check_key(base: ml_collections.ConfigDict, key: str, run: Run) -> None:
+def _check_key(base: ml_collections.ConfigDict, key: str, run: RunSpec) -> None:
     problem = key_problem(base, key, value=True)
     if problem:
         raise SweepError(f"run {run.name!r}: override key {key} is not a key of "
                          f"{run.config_file}: {problem}")
 
 
-def load_config(run: Run) -> ml_collections.ConfigDict:
+def load_config(run: RunSpec) -> ml_collections.ConfigDict:
     """The run's resolved training config (file + args + overrides). Raises SweepError."""
     path, arg = split_config(run.config)
     config_arg = resolve_config_file(path) + (f":{arg}" if arg is not None else "")
@@ -44,7 +44,7 @@ def load_config(run: Run) -> ml_collections.ConfigDict:
                          f"accepted: {err}") from err
 
 
-def plan_run(run: Run, local_devices: bool = True) -> Plan:
+def plan_run(run: RunSpec, local_devices: bool = True) -> Plan:
     """Validate one run and return its plan.
 
     local_devices: also check the mesh and batch against this machine's devices (as the
@@ -61,6 +61,6 @@ def plan_run(run: Run, local_devices: bool = True) -> Plan:
                          f"{' '.join(run.override_flags())}): {err}") from err
 
 
-def plan_runs(runs: list[Run], local_devices: bool = True) -> dict[str, Plan]:
+def plan_runs(runs: list[RunSpec], local_devices: bool = True) -> dict[str, Plan]:
     """Plans of all runs, by name; the first invalid run raises SweepError (nothing launched)."""
     return {run.name: plan_run(run, local_devices) for run in runs}

@@ -22,7 +22,7 @@ import math
 import os
 from typing import Any
 
-from jaxsparse.sweep.spec import Run, SweepError
+from jaxsparse.sweep.spec import RunSpec, SweepError
 
 SUMMARY = "summary.json"
 COLUMNS = ("name", "n", "n_avg", "n_avg_prunable", "n_final", "n_initial", "n_total",
@@ -54,7 +54,7 @@ def config_changes(saved: dict, spec: dict) -> list[str]:
             f"{b.get(k, '(missing)')!r}" for k in keys if a.get(k, "(missing)") != b.get(k, "(missing)")]
 
 
-def read_summary(run: Run, root: str) -> dict[str, Any] | None:
+def read_summary(run: RunSpec, root: str) -> dict[str, Any] | None:
     """The run's summary.json if it is this run's (its config equals the spec's resolved config
     up to NOT_IDENTITY keys); None if there is none yet. Raises SweepError naming the file and
     the changed fields if the spec was edited after the run finished, or if it is unreadable."""
@@ -79,7 +79,7 @@ def read_summary(run: Run, root: str) -> dict[str, Any] | None:
     return summary
 
 
-def finished(runs: list[Run], root: str) -> dict[str, dict[str, Any]]:
+def finished(runs: list[RunSpec], root: str) -> dict[str, dict[str, Any]]:
     """{name: summary} of the runs finished with their current spec. Raises one SweepError
     listing every run whose summary does not match its spec (nothing is started or collected)."""
     done, problems = {}, []
@@ -97,7 +97,7 @@ def finished(runs: list[Run], root: str) -> dict[str, dict[str, Any]]:
     return done
 
 
-def row_of(run: Run, root: str, summary: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def row_of(run: RunSpec, root: str, summary: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The CSV row of `run`, or None if it has no summary.json yet."""
     workdir = os.path.join(root, run.workdir)
     path = os.path.join(workdir, SUMMARY)
@@ -118,7 +118,7 @@ def row_of(run: Run, root: str, summary: dict[str, Any] | None = None) -> dict[s
     return row
 
 
-def collect(runs: list[Run], root: str) -> tuple[list[dict[str, Any]], list[Run]]:
+def collect(runs: list[RunSpec], root: str) -> tuple[list[dict[str, Any]], list[RunSpec]]:
     """(rows of finished runs with a finite loss, runs without a usable summary). Raises
     SweepError if a summary does not match its run's current spec (see `finished`)."""
     rows, missing = [], []

@@ -30,7 +30,7 @@ import numpy as np
 
 from jaxsparse.sweep.collect import SUMMARY, read_summary
 from jaxsparse.sweep.collect import finished as finished_runs
-from jaxsparse.sweep.spec import Run, SweepError
+from jaxsparse.sweep.spec import RunSpec, SweepError
 from jaxsparse.errors import EXIT_PREEMPTED
 from jaxsparse.train.workdir import layout as ckpt_layout
 from jaxsparse.train.workdir import lock as workdir_lock
@@ -41,7 +41,7 @@ LOG = "log.txt"
 HISTORY = "runner.jsonl"  # in the sweep root: one record per finished or failed trainer process
 
 
-def is_done(root: str, run: Run) -> bool:
+def is_done(root: str, run: RunSpec) -> bool:
     """Whether `run` finished with its current spec (SweepError if its summary is another's)."""
     return read_summary(run, root) is not None
 
@@ -71,7 +71,7 @@ def lock_holder(workdir: str) -> str | None:
 
 @dataclasses.dataclass
 class _Active:
-    run: Run
+    run: RunSpec
     proc: subprocess.Popen
     log: object
     started: float
@@ -84,7 +84,7 @@ class _Tally:
 
     skipped: int
     finished: int = 0
-    failed: list[Run] = dataclasses.field(default_factory=list)
+    failed: list[RunSpec] = dataclasses.field(default_factory=list)
     timed: list[tuple[float, float]] = dataclasses.field(default_factory=list)  # (weight, wall s) of finished runs
     t0: float = dataclasses.field(default_factory=time.time)
     last_progress: float = 0.0
@@ -114,7 +114,7 @@ def _env(cores: list[int] | None) -> dict[str, str]:
 class LocalRunner:
     """Runs `runs` under `root`, `parallel` at a time; `weights` (e.g. planned FLOPs) give ETA."""
 
-    def __init__(self, runs: list[Run], root: str, parallel: int = 1,
+    def __init__(self, runs: list[RunSpec], root: str, parallel: int = 1,
                  weights: dict[str, float] | None = None,
                  say: Callable[[str], None] = lambda m: print(m, flush=True),
                  progress_every_s: float = 60.0):
@@ -126,14 +126,14 @@ class LocalRunner:
         self.progress_every_s = progress_every_s
         self._stop_signal: int | None = None
 
-    def command(self, run: Run) -> list[str]:
+    def command(self, run: RunSpec) -> list[str]:
         from jaxsparse.sweep.spec import resolve_config_file, split_config
         path, arg = split_config(run.config)
         config = resolve_config_file(path) + (f":{arg}" if arg is not None else "")
         workdir = os.path.join(self.root, run.workdir)
         return [sys.executable, "-m", "jaxsparse.train", *run.train_args(workdir, config)]
 
-    def _start(self, run: Run, slot: int) -> _Active:
+    def _start(self, run: RunSpec, slot: int) -> _Active:
         workdir = os.path.join(self.root, run.workdir)
         os.makedirs(workdir, exist_ok=True)
         cmd = self.command(run)
@@ -187,7 +187,7 @@ class LocalRunner:
             return 1
         return 0
 
-    def _fill_slots(self, pending: list[Run], active: list[_Active], tally: _Tally) -> None:
+    def _fill_slots(self, pending: list[RunSpec], active: list[_Active], tally: _Tally) -> None:
         """Start pending runs on the free slots; a run whose workdir another trainer holds fails."""
         free = [s for s in range(self.parallel) if s not in {a.slot for a in active}]
         while pending and free:
@@ -221,13 +221,13 @@ class LocalRunner:
                          f"{os.path.join(self.root, a.run.workdir, LOG)}")
             tally.last_progress = 0.0
 
-    def _record(self, run: Run, code: int, wall: float) -> None:
+    def _record(self, run: RunSpec, code: int, wall: float) -> None:
         os.makedirs(self.root, exist_ok=True)
         with open(os.path.join(self.root, HISTORY), "a", encoding="utf-8") as f:
             f.write(json.dumps({"name": run.name, "exit": code, "wall_s": round(wall, 2),
                                 "finished": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
 
-    def _eta(self, timed: list[tuple[float, float]], left: list[Run]) -> str:
+    def _eta(self, timed: list[tuple[float, float]], left: list[RunSpec]) -> str:
         """Seconds per run = a + b * weight, fitted to the finished runs (a, b >= 0), summed
         over the runs left (running ones counted whole) and divided by `parallel`."""
         if not timed:
@@ -242,7 +242,7 @@ class LocalRunner:
         seconds = sum(a + b * self.weights[r.name] for r in left) / self.parallel
         return format_duration(seconds)
 
-    def _progress(self, tally: _Tally, active: list[_Active], pending: list[Run], now: float) -> str:
+    def _progress(self, tally: _Tally, active: list[_Active], pending: list[RunSpec], now: float) -> str:
         eta = self._eta(tally.timed, [a.run for a in active] + pending)
         return (f"progress: {tally.finished + tally.skipped}/{len(self.runs)} done ({tally.skipped} skipped), "
                 f"{len(active)} running, {len(pending)} waiting, {len(tally.failed)} failed | "

@@ -13,11 +13,12 @@ import ml_collections
 
 from jaxsparse import models
 from jaxsparse.data import ByteTokenizer
+from jaxsparse.deprecation import renamed_names
 from jaxsparse.pruning import Schedule, average_param_count
 from jaxsparse.train.resolve.run import model_config, total_steps
 
 
-def param_counts(config: ml_collections.ConfigDict) -> dict[str, int]:
+def config_param_counts(config: ml_collections.ConfigDict) -> dict[str, int]:
     """Parameter counts (jaxsparse.models.param_counts keys) of the model `config` trains with the
     byte tokenizer (the embedded corpus's), the vocabulary padded as the trainer pads it."""
     return models.param_counts(model_config(config, ByteTokenizer.vocab_size))
@@ -48,3 +49,6 @@ def matched_sparsity(n_avg_at: Callable[[float], float], target: float, digits: 
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if n_avg_at(mid) > target else (lo, mid)
     return round((lo + hi) / 2, digits)
+
+
+__getattr__ = renamed_names(__name__, {"param_counts": "config_param_counts"}, globals())

@@ -13,7 +13,7 @@ from typing import Any
 from jaxsparse import scaling
 from jaxsparse.sweep import analysis, figures
 from jaxsparse.sweep.local import HISTORY
-from jaxsparse.sweep.spec import Run
+from jaxsparse.sweep.spec import RunSpec
 from jaxsparse.train.loop.console import format_duration
 
 
@@ -141,7 +141,7 @@ def _run_wall_time(root: str) -> tuple[float, int]:
     return float(sum(r["wall_s"] for r in records)), len(records)
 
 
-def write_report(rows: list[dict[str, Any]], runs: list[Run], root: str,
+def write_report(rows: list[dict[str, Any]], runs: list[RunSpec], root: str,
                  wall_s: float | None = None, out_dir: str | None = None) -> str:
     """Fit, compare, plot; write OUT/report.md, OUT/report.json and OUT/plots/ (OUT: `out_dir`,
     default the sweep root `root`, whose runner history gives the summed wall time); return the

@@ -22,10 +22,11 @@ import shlex
 import sys
 from typing import Any
 
+from jaxsparse.deprecation import renamed_names
 from jaxsparse.errors import ConfigError
 from jaxsparse.train.resolve.overrides import PROJECT_ROOT, resolve_config_file, split_config
 
-__all__ = ["PROJECT_ROOT", "Run", "SweepError", "load_module", "load_sweep", "resolve_config_file", "split_config"]
+__all__ = ["PROJECT_ROOT", "RunSpec", "SweepError", "load_module", "load_sweep", "resolve_config_file", "split_config"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
 _RUN_KEYS = ("name", "config", "overrides", "workdir", "tags")
@@ -36,8 +37,9 @@ class SweepError(ConfigError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Run:
-    """One training run of a sweep (see the module docstring for the fields)."""
+class RunSpec:
+    """One training run as the sweep file specifies it (see the module docstring for the fields);
+    the trainer resolves it into a `jaxsparse.train.Run`."""
 
     name: str
     config: str
@@ -79,7 +81,7 @@ def format_value(value: Any) -> str:
                      "expected bool, int, float or str")
 
 
-def _check_run(index: int, raw: Any) -> Run:
+def _check_run(index: int, raw: Any) -> RunSpec:
     where = f"run #{index}"
     if not isinstance(raw, dict):
         raise SweepError(f"{where} is a {type(raw).__name__}, expected a dict with keys "
@@ -119,10 +121,10 @@ def _check_run(index: int, raw: Any) -> Run:
             isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in tags.items()):
         raise SweepError(f"{where}: tags={tags!r} is not allowed: expected a dict of str -> "
                          "str/int/float")
-    return Run(name, config, dict(overrides), os.path.normpath(workdir), dict(tags))
+    return RunSpec(name, config, dict(overrides), os.path.normpath(workdir), dict(tags))
 
 
-def check_runs(raw_runs: Any, source: str) -> list[Run]:
+def check_runs(raw_runs: Any, source: str) -> list[RunSpec]:
     """Check a sweep's run list: at least one run, every run well formed, names and workdirs
     unique. Raises SweepError naming the run and the field."""
     if not isinstance(raw_runs, (list, tuple)):
@@ -165,7 +167,7 @@ def load_module(path: str) -> Any:
     return module
 
 
-def load_sweep(spec: str) -> list[Run]:
+def load_sweep(spec: str) -> list[RunSpec]:
     """Load ``SWEEP_FILE[:arg]``: import the file, call get_sweep(arg), check the runs."""
     path, arg = split_config(spec)
     module = load_module(path)
@@ -177,3 +179,6 @@ def load_sweep(spec: str) -> list[Run]:
     except (TypeError, ValueError) as err:
         raise SweepError(f"sweep file {path!r}: get_sweep({arg!r}) failed: {err}") from err
     return check_runs(raw, os.path.basename(path))
+
+
+__getattr__ = renamed_names(__name__, {"Run": "RunSpec"}, globals())

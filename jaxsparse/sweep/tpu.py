@@ -16,7 +16,7 @@ import subprocess
 from typing import Callable
 
 from jaxsparse.sweep.local import is_done
-from jaxsparse.sweep.spec import PROJECT_ROOT, Run, SweepError
+from jaxsparse.sweep.spec import PROJECT_ROOT, RunSpec, SweepError
 
 LAUNCH_DIR = os.path.join(PROJECT_ROOT, "launch")
 DEFAULT_ENV = ("JAXSPARSE_DATA_DIR=/mnt/gcs/tfds",
@@ -50,7 +50,7 @@ class TpuTarget:
                              "sdk/docs/install); use --dry_run to print the commands instead")
 
 
-def run_commands(run: Run, sweep: str, root: str, target: TpuTarget) -> list[list[str]]:
+def run_commands(run: RunSpec, sweep: str, root: str, target: TpuTarget) -> list[list[str]]:
     """The launch/run.sh and launch/pull.sh command lines of one run."""
     remote_workdir = f"{target.remote_root.rstrip('/')}/{sweep}/{run.workdir}"
     local_workdir = os.path.join(root, run.workdir)
@@ -67,7 +67,7 @@ def run_commands(run: Run, sweep: str, root: str, target: TpuTarget) -> list[lis
     return [[*launch, "--", *train], pull]
 
 
-def run_on_tpu(runs: list[Run], sweep: str, root: str, target: TpuTarget, dry_run: bool = False,
+def run_on_tpu(runs: list[RunSpec], sweep: str, root: str, target: TpuTarget, dry_run: bool = False,
                say: Callable[[str], None] = lambda m: print(m, flush=True)) -> int:
     """Run every run without a local summary.json, one after the other; 0 if all succeeded."""
     target.check(dry_run)

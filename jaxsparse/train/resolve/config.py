@@ -268,7 +268,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _int(config, "seed", 0)
     _validate_model(config)
     try:
-        data_config.validate(config.data)
+        data_config.validate_data_config(config.data)
     except ConfigError:
         raise
     except ValueError as err:  # the data package's own checks

@@ -18,7 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxsparse.models.sharding import (DEFAULT_RULES, Rules, activation_sharding, batch_sharding,
                                        variable_shardings)
-from jaxsparse.pruning import MagnitudePruningState, get_masks, mask_collection
+from jaxsparse.pruning import PruningState, get_masks, mask_collection
 from jaxsparse.train.steps.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -27,8 +27,8 @@ Batch = dict[str, jax.Array]
 def model_masks(opt_state: Any) -> dict:
     """The model's `masks` collection from the pruning state; {} (all kernels dense) when the
     optimizer has no pruning transform (a dense run)."""
-    has_pruning = any(isinstance(x, MagnitudePruningState) for x in jax.tree.leaves(
-        opt_state, is_leaf=lambda x: isinstance(x, MagnitudePruningState)))
+    has_pruning = any(isinstance(x, PruningState) for x in jax.tree.leaves(
+        opt_state, is_leaf=lambda x: isinstance(x, PruningState)))
     return mask_collection(get_masks(opt_state)) if has_pruning else {}
 
 
