@@ -30,14 +30,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
     from jaxsparse.hf.export import check_out_dir, write_export
     from jaxsparse.inference.restore import load_run
+    from jaxsparse.train.workdir.layout import read_summary
+    from jaxsparse.train.workdir.records import read_records
 
     try:
         check_out_dir(args.out, args.overwrite)
         run = load_run(args.workdir, args.step)
+        summary, records = read_summary(args.workdir), read_records(args.workdir)
     except (ConfigError, ValueError, FileNotFoundError) as err:
         fail(str(err), EXIT_BAD_INPUT)
     try:
-        result = write_export(run, args.out, args.overwrite)
+        result = write_export(run, args.out, args.overwrite, summary=summary, records=records)
     except OSError as err:  # e.g. a full disk: the temporary folder is gone, --out as it was
         fail(f"--out={args.out}: could not write the export ({err}); nothing was "
              f"left behind and {args.out} is as it was", EXIT_FAULT)

@@ -20,6 +20,8 @@ from jaxsparse.hf import load as hf_load  # noqa: E402
 from jaxsparse.hf.convert import LAYER_TENSORS, TOP_TENSORS, block_leaf, get_path  # noqa: E402
 from jaxsparse.hf.export import write_export  # noqa: E402
 from jaxsparse.inference.restore import load_run  # noqa: E402
+from jaxsparse.train.workdir.layout import read_summary  # noqa: E402
+from jaxsparse.train.workdir.records import read_records  # noqa: E402
 from train_utils import restore_raw_state  # noqa: E402
 
 
@@ -30,7 +32,7 @@ def exported(request, tmp_path_factory):
     workdir = train_tiny_run(root, "run", **{"model.scan_layers": request.param == "scanned"})
     run = load_run(str(workdir))
     out = root / "export"
-    write_export(run, str(out))
+    write_export(run, str(out), summary=read_summary(str(workdir)), records=read_records(str(workdir)))
     return run, out
 
 
