@@ -223,3 +223,19 @@ def test_export_cli_is_atomic_and_refuses_bad_input(exported, tmp_path, capsys):
     with pytest.raises(ConfigError, match="hidden_size=64, but the trainer config's model has 32"):
         train(bad, str(tmp_path / "bad_run"))
     assert not (tmp_path / "bad_run" / "checkpoints").exists()
+
+
+def test_export_refuses_a_garbled_metrics_line_as_the_trainer_does(exported, tmp_path, capsys):
+    from jaxsparse.export import main
+
+    run, _ = exported
+    work = tmp_path / "run"
+    shutil.copytree(run.workdir, work)
+    metrics = work / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("\n".join([lines[0], "{garbled", *lines[1:]]) + "\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--workdir", str(work), "--out", str(tmp_path / "model"), "--step", "6"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"{metrics}: line 2 is not a JSON record" in err, err
+    assert not (tmp_path / "model").exists()
