@@ -81,6 +81,10 @@ def test_steps_stray_files_and_set_aside_checkpoints_are_told_apart(tmp_path):
     assert layout.step_dir(str(tmp_path), 12) == str(ckpts / "12")
     aside = layout.set_aside_path(str(tmp_path), 12, layout.CORRUPT_TAG)
     assert os.path.dirname(aside) == str(ckpts) and os.path.basename(aside).startswith("12.corrupt-2")
+    os.rename(layout.step_dir(str(tmp_path), 12), aside)
+    (ckpts / "12.corrupt-20250101T000000Z").mkdir()  # set aside before, by an earlier run
+    assert layout.newest_set_aside(str(tmp_path), 12, layout.CORRUPT_TAG) == aside
+    assert layout.saved_steps(str(tmp_path)) == [3]
 
 
 def test_read_summary_gives_none_the_object_or_an_error_naming_the_file(tmp_path):

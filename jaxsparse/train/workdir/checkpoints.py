@@ -209,9 +209,7 @@ class Checkpointer:
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             multihost_utils.sync_global_devices(f"jaxsparse set aside checkpoint {step}")
-        prefix = f"{step}{tag}"
-        target = os.path.join(self.directory, max(
-            (n for n in os.listdir(self.directory) if n.startswith(prefix)), default=prefix + "?"))
+        target = layout.newest_set_aside(self.workdir, step, tag)
         warn(f"checkpoint {self.path(step)} (step {step}) {what}: {reason}. Set aside as "
               f"{target}" + ("; trying the previous checkpoint" if tag == layout.CORRUPT_TAG else ""))
         self.manager.reload()

@@ -132,6 +132,14 @@ def set_aside_entries(workdir: str, tag: str = CORRUPT_TAG) -> list[str]:
     return sorted(n for n in os.listdir(directory) if tag in n)
 
 
+def newest_set_aside(workdir: str, step: int, tag: str) -> str:
+    """The path of the newest checkpoint `step` set aside with `tag` (``<step><tag><UTC time>``;
+    ``<step><tag>?`` when there is none)."""
+    prefix = f"{step}{tag}"
+    names = [n for n in set_aside_entries(workdir, tag) if n.startswith(prefix)]
+    return os.path.join(checkpoint_dir(workdir), max(names, default=prefix + "?"))
+
+
 def read_summary(workdir: str) -> dict[str, Any] | None:
     """WORKDIR/summary.json as written at the end of a run (a JSON object), or None when there is
     none (the run has not finished). ConfigError naming the file when it cannot be read or is not
