@@ -135,3 +135,16 @@ def test_model_card_figures_come_from_the_records_passed_in():
     final = card.run_figures(12, meta, _Config, 1000, {"steps": 12, "n_avg_realised": 90.0, "tokens": 384,
                                                        "final_eval_loss": 2.0}, records)
     assert final == {"n_avg": 90.0, "n_avg_source": layout.SUMMARY, "tokens": 384, "eval_loss": 2.0}
+
+
+def test_hf_imports_nothing_from_the_trainer_or_inference():
+    """hf/ sits below the trainer (train imports hf.load for init_from): the export's caller reads
+    the run directory and passes its contents in."""
+    above = ("jaxsparse.train", "jaxsparse.inference")
+    found = []
+    for path in sorted((PACKAGE / "hf").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.name}: {n}" for n in names if n.startswith(above)]
+    assert found == []
