@@ -30,12 +30,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
     from jaxsparse.hf.export import check_out_dir, write_export
     from jaxsparse.inference.restore import load_run
+    from jaxsparse.train.workdir.layout import read_summary
+    from jaxsparse.train.workdir.records import read_records
 
     with as_bad_input(ValueError, FileNotFoundError):
         check_out_dir(args.out, args.overwrite)
         run = load_run(args.workdir, args.step)
+        summary, records = read_summary(args.workdir), read_records(args.workdir)
     try:
-        result = write_export(run, args.out, args.overwrite)
+        result = write_export(run, args.out, args.overwrite, summary=summary, records=records)
     except OSError as err:  # e.g. a full disk: the temporary folder is gone, --out as it was
         raise Fault(f"--out={args.out}: could not write the export ({err}); nothing was "
                     f"left behind and {args.out} is as it was") from None

@@ -20,6 +20,8 @@ from jaxsparse.hf import load as hf_load  # noqa: E402
 from jaxsparse.hf.convert import LAYER_TENSORS, TOP_TENSORS, block_leaf, get_path  # noqa: E402
 from jaxsparse.hf.export import write_export  # noqa: E402
 from jaxsparse.inference.restore import load_run  # noqa: E402
+from jaxsparse.train.workdir.layout import read_summary  # noqa: E402
+from jaxsparse.train.workdir.records import read_records  # noqa: E402
 from train_utils import restore_raw_state  # noqa: E402
 
 
@@ -30,7 +32,7 @@ def exported(request, tmp_path_factory):
     workdir = train_tiny_run(root, "run", **{"model.scan_layers": request.param == "scanned"})
     run = load_run(str(workdir))
     out = root / "export"
-    write_export(run, str(out))
+    write_export(run, str(out), summary=read_summary(str(workdir)), records=read_records(str(workdir)))
     return run, out
 
 
@@ -219,3 +221,19 @@ def test_export_cli_is_atomic_and_refuses_bad_input(exported, tmp_path, capsys):
     with pytest.raises(ConfigError, match="hidden_size=64, but the trainer config's model has 32"):
         train(bad, str(tmp_path / "bad_run"))
     assert not (tmp_path / "bad_run" / "checkpoints").exists()
+
+
+def test_export_refuses_a_garbled_metrics_line_as_the_trainer_does(exported, tmp_path, capsys):
+    from jaxsparse.export import main
+
+    run, _ = exported
+    work = tmp_path / "run"
+    shutil.copytree(run.workdir, work)
+    metrics = work / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("\n".join([lines[0], "{garbled", *lines[1:]]) + "\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--workdir", str(work), "--out", str(tmp_path / "model"), "--step", "6"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"{metrics}: line 2 is not a JSON record" in err, err
+    assert not (tmp_path / "model").exists()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from jaxsparse.train.workdir import layout
 from jaxsparse.train.workdir import lock as workdir_lock
 from jaxsparse.train.workdir.lock import WorkdirLocked
 from train_utils import cli_env, run_cli, train_cmd, write_corpus
@@ -18,7 +19,7 @@ from train_utils import cli_env, run_cli, train_cmd, write_corpus
 
 def _lock(workdir: Path, pid: int, host: str | None = None) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / workdir_lock.LOCK_NAME
+    path = workdir / layout.LOCK
     path.write_text(json.dumps({"host": host or socket.gethostname(), "pid": pid,
                                 "started": "2026-01-01T00:00:00Z"}))
     return path
@@ -60,15 +61,15 @@ def test_stale_lock_is_taken_over_with_a_message(tmp_path):
     assert record["pid"] == workdir_lock.os.getpid()
     assert json.loads(path.read_text())["pid"] == workdir_lock.os.getpid()
     assert len(said) == 1 and f"stale lock {path}" in said[0] and f"pid {dead}" in said[0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [workdir_lock.LOCK_NAME]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [layout.LOCK]
 
 
 def test_reused_pid_counts_as_stale(tmp_path):
     """Our own pid, but recorded with another start time: the holder is gone."""
     _lock(tmp_path, workdir_lock.os.getpid())
-    record = json.loads((tmp_path / workdir_lock.LOCK_NAME).read_text())
+    record = json.loads((tmp_path / layout.LOCK).read_text())
     record["pid_start"] = "1"
-    (tmp_path / workdir_lock.LOCK_NAME).write_text(json.dumps(record))
+    (tmp_path / layout.LOCK).write_text(json.dumps(record))
     said = []
     workdir_lock.acquire(str(tmp_path), say=said.append)
     assert said and "stale lock" in said[0]
@@ -93,7 +94,7 @@ def test_trainer_on_a_locked_workdir_exits_2_and_writes_nothing(corpus, tmp_path
     out = run_cli(train_cmd(corpus, work), cli_env(tmp_path / "data", devices=1), timeout=120)
     assert out.returncode == 2, out.stderr[-2000:]
     assert f"pid {sleeper.pid}" in out.stderr and "Traceback" not in out.stderr
-    assert [p.name for p in work.iterdir()] == [workdir_lock.LOCK_NAME]
+    assert [p.name for p in work.iterdir()] == [layout.LOCK]
     assert time.time() - t0 < 60
 
 
@@ -103,7 +104,7 @@ def test_second_trainer_exits_2_and_the_first_finishes_with_every_record(corpus,
              "--config.checkpoint.every_steps=16", "--config.eval.every_steps=16"]
     first = subprocess.Popen(train_cmd(corpus, work, *extra), env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
-    lock = work / workdir_lock.LOCK_NAME
+    lock = work / layout.LOCK
     deadline = time.time() + 120
     while not lock.exists() and time.time() < deadline and first.poll() is None:
         time.sleep(0.05)

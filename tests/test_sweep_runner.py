@@ -143,7 +143,8 @@ def _trainer_gone(pid: int, timeout: float) -> bool:
 
 
 def test_killed_runner_leaves_no_trainer_and_a_locked_workdir_is_not_started(tmp_path):
-    from jaxsparse.train.workdir.lock import LOCK_NAME, read_lock
+    from jaxsparse.train.workdir.layout import LOCK as LOCK_NAME
+    from jaxsparse.train.workdir.lock import read_lock
     corpus = write_corpus(tmp_path / "corpus", files=4, paragraphs=30)
     env = _env(tmp_path / "data")
     sweep, root = _sweep(tmp_path, corpus), tmp_path / "root"

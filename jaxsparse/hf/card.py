@@ -2,11 +2,13 @@
 
 Figures come from the run's own records: summary.json when the exported step is the run's last,
 else the checkpoint's progress (N̄ so far) and metrics.jsonl (the eval loss logged at that step).
+The caller reads both files and passes their contents in: hf imports nothing from the trainer.
 """
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from typing import Any, Optional
 
 import numpy as np
@@ -19,37 +21,21 @@ def layer_sparsity(hf_tensors: dict[str, np.ndarray], masked: set[str]) -> dict[
     return {name: float(np.mean(hf_tensors[name] == 0.0)) for name in hf_tensors if name in masked}
 
 
-def _eval_loss_at(workdir: str, step: int) -> Optional[float]:
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return None
-    found = None
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if rec.get("kind") == "eval" and rec.get("step") == step:
-                found = rec.get("eval_loss")
-    return found
-
-
-def run_figures(workdir: str, step: int, meta: dict, config: Any, n_total: int) -> dict[str, Any]:
-    """{n_avg, n_avg_source, tokens, eval_loss} of checkpoint `step` of the run in `workdir`."""
-    summary_path = os.path.join(workdir, "summary.json")
-    summary = {}
-    if os.path.exists(summary_path):
-        with open(summary_path, encoding="utf-8") as f:
-            summary = json.load(f)
+def run_figures(step: int, meta: dict, config: Any, n_total: int, summary: Optional[dict],
+                records: Sequence[dict]) -> dict[str, Any]:
+    """{n_avg, n_avg_source, tokens, eval_loss} of checkpoint `step` of a run. `summary`: the run's
+    summary.json (None: not finished) and `records`: its metrics.jsonl records in file order, both
+    read by the caller (`jaxsparse.export`, through the trainer's workdir layout)."""
+    summary = summary or {}
     if summary.get("steps") == step:
         return {"n_avg": summary.get("n_avg_realised", summary.get("n_avg")), "n_avg_source": "summary.json",
                 "tokens": summary.get("tokens"), "eval_loss": summary.get("final_eval_loss")}
     active_sum = (meta.get("progress") or {}).get("active_sum")
+    evals = [r.get("eval_loss") for r in records if r.get("kind") == "eval" and r.get("step") == step]
     return {"n_avg": active_sum / step if active_sum and step else float(n_total),
             "n_avg_source": "checkpoint progress (steps so far)",
             "tokens": step * int(config.train.batch_size) * int(config.train.seq_len),
-            "eval_loss": _eval_loss_at(workdir, step)}
+            "eval_loss": evals[-1] if evals else None}
 
 
 def model_card(*, workdir: str, step: int, config: Any, figures: dict[str, Any], sparsity: dict[str, float],

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from typing import Any
+from typing import Any, Optional, Protocol
 
 import jax
 import numpy as np
@@ -22,9 +22,23 @@ from jaxsparse.errors import ConfigError
 from jaxsparse.hf import card, convert
 from jaxsparse.hf.config import llama_config
 from jaxsparse.hf.tokenizer import write_tokenizer
-from jaxsparse.inference.restore import RestoredRun
 
 MARKER = "jaxsparse-export.json"  # in every export: --overwrite replaces only folders holding it
+
+
+class RestoredRun(Protocol):
+    """What the export reads of a restored run (`jaxsparse.inference.restore.load_run` gives one;
+    hf imports nothing above it): the checkpoint `step` of `workdir`, its config (a ConfigDict),
+    model config, params and masks (Flax trees), meta (identity, progress) and tokenizer."""
+
+    workdir: str
+    step: int
+    config: Any
+    model_cfg: Any
+    params: Any
+    masks: Any
+    meta: dict
+    tokenizer: Any
 
 
 def check_out_dir(out: str, overwrite: bool) -> None:
@@ -65,8 +79,11 @@ def generation_config(run: RestoredRun, ids: dict[str, int]) -> dict[str, Any]:
     return out
 
 
-def write_export(run: RestoredRun, out: str, overwrite: bool = False) -> dict[str, Any]:
-    """Export `run` to `out` (see the module docstring); returns a summary of what was written."""
+def write_export(run: RestoredRun, out: str, overwrite: bool = False, *, summary: Optional[dict],
+                 records: list[dict]) -> dict[str, Any]:
+    """Export `run` to `out` (see the module docstring); returns a summary of what was written.
+    `summary` and `records`: the run's summary.json (None: not finished) and metrics.jsonl records,
+    for the model card (`card.run_figures`)."""
     from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
@@ -91,7 +108,7 @@ def write_export(run: RestoredRun, out: str, overwrite: bool = False) -> dict[st
             save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
         except SafetensorError as err:  # safetensors reports its I/O errors as its own type
             raise OSError(f"model.safetensors: {err}") from err
-        figures = card.run_figures(run.workdir, run.step, run.meta, run.config, n_total)
+        figures = card.run_figures(run.step, run.meta, run.config, n_total, summary, records)
         text = card.model_card(workdir=run.workdir, step=run.step, config=run.config, figures=figures,
                                sparsity=sparsity, model_cfg=run.model_cfg,
                                sizes={"total": n_total, "prunable": n_prunable, "zeros": zeros})

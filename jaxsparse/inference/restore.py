@@ -25,7 +25,7 @@ from jax.sharding import Mesh
 from jaxsparse import data as data_lib
 from jaxsparse import models
 from jaxsparse.errors import ConfigError
-from jaxsparse.train.workdir import layout as ckpt_layout
+from jaxsparse.train.workdir import layout
 
 IDENTITY_MODEL_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "head_dim", "mlp_dim", "dtype",
                          "param_dtype", "scan_layers")
@@ -52,16 +52,16 @@ def pick_step(workdir: str, step: Optional[int]) -> int:
     """`step` if it was saved, else the latest one (step None); ConfigError naming what exists."""
     if not os.path.isdir(workdir):
         raise ConfigError(f"--workdir={workdir!r}: no such directory")
-    steps = ckpt_layout.saved_steps(workdir)
+    steps = layout.saved_steps(workdir)
     if not steps:
         raise ConfigError(f"--workdir={workdir!r} holds no checkpoints (expected "
-                          f"{ckpt_layout.checkpoint_dir(workdir)}/<step>); train first: "
+                          f"{layout.checkpoint_dir(workdir)}/<step>); train first: "
                           "python -m jaxsparse.train --config=... --workdir=" + workdir)
     if step is None:
         return steps[-1]
     if step not in steps:
         raise ConfigError(f"--step={step}: no checkpoint of that step in "
-                          f"{ckpt_layout.checkpoint_dir(workdir)}; saved steps: "
+                          f"{layout.checkpoint_dir(workdir)}; saved steps: "
                           f"{', '.join(map(str, steps))}")
     return step
 
@@ -117,7 +117,7 @@ def load_run(workdir: str, step: Optional[int] = None, with_tokenizer: bool = Tr
         pick_step(workdir, step)
         raise ConfigError(f"--workdir={workdir!r}: its checkpoints were removed while they were read")
     config, model_cfg = built["config"], built["model_cfg"]
-    where = os.path.join(ckpt_layout.checkpoint_dir(workdir), str(restored.step))
+    where = layout.step_dir(workdir, restored.step)
     tokenizer = data_lib.get_tokenizer(config.data) if with_tokenizer else None
     if tokenizer is not None and tokenizer.vocab_size > model_cfg.vocab_size:
         raise ConfigError(f"{where}: data.tokenizer={config.data.tokenizer!r} has {tokenizer.vocab_size} ids, "
@@ -134,7 +134,7 @@ def _abstract_for(workdir: str, mesh_shape: Optional[tuple[int, int, int]], buil
     from jaxsparse.train.resolve.optimizer import learning_rate_schedule, make_optimizer
     from jaxsparse.train.steps.state import abstract_state
 
-    config, model_cfg = model_config_of(meta, ckpt_layout.checkpoint_dir(workdir))
+    config, model_cfg = model_config_of(meta, layout.checkpoint_dir(workdir))
     mesh = inference_mesh(config) if mesh_shape is None else models.make_mesh(*mesh_shape)
     steps = int(meta["identity"]["train.steps"])
     tx = make_optimizer(config, steps, run_lib.schedule(config), learning_rate_schedule(config, steps))

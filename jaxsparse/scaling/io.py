@@ -149,7 +149,7 @@ def _header(path: Path, names: Sequence[str]) -> dict[str, str]:
     return header
 
 
-def read_summary(path: Path, *, loss: str = "eval") -> tuple[dict[str, float], float, float, str | None]:
+def summary_point(path: Path, *, loss: str = "eval") -> tuple[dict[str, float], float, float, str | None]:
     """One trainer summary.json -> (sizes per kind, tokens, loss, note or None)."""
     check_size(path, MAX_SUMMARY_BYTES, "summary.json")
     try:
@@ -204,7 +204,7 @@ def load_runs(paths: Sequence[str | Path], *, loss: str = "eval", chinchilla: bo
             if file.suffix.lower() == ".csv" or chinchilla:
                 parts.append(read_csv(file, chinchilla=chinchilla))
                 continue
-            sizes, tokens, value, note = read_summary(file, loss=loss)
+            sizes, tokens, value, note = summary_point(file, loss=loss)
             fallbacks += note == "fallback"
             parts.append(Runs({k: np.array([v]) for k, v in sizes.items()}, np.array([tokens]),
                               np.array([value]), [str(file)]))

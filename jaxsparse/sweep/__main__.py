@@ -106,13 +106,14 @@ def _main(args: argparse.Namespace) -> int:
         return status
     if args.collect is not None or args.report:
         from jaxsparse.sweep.collect import collect, write_csv
+        from jaxsparse.train.workdir.layout import SUMMARY
         rows, missing = collect(runs, root)
         out = args.collect or os.path.join(root, "results.csv")
         if missing:
             print(f"{len(missing)} of {len(runs)} runs have no results yet: "
                   f"{', '.join(r.name for r in missing[:10])}{' ...' if len(missing) > 10 else ''}")
         if not rows:
-            raise SweepError(f"no run of {name} has finished (no summary.json under {root})")
+            raise SweepError(f"no run of {name} has finished (no {SUMMARY} under {root})")
         write_csv(rows, out)
         print(f"wrote {out} ({len(rows)} runs)")
         if args.report:

@@ -22,9 +22,10 @@ import math
 import os
 from typing import Any
 
+from jaxsparse.errors import ConfigError
 from jaxsparse.sweep.spec import RunSpec, SweepError
+from jaxsparse.train.workdir import layout
 
-SUMMARY = "summary.json"
 COLUMNS = ("name", "n", "n_avg", "n_avg_prunable", "n_final", "n_initial", "n_total",
            "n_prunable", "d", "loss", "final_train_loss", "final_sparsity", "flops", "steps",
            "seed", "workdir")
@@ -54,21 +55,24 @@ def config_changes(saved: dict, spec: dict) -> list[str]:
             f"{b.get(k, '(missing)')!r}" for k in keys if a.get(k, "(missing)") != b.get(k, "(missing)")]
 
 
-def read_summary(run: RunSpec, root: str) -> dict[str, Any] | None:
-    """The run's summary.json if it is this run's (its config equals the spec's resolved config
-    up to NOT_IDENTITY keys); None if there is none yet. Raises SweepError naming the file and
-    the changed fields if the spec was edited after the run finished, or if it is unreadable."""
+def matching_summary(run: RunSpec, root: str) -> dict[str, Any] | None:
+    """The run's summary.json (`layout.read_summary`) if it is this run's (its config equals the
+    spec's resolved config up to NOT_IDENTITY keys); None if there is none yet. Raises SweepError
+    naming the file and the changed fields if the spec was edited after the run finished, or if
+    it is unreadable."""
     from jaxsparse.sweep.check import load_config  # imports the trainer's config (JAX)
-    path = os.path.join(root, run.workdir, SUMMARY)
-    if not os.path.exists(path):
-        return None
+    workdir = os.path.join(root, run.workdir)
+    path = layout.summary_path(workdir)
     try:
-        with open(path, encoding="utf-8") as f:
-            summary = json.load(f)
+        summary = layout.read_summary(workdir)
+        if summary is None:
+            return None
         saved = summary["config"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except KeyError as err:
         raise SweepError(f"run {run.name!r}: {path} is not a summary written by jaxsparse.train "
-                         f"({type(err).__name__}: {err}); delete it to rerun the run") from None
+                         f"(KeyError: {err}); delete it to rerun the run") from None
+    except ConfigError as err:  # its message names the file and why
+        raise SweepError(f"run {run.name!r}: {err}; delete it to rerun the run") from None
     changes = config_changes(saved, load_config(run).to_dict())
     if changes:
         raise SweepError(
@@ -85,7 +89,7 @@ def finished(runs: list[RunSpec], root: str) -> dict[str, dict[str, Any]]:
     done, problems = {}, []
     for run in runs:
         try:
-            summary = read_summary(run, root)
+            summary = matching_summary(run, root)
         except SweepError as err:
             problems.append(str(err))
             continue
@@ -100,8 +104,8 @@ def finished(runs: list[RunSpec], root: str) -> dict[str, dict[str, Any]]:
 def row_of(run: RunSpec, root: str, summary: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The CSV row of `run`, or None if it has no summary.json yet."""
     workdir = os.path.join(root, run.workdir)
-    path = os.path.join(workdir, SUMMARY)
-    s = summary if summary is not None else read_summary(run, root)
+    path = layout.summary_path(workdir)
+    s = summary if summary is not None else matching_summary(run, root)
     if s is None:
         return None
     try:

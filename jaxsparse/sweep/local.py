@@ -28,22 +28,21 @@ from typing import Callable
 
 import numpy as np
 
-from jaxsparse.sweep.collect import SUMMARY, read_summary
+from jaxsparse.sweep.collect import matching_summary
 from jaxsparse.sweep.collect import finished as finished_runs
 from jaxsparse.sweep.spec import RunSpec, SweepError
 from jaxsparse.errors import EXIT_PREEMPTED
-from jaxsparse.train.workdir import layout as ckpt_layout
+from jaxsparse.train.workdir import layout
 from jaxsparse.train.workdir import lock as workdir_lock
 from jaxsparse.train.loop.console import format_duration
 
-__all__ = ["SUMMARY", "LocalRunner", "is_done"]
-LOG = "log.txt"
+__all__ = ["LocalRunner", "is_done"]
 HISTORY = "runner.jsonl"  # in the sweep root: one record per finished or failed trainer process
 
 
 def is_done(root: str, run: RunSpec) -> bool:
     """Whether `run` finished with its current spec (SweepError if its summary is another's)."""
-    return read_summary(run, root) is not None
+    return matching_summary(run, root) is not None
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -66,7 +65,7 @@ def lock_holder(workdir: str) -> str | None:
     if record is None or workdir_lock.holder_state(record) == "stale":
         return None  # a stale lock: the trainer takes it over with a message
     return (f"its workdir is locked by {workdir_lock.describe(record)} "
-            f"({workdir_lock.lock_path(workdir)})")
+            f"({layout.lock_path(workdir)})")
 
 
 @dataclasses.dataclass
@@ -137,8 +136,8 @@ class LocalRunner:
         workdir = os.path.join(self.root, run.workdir)
         os.makedirs(workdir, exist_ok=True)
         cmd = self.command(run)
-        log = open(os.path.join(workdir, LOG), "a", encoding="utf-8")
-        resumed = bool(ckpt_layout.saved_steps(workdir))
+        log = open(layout.runner_log_path(workdir), "a", encoding="utf-8")
+        resumed = bool(layout.saved_steps(workdir))
         log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} "
                   f"{'resume' if resumed else 'start'}: {' '.join(cmd)}\n")
         log.flush()
@@ -147,7 +146,7 @@ class LocalRunner:
                                 preexec_fn=lambda: _child_setup(parent, cores),
                                 start_new_session=True)  # its own process group
         self.say(f"[{run.name}] {'resumed' if resumed else 'started'} "
-                 f"(log: {os.path.join(workdir, LOG)})")
+                 f"(log: {layout.runner_log_path(workdir)})")
         return _Active(run, proc, log, time.time(), slot)
 
     def _on_signal(self, signum, frame) -> None:
@@ -164,7 +163,7 @@ class LocalRunner:
         pending = [r for r in self.runs if r.name not in done]
         tally = _Tally(skipped=len(self.runs) - len(pending))
         if tally.skipped:
-            self.say(f"{tally.skipped} of {len(self.runs)} runs already have {SUMMARY}: skipped")
+            self.say(f"{tally.skipped} of {len(self.runs)} runs already have {layout.SUMMARY}: skipped")
         active: list[_Active] = []
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -218,7 +217,7 @@ class LocalRunner:
                 why = ("stopped by SIGTERM, checkpoint saved; rerun to resume"
                        if code == EXIT_PREEMPTED else f"FAILED (exit {code})")
                 self.say(f"[{a.run.name}] {why} after {format_duration(wall)}; see "
-                         f"{os.path.join(self.root, a.run.workdir, LOG)}")
+                         f"{layout.runner_log_path(os.path.join(self.root, a.run.workdir))}")
             tally.last_progress = 0.0
 
     def _record(self, run: RunSpec, code: int, wall: float) -> None:

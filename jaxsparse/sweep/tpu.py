@@ -17,6 +17,7 @@ from typing import Callable
 
 from jaxsparse.sweep.local import is_done
 from jaxsparse.sweep.spec import PROJECT_ROOT, RunSpec, SweepError
+from jaxsparse.train.workdir import layout
 
 LAUNCH_DIR = os.path.join(PROJECT_ROOT, "launch")
 DEFAULT_ENV = ("JAXSPARSE_DATA_DIR=/mnt/gcs/tfds",
@@ -59,7 +60,7 @@ def run_commands(run: RunSpec, sweep: str, root: str, target: TpuTarget) -> list
     train = ["python3", "-m", "jaxsparse.train", *run.train_args(remote_workdir),
              "--distributed=on"]
     launch = [os.path.join(LAUNCH_DIR, "run.sh"), *common, f"--run_name={sweep}/{run.workdir}",
-              f"--log_dir={os.path.join(local_workdir, 'tpu_logs')}"]
+              f"--log_dir={layout.tpu_logs_dir(local_workdir)}"]
     for kv in target.env:
         launch += ["--env", kv]
     pull = [os.path.join(LAUNCH_DIR, "pull.sh"), *common, f"--remote_dir={remote_workdir}",
@@ -74,7 +75,7 @@ def run_on_tpu(runs: list[RunSpec], sweep: str, root: str, target: TpuTarget, dr
     env = dict(os.environ, DRY_RUN="1" if dry_run else "0")
     pending = [r for r in runs if not is_done(root, r)]
     if len(pending) < len(runs):
-        say(f"{len(runs) - len(pending)} of {len(runs)} runs already have summary.json: skipped")
+        say(f"{len(runs) - len(pending)} of {len(runs)} runs already have {layout.SUMMARY}: skipped")
     failed = []
     for i, run in enumerate(pending, 1):
         say(f"[{i}/{len(pending)}] {run.name} on {target.tpu_name}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -23,10 +22,10 @@ import numpy as np
 
 from jaxsparse.errors import ConfigError, Fault
 from jaxsparse.pruning import summary
-from jaxsparse.train.workdir import layout as ckpt_layout
+from jaxsparse.train.workdir import layout
 from jaxsparse.train.loop import report
-from jaxsparse.train.resolve import environment as run_setup
 from jaxsparse.train.workdir import lock as workdir_lock
+from jaxsparse.train.workdir.check import check_workdir, move_previous_outputs
 from jaxsparse.train.workdir.checkpoints import Checkpointer
 from jaxsparse.train.loop.console import say, startup_line
 from jaxsparse.train.loop.preemption import Preemption
@@ -83,9 +82,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
         run = prepare(config, workdir, force=force)
         with contextlib.ExitStack() as stack:
             stack.enter_context(workdir_lock.held(workdir))  # one trainer per workdir
-            if run_setup.check_workdir(workdir, restart):  # outputs no checkpoint resumes
-                run_setup.move_previous_outputs(workdir, "--restart" if restart else
-                                                "metrics of an attempt that saved no checkpoint")
+            if check_workdir(workdir, restart):  # outputs no checkpoint resumes
+                move_previous_outputs(workdir, "--restart" if restart else
+                                      "metrics of an attempt that saved no checkpoint")
             ckpt = Checkpointer(workdir, config.checkpoint.keep, config.checkpoint.async_save)
             stack.callback(ckpt.close)
             finished = _finished_summary(run, ckpt, workdir)
@@ -113,17 +112,15 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
 def _finished_summary(run: Run, ckpt: Checkpointer, workdir: str) -> dict | None:
     """summary.json when the workdir holds this run finished (its final checkpoint readable
     and of this run); a damaged final checkpoint is left to the verified restore."""
-    path = os.path.join(workdir, "summary.json")
     final = ckpt.holds_final(run.steps, run.identity)  # identity checked before any write (ConfigError)
-    if final and os.path.exists(path):
-        say(f"nothing to do: {workdir} holds a finished run ({path})")
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    return None
+    summary_json = layout.read_summary(workdir) if final else None
+    if summary_json is not None:
+        say(f"nothing to do: {workdir} holds a finished run ({layout.summary_path(workdir)})")
+    return summary_json
 
 
 def _fault_message(err: BaseException, workdir: str) -> str:
-    ckpts, steps = ckpt_layout.checkpoint_dir(workdir), ckpt_layout.saved_steps(workdir)
+    ckpts, steps = layout.checkpoint_dir(workdir), layout.saved_steps(workdir)
     saved = (f"the newest complete checkpoint is {ckpts}/{steps[-1]} (step {steps[-1]})"
              if steps else "no checkpoint was saved")
     cause = " ".join(f"{type(err).__name__}: {err}".split())
@@ -174,5 +171,5 @@ def finish(s: Session) -> dict[str, Any]:
     if run.config.metrics.plots:
         report.plot_run(s.workdir)
     say(f"done: eval loss {eval_loss:.4f}, sparsity {final['final_sparsity']:.4f}; "
-        f"summary in {os.path.join(s.workdir, 'summary.json')}")
+        f"summary in {layout.summary_path(s.workdir)}")
     return result

@@ -7,6 +7,7 @@ from typing import Any
 
 import ml_collections
 
+from jaxsparse.train.workdir import layout
 from jaxsparse.train.workdir.records import read_records
 from jaxsparse.train.resolve.plan import Plan
 
@@ -31,7 +32,7 @@ def write_summary(workdir: str, config: ml_collections.ConfigDict, plan: Plan,
         "flops": plan.flops,
         **final,
     }
-    path = os.path.join(workdir, "summary.json")
+    path = layout.summary_path(workdir)
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, default=str)
@@ -45,7 +46,7 @@ def plot_run(workdir: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = read_records(os.path.join(workdir, "metrics.jsonl"))
+    records = read_records(workdir)
     train = [r for r in records if r["kind"] == "train"]
     evals = [r for r in records if r["kind"] == "eval"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -67,7 +68,7 @@ def plot_run(workdir: str) -> str:
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = os.path.join(workdir, "training.png")
+    path = layout.plot_path(workdir)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -24,6 +24,7 @@ from jaxsparse.data import config as data_config
 from jaxsparse.config_keys import check_tree
 from jaxsparse.errors import ConfigError
 from jaxsparse.pruning import KINDS, SCOPES, SCORES
+from jaxsparse.train.workdir import layout
 
 # section -> ((key, default, one-line doc), ...). A default of (None, type) means "None = the
 # model size's value", overridable with a value of that type.
@@ -91,7 +92,7 @@ KEYS: dict[str, tuple[tuple[str, Any, str], ...]] = {
     "metrics": (
         ("peak_tflops_per_device", 0.0, "for MFU; 0 = not reported"),
         ("tensorboard", True, "write TensorBoard event files"),
-        ("plots", True, "write training.png at the end"),
+        ("plots", True, f"write {layout.PLOT} at the end"),
     ),
 }
 

@@ -23,6 +23,7 @@ from jaxsparse.errors import ConfigError
 from jaxsparse.pruning import Schedule, prunable_flags
 from jaxsparse.train.resolve import config as config_lib
 from jaxsparse.train.resolve import environment as run_setup
+from jaxsparse.train.workdir.check import check_workdir
 from jaxsparse.train.resolve.optimizer import learning_rate_schedule, make_optimizer
 from jaxsparse.train.resolve.plan import Plan, make_plan, param_counts
 
@@ -164,7 +165,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
     if workdir is not None:
         if not force:
             run_setup.check_memory(plan.memory.total, local_devices)
-        run_setup.check_workdir(workdir, restart=True)  # writable; its outputs: once locked
+        check_workdir(workdir, restart=True)  # writable; its outputs: once locked
     return Run(config=config, model_config=model_cfg, model=model, schedule=sched, steps=steps,
                learning_rate=learning_rate, tx=tx, mesh=mesh, plan=plan)
 

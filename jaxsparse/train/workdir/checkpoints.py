@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from typing import Callable, Union
 
 import jax
@@ -24,9 +23,8 @@ import orbax.checkpoint as ocp
 from jaxsparse.errors import ConfigError
 from jaxsparse.train.workdir import checksum
 from jaxsparse.train.workdir import fallback as ckpt_fallback
-from jaxsparse.train.workdir import layout as ckpt_layout
+from jaxsparse.train.workdir import layout
 from jaxsparse.train.workdir.fallback import DamagedCheckpoint, short, warn
-from jaxsparse.train.workdir.layout import CORRUPT_TAG, DIVERGED_TAG
 from jaxsparse.train.steps.state import TrainState
 
 ITEMS = ("state", "data", "meta")
@@ -49,7 +47,7 @@ class Checkpointer:
 
     def __init__(self, workdir: str, keep: int, async_save: bool = True):
         self.workdir = workdir
-        self.directory = ckpt_layout.checkpoint_dir(workdir)  # created by the first save
+        self.directory = layout.checkpoint_dir(workdir)  # created by the first save
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=False,
                                                enable_async_checkpointing=async_save)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
@@ -59,7 +57,7 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def path(self, step: int) -> str:
-        return os.path.join(self.directory, str(step))
+        return layout.step_dir(self.workdir, step)
 
     def read_meta(self, step: int) -> dict:
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
@@ -114,7 +112,7 @@ class Checkpointer:
         Raises ConfigError if it belongs to another run (identity differs from `ident`; None:
         not checked) or a file cannot be read for lack of permission, DamagedCheckpoint if its
         metadata or data cannot be read or does not match its checksums."""
-        denied = ckpt_layout.unreadable(self.path(step))
+        denied = layout.unreadable(self.path(step))
         if denied is not None:
             raise ConfigError(f"checkpoint {self.path(step)} (step {step}): permission denied "
                               f"reading {denied}; it was not set aside. Give this user read "
@@ -187,23 +185,22 @@ class Checkpointer:
         return ckpt_fallback.newest_intact(self, abstract, ident, set_aside)
 
     def set_aside_from(self, first: int, reason: str) -> int | None:
-        """Set aside (DIVERGED_TAG) every checkpoint of step >= `first`: not good, `reason`.
+        """Set aside (layout.DIVERGED_TAG) every checkpoint of step >= `first`: not good, `reason`.
         Returns the newest remaining step (None: none). Collective."""
-        for step in [s for s in ckpt_layout.saved_steps(self.workdir) if s >= first]:
-            self.set_aside(step, reason, DIVERGED_TAG, "is not good")
-        steps = ckpt_layout.saved_steps(self.workdir)
+        for step in [s for s in layout.saved_steps(self.workdir) if s >= first]:
+            self.set_aside(step, reason, layout.DIVERGED_TAG, "is not good")
+        steps = layout.saved_steps(self.workdir)
         return steps[-1] if steps else None
 
-    def set_aside(self, step: int, reason: str | None, tag: str = CORRUPT_TAG,
+    def set_aside(self, step: int, reason: str | None, tag: str = layout.CORRUPT_TAG,
                   what: str = "is damaged") -> str:
         """Report checkpoint `step` (`what`: why) and rename it to <step><tag><UTC time> so
         that orbax no longer lists it; return the new path. Collective (process 0 renames).
         ConfigError if it cannot be renamed (nothing is trained past a damaged checkpoint)."""
         reason = reason or "damaged on another process"
         if jax.process_index() == 0:
-            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
             try:
-                os.rename(self.path(step), f"{self.path(step)}{tag}{stamp}")
+                os.rename(self.path(step), layout.set_aside_path(self.workdir, step, tag))
             except OSError as err:
                 raise ConfigError(
                     f"checkpoint {self.path(step)} (step {step}) {what} ({reason}) and could "
@@ -212,11 +209,9 @@ class Checkpointer:
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             multihost_utils.sync_global_devices(f"jaxsparse set aside checkpoint {step}")
-        prefix = f"{step}{tag}"
-        target = os.path.join(self.directory, max(
-            (n for n in os.listdir(self.directory) if n.startswith(prefix)), default=prefix + "?"))
+        target = layout.newest_set_aside(self.workdir, step, tag)
         warn(f"checkpoint {self.path(step)} (step {step}) {what}: {reason}. Set aside as "
-              f"{target}" + ("; trying the previous checkpoint" if tag == CORRUPT_TAG else ""))
+              f"{target}" + ("; trying the previous checkpoint" if tag == layout.CORRUPT_TAG else ""))
         self.manager.reload()
         return target
 

@@ -16,7 +16,7 @@ import jax
 from absl import logging
 
 from jaxsparse.errors import ConfigError
-from jaxsparse.train.workdir import layout as ckpt_layout
+from jaxsparse.train.workdir import layout
 
 
 class DamagedCheckpoint(Exception):
@@ -71,12 +71,12 @@ def newest_intact(ckpt: Any, abstract: Any, ident: dict | None, set_aside: bool 
     it aside, a reader leaves it. If there were checkpoints but every one is damaged, raise
     ConfigError naming them: resuming from scratch would silently redo the run. Collective."""
     if set_aside:
-        for step in ckpt_layout.stray_files(ckpt.workdir):
+        for step in layout.stray_files(ckpt.workdir):
             ckpt.set_aside(step, "it is a file, not a checkpoint directory")
     damaged: list[str] = []
     tried: set[int] = set()
     while True:
-        steps = [s for s in reversed(ckpt_layout.saved_steps(ckpt.workdir)) if s not in tried]
+        steps = [s for s in reversed(layout.saved_steps(ckpt.workdir)) if s not in tried]
         if not steps:
             break
         step, reason = steps[0], None
@@ -100,7 +100,7 @@ def newest_intact(ckpt: Any, abstract: Any, ident: dict | None, set_aside: bool 
 
 def _overtaken(ckpt: Any, step: int, tried: set[int]) -> bool:
     """Whether `step` vanished, or a step not tried yet appeared, while it was read: not damage."""
-    now = ckpt_layout.saved_steps(ckpt.workdir)
+    now = layout.saved_steps(ckpt.workdir)
     if step in now and not [s for s in now if s > step and s not in tried]:
         return False
     warn(f"checkpoint {ckpt.path(step)} changed while it was read (a running trainer saved a newer "

@@ -1,19 +1,44 @@
-"""Where a run's checkpoints live on disk, and what a look at the files (no restore) can tell.
+"""The layout of a run directory: the one owner of every name in it and of what a look at the
+files (no restore) can tell. Every reader and writer builds its paths here.
 
-Layout: WORKDIR/checkpoints/<step>/ (a directory per complete checkpoint; orbax writes into a
-temporary sibling and renames it when complete), ``<step>.corrupt-<UTC time>`` for one set aside
-as damaged and ``<step>.diverged-<UTC time>`` for one whose parameters gave a non-finite loss.
-This module owns that layout: the trainer, the readers (generate, evaluate, export), the workdir
-checks and the fault messages all list steps through `saved_steps`.
+    WORKDIR/
+      checkpoints/<step>/                     a complete checkpoint (orbax writes a temporary
+                                              sibling and renames it when complete)
+      checkpoints/<step>.corrupt-<UTC time>   one set aside as damaged
+      checkpoints/<step>.diverged-<UTC time>  one whose parameters gave a non-finite loss
+      metrics.jsonl                           the records (`records`)
+      tensorboard/                            TensorBoard event files of the same records
+      summary.json                            the end-of-run summary (`read_summary`)
+      training.png                            the end-of-run plots
+      trainer.lock                            one trainer per workdir (`lock`)
+      previous/<UTC time>/                    outputs set aside by --restart (`check`)
+      log.txt                                 a sweep runner's log of the trainers it started
+      tpu_logs/                               a TPU sweep's logs of the workers
+
 Imports nothing from jax or orbax (cheap for the checks done before any compute).
 """
 from __future__ import annotations
 
+import json
 import os
+import time
+from typing import Any
+
+from jaxsparse.errors import ConfigError
 
 CHECKPOINTS = "checkpoints"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+PLOT = "training.png"
+TENSORBOARD = "tensorboard"
+LOCK = "trainer.lock"
+PREVIOUS = "previous"
 CORRUPT_TAG = ".corrupt-"  # damaged
 DIVERGED_TAG = ".diverged-"  # its parameters gave a non-finite loss
+RUNNER_LOG = "log.txt"  # written by `jaxsparse.sweep`, not by the trainer
+TPU_LOGS = "tpu_logs"  # written by `jaxsparse.sweep --run tpu`
+# What a run writes into its workdir; `--restart` moves these aside (never deletes them).
+RUN_OUTPUTS = (CHECKPOINTS, METRICS, SUMMARY, PLOT, TENSORBOARD)
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -21,33 +46,116 @@ def checkpoint_dir(workdir: str) -> str:
     return os.path.join(os.path.abspath(workdir), CHECKPOINTS)
 
 
-def saved_steps(workdir: str) -> list[int]:
-    """The steps of the complete checkpoints (directories named by their step), ascending;
-    [] when there is no checkpoints/ directory. Read from the disk at every call."""
+def step_dir(workdir: str, step: int) -> str:
+    """WORKDIR/checkpoints/<step> (absolute): checkpoint `step`."""
+    return os.path.join(checkpoint_dir(workdir), str(step))
+
+
+def set_aside_path(workdir: str, step: int, tag: str) -> str:
+    """The name checkpoint `step` is renamed to when set aside now: <step><tag><UTC time>."""
+    return step_dir(workdir, step) + tag + utc_stamp()
+
+
+def metrics_path(workdir: str) -> str:
+    return os.path.join(workdir, METRICS)
+
+
+def summary_path(workdir: str) -> str:
+    return os.path.join(workdir, SUMMARY)
+
+
+def plot_path(workdir: str) -> str:
+    return os.path.join(workdir, PLOT)
+
+
+def tensorboard_dir(workdir: str) -> str:
+    return os.path.join(workdir, TENSORBOARD)
+
+
+def lock_path(workdir: str) -> str:
+    """WORKDIR/trainer.lock (absolute)."""
+    return os.path.join(os.path.abspath(workdir), LOCK)
+
+
+def runner_log_path(workdir: str) -> str:
+    return os.path.join(workdir, RUNNER_LOG)
+
+
+def tpu_logs_dir(workdir: str) -> str:
+    return os.path.join(workdir, TPU_LOGS)
+
+
+def previous_dir(workdir: str) -> str:
+    """WORKDIR/previous: each --restart moves the old outputs into a <UTC time> folder in it."""
+    return os.path.join(workdir, PREVIOUS)
+
+
+def utc_stamp() -> str:
+    """The current UTC time as the set-aside names spell it (e.g. 20260101T120000Z)."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+def present_outputs(workdir: str) -> list[str]:
+    """The names of RUN_OUTPUTS that exist in `workdir`, in RUN_OUTPUTS order."""
+    return [n for n in RUN_OUTPUTS if os.path.exists(os.path.join(workdir, n))]
+
+
+def _numbered(workdir: str) -> list[tuple[int, bool]]:
+    """(step, is a directory) of every entry of checkpoints/ named by a step; [] when there is
+    no checkpoints/ directory. Read from the disk at every call."""
     directory = checkpoint_dir(workdir)
     try:
         names = os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
+    return [(int(n), os.path.isdir(os.path.join(directory, n))) for n in names if n.isdigit()]
 
 
-def set_aside_entries(workdir: str) -> list[str]:
-    """Names of the checkpoints that were set aside as damaged (``<step>.corrupt-<time>``)."""
-    directory = checkpoint_dir(workdir)
-    if not os.path.isdir(directory):
-        return []
-    return sorted(n for n in os.listdir(directory) if CORRUPT_TAG in n)
+def saved_steps(workdir: str) -> list[int]:
+    """The steps of the complete checkpoints (directories named by their step), ascending;
+    [] when there is no checkpoints/ directory. Read from the disk at every call."""
+    return sorted(step for step, is_dir in _numbered(workdir) if is_dir)
 
 
 def stray_files(workdir: str) -> list[int]:
     """Steps whose name in checkpoints/ is taken by something that is not a directory (a file
     a user or tool put there): saving that step would replace it."""
+    return sorted(step for step, is_dir in _numbered(workdir) if not is_dir)
+
+
+def set_aside_entries(workdir: str, tag: str = CORRUPT_TAG) -> list[str]:
+    """Names in checkpoints/ of the checkpoints set aside with `tag` (default: as damaged,
+    ``<step>.corrupt-<time>``), sorted."""
     directory = checkpoint_dir(workdir)
     if not os.path.isdir(directory):
         return []
-    return sorted(int(n) for n in os.listdir(directory)
-                  if n.isdigit() and not os.path.isdir(os.path.join(directory, n)))
+    return sorted(n for n in os.listdir(directory) if tag in n)
+
+
+def newest_set_aside(workdir: str, step: int, tag: str) -> str:
+    """The path of the newest checkpoint `step` set aside with `tag` (``<step><tag><UTC time>``;
+    ``<step><tag>?`` when there is none)."""
+    prefix = f"{step}{tag}"
+    names = [n for n in set_aside_entries(workdir, tag) if n.startswith(prefix)]
+    return os.path.join(checkpoint_dir(workdir), max(names, default=prefix + "?"))
+
+
+def read_summary(workdir: str) -> dict[str, Any] | None:
+    """WORKDIR/summary.json as written at the end of a run (a JSON object), or None when there is
+    none (the run has not finished). ConfigError naming the file when it cannot be read or is not
+    a JSON object: "<path> is not a summary written by jaxsparse.train (<error type>: <error>)"."""
+    path = summary_path(workdir)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            summary = json.load(f)
+        if not isinstance(summary, dict):
+            raise TypeError(f"a JSON {type(summary).__name__}, not an object")
+    except (OSError, ValueError, TypeError) as err:
+        raise ConfigError(f"{path} is not a summary written by jaxsparse.train "
+                          f"({type(err).__name__}: {err})") from err
+    return summary
 
 
 def unreadable(path: str) -> str | None:

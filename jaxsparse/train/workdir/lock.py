@@ -21,16 +21,11 @@ import uuid
 from collections.abc import Iterator
 
 from jaxsparse.errors import ConfigError
-
-LOCK_NAME = "trainer.lock"
+from jaxsparse.train.workdir.layout import lock_path
 
 
 class WorkdirLocked(ConfigError):
     """The workdir is held by another trainer (or a lock that cannot be checked)."""
-
-
-def lock_path(workdir: str) -> str:
-    return os.path.join(os.path.abspath(workdir), LOCK_NAME)
 
 
 def _process_start(pid: int) -> str | None:

@@ -1,7 +1,9 @@
-"""Metrics of a run: WORKDIR/metrics.jsonl and TensorBoard event files (console: train/console.py).
+"""Metrics of a run: WORKDIR/metrics.jsonl and TensorBoard event files (console: loop/console.py);
+the paths are the layout's (`jaxsparse.train.workdir.layout`).
 
 Every record of metrics.jsonl is one JSON object with a "kind" ("train", "eval" or
-"pruning_event") and a "step". Only process 0 writes (the others get a no-op writer).
+"pruning_event") and an integer "step". Only process 0 writes (the others get a no-op writer);
+`read_records` is the one reader (the trainer, its plots, the model card of an export).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any
 from absl import logging
 
 from jaxsparse.errors import ConfigError
+from jaxsparse.train.workdir import layout
 
 
 class MetricsWriter:
@@ -35,15 +38,15 @@ class MetricsWriter:
         self._written: set[tuple[str, int]] = set()
         if not enabled:
             return
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        kept = [r for r in read_records(self.path) if int(r.get("step", 0)) <= keep_until]
+        self.path = layout.metrics_path(workdir)
+        kept = [r for r in read_records(workdir) if int(r.get("step", 0)) <= keep_until]
         if os.path.exists(self.path):
             _rewrite(self.path, kept)
         self._written = {(str(r.get("kind")), int(r.get("step", 0))) for r in kept}
         self._file = open(self.path, "a", encoding="utf-8")
         if tensorboard:
             from tensorboardX import SummaryWriter  # TensorBoard files without TensorFlow
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._tb = SummaryWriter(layout.tensorboard_dir(workdir))
 
     def has(self, kind: str, step: int) -> bool:
         """Whether a `kind` record of `step` is already in the file (process 0's view)."""
@@ -68,9 +71,11 @@ class MetricsWriter:
                 self._tb.close()
 
 
-def read_records(path: str) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl ([] if it does not exist). A torn last line is dropped
-    with a warning naming the file; any other unreadable line raises ConfigError."""
+def read_records(workdir: str) -> list[dict[str, Any]]:
+    """The records of WORKDIR/metrics.jsonl in file order ([] if it does not exist). A torn last
+    line is dropped with a warning naming the file; any other unreadable line, or a step that is
+    not an integer, raises ConfigError naming the file and line."""
+    path = layout.metrics_path(workdir)
     if not os.path.exists(path):
         return []
     with open(path, encoding="utf-8", errors="replace") as f:
