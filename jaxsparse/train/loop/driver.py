@@ -30,7 +30,7 @@ from jaxsparse.train.workdir import lock as workdir_lock
 from jaxsparse.train.workdir.checkpoints import Checkpointer
 from jaxsparse.train.loop.console import say, startup_line
 from jaxsparse.train.loop.preemption import Preemption
-from jaxsparse.train.resolve.run import Run, check_memory, prepare, with_grad_accum
+from jaxsparse.train.resolve.run import Run, prepare, with_grad_accum
 from jaxsparse.train.steps import compiled
 from jaxsparse.train.loop.session import Session, open_session
 
@@ -79,7 +79,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
     try:
         run = prepare(config)
         if run.grad_accum is not None and not force:
-            check_memory(run)  # "auto": once the search has chosen, below
+            run_setup.check_memory(run.plan.memory.total)  # "auto": once the search has chosen
         move_aside = run_setup.check_workdir(workdir, restart)  # outputs no checkpoint resumes
         with contextlib.ExitStack() as stack:
             stack.enter_context(workdir_lock.held(workdir))  # one trainer per workdir
@@ -118,7 +118,7 @@ def _compiled(run: Run, force: bool) -> tuple[Run, compiled.CompiledSteps]:
     if run.grad_accum is None:
         run = with_grad_accum(run, steps.grad_accum)
         if not force:
-            check_memory(run)
+            run_setup.check_memory(run.plan.memory.total)
     return run, steps
 
 

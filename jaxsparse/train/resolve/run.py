@@ -192,13 +192,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
         warnings.warn("prepare(config, workdir): `workdir` is deprecated and unused; train() checks "
                       "the workdir", DeprecationWarning, stacklevel=2)
         if not force:
-            check_memory(run, local_devices)
+            run_setup.check_memory(run.plan.memory.total, local_devices)
     return run
-
-
-def check_memory(run: Run, local_devices: bool = True) -> None:
-    """Refuse (ConfigError) a run whose per-device memory plan exceeds what a local device has."""
-    run_setup.check_memory(run.plan.memory.total, local_devices)
 
 
 def _resolve(config: ml_collections.ConfigDict, local_devices: bool) -> Run:
