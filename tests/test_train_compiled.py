@@ -57,7 +57,7 @@ def test_auto_on_the_cpu_compiles_each_step_once_and_the_trainer_reuses_it(
 def test_auto_search_keeps_the_chosen_steps_for_the_session(
         corpus, tmp_path, monkeypatch, compilations):
     run = prepare(_config(corpus, tmp_path))
-    measured = {a: compiled.compile_steps(run, run.mesh, a).measured for a in (1, 2)}
+    measured = {a: compiled.search(run, run.mesh, None, [a]).measured for a in (1, 2)}
     needs = {a: max(m["train"]["bytes"]["total"], m["eval"]["bytes"]["total"]) for a, m in measured.items()}
     assert needs[2] < needs[1]  # half the micro-batch, fewer activation bytes
     limit = int(needs[2] / compiled.HEADROOM) + 1  # A = 2 fits, A = 1 does not

@@ -76,10 +76,10 @@ class Run:
         return identity(self.config, self.model_config, self.steps)
 
 
-def _loop_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
+def _loop_fields(config: ml_collections.ConfigDict, grad_accum: int | None) -> dict[str, Any]:
     """The Run fields the loop reads, from a validated config."""
     t = config.train
-    return dict(grad_accum=config_lib.grad_accum_of(config), batch_size=t.batch_size,
+    return dict(grad_accum=grad_accum, batch_size=t.batch_size,
                 seq_len=t.seq_len, seed=config.seed, data=config.data,
                 init_from=config.model.init_from, log_every=t.log_every_steps,
                 eval_every=config.eval.every_steps, eval_batches=config.eval.batches,
@@ -164,16 +164,13 @@ def total_steps(config: ml_collections.ConfigDict, n_total: int) -> int:
     return max(1, math.ceil(config.train.budget * n_total / tokens_per_step))
 
 
-def _pruning_checked(config, abstract_params, tx) -> list[bool]:
-    """The transform's prunable flags; building its state abstractly also validates the pruning
-    arguments (patterns that match nothing, n:m groups that do not divide a kernel)."""
+def _prunable(config: ml_collections.ConfigDict, abstract_params: Any) -> list[bool]:
+    """Which leaves the pruning transform masks (config.pruning.include / exclude patterns)."""
     p = config.pruning
     try:
-        _, flags = prunable_flags(abstract_params, p.include or None, p.exclude or None)
-        jax.eval_shape(tx.init, abstract_params)
+        return list(prunable_flags(abstract_params, p.include or None, p.exclude or None)[1])
     except ValueError as err:
         raise ConfigError(f"config.pruning: {err}") from err
-    return list(flags)
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
@@ -187,7 +184,10 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
     the devices as `train` does (unless `force`). Raises ConfigError naming the field on bad input.
     """
     config_lib.validate(config)
-    run = _resolve(config, local_devices)
+    grad_accum = config_lib.grad_accum_of(config)
+    vocab = run_setup.resolve_vocab(config)
+    mesh = run_setup.build_mesh(config) if local_devices else None
+    run = _resolve(config, grad_accum, vocab, mesh)
     if workdir is not None:
         warnings.warn("prepare(config, workdir): `workdir` is deprecated and unused; train() checks "
                       "the workdir", DeprecationWarning, stacklevel=2)
@@ -196,10 +196,11 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
     return run
 
 
-def _resolve(config: ml_collections.ConfigDict, local_devices: bool) -> Run:
-    """The Run of a validated config (see `prepare`)."""
-    fields = _loop_fields(config)
-    vocab = run_setup.resolve_vocab(config)
+def _resolve(config: ml_collections.ConfigDict, grad_accum: int | None, vocab: int,
+             mesh: Mesh | None) -> Run:
+    """The Run of a validated config (see `prepare`): `grad_accum` from `config.grad_accum_of`,
+    `vocab` the tokenizer's ids (`resolve_vocab`), `mesh` the local devices' (or None)."""
+    fields = _loop_fields(config, grad_accum)
     model_cfg = model_config(config, vocab)
     model = models.build(model_cfg, config.model.family)
     if config.model.init_from:  # the HF folder's architecture and every shape, before any write
@@ -207,20 +208,22 @@ def _resolve(config: ml_collections.ConfigDict, local_devices: bool) -> Run:
         hf_load.check_folder(hf_load.parse_init_from(config.model.init_from), model_cfg)
     abstract_params = jax.eval_shape(lambda: nn.unbox(model.init(
         jax.random.key(0), jnp.zeros((1, config.train.seq_len), jnp.int32)))["params"])
-    n_total = param_counts(abstract_params, [False] * len(jax.tree.leaves(abstract_params))).total
-    steps = total_steps(config, n_total)
-    sched, learning_rate, tx = optimizer(config, steps)
-    params = param_counts(abstract_params, _pruning_checked(config, abstract_params, tx))
-    mesh = run_setup.build_mesh(config) if local_devices else None
-    plan = _plan(config, model_cfg, params, steps, sched, dict(mesh.shape) if mesh is not None else {},
-                 fields["grad_accum"] or 1)
+    params = param_counts(abstract_params, _prunable(config, abstract_params))
+    steps = total_steps(config, params.total)
+    sched, learning_rate, tx = optimizer(config, steps, abstract_params)
+    plan = make_plan(size=config.model.size, model_cfg=model_cfg, params=params, steps=steps,
+                     batch_size=config.train.batch_size, seq_len=config.train.seq_len,
+                     grad_accum=grad_accum or 1, schedule=sched, structure=config.pruning.structure or None,
+                     mesh_shape=dict(mesh.shape) if mesh is not None else {})
     return Run(config=config, model_config=model_cfg, model=model, schedule=sched, steps=steps,
                learning_rate=learning_rate, tx=tx, mesh=mesh, plan=plan, **fields)
 
 
-def optimizer(config: ml_collections.ConfigDict, steps: int) -> tuple[Schedule, optax.Schedule,
-                                                                      optax.GradientTransformation]:
-    """(pruning Schedule, learning-rate schedule, optax transform) of a config run for `steps`."""
+def optimizer(config: ml_collections.ConfigDict, steps: int, abstract_params: Any = None
+              ) -> tuple[Schedule, optax.Schedule, optax.GradientTransformation]:
+    """(pruning Schedule, learning-rate schedule, optax transform) of a config run for `steps`.
+    With `abstract_params`, the transform's state is built abstractly, which checks the pruning
+    arguments against the model (n:m groups that do not divide a kernel, patterns)."""
     sched = schedule(config)
     try:
         sched.check_fits(steps)
@@ -229,6 +232,8 @@ def optimizer(config: ml_collections.ConfigDict, steps: int) -> tuple[Schedule, 
     learning_rate = learning_rate_schedule(config, steps)
     try:  # the pruning library raises ValueError for its arguments (structure, scope, patterns)
         tx = make_optimizer(config, steps, sched, learning_rate)
+        if abstract_params is not None:
+            jax.eval_shape(tx.init, abstract_params)
     except ValueError as err:
         raise ConfigError(f"config.pruning: {err}") from err
     return sched, learning_rate, tx

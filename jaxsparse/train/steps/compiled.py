@@ -87,12 +87,12 @@ def _compile(fn: Any, abstract: Any, batch: dict) -> tuple[Any, dict[str, Any]]:
                       "collectives": collective_counts(compiled.as_text())}
 
 
-def compile_steps(run: Any, mesh: Any, grad_accum: int, with_eval: bool = True,
-                  state: tuple[Any, Any] | None = None) -> CompiledSteps:
+def compile_steps(run: Any, mesh: Any, grad_accum: int, state: tuple[Any, Any],
+                  with_eval: bool = True) -> CompiledSteps:
     """Lower and compile `run`'s train step (its pruning-event branch included) and, with
     `with_eval`, its eval step for `mesh` with `grad_accum` micro-batches, each once.
-    `state`: `abstract_state(...)` for this mesh, when the caller has it."""
-    abstract, shardings = state or abstract_state(run.model, run.tx, mesh, models.DEFAULT_RULES, run.seq_len)
+    `state`: (abstract TrainState, its shardings) on `mesh`, `jaxsparse.train.steps.state.abstract_state`."""
+    abstract, shardings = state
     batch = abstract_batch(run.batch_size, run.seq_len, models.batch_sharding(mesh))
     train, evaluate = jit_steps(run.model, run.tx, grad_accum, mesh, shardings)
     train_exe, measured = _compile(train, abstract, batch)
@@ -127,7 +127,7 @@ def search(run: Any, mesh: Any, hbm: int | None, tries: list[int], with_eval: bo
     for accum in tries:
         _say(progress, f"compiling with grad_accum={accum} ...")
         start = time.time()
-        steps = compile_steps(run, mesh, accum, with_eval, state)
+        steps = compile_steps(run, mesh, accum, state, with_eval)
         fits = hbm is None or _fits(steps.measured, hbm)
         tried.append({"grad_accum": accum, "fits": fits, "compile_s": round(time.time() - start, 1)})
         _say(progress, f"grad_accum={accum}: {'fits' if fits else 'does not fit'} ({tried[-1]['compile_s']} s)")
