@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding
 
 from jaxsparse import models
+from jaxsparse.errors import ConfigError
 from jaxsparse.train.steps.state import abstract_state
 from jaxsparse.train.steps.step import jit_steps
 
@@ -139,7 +140,8 @@ def search(run: Any, mesh: Any, hbm: int | None, tries: list[int], with_eval: bo
 def for_run(run: Any, limit: int | None) -> CompiledSteps:
     """The steps the trainer runs, compiled once for `run`'s mesh: with `run.grad_accum`, or for
     "auto" (None) the fewest micro-batches whose steps fit `limit` bytes per device (the local
-    devices' memory; None on the CPU: 1 micro-batch, compiled once)."""
+    devices' memory; None on the CPU: 1 micro-batch, compiled once). Raises ConfigError when the
+    compiler refuses the chosen steps for lack of memory."""
     if run.grad_accum is not None:
         tries = [run.grad_accum]
     else:
@@ -147,7 +149,8 @@ def for_run(run: Any, limit: int | None) -> CompiledSteps:
     say = (lambda m: print(m, flush=True)) if run.grad_accum is None and limit else None
     steps = search(run, run.mesh, limit if len(tries) > 1 else None, tries, progress=say)
     for name, exe in (("train", steps.train), ("eval", steps.eval)):
-        if exe is None:  # the compiler's out-of-memory refusal, as jit would raise it at the first call
-            raise RuntimeError(f"the {name} step does not compile for these devices: "
-                               f"{steps.measured[name]['error']}")
+        if exe is None:  # the compiler's out-of-memory refusal: bad input, before any compute
+            raise ConfigError(f"the {name} step does not fit these devices' memory "
+                              f"({steps.measured[name]['error']}); raise train.grad_accum (or use 'auto'), "
+                              "lower train.batch_size, or set model.remat=True")
     return steps
