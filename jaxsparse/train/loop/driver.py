@@ -79,7 +79,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
     try:
         run = prepare(config)
         if run.grad_accum is not None and not force:
-            run_setup.check_memory(run.plan.memory.total)  # "auto": once the search has chosen
+            run_setup.check_memory(run.plan.memory.total)  # "auto": in _compiled, once chosen
         move_aside = run_setup.check_workdir(workdir, restart)  # outputs no checkpoint resumes
         with contextlib.ExitStack() as stack:
             stack.enter_context(workdir_lock.held(workdir))  # one trainer per workdir

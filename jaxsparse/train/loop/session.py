@@ -1,8 +1,9 @@
 """The live state of one training loop (`Session`) and the actions the loop takes on it.
 
 `open_session` builds what a run needs to step (data iterators, the train state restored or
-created on the mesh, the jitted steps, the metrics writer) and registers each closable resource
-on the caller's ExitStack. Units: `active` counts the prunable weights in force; `active_sum`
+created on the mesh, the metrics writer) around the steps the driver compiled once
+(`jaxsparse.train.steps.compiled.for_run`), and registers each closable resource on the
+caller's ExitStack. Units: `active` counts the prunable weights in force; `active_sum`
 sums, over the steps done, all parameters in force (N̄ so far = active_sum / steps done).
 """
 from __future__ import annotations
