@@ -26,7 +26,7 @@ from jaxsparse.pruning import Schedule, prunable_flags
 from jaxsparse.train.resolve import config as config_lib
 from jaxsparse.train.resolve import environment as run_setup
 from jaxsparse.train.resolve.optimizer import learning_rate_schedule, make_optimizer
-from jaxsparse.train.resolve.plan import Plan, make_plan, param_counts
+from jaxsparse.train.resolve.plan import Plan, make_plan, memory_estimate, param_counts
 
 # ModelConfig fields that change how the step computes, not what the train state holds: a
 # checkpoint resumes across a change of these.
@@ -244,21 +244,17 @@ def with_grad_accum(run: Run, grad_accum: int) -> Run:
     summary.json record it), `grad_accum` and the plan's memory estimate say `grad_accum`."""
     out = copy.deepcopy(run.config.to_dict())
     out["train"]["grad_accum"] = grad_accum
-    config = ml_collections.ConfigDict(out)
-    plan = _plan(config, run.model_config, run.plan.params, run.steps, run.schedule, run.plan.mesh,
-                 grad_accum)
-    return dataclasses.replace(run, config=config, grad_accum=grad_accum, plan=plan)
-
-
-def _plan(config: ml_collections.ConfigDict, model_cfg: models.ModelConfig, params: Any, steps: int,
-          sched: Schedule, mesh_shape: dict[str, int], grad_accum: int) -> Plan:
-    return make_plan(size=config.model.size, model_cfg=model_cfg, params=params, steps=steps,
-                     batch_size=config.train.batch_size, seq_len=config.train.seq_len,
-                     grad_accum=grad_accum, schedule=sched,
-                     structure=config.pruning.structure or None, mesh_shape=mesh_shape)
+    return dataclasses.replace(run, config=ml_collections.ConfigDict(out), grad_accum=grad_accum,
+                               plan=_replanned(run, run.plan.mesh, grad_accum))
 
 
 def plan_for_mesh(run: Run, mesh_shape: dict[str, int]) -> Plan:
     """`run`'s Plan on another mesh (e.g. a TPU slice's, for `--dry_run --compile_for`)."""
-    return _plan(run.config, run.model_config, run.plan.params, run.steps, run.schedule, mesh_shape,
-                 run.grad_accum or 1)
+    return _replanned(run, mesh_shape, run.grad_accum or 1)
+
+
+def _replanned(run: Run, mesh_shape: dict[str, int], grad_accum: int) -> Plan:
+    """`run.plan` on `mesh_shape` with `grad_accum` micro-batches: only the mesh and memory change."""
+    memory = memory_estimate(run.model_config, run.plan.params, mesh_shape, run.batch_size // grad_accum,
+                             run.seq_len)
+    return dataclasses.replace(run.plan, mesh=dict(mesh_shape), memory=memory)
