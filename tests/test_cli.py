@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from jaxsparse.errors import ConfigError
-from jaxsparse.train import prepare
+from jaxsparse.train import prepare, train
 from jaxsparse.train.resolve.environment import device_memory_limit
 from train_utils import REPO, cli_env, run_cli, tiny_config, train_cmd, write_corpus
 
@@ -96,9 +96,14 @@ def test_memory_plan_is_checked_against_the_device_unless_forced(corpus, tmp_pat
     limit, _ = device_memory_limit()
     assert estimate > limit
     with pytest.raises(ConfigError, match="memory plan needs"):
-        prepare(config, str(tmp_path / "refused"))
+        train(config, str(tmp_path / "refused"))
     assert not (tmp_path / "refused").exists()
-    assert prepare(config, str(tmp_path / "forced"), force=True).plan.memory.total == estimate
+    with pytest.warns(DeprecationWarning, match="workdir"):  # the deprecated spelling checks it too
+        with pytest.raises(ConfigError, match="memory plan needs"):
+            prepare(config, str(tmp_path / "refused"))
+    with pytest.warns(DeprecationWarning, match="workdir"):
+        assert prepare(config, str(tmp_path / "forced"), force=True).plan.memory.total == estimate
+    assert not (tmp_path / "refused").exists() and not (tmp_path / "forced").exists()
 
 
 def test_outputs_without_a_checkpoint_are_refused_unless_restart(corpus, env, tmp_path):

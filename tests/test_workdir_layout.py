@@ -13,7 +13,7 @@ import pytest
 from jaxsparse.errors import ConfigError
 from jaxsparse.hf import card
 from jaxsparse.train.workdir import layout
-from jaxsparse.train.workdir.check import check_workdir, move_previous_outputs
+from jaxsparse.train.workdir.check import make_writable, move_previous_outputs, outputs_to_set_aside
 
 PACKAGE = Path(__file__).resolve().parent.parent / "jaxsparse"
 OWNER = PACKAGE / "train" / "workdir" / "layout.py"
@@ -107,16 +107,17 @@ def test_restart_moves_every_output_under_previous_and_deletes_nothing(tmp_path,
             target.write_text(name)
         else:
             (target / "events").mkdir(parents=True)  # no step: nothing to resume from
+    make_writable(str(work))
     with pytest.raises(ConfigError, match=f"holds {layout.SUMMARY} but no checkpoint to resume from"):
-        check_workdir(str(work))
-    assert check_workdir(str(work), restart=True) is True
+        outputs_to_set_aside(str(work))
+    assert outputs_to_set_aside(str(work), restart=True) is True
     move_previous_outputs(str(work))
     moved = list(Path(layout.previous_dir(str(work))).iterdir())
     assert len(moved) == 1 and sorted(p.name for p in moved[0].iterdir()) == sorted(layout.RUN_OUTPUTS)
     assert (moved[0] / layout.SUMMARY).read_text() == layout.SUMMARY
     assert sorted(p.name for p in work.iterdir()) == [layout.PREVIOUS]
     assert f"--restart: moved {', '.join(layout.RUN_OUTPUTS)} to {moved[0]}" in capsys.readouterr().out
-    assert check_workdir(str(work)) is False  # nothing left to set aside: a fresh start
+    assert outputs_to_set_aside(str(work)) is False  # nothing left to set aside: a fresh start
 
 
 class _Config:

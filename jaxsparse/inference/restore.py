@@ -27,9 +27,6 @@ from jaxsparse import models
 from jaxsparse.errors import ConfigError
 from jaxsparse.train.workdir import layout
 
-IDENTITY_MODEL_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "head_dim", "mlp_dim", "dtype",
-                         "param_dtype", "scan_layers")
-
 
 @dataclasses.dataclass
 class RestoredRun:
@@ -76,24 +73,12 @@ def inference_mesh(config: ml_collections.ConfigDict) -> Mesh:
     return models.make_mesh(n // (fsdp * tensor), fsdp, tensor)
 
 
-def model_config_of(meta: dict, where: str) -> tuple[ml_collections.ConfigDict, models.ModelConfig]:
-    """(training config, ModelConfig) from a checkpoint's meta; ConfigError if they disagree."""
-    from jaxsparse.train.resolve import run as run_lib
-
+def saved_config(meta: dict, where: str) -> ml_collections.ConfigDict:
+    """The training config in a checkpoint's meta; ConfigError if it has no config/identity."""
     if "config" not in meta or "identity" not in meta:
         raise ConfigError(f"{where}: the checkpoint's meta has no config/identity; it was not written by "
                           "jaxsparse.train")
-    config = ml_collections.ConfigDict(meta["config"])
-    ident = meta["identity"]
-    try:
-        model_cfg = run_lib.model_config(config, int(ident["model.vocab_size"]))
-    except (KeyError, ValueError) as err:
-        raise ConfigError(f"{where}: the checkpoint's config does not describe a model: {err}") from None
-    diffs = [f"model.{k}: config gives {getattr(model_cfg, k)!r}, identity has {ident.get('model.' + k)!r}"
-             for k in IDENTITY_MODEL_FIELDS if ident.get(f"model.{k}") != getattr(model_cfg, k)]
-    if diffs:
-        raise ConfigError(f"{where}: the checkpoint's config and identity disagree: " + "; ".join(diffs))
-    return config, model_cfg
+    return ml_collections.ConfigDict(meta["config"])
 
 
 def load_run(workdir: str, step: Optional[int] = None, with_tokenizer: bool = True,
@@ -129,16 +114,15 @@ def load_run(workdir: str, step: Optional[int] = None, with_tokenizer: bool = Tr
 
 
 def _abstract_for(workdir: str, mesh_shape: Optional[tuple[int, int, int]], built: dict, meta: dict) -> Any:
-    """The abstract TrainState a checkpoint's (verified) meta describes; what was built goes into `built`."""
+    """The abstract TrainState a checkpoint's (verified) meta describes, resolved as the trainer
+    resolves a run (`jaxsparse.train.resolve.run.resolve_saved`); what was built goes into `built`."""
     from jaxsparse.train.resolve import run as run_lib
-    from jaxsparse.train.resolve.optimizer import learning_rate_schedule, make_optimizer
     from jaxsparse.train.steps.state import abstract_state
 
-    config, model_cfg = model_config_of(meta, layout.checkpoint_dir(workdir))
+    where = layout.checkpoint_dir(workdir)
+    config = saved_config(meta, where)
+    model_cfg, model, tx = run_lib.resolve_saved(config, meta["identity"], where)
     mesh = inference_mesh(config) if mesh_shape is None else models.make_mesh(*mesh_shape)
-    steps = int(meta["identity"]["train.steps"])
-    tx = make_optimizer(config, steps, run_lib.schedule(config), learning_rate_schedule(config, steps))
-    model = models.build(model_cfg, config.model.get("family", models.DEFAULT_FAMILY))
     abstract, shardings = abstract_state(model, tx, mesh, models.DEFAULT_RULES, 1)
     built.update(config=config, model_cfg=model_cfg, mesh=mesh, shardings=shardings)
     return abstract

@@ -44,7 +44,7 @@ def startup_line(run: Any, workdir: str, start_step: int) -> str:
     where = f"resuming at step {start_step}" if start_step else "from scratch"
     return (f"{p.size} model ({count(p.params.total)} params, {count(p.params.prunable)} "
             f"prunable), {run.steps:,} steps, {count(p.tokens)} tokens, batch "
-            f"{run.config.train.batch_size} x {run.seq_len}, pruning {run.schedule.kind} to "
+            f"{run.batch_size} x {run.seq_len}, pruning {run.schedule.kind} to "
             f"{run.schedule.final_sparsity:g}, mesh {mesh}, workdir {workdir}, {where}")
 
 

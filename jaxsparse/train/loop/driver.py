@@ -24,12 +24,14 @@ from jaxsparse.errors import ConfigError, Fault
 from jaxsparse.pruning import summary
 from jaxsparse.train.workdir import layout
 from jaxsparse.train.loop import report
+from jaxsparse.train.resolve import environment
 from jaxsparse.train.workdir import lock as workdir_lock
-from jaxsparse.train.workdir.check import check_workdir, move_previous_outputs
+from jaxsparse.train.workdir.check import make_writable, move_previous_outputs, outputs_to_set_aside
 from jaxsparse.train.workdir.checkpoints import Checkpointer
 from jaxsparse.train.loop.console import say, startup_line
 from jaxsparse.train.loop.preemption import Preemption
-from jaxsparse.train.resolve.run import Run, prepare
+from jaxsparse.train.resolve.run import Run, prepare, with_grad_accum
+from jaxsparse.train.steps import compiled
 from jaxsparse.train.loop.session import Session, open_session
 
 
@@ -58,11 +60,10 @@ class Due:
 def due_after(run: Run, done: int, preempt: Preemption) -> Due:
     """The actions due once `done` steps are done (processes agree on `stop` at log and
     checkpoint steps; a single process checks it at every step)."""
-    c = run.config
     event = bool(run.schedule.is_event(done, run.steps)) and done < run.steps
-    log = done % c.train.log_every_steps == 0 or done == run.steps or event
-    ckpt = bool(c.checkpoint.every_steps and done % c.checkpoint.every_steps == 0)
-    ev = bool(c.eval.every_steps and done % c.eval.every_steps == 0 and done < run.steps)
+    log = done % run.log_every == 0 or done == run.steps or event
+    ckpt = bool(run.checkpoint_every and done % run.checkpoint_every == 0)
+    ev = bool(run.eval_every and done % run.eval_every == 0 and done < run.steps)
     if jax.process_count() == 1:
         stop = preempt.requested
     else:
@@ -79,18 +80,22 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
     created = not os.path.exists(workdir)  # removed again (if still empty) on bad input
     computing = False
     try:
-        run = prepare(config, workdir, force=force)
+        run = prepare(config)
+        if run.grad_accum is not None and not force:
+            environment.check_memory(run.plan.memory.total)  # "auto": in _compiled, once chosen
+        make_writable(workdir)
         with contextlib.ExitStack() as stack:
             stack.enter_context(workdir_lock.held(workdir))  # one trainer per workdir
-            if check_workdir(workdir, restart):  # outputs no checkpoint resumes
+            if outputs_to_set_aside(workdir, restart):  # outputs no checkpoint resumes
                 move_previous_outputs(workdir, "--restart" if restart else
                                       "metrics of an attempt that saved no checkpoint")
-            ckpt = Checkpointer(workdir, config.checkpoint.keep, config.checkpoint.async_save)
+            ckpt = Checkpointer(workdir, run.checkpoint_keep, run.checkpoint_async)
             stack.callback(ckpt.close)
             finished = _finished_summary(run, ckpt, workdir)
             if finished is not None:
                 return finished
-            session = open_session(run, workdir, ckpt, stack)
+            run, steps = _compiled(run, force)
+            session = open_session(run, workdir, ckpt, stack, steps)
             say(startup_line(run, workdir, session.start))
             computing = True
             session.redo_missing_eval()  # killed between a checkpoint and its eval record
@@ -107,6 +112,17 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
             raise
         logging.info("training fault", exc_info=True)  # the traceback, with --verbosity=0
         raise TrainingFault(_fault_message(err, workdir)) from err
+
+
+def _compiled(run: Run, force: bool) -> tuple[Run, compiled.CompiledSteps]:
+    """`run`'s steps compiled once for its mesh; "auto" decided by compiling for the local
+    devices' memory, then the memory plan of the chosen grad_accum checked (unless `force`)."""
+    steps = compiled.for_run(run, environment.device_bytes_limit())
+    if run.grad_accum is None:
+        run = with_grad_accum(run, steps.grad_accum)
+        if not force:
+            environment.check_memory(run.plan.memory.total)
+    return run, steps
 
 
 def _finished_summary(run: Run, ckpt: Checkpointer, workdir: str) -> dict | None:
@@ -168,7 +184,7 @@ def finish(s: Session) -> dict[str, Any]:
     if jax.process_index() != 0:
         return {}
     result = report.write_summary(s.workdir, run.config, run.plan, final)
-    if run.config.metrics.plots:
+    if run.plots:
         report.plot_run(s.workdir)
     say(f"done: eval loss {eval_loss:.4f}, sparsity {final['final_sparsity']:.4f}; "
         f"summary in {layout.summary_path(s.workdir)}")

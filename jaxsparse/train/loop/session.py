@@ -1,8 +1,9 @@
 """The live state of one training loop (`Session`) and the actions the loop takes on it.
 
 `open_session` builds what a run needs to step (data iterators, the train state restored or
-created on the mesh, the jitted steps, the metrics writer) and registers each closable resource
-on the caller's ExitStack. Units: `active` counts the prunable weights in force; `active_sum`
+created on the mesh, the metrics writer) around the steps the driver compiled once
+(`jaxsparse.train.steps.compiled.for_run`), and registers each closable resource on the
+caller's ExitStack. Units: `active` counts the prunable weights in force; `active_sum`
 sums, over the steps done, all parameters in force (N̄ so far = active_sum / steps done).
 """
 from __future__ import annotations
@@ -25,20 +26,20 @@ from jaxsparse.train.loop.console import Progress, say
 from jaxsparse.train.workdir.records import MetricsWriter
 from jaxsparse.train.resolve.plan import train_flops_per_token
 from jaxsparse.train.resolve.run import Run
-from jaxsparse.train.steps.state import abstract_state, create_state
-from jaxsparse.train.steps.step import active_params, jit_steps, model_masks
+from jaxsparse.train.steps.compiled import CompiledSteps
+from jaxsparse.train.steps.state import create_state
+from jaxsparse.train.steps.step import active_params, model_masks
 
 
 class Session:
     """Mutable loop state plus the named actions (see jaxsparse.train.loop.driver)."""
 
-    def __init__(self, run: Run, workdir: str, ckpt: Checkpointer, shardings: Any):
+    def __init__(self, run: Run, workdir: str, ckpt: Checkpointer, steps: CompiledSteps):
         self.run, self.workdir, self.ckpt = run, workdir, ckpt
-        c = run.config
         self.batch_sharding = models.batch_sharding(run.mesh)
         self.replicated = NamedSharding(run.mesh, PartitionSpec())
-        self.train_step, self.eval_step = jit_steps(run.model, run.tx, c.train.grad_accum, run.mesh, shardings)
-        self.count_active = jax.jit(active_params, in_shardings=(shardings,),
+        self.train_step, self.eval_step = steps.train, steps.eval  # compiled once, by the driver
+        self.count_active = jax.jit(active_params, in_shardings=(steps.shardings,),
                                     out_shardings=self.replicated)
         self.lr_at = run.learning_rate
         self.dense = run.schedule.kind == "dense"  # no transform: every weight stays active
@@ -119,14 +120,14 @@ class Session:
     def evaluate(self, done: int) -> float:
         loss = actions.evaluate(self.eval_step, self.state, self.eval_batches, self.batch_sharding)
         self.writer.write("eval", done, {"eval_loss": loss})
-        say(f"eval at step {done}: loss {loss:.4f} over {self.run.config.eval.batches} batches")
+        say(f"eval at step {done}: loss {loss:.4f} over {self.run.eval_batches} batches")
         return loss
 
     def redo_missing_eval(self) -> None:
         """Evaluate at the resume step if an eval was due there and its record is missing (a
         kill after the checkpoint committed, before the record was written): records and
         checkpoints agree after any kill. Process 0 decides; all processes evaluate."""
-        every, start = self.run.config.eval.every_steps, self.start
+        every, start = self.run.eval_every, self.start
         if not (every and start and start % every == 0 and start < self.run.steps):
             return
         if _agreed(not self.writer.has("eval", start)):
@@ -160,23 +161,23 @@ def train_record(s: Session, done: int, losses: list[float], norms: list[float])
               "step_time_s": (now - s.t_log) / max(done - s.step_at_log, 1),
               "density": density, "active_params": plan.params.other + s.active,
               "n_avg_so_far": s.active_sum / done, "tflops_per_s": tflops}
-    peak = s.run.config.metrics.peak_tflops_per_device
+    peak = s.run.peak_tflops_per_device
     if peak > 0:
         record["mfu"] = tflops / (peak * jax.device_count())
     return record
 
 
-def open_session(run: Run, workdir: str, ckpt: Checkpointer,
-                 stack: contextlib.ExitStack) -> Session:
-    """A Session at the latest checkpoint (or step 0); its resources close with `stack`."""
-    c, seq = run.config, run.seq_len
-    abstract, shardings = abstract_state(run.model, run.tx, run.mesh, models.DEFAULT_RULES, seq)
-    s = Session(run, workdir, ckpt, shardings)
-    s.train_iter = data_lib.make_train_iterator(c.data, seq_len=seq, seed=c.seed,
-                                                global_batch_size=c.train.batch_size)
+def open_session(run: Run, workdir: str, ckpt: Checkpointer, stack: contextlib.ExitStack,
+                 steps: CompiledSteps) -> Session:
+    """A Session at the latest checkpoint (or step 0) that calls `steps` (compiled for `run`);
+    its resources close with `stack`."""
+    seq, abstract, shardings = run.seq_len, steps.abstract, steps.shardings
+    s = Session(run, workdir, ckpt, steps)
+    s.train_iter = data_lib.make_train_iterator(run.data, seq_len=seq, seed=run.seed,
+                                                global_batch_size=run.batch_size)
     stack.callback(s.train_iter.close)
-    s.eval_batches = data_lib.make_eval_batches(c.data, seq_len=seq, num_batches=c.eval.batches,
-                                                global_batch_size=c.train.batch_size)
+    s.eval_batches = data_lib.make_eval_batches(run.data, seq_len=seq, num_batches=run.eval_batches,
+                                                global_batch_size=run.batch_size)
     try:  # verified: damaged checkpoints are set aside, the newest intact one wins
         restored = ckpt.restore_newest_intact(abstract, run.identity)
     except ConfigError:
@@ -192,14 +193,14 @@ def open_session(run: Run, workdir: str, ckpt: Checkpointer,
         s.last_good = restored.step
         say(f"resumed from {ckpt.path(restored.step)}")
     else:
-        s.state = create_state(run.model, run.tx, c.seed, seq, shardings)
-        if c.model.init_from:  # start from a Hugging Face checkpoint's weights
+        s.state = create_state(run.model, run.tx, run.seed, seq, shardings)
+        if run.init_from:  # start from a Hugging Face checkpoint's weights
             from jaxsparse.hf import load as hf_load
-            params = hf_load.load_params(c.model.init_from, run.model_config)
+            params = hf_load.load_params(run.init_from, run.model_config)
             s.state = hf_load.with_params(s.state, run.tx, params, shardings)
     s.start = s.step_at_log = int(jax.device_get(s.state.step))
     s.writer = MetricsWriter(workdir, enabled=jax.process_index() == 0,
-                             tensorboard=c.metrics.tensorboard, keep_until=s.start)
+                             tensorboard=run.tensorboard, keep_until=s.start)
     stack.callback(s.writer.close)
     if not s.dense:
         s.active = int(jax.device_get(s.count_active(s.state)))

@@ -246,11 +246,7 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
     _int(config, "train.batch_size", 1)
     data_config.check_batch_layout(config.data, t.batch_size)  # data.shards must divide the batch
     _int(config, "train.seq_len", 1)
-    if t.grad_accum != "auto":  # "auto" is resolved by compiling for the devices (compile_target)
-        _int(config, "train.grad_accum", 1)
-        if t.batch_size % t.grad_accum:
-            raise_not_allowed("train.grad_accum", t.grad_accum,
-                              f"a divisor of train.batch_size={t.batch_size} or 'auto'")
+    grad_accum_of(config)
     _num(config, "train.learning_rate", 0.0, 1e30, lo_open=True)
     _int(config, "train.warmup_steps", -1)
     _num(config, "train.min_lr_ratio", 0.0, 1.0)
@@ -260,6 +256,18 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
     _num(config, "train.weight_decay", 0.0, 10.0)
     _num(config, "train.grad_clip", 0.0, 1e9)
     _int(config, "train.log_every_steps", 1)
+
+
+def grad_accum_of(config: ml_collections.ConfigDict) -> int | None:
+    """The one reading of train.grad_accum: micro-batches per step (a divisor of train.batch_size),
+    or None for "auto" (the fewest that fit, found by `jaxsparse.train.steps.compiled.search`)."""
+    t = config.train
+    if t.grad_accum == "auto":
+        return None
+    _int(config, "train.grad_accum", 1)
+    if t.batch_size % t.grad_accum:
+        raise_not_allowed("train.grad_accum", t.grad_accum, f"a divisor of train.batch_size={t.batch_size} or 'auto'")
+    return t.grad_accum
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

@@ -14,6 +14,7 @@ from jax.sharding import Mesh
 from jaxsparse import data as data_lib
 from jaxsparse import models
 from jaxsparse.errors import ConfigError
+from jaxsparse.train.resolve import config as config_lib
 
 
 def device_bytes_limit() -> int | None:
@@ -102,7 +103,7 @@ def build_mesh(config: ml_collections.ConfigDict, devices: list | None = None) -
     """
     sizes = _mesh_sizes(config, jax.device_count() if devices is None else len(devices))
     shards = sizes["data"] * sizes["fsdp"]
-    accum = 1 if config.train.grad_accum == "auto" else config.train.grad_accum
+    accum = config_lib.grad_accum_of(config) or 1  # "auto" searches from 1 micro-batch
     micro = config.train.batch_size // accum
     if micro % shards:
         raise ConfigError(

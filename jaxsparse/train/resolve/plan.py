@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from jaxsparse import models
-from jaxsparse.pruning import Schedule, average_param_count, realised_densities
+from jaxsparse.pruning import Schedule, realised_densities
 
 EVENTS_SHOWN = 50
 
@@ -72,9 +72,9 @@ class Plan:
     """Everything known about a run before it starts.
 
     n_avg: N̄, the parameters active on average over the run (all parameters; paper section 2),
-    from the densities the transform realises; n_final: active at the end; flops: sparsity-aware
-    training FLOPs of the run; flops_dense: the same run without pruning; mesh: axis -> size
-    ({} when planned for another machine).
+    from the densities the transform realises (`pruning.average_density`); n_final: active at the
+    end; flops: sparsity-aware training FLOPs of the run; flops_dense: the same run without
+    pruning; mesh: axis -> size ({} when planned for another machine).
     """
 
     size: str
@@ -83,8 +83,6 @@ class Plan:
     steps: int
     tokens_per_step: int
     pruning: SchedulePlan
-    n_avg: float
-    n_avg_prunable: float
     flops: float
     flops_dense: float
     mesh: dict[str, int]
@@ -93,6 +91,16 @@ class Plan:
     @property
     def tokens(self) -> int:
         return self.steps * self.tokens_per_step
+
+    @property
+    def n_avg_prunable(self) -> float:
+        """The prunable weights active on average over the run (N̄'s prunable part)."""
+        return self.pruning.average_density * self.params.prunable
+
+    @property
+    def n_avg(self) -> float:
+        """N̄ = other + average density x prunable (`jaxsparse.pruning.average_param_count`)."""
+        return self.params.other + self.n_avg_prunable
 
     @property
     def n_final(self) -> float:
@@ -135,6 +143,7 @@ def train_flops_per_token(model_cfg: models.ModelConfig, seq_len: int, n_masked:
 
 
 def schedule_plan(schedule: Schedule, steps: int, structure: str | None) -> SchedulePlan:
+    """The schedule over `steps` steps; the densities the transform realises computed once."""
     realised = realised_densities(schedule, steps, structure)
     return SchedulePlan(
         schedule=schedule, structure=structure,
@@ -150,12 +159,11 @@ def make_plan(*, size: str, model_cfg: models.ModelConfig, params: ParamCounts, 
     """The Plan of a resolved run (see `jaxsparse.train.resolve.run.prepare`, its one caller)."""
     tokens_per_step = batch_size * seq_len
     pruning = schedule_plan(schedule, steps, structure)
-    n_avg = average_param_count(schedule, steps, params.prunable, params.other, structure)
     per_token = train_flops_per_token(model_cfg, seq_len, params.prunable,
                                       pruning.average_density)
     return Plan(
         size=size, model=model_cfg, params=params, steps=steps, tokens_per_step=tokens_per_step,
-        pruning=pruning, n_avg=float(n_avg.total), n_avg_prunable=float(n_avg.prunable),
+        pruning=pruning,
         flops=per_token * steps * tokens_per_step,
         flops_dense=models.flops_per_token(model_cfg, seq_len) * steps * tokens_per_step,
         mesh=dict(mesh_shape),

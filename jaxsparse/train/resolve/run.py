@@ -1,14 +1,16 @@
 """The resolved run: the config read once into typed objects that everything else takes.
 
-`prepare(config, workdir)` validates the config, then builds, exactly once each, the model
-config, the model (through `jaxsparse.models.build`), the step count, the pruning `Schedule`,
-the optax transform, the mesh and the `Plan`, and returns them as a frozen `Run`. The loop,
-the checkpoint identity, the report, the dry run and the sweep all read the Run (or its Plan).
+`prepare(config)` validates the config, then builds, exactly once each, the model config, the
+model (through `jaxsparse.models.build`), the step count, the pruning `Schedule`, the optax
+transform, the mesh and the `Plan`, and returns them as a frozen `Run`. The loop, the checkpoint
+identity, the report, the dry run and the sweep all read the Run (or its Plan).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+import warnings
 from typing import Any
 
 import flax.linen as nn
@@ -23,9 +25,8 @@ from jaxsparse.errors import ConfigError
 from jaxsparse.pruning import Schedule, prunable_flags
 from jaxsparse.train.resolve import config as config_lib
 from jaxsparse.train.resolve import environment as run_setup
-from jaxsparse.train.workdir.check import check_workdir
 from jaxsparse.train.resolve.optimizer import learning_rate_schedule, make_optimizer
-from jaxsparse.train.resolve.plan import Plan, make_plan, param_counts
+from jaxsparse.train.resolve.plan import Plan, make_plan, memory_estimate, param_counts
 
 # ModelConfig fields that change how the step computes, not what the train state holds: a
 # checkpoint resumes across a change of these.
@@ -35,7 +36,13 @@ COMPUTE_ONLY_FIELDS = ("remat", "remat_policy", "attention", "loss_chunk")  # ch
 @dataclasses.dataclass(frozen=True, eq=False)
 class Run:
     """One resolved training run. `steps`: optimizer steps; `learning_rate`: step -> rate (the
-    one the transform `tx` uses); `mesh` is None when planned for another machine."""
+    one the transform `tx` uses); `mesh` is None when planned for another machine.
+
+    grad_accum: micro-batches per step, or None for train.grad_accum="auto" (decided by compiling:
+    `with_grad_accum`). batch_size: sequences per step (global); seq_len: tokens per sequence.
+    Every *_every is in steps, 0 meaning never (a checkpoint and an eval still end the run).
+    data: config.data, handed to `jaxsparse.data`; init_from: '' or 'hf:/path' (model.init_from).
+    """
 
     config: ml_collections.ConfigDict
     model_config: models.ModelConfig
@@ -46,10 +53,21 @@ class Run:
     tx: optax.GradientTransformation
     mesh: Mesh | None
     plan: Plan
-
-    @property
-    def seq_len(self) -> int:
-        return self.config.train.seq_len
+    grad_accum: int | None
+    batch_size: int
+    seq_len: int
+    seed: int
+    data: ml_collections.ConfigDict
+    init_from: str
+    log_every: int
+    eval_every: int
+    eval_batches: int
+    checkpoint_every: int
+    checkpoint_keep: int
+    checkpoint_async: bool
+    tensorboard: bool
+    plots: bool
+    peak_tflops_per_device: float
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -58,12 +76,24 @@ class Run:
         return identity(self.config, self.model_config, self.steps)
 
 
+def _loop_fields(config: ml_collections.ConfigDict, grad_accum: int | None) -> dict[str, Any]:
+    """The Run fields the loop reads, from a validated config."""
+    t = config.train
+    return dict(grad_accum=grad_accum, batch_size=t.batch_size,
+                seq_len=t.seq_len, seed=config.seed, data=config.data,
+                init_from=config.model.init_from, log_every=t.log_every_steps,
+                eval_every=config.eval.every_steps, eval_batches=config.eval.batches,
+                checkpoint_every=config.checkpoint.every_steps, checkpoint_keep=config.checkpoint.keep,
+                checkpoint_async=bool(config.checkpoint.async_save),
+                tensorboard=bool(config.metrics.tensorboard), plots=bool(config.metrics.plots),
+                peak_tflops_per_device=float(config.metrics.peak_tflops_per_device))
+
+
 def identity(config: ml_collections.ConfigDict, model_cfg: models.ModelConfig,
              steps: int) -> dict[str, Any]:
-    """See `Run.identity`: derived from the ModelConfig's fields (all but COMPUTE_ONLY_FIELDS)."""
-    ident: dict[str, Any] = {f"model.{f.name}": getattr(model_cfg, f.name)
-                             for f in dataclasses.fields(model_cfg)
-                             if f.name not in COMPUTE_ONLY_FIELDS}
+    """See `Run.identity`: `model_identity`, the model's size and family, the pruning config,
+    steps and batch."""
+    ident = model_identity(model_cfg)
     ident["model.size"] = config.model.size
     ident["model.family"] = config.model.family
     ident.update({f"pruning.{k}": v for k, v in config.pruning.to_dict().items()})
@@ -71,6 +101,31 @@ def identity(config: ml_collections.ConfigDict, model_cfg: models.ModelConfig,
                   "train.seq_len": config.train.seq_len,
                   "train.grad_clip > 0": config.train.grad_clip > 0})
     return ident
+
+
+def model_identity(model_cfg: models.ModelConfig) -> dict[str, Any]:
+    """The identity's model part: every ModelConfig field but COMPUTE_ONLY_FIELDS ("model.x" keys)."""
+    return {f"model.{f.name}": getattr(model_cfg, f.name) for f in dataclasses.fields(model_cfg)
+            if f.name not in COMPUTE_ONLY_FIELDS}
+
+
+def resolve_saved(config: ml_collections.ConfigDict, saved_identity: dict[str, Any],
+                  where: str) -> tuple[models.ModelConfig, nn.Module, optax.GradientTransformation]:
+    """(ModelConfig, model, optax transform) of a checkpoint's saved config and identity, resolved
+    as `prepare` resolves a run (the saved padded vocabulary and steps), for restoring its state.
+    Raises ConfigError when the config describes no model or a model the identity does not."""
+    try:
+        model_cfg = model_config(config, int(saved_identity["model.vocab_size"]))
+        steps = int(saved_identity["train.steps"])
+    except (KeyError, ValueError) as err:
+        raise ConfigError(f"{where}: the checkpoint's config does not describe a model: {err}") from None
+    diffs = [f"{key}: config gives {value!r}, identity has {saved_identity[key]!r}"
+             for key, value in model_identity(model_cfg).items()
+             if key in saved_identity and saved_identity[key] != value]
+    if diffs:
+        raise ConfigError(f"{where}: the checkpoint's config and identity disagree: " + "; ".join(diffs))
+    model = models.build(model_cfg, config.model.get("family", models.DEFAULT_FAMILY))
+    return model_cfg, model, optimizer(config, steps)[2]
 
 
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> models.ModelConfig:
@@ -109,37 +164,43 @@ def total_steps(config: ml_collections.ConfigDict, n_total: int) -> int:
     return max(1, math.ceil(config.train.budget * n_total / tokens_per_step))
 
 
-def _pruning_checked(config, abstract_params, tx) -> list[bool]:
-    """The transform's prunable flags; building its state abstractly also validates the pruning
-    arguments (patterns that match nothing, n:m groups that do not divide a kernel)."""
+def _prunable(config: ml_collections.ConfigDict, abstract_params: Any) -> list[bool]:
+    """Which leaves the pruning transform masks (config.pruning.include / exclude patterns)."""
     p = config.pruning
     try:
-        _, flags = prunable_flags(abstract_params, p.include or None, p.exclude or None)
-        jax.eval_shape(tx.init, abstract_params)
+        return list(prunable_flags(abstract_params, p.include or None, p.exclude or None)[1])
     except ValueError as err:
         raise ConfigError(f"config.pruning: {err}") from err
-    return list(flags)
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
             local_devices: bool = True, force: bool = False) -> Run:
-    """Validate `config` and resolve it into a Run, before any compute.
+    """Validate `config` and resolve it into a Run, once each, before any compute: nothing is
+    compiled and no file is touched. train.grad_accum="auto" stays None in `Run.grad_accum`: the
+    trainer decides it by compiling (`jaxsparse.train.steps.compiled.for_run`, `with_grad_accum`).
 
-    workdir: None for a plan only (nothing is created); else it is checked (writable; its outputs
-    are checked by the trainer once it holds the workdir's lock) and the memory plan is checked
-    against the devices (unless `force`). local_devices=False plans for another machine: no
-    mesh, `plan.mesh` is {}. Raises ConfigError naming the field on bad input.
+    local_devices=False plans for another machine: no mesh, `plan.mesh` is {}. workdir:
+    deprecated (the trainer checks its workdir); when given, the memory plan is checked against
+    the devices as `train` does (unless `force`). Raises ConfigError naming the field on bad input.
     """
     config_lib.validate(config)
-    if config.train.grad_accum == "auto":  # the fewest micro-batches whose step fits these devices
-        from jaxsparse.train.steps import compiled
-        accum = 1  # no device memory limit known (the CPU; or planning for another machine)
-        limit = run_setup.device_bytes_limit() if local_devices else None
-        if limit:
-            accum = compiled.auto_grad_accum(prepare(compiled.resolved(config, 1), None), limit)
-        return prepare(compiled.resolved(config, accum), workdir, local_devices=local_devices,
-                       force=force)
+    grad_accum = config_lib.grad_accum_of(config)
     vocab = run_setup.resolve_vocab(config)
+    mesh = run_setup.build_mesh(config) if local_devices else None
+    run = _resolve(config, grad_accum, vocab, mesh)
+    if workdir is not None:
+        warnings.warn("prepare(config, workdir): `workdir` is deprecated and unused; train() checks "
+                      "the workdir", DeprecationWarning, stacklevel=2)
+        if not force:
+            run_setup.check_memory(run.plan.memory.total, local_devices)
+    return run
+
+
+def _resolve(config: ml_collections.ConfigDict, grad_accum: int | None, vocab: int,
+             mesh: Mesh | None) -> Run:
+    """The Run of a validated config (see `prepare`): `grad_accum` from `config.grad_accum_of`,
+    `vocab` the tokenizer's ids (`resolve_vocab`), `mesh` the local devices' (or None)."""
+    fields = _loop_fields(config, grad_accum)
     model_cfg = model_config(config, vocab)
     model = models.build(model_cfg, config.model.family)
     if config.model.init_from:  # the HF folder's architecture and every shape, before any write
@@ -147,8 +208,22 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
         hf_load.check_folder(hf_load.parse_init_from(config.model.init_from), model_cfg)
     abstract_params = jax.eval_shape(lambda: nn.unbox(model.init(
         jax.random.key(0), jnp.zeros((1, config.train.seq_len), jnp.int32)))["params"])
-    n_total = param_counts(abstract_params, [False] * len(jax.tree.leaves(abstract_params))).total
-    steps = total_steps(config, n_total)
+    params = param_counts(abstract_params, _prunable(config, abstract_params))
+    steps = total_steps(config, params.total)
+    sched, learning_rate, tx = optimizer(config, steps, abstract_params)
+    plan = make_plan(size=config.model.size, model_cfg=model_cfg, params=params, steps=steps,
+                     batch_size=config.train.batch_size, seq_len=config.train.seq_len,
+                     grad_accum=grad_accum or 1, schedule=sched, structure=config.pruning.structure or None,
+                     mesh_shape=dict(mesh.shape) if mesh is not None else {})
+    return Run(config=config, model_config=model_cfg, model=model, schedule=sched, steps=steps,
+               learning_rate=learning_rate, tx=tx, mesh=mesh, plan=plan, **fields)
+
+
+def optimizer(config: ml_collections.ConfigDict, steps: int, abstract_params: Any = None
+              ) -> tuple[Schedule, optax.Schedule, optax.GradientTransformation]:
+    """(pruning Schedule, learning-rate schedule, optax transform) of a config run for `steps`.
+    With `abstract_params`, the transform's state is built abstractly, which checks the pruning
+    arguments against the model (n:m groups that do not divide a kernel, patterns)."""
     sched = schedule(config)
     try:
         sched.check_fits(steps)
@@ -157,27 +232,29 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
     learning_rate = learning_rate_schedule(config, steps)
     try:  # the pruning library raises ValueError for its arguments (structure, scope, patterns)
         tx = make_optimizer(config, steps, sched, learning_rate)
+        if abstract_params is not None:
+            jax.eval_shape(tx.init, abstract_params)
     except ValueError as err:
         raise ConfigError(f"config.pruning: {err}") from err
-    params = param_counts(abstract_params, _pruning_checked(config, abstract_params, tx))
-    mesh = run_setup.build_mesh(config) if local_devices else None
-    plan = _plan(config, model_cfg, params, steps, sched, dict(mesh.shape) if mesh is not None else {})
-    if workdir is not None:
-        if not force:
-            run_setup.check_memory(plan.memory.total, local_devices)
-        check_workdir(workdir, restart=True)  # writable; its outputs: once locked
-    return Run(config=config, model_config=model_cfg, model=model, schedule=sched, steps=steps,
-               learning_rate=learning_rate, tx=tx, mesh=mesh, plan=plan)
+    return sched, learning_rate, tx
 
 
-def _plan(config: ml_collections.ConfigDict, model_cfg: models.ModelConfig, params: Any, steps: int,
-          sched: Schedule, mesh_shape: dict[str, int]) -> Plan:
-    return make_plan(size=config.model.size, model_cfg=model_cfg, params=params, steps=steps,
-                     batch_size=config.train.batch_size, seq_len=config.train.seq_len,
-                     grad_accum=config.train.grad_accum, schedule=sched,
-                     structure=config.pruning.structure or None, mesh_shape=mesh_shape)
+def with_grad_accum(run: Run, grad_accum: int) -> Run:
+    """`run` with train.grad_accum decided (what "auto" chose): its config (as checkpoints and
+    summary.json record it), `grad_accum` and the plan's memory estimate say `grad_accum`."""
+    out = copy.deepcopy(run.config.to_dict())
+    out["train"]["grad_accum"] = grad_accum
+    return dataclasses.replace(run, config=ml_collections.ConfigDict(out), grad_accum=grad_accum,
+                               plan=_replanned(run, run.plan.mesh, grad_accum))
 
 
 def plan_for_mesh(run: Run, mesh_shape: dict[str, int]) -> Plan:
     """`run`'s Plan on another mesh (e.g. a TPU slice's, for `--dry_run --compile_for`)."""
-    return _plan(run.config, run.model_config, run.plan.params, run.steps, run.schedule, mesh_shape)
+    return _replanned(run, mesh_shape, run.grad_accum or 1)
+
+
+def _replanned(run: Run, mesh_shape: dict[str, int], grad_accum: int) -> Plan:
+    """`run.plan` on `mesh_shape` with `grad_accum` micro-batches: only the mesh and memory change."""
+    memory = memory_estimate(run.model_config, run.plan.params, mesh_shape, run.batch_size // grad_accum,
+                             run.seq_len)
+    return dataclasses.replace(run.plan, mesh=dict(mesh_shape), memory=memory)

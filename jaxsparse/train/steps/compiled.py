@@ -1,23 +1,24 @@
 """Compile a run's train and eval steps for a mesh and measure them (memory, FLOPs, collectives);
-pick `train.grad_accum="auto"` by compiling.
+pick `train.grad_accum="auto"` by compiling, keeping the chosen steps' executables.
 
-Used by `jaxsparse.train.resolve.run.prepare` (grad_accum="auto" on the local devices) and by
+Used by the trainer (`for_run`: the steps its session calls, compiled once) and by
 `jaxsparse.train.target.compile_for` (`--compile_for=SLICE`). `run` arguments are resolved runs
-(`jaxsparse.train.resolve.run.Run`: model, tx, seq_len, config, mesh); bytes are per device.
+(`jaxsparse.train.resolve.run.Run`: model, tx, batch_size, seq_len, grad_accum, mesh); bytes are
+per device.
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import re
 import time
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from jax.sharding import NamedSharding
 
 from jaxsparse import models
+from jaxsparse.errors import ConfigError
 from jaxsparse.train.steps.state import abstract_state
 from jaxsparse.train.steps.step import jit_steps
 
@@ -55,32 +56,52 @@ def abstract_batch(batch_size: int, seq_len: int, sharding: NamedSharding) -> di
             "weights": jax.ShapeDtypeStruct((batch_size, seq_len), jnp.float32, sharding=sharding)}
 
 
-def compile_steps(run: Any, mesh: Any, grad_accum: int, with_eval: bool = True,
-                  state: tuple[Any, Any] | None = None) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class CompiledSteps:
+    """A run's steps compiled for one mesh with `grad_accum` micro-batches: the executables the
+    trainer calls (`train(state, batch) -> (state, metrics)`, state donated; `eval(state, batch) ->
+    {loss_sum, weights}`; None when the compiler refused it for lack of memory, or not compiled),
+    the abstract TrainState and shardings they take, their measurements {"train", "eval"}: each
+    {bytes, flops, collectives} or {error, temporaries}, and the search's [{grad_accum, fits,
+    compile_s}]."""
+
+    grad_accum: int
+    train: Any
+    eval: Any
+    abstract: Any
+    shardings: Any
+    measured: dict[str, Any]
+    tried: list[dict[str, Any]]
+
+
+def _compile(fn: Any, abstract: Any, batch: dict) -> tuple[Any, dict[str, Any]]:
+    """(executable or None, measurements) of the jitted `fn` lowered for (abstract, batch)."""
+    try:
+        compiled = fn.lower(abstract, batch).compile()
+    except Exception as err:  # noqa: BLE001 - the TPU compiler's out-of-memory error
+        if "RESOURCE_EXHAUSTED" not in str(err):
+            raise
+        return None, {"error": str(err).splitlines()[0][:300], "temporaries": _oom_bytes(str(err))}
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return compiled, {"bytes": _memory(compiled), "flops": float(cost.get("flops", 0.0)),
+                      "collectives": collective_counts(compiled.as_text())}
+
+
+def compile_steps(run: Any, mesh: Any, grad_accum: int, state: tuple[Any, Any],
+                  with_eval: bool = True) -> CompiledSteps:
     """Lower and compile `run`'s train step (its pruning-event branch included) and, with
-    `with_eval`, its eval step for `mesh` with `grad_accum` micro-batches; return {"train", "eval"}:
-    each {bytes, flops, collectives}, or {"error", "temporaries"} when the compiler refuses for
-    lack of memory. `state`: `abstract_state(...)` for this mesh, when the caller has it."""
-    abstract, shardings = state or abstract_state(run.model, run.tx, mesh, models.DEFAULT_RULES, run.seq_len)
-    batch = abstract_batch(run.config.train.batch_size, run.seq_len, models.batch_sharding(mesh))
+    `with_eval`, its eval step for `mesh` with `grad_accum` micro-batches, each once.
+    `state`: (abstract TrainState, its shardings) on `mesh`, `jaxsparse.train.steps.state.abstract_state`."""
+    abstract, shardings = state
+    batch = abstract_batch(run.batch_size, run.seq_len, models.batch_sharding(mesh))
     train, evaluate = jit_steps(run.model, run.tx, grad_accum, mesh, shardings)
-    jitted = {"train": train, "eval": evaluate}
-    if not with_eval:
-        del jitted["eval"]
-    out: dict[str, Any] = {}
-    for name, fn in jitted.items():
-        try:
-            compiled = fn.lower(abstract, batch).compile()
-        except Exception as err:  # noqa: BLE001 - the TPU compiler's out-of-memory error
-            if "RESOURCE_EXHAUSTED" not in str(err):
-                raise
-            out[name] = {"error": str(err).splitlines()[0][:300], "temporaries": _oom_bytes(str(err))}
-            continue
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        out[name] = {"bytes": _memory(compiled), "flops": float(cost.get("flops", 0.0)),
-                     "collectives": collective_counts(compiled.as_text())}
-    return out
+    train_exe, measured = _compile(train, abstract, batch)
+    out = {"train": measured}
+    eval_exe = None
+    if with_eval:
+        eval_exe, out["eval"] = _compile(evaluate, abstract, batch)
+    return CompiledSteps(grad_accum, train_exe, eval_exe, abstract, shardings, out, [])
 
 
 def _fits(result: dict[str, Any], hbm: int) -> bool:
@@ -97,38 +118,39 @@ def _say(progress: Callable[[str], None] | None, message: str) -> None:
         progress(message)
 
 
-def search(run: Any, mesh: Any, hbm: int, tries: list[int], with_eval: bool = True,
-           progress: Callable[[str], None] | None = None) -> tuple[int, dict, list]:
+def search(run: Any, mesh: Any, hbm: int | None, tries: list[int], with_eval: bool = True,
+           progress: Callable[[str], None] | None = None) -> CompiledSteps:
     """Compile with each train.grad_accum in `tries` in turn; stop at the first whose steps fit `hbm`
-    bytes per device. Returns (grad_accum, its compile_steps result, [{grad_accum, fits, compile_s}])."""
+    bytes per device (None: no limit known, the first fits). Returns the last compiled (the first
+    that fits, else the last tried), with `tried` = [{grad_accum, fits, compile_s}]."""
     tried: list[dict[str, Any]] = []
     state = abstract_state(run.model, run.tx, mesh, models.DEFAULT_RULES, run.seq_len)  # same for every accum
     for accum in tries:
         _say(progress, f"compiling with grad_accum={accum} ...")
         start = time.time()
-        result = compile_steps(run, mesh, accum, with_eval, state)
-        fits = _fits(result, hbm)
+        steps = compile_steps(run, mesh, accum, state, with_eval)
+        fits = hbm is None or _fits(steps.measured, hbm)
         tried.append({"grad_accum": accum, "fits": fits, "compile_s": round(time.time() - start, 1)})
         _say(progress, f"grad_accum={accum}: {'fits' if fits else 'does not fit'} ({tried[-1]['compile_s']} s)")
         if fits:
             break
-    return accum, result, tried
+    return dataclasses.replace(steps, tried=tried)
 
 
-def auto_grad_accum(run: Any, limit: int) -> int:
-    """train.grad_accum="auto" for this machine: the fewest micro-batches whose steps fit `limit`
-    bytes per device (the local devices' memory), compiled for `run`'s mesh (`run` resolved with
-    grad_accum=1)."""
-    shards = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
-    tries = accum_candidates(run.config.train.batch_size, shards)
-    if not tries:
-        return 1
-    accum, _, _ = search(run, run.mesh, limit, tries, progress=lambda m: print(m, flush=True))
-    return accum
-
-
-def resolved(config: ml_collections.ConfigDict, grad_accum: int) -> ml_collections.ConfigDict:
-    """A copy of `config` with train.grad_accum = `grad_accum` (an int)."""
-    out = copy.deepcopy(config.to_dict())
-    out["train"]["grad_accum"] = grad_accum
-    return ml_collections.ConfigDict(out)
+def for_run(run: Any, limit: int | None) -> CompiledSteps:
+    """The steps the trainer runs, compiled once for `run`'s mesh: with `run.grad_accum`, or for
+    "auto" (None) the fewest micro-batches whose steps fit `limit` bytes per device (the local
+    devices' memory; None on the CPU: 1 micro-batch, compiled once). Raises ConfigError when the
+    compiler refuses the chosen steps for lack of memory."""
+    if run.grad_accum is not None:
+        tries = [run.grad_accum]
+    else:
+        tries = accum_candidates(run.batch_size, run.mesh.shape["data"] * run.mesh.shape["fsdp"]) or [1]
+    say = (lambda m: print(m, flush=True)) if run.grad_accum is None and limit else None
+    steps = search(run, run.mesh, limit if len(tries) > 1 else None, tries, progress=say)
+    for name, exe in (("train", steps.train), ("eval", steps.eval)):
+        if exe is None:  # the compiler's out-of-memory refusal: bad input, before any compute
+            raise ConfigError(f"the {name} step does not fit these devices' memory "
+                              f"({steps.measured[name]['error']}); raise train.grad_accum (or use 'auto'), "
+                              "lower train.batch_size, or set model.remat=True")
+    return steps

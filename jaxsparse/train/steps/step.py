@@ -66,7 +66,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, grad_acc
         return sums, pin(grads)
 
     @_with_activation_sharding(mesh, rules)
-    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
         masks = model_masks(state.opt_state)
         if grad_accum == 1:
             (total, weight), grads = grads_of(state.params, masks, batch)
@@ -86,7 +86,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, grad_acc
         metrics = {"loss": total / denom, "grad_norm": optax.tree.norm(grads), "weights": weight}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-    return step
+    return train_step
 
 
 def _pin_to(shardings: Any) -> Callable[[Any], Any]:
@@ -135,7 +135,8 @@ def jit_steps(model: nn.Module, tx: optax.GradientTransformation, grad_accum: in
               shardings: TrainState) -> tuple[Callable, Callable]:
     """(train_step, eval_step) jitted for `mesh`: the state in `shardings` (a TrainState of
     NamedShardings, donated to the train step), the batch over (data, fsdp), metrics replicated.
-    The one program both the trainer runs and `--compile_for` / grad_accum="auto" compile."""
+    The one program both the trainer runs and `--compile_for` / grad_accum="auto" compile (by
+    `jaxsparse.train.steps.compiled`, once per grad_accum tried)."""
     batch, replicated = batch_sharding(mesh), NamedSharding(mesh, PartitionSpec())
     train = jax.jit(make_train_step(model, tx, grad_accum, mesh, param_shardings=shardings.params),
                     in_shardings=(shardings, batch), out_shardings=(shardings, replicated), donate_argnums=(0,))

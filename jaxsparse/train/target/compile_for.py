@@ -23,8 +23,8 @@ import ml_collections
 from jaxsparse import models
 from jaxsparse.errors import ConfigError
 from jaxsparse.train.steps.compiled import (HEADROOM, _fits, _say, accum_candidates,  # noqa: F401 (re-exported)
-                                     collective_counts, compile_steps, resolved, search)
-from jaxsparse.train.resolve.run import Run, plan_for_mesh, prepare
+                                            collective_counts, compile_steps, search)
+from jaxsparse.train.resolve.run import Run, plan_for_mesh, prepare, with_grad_accum
 from jaxsparse.train.resolve.environment import build_mesh
 from jaxsparse.train.target.slices import GIB, Slice, parse_slice, quiet_libtpu
 
@@ -55,17 +55,16 @@ def compile_for(config: ml_collections.ConfigDict, slice_name: str,
     divisors that keep micro-batches splitting over the data shards) and keeps the first that fits.
     Raises ConfigError (bad slice, config, mesh or batch) before compiling anything."""
     target = parse_slice(slice_name)
-    auto = config.train.grad_accum == "auto"
-    config = resolved(config, 1 if auto else config.train.grad_accum)
-    run = prepare(config, None, local_devices=False)  # validated and resolved as a run is
+    run = prepare(config, local_devices=False)  # validated and resolved as a run is
     devices = slice_devices(target)
     mesh = build_mesh(config, devices)
-    shards = mesh.shape["data"] * mesh.shape["fsdp"]
-    tries = accum_candidates(config.train.batch_size, shards) if auto else [config.train.grad_accum]
-    accum, result, tried = search(run, mesh, target.chip.hbm_bytes, tries, with_eval,
-                                  lambda m: _say(progress, f"{target.name} ({len(devices)} devices, "
-                                                           f"mesh {dict(mesh.shape)}): {m}"))
-    return report(run, resolved(config, accum), target, mesh, accum, result, tried if auto else None)
+    auto = run.grad_accum is None
+    tries = accum_candidates(run.batch_size, mesh.shape["data"] * mesh.shape["fsdp"]) if auto else [run.grad_accum]
+    steps = search(run, mesh, target.chip.hbm_bytes, tries, with_eval,
+                   lambda m: _say(progress, f"{target.name} ({len(devices)} devices, "
+                                            f"mesh {dict(mesh.shape)}): {m}"))
+    return report(with_grad_accum(run, steps.grad_accum), target, mesh, steps.measured,
+                  steps.tried if auto else None)
 
 
 def advice(config: ml_collections.ConfigDict, mesh: Any) -> str:
@@ -83,11 +82,12 @@ def advice(config: ml_collections.ConfigDict, mesh: Any) -> str:
     return "; ".join(hints)
 
 
-def report(run: Run, config: ml_collections.ConfigDict, target: Slice, mesh: Any, accum: int,
-           result: dict[str, Any], tried: list | None) -> dict[str, Any]:
-    """The JSON report of one compiled configuration (see the module doc for units)."""
-    model_cfg = run.model_config
-    seq, batch = config.train.seq_len, config.train.batch_size
+def report(run: Run, target: Slice, mesh: Any, result: dict[str, Any],
+           tried: list | None) -> dict[str, Any]:
+    """The JSON report of `run` compiled with `run.grad_accum` (`result`: the steps' measurements;
+    `tried`: the "auto" search's candidates, else None; units: the module doc)."""
+    model_cfg, config, accum = run.model_config, run.config, run.grad_accum
+    seq, batch = run.seq_len, run.batch_size
     hbm = target.chip.hbm_bytes
     train = result["train"]
     devices = mesh.size
@@ -128,8 +128,7 @@ def plan_for(config: ml_collections.ConfigDict, slice_name: str) -> dict[str, An
     """`--dry_run --compile_for`: the run's plan with its memory estimate for the slice's mesh (no
     compile): train/plan.py's estimate, against the slice's HBM."""
     target = parse_slice(slice_name)
-    config = resolved(config, 1 if config.train.grad_accum == "auto" else config.train.grad_accum)
-    run = prepare(config, None, local_devices=False)
+    run = prepare(config, local_devices=False)
     mesh = build_mesh(config, slice_devices(target))
     plan = plan_for_mesh(run, dict(mesh.shape)).to_json()
     estimate = plan["memory_per_device_bytes"]["total"]

@@ -15,16 +15,10 @@ from jaxsparse.errors import ConfigError
 from jaxsparse.train.workdir import layout
 
 
-def check_workdir(workdir: str, restart: bool = False) -> bool:
+def make_writable(workdir: str) -> None:
     """Create `workdir` if needed and prove it (and its checkpoints/, if there) writable with a
-    probe file that is always removed. Returns whether the trainer must move the outputs of an
-    earlier attempt aside (`move_previous_outputs`) before it starts from step 0.
-
-    A workdir holding summary.json but no checkpoint cannot be resumed, nor one whose every
-    checkpoint was set aside as damaged: refused unless `restart`. metrics.jsonl with no intact or
-    damaged checkpoint (a kill before the first one, or a divergence whose every checkpoint was set
-    aside as not good) is safe to move aside: True, and the trainer says so. With `restart`: True.
-    """
+    probe file that is always removed. Runs before the workdir lock is taken (the lock file lives
+    in the workdir), so a URL, a non-UTF-8 path or an unwritable folder is refused first."""
     _check_path(workdir)
     try:
         os.makedirs(workdir, exist_ok=True)
@@ -33,6 +27,18 @@ def check_workdir(workdir: str, restart: bool = False) -> bool:
     for where in (workdir, layout.checkpoint_dir(workdir)):
         if os.path.isdir(where) or where == workdir:
             _probe(where, workdir)
+
+
+def outputs_to_set_aside(workdir: str, restart: bool = False) -> bool:
+    """Whether the trainer must move the outputs of an earlier attempt aside
+    (`move_previous_outputs`) before it starts from step 0; called once the workdir lock is held.
+
+    A workdir holding summary.json but no checkpoint cannot be resumed, nor one whose every
+    checkpoint was set aside as damaged: refused unless `restart`. metrics.jsonl with no intact or
+    damaged checkpoint (a kill before the first one, or a divergence whose every checkpoint was set
+    aside as not good) is safe to move aside: True, and the trainer says so. With `restart`: True
+    if there is anything to move.
+    """
     outputs = layout.present_outputs(workdir)
     if restart or layout.saved_steps(workdir):
         return restart and bool(outputs)

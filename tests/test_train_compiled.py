@@ -1,0 +1,70 @@
+"""The trainer compiles each step it runs once: train.grad_accum="auto" is decided by compiling
+(`jaxsparse.train.steps.compiled`), and the session calls the executables the search kept.
+
+Compilations are counted with JAX's own monitoring events: every backend compilation records
+`/jax/core/compile/backend_compile_duration` with the jitted function's name.
+"""
+from __future__ import annotations
+
+import collections
+
+import pytest
+from jax import monitoring
+
+from jaxsparse.train import prepare, train
+from jaxsparse.train.resolve import environment
+from jaxsparse.train.steps import compiled
+from train_utils import tiny_config, write_corpus
+
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture
+def compilations():
+    """A Counter: "jit(NAME)" of a jitted function -> its backend compilations during the test."""
+    counts: collections.Counter = collections.Counter()
+
+    def listener(event, duration, **kwargs):
+        if event == COMPILE_EVENT:
+            counts[kwargs.get("fun_name")] += 1
+    monitoring.register_event_duration_secs_listener(listener)
+    yield counts
+    monitoring.unregister_event_duration_listener(listener)
+
+
+def _config(corpus, tmp_path, **overrides):
+    base = {"data.data_dir": str(tmp_path / "data"), "train.steps": 8, "train.grad_accum": "auto",
+            "mesh.data": 2, "mesh.fsdp": 1, "mesh.tensor": 4}  # 2 data shards: A in 1, 2, 4
+    return tiny_config(corpus, **{**base, **overrides})
+
+
+def test_auto_on_the_cpu_compiles_each_step_once_and_the_trainer_reuses_it(
+        corpus, tmp_path, compilations):
+    run = prepare(_config(corpus, tmp_path))
+    assert run.grad_accum is None and run.config.train.grad_accum == "auto"  # prepare never compiles
+    assert compilations["jit(train_step)"] == compilations["jit(eval_step)"] == 0
+    summary = train(_config(corpus, tmp_path), str(tmp_path / "run"))
+    assert summary["final_eval_loss"] is not None  # evals at steps 8 (eval.every_steps) and the end
+    assert compilations["jit(train_step)"] == 1  # the CPU reports no memory limit: A = 1, compiled once
+    assert compilations["jit(eval_step)"] == 1
+
+
+def test_auto_search_keeps_the_chosen_steps_for_the_session(
+        corpus, tmp_path, monkeypatch, compilations):
+    run = prepare(_config(corpus, tmp_path))
+    measured = {a: compiled.search(run, run.mesh, None, [a]).measured for a in (1, 2)}
+    needs = {a: max(m["train"]["bytes"]["total"], m["eval"]["bytes"]["total"]) for a, m in measured.items()}
+    assert needs[2] < needs[1]  # half the micro-batch, fewer activation bytes
+    limit = int(needs[2] / compiled.HEADROOM) + 1  # A = 2 fits, A = 1 does not
+    monkeypatch.setattr(environment, "device_bytes_limit", lambda: limit)
+    compilations.clear()
+    summary = train(_config(corpus, tmp_path), str(tmp_path / "run"), force=True)
+    assert summary["final_eval_loss"] is not None
+    assert compilations["jit(train_step)"] == 2  # A = 1 (does not fit) and A = 2 (chosen); no third
+    assert compilations["jit(eval_step)"] == 2
+    assert summary["config"]["train"]["grad_accum"] == 2

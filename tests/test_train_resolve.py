@@ -1,0 +1,79 @@
+"""Resolving a run (`jaxsparse.train.resolve.run`): once, with no compile and no file written; the
+plan's N̄ derived from the realised densities; a checkpoint's model rebuilt by the same functions."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from jaxsparse import data as data_lib
+from jaxsparse.errors import ConfigError
+from jaxsparse.pruning import average_param_count
+from jaxsparse.train import prepare
+from jaxsparse.train.resolve import config as config_lib
+from jaxsparse.train.resolve import run as run_lib
+from train_utils import tiny_config, write_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def _counting(monkeypatch, module, name):
+    """Wrap `module.name` (our own function) so its calls are counted; returns the list of calls."""
+    calls, real = [], getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_prepare_validates_once_loads_the_tokenizer_once_and_writes_nothing(
+        corpus, tmp_path, monkeypatch):
+    validations = _counting(monkeypatch, config_lib, "validate")
+    tokenizers = _counting(monkeypatch, data_lib, "get_tokenizer")
+    config = tiny_config(corpus, **{"train.grad_accum": "auto", "data.data_dir": str(tmp_path / "data")})
+    run = prepare(config)
+    assert (len(validations), len(tokenizers)) == (1, 1)
+    assert run.grad_accum is None  # "auto": decided by compiling, in the trainer
+    assert run.plan.to_json()["memory_per_device_bytes"] == run_lib.with_grad_accum(
+        run, 1).plan.to_json()["memory_per_device_bytes"]  # planned from one micro-batch
+    assert run_lib.with_grad_accum(run, 2).config.train.grad_accum == 2
+    assert config.train.grad_accum == "auto"  # the caller's config is left as it was
+    with pytest.warns(DeprecationWarning, match="workdir"):
+        prepare(config, str(tmp_path / "work"))
+    assert not (tmp_path / "work").exists() and not (tmp_path / "data").exists()
+
+
+def test_run_fields_are_the_configs_values(corpus):
+    config = tiny_config(corpus, **{"train.grad_accum": 2, "checkpoint.keep": 3, "mesh.data": 2, "mesh.tensor": 4})
+    run = prepare(config)
+    assert (run.grad_accum, run.batch_size, run.seq_len, run.seed) == (2, 8, 32, config.seed)
+    assert (run.log_every, run.eval_every, run.eval_batches) == (4, 8, 2)
+    assert (run.checkpoint_every, run.checkpoint_keep, run.tensorboard, run.plots) == (8, 3, False, False)
+
+
+@pytest.mark.parametrize("structure,sparsity", [("", 0.75), ("2:4", 0.5)])
+def test_plan_n_avg_is_derived_from_the_realised_densities(corpus, structure, sparsity):
+    run = prepare(tiny_config(corpus, **{"pruning.structure": structure,
+                                         "pruning.final_sparsity": sparsity}))
+    p = run.plan
+    want = average_param_count(run.schedule, run.steps, p.params.prunable, p.params.other,
+                               structure or None)
+    assert (p.n_avg, p.n_avg_prunable) == (want.total, want.prunable)
+    assert "n_avg" not in {f.name for f in dataclasses.fields(p)}  # derived, never stored
+
+
+def test_a_checkpoints_model_is_rebuilt_by_the_runs_own_resolution(corpus):
+    run = prepare(tiny_config(corpus))
+    saved = dict(run.identity)
+    model_cfg, model, tx = run_lib.resolve_saved(run.config, saved, "ckpt")
+    assert model_cfg == run.model_config and type(model) is type(run.model)
+    saved["model.d_model"] = run.model_config.d_model * 2
+    with pytest.raises(ConfigError, match=r"ckpt: .*disagree: model\.d_model: config gives"):
+        run_lib.resolve_saved(run.config, saved, "ckpt")
+    with pytest.raises(ConfigError, match="does not describe a model"):
+        run_lib.resolve_saved(run.config, {"train.steps": run.steps}, "ckpt")
