@@ -24,7 +24,7 @@ from jaxsparse import models
 from jaxsparse.errors import ConfigError
 from jaxsparse.pruning import Schedule, prunable_flags
 from jaxsparse.train.resolve import config as config_lib
-from jaxsparse.train.resolve import environment as run_setup
+from jaxsparse.train.resolve import environment
 from jaxsparse.train.resolve.optimizer import learning_rate_schedule, make_optimizer
 from jaxsparse.train.resolve.plan import Plan, make_plan, memory_estimate, param_counts
 
@@ -185,14 +185,14 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
     """
     config_lib.validate(config)
     grad_accum = config_lib.grad_accum_of(config)
-    vocab = run_setup.resolve_vocab(config)
-    mesh = run_setup.build_mesh(config) if local_devices else None
+    vocab = environment.resolve_vocab(config)
+    mesh = environment.build_mesh(config) if local_devices else None
     run = _resolve(config, grad_accum, vocab, mesh)
     if workdir is not None:
         warnings.warn("prepare(config, workdir): `workdir` is deprecated and unused; train() checks "
                       "the workdir", DeprecationWarning, stacklevel=2)
         if not force:
-            run_setup.check_memory(run.plan.memory.total, local_devices)
+            environment.check_memory(run.plan.memory.total, local_devices)
     return run
 
 
