@@ -1,5 +1,9 @@
 """Test setup: 8 fake CPU devices, set before JAX initialises."""
 import os
+import sys
+
+# the shared helpers (train_utils, fault_utils, ...) sit in tests/, above the test folders
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _flag = "--xla_force_host_platform_device_count=8"

@@ -9,7 +9,7 @@ import ml_collections
 from jaxsparse import data
 
 _spec = importlib.util.spec_from_file_location(
-    "synthetic_corpus", pathlib.Path(__file__).parent / "data_configs" / "synthetic_corpus.py")
+    "synthetic_corpus", pathlib.Path(__file__).parent / "assets" / "data_configs" / "synthetic_corpus.py")
 synthetic_corpus = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(synthetic_corpus)
 

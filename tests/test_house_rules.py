@@ -45,3 +45,13 @@ def test_the_checks_find_what_they_look_for(tmp_path):
     (pkg / "short.py").write_text("def g():\n    return 1\n")
     assert long_modules(pkg, MAX_MODULE_LINES) == ["pkg/long.py: 362 lines"]
     assert long_functions(pkg, MAX_FUNCTION_LINES) == ["pkg/long.py:1 f: 62 lines"]
+
+
+def test_test_folders_mirror_the_package_and_basenames_are_unique():
+    """A test of jaxsparse/A/B/ lives in tests/A/B/ (tests/assets/ holds data, not tests); pytest
+    imports test modules by basename, so two test files may not share one."""
+    tests = Path(__file__).resolve().parent
+    folders = {p.parent.relative_to(tests) for p in tests.rglob("test_*.py")} - {Path(".")}
+    assert [f for f in sorted(folders) if not (PACKAGE / f).is_dir()] == []
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []

@@ -1,9 +1,8 @@
-"""Compiling for TPU slices on this CPU machine (libtpu from `.[tpu]`): issue 10.
+"""Compiling for TPU slices on this CPU machine (libtpu from `.[tpu]`).
 
 The real train step (pruning-event branch included) and eval step of the paper's 58m are compiled for a
 v4-8; the FSDP scaling check compiles the train step again for a v4-16. Each compile takes one to three
-minutes on a 2-core machine, so the module compiles three steps in all (about 4-6 minutes).
-"""
+minutes on a 2-core machine, so the module compiles three steps in all (about 4-6 minutes)."""
 import importlib.util
 import json
 import os
@@ -15,17 +14,15 @@ import jax
 import pytest
 
 pytest.importorskip("libtpu", reason="compiling for TPU needs libtpu: pip install -e '.[tpu]'")
-
 from jaxsparse import models  # noqa: E402
 from jaxsparse.errors import EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT, ConfigError  # noqa: E402
-from jaxsparse.train.target import compile_for as compile_target  # noqa: E402
-from jaxsparse.train.resolve import config as config_lib  # noqa: E402
-from jaxsparse.train.resolve.run import prepare  # noqa: E402
 from jaxsparse.train.resolve.environment import build_mesh  # noqa: E402
+from jaxsparse.train.resolve.run import prepare  # noqa: E402
 from jaxsparse.train.steps.state import abstract_state  # noqa: E402
+from jaxsparse.train.target import compile_for as compile_target  # noqa: E402
 from jaxsparse.train.target.slices import GIB, parse_slice  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def paper(arg):
@@ -38,6 +35,12 @@ def paper(arg):
 @pytest.fixture(scope="module")
 def report_58m_v4_8():
     return compile_target.compile_for(paper("size=58m,batch=32"), "v4-8")
+
+
+def _cli(*args, tmp_path=None):
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "jaxsparse.train", *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=600)
 
 
 def test_slice_names():
@@ -75,7 +78,7 @@ def test_fsdp_scaling_shrinks_activation_memory(report_58m_v4_8):
 
     Measured 0.49 (2.31 -> 1.13 GiB) with activation sharding and weights gathered before use
     (models.sharding.gathered); 0.71 with activation sharding alone (XLA's windowed einsums on 8
-    devices), 0.89 with neither (issue 10's table)."""
+    devices), 0.89 with neither."""
     on_8 = compile_target.compile_for(paper("size=58m,batch=32"), "v4-16", with_eval=False)
     ratio = on_8["bytes_per_device"]["temporaries"] / report_58m_v4_8["bytes_per_device"]["temporaries"]
     assert ratio <= 0.6, f"temporaries on 8 devices / on 4 = {ratio:.3f}"
@@ -105,12 +108,6 @@ def test_pruning_event_on_tpu_reduces_counts_only():
                 for d in filter(None, dims.split(",")):
                     size *= int(d)
                 assert size <= 4096 < smallest_kernel, line[:200]
-
-
-def _cli(*args, tmp_path=None):
-    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-    return subprocess.run([sys.executable, "-m", "jaxsparse.train", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=600)
 
 
 def test_cli_bad_slice_mesh_and_batch_exit_2(tmp_path):
@@ -150,18 +147,6 @@ def test_dry_run_plans_memory_for_the_slice_mesh(tmp_path):
     assert plan["target"]["hbm_bytes_per_device"] == 32 * GIB
     assert 0 < plan["memory_per_device_bytes"]["total"]
     assert not (tmp_path / "run").exists()
-
-
-def test_grad_accum_auto_resolves_on_cpu_and_searches_candidates():
-    config = paper("size=58m,batch=32")
-    config.train.grad_accum = "auto"
-    config_lib.validate(config)  # "auto" is a valid value
-    assert prepare(config).grad_accum is None  # decided by compiling (tests/test_train_compiled.py)
-    assert compile_target.accum_candidates(4096, 64) == [1, 2, 4, 8, 16, 32, 64]
-    assert compile_target.accum_candidates(48, 8) == [1, 2, 3, 6]
-    config.train.grad_accum = "sometimes"
-    with pytest.raises(ValueError, match="train.grad_accum"):
-        config_lib.validate(config)
 
 
 def test_1b_at_batch_256_compiles_for_v4_128_with_headroom():

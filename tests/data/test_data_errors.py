@@ -13,7 +13,7 @@ import pytest
 
 from train_utils import REPO, cli_env, write_corpus
 
-DATA_CONFIG = REPO / "tests" / "data_configs" / "tiny.py"
+DATA_CONFIG = REPO / "tests" / "assets" / "data_configs" / "tiny.py"
 TRAIN_CONFIG = REPO / "configs" / "tiny.py"
 
 

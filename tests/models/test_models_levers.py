@@ -1,4 +1,5 @@
-"""Memory levers (issue 10) compute the reference path's function: loss and gradients within 1e-5 (float32).
+"""Memory levers (remat, scan, attention variants, chunked loss) compute the reference path's function:
+loss and gradients within 1e-5 (float32).
 
 Levers: model.attention (dot_product; flash in Pallas's TPU interpret mode), model.remat_policy, the chunked
 cross-entropy (model.loss_chunk), and the activation sharding constraints on the 8 fake CPU devices.

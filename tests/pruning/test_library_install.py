@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Packages of the [train], [hf] and [test] extras that flax/optax/jax do not import themselves
 # (absl is imported by flax and optax, so it is not blocked; checked with `sys.modules` after
 # `import flax.linen, flax.nnx, optax`).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from train_utils import tiny_config, write_corpus
 
 from jaxsparse import data as data_lib
 from jaxsparse.errors import ConfigError
@@ -12,7 +13,6 @@ from jaxsparse.pruning import average_param_count
 from jaxsparse.train import prepare
 from jaxsparse.train.resolve import config as config_lib
 from jaxsparse.train.resolve import run as run_lib
-from train_utils import tiny_config, write_corpus
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +77,62 @@ def test_a_checkpoints_model_is_rebuilt_by_the_runs_own_resolution(corpus):
         run_lib.resolve_saved(run.config, saved, "ckpt")
     with pytest.raises(ConfigError, match="does not describe a model"):
         run_lib.resolve_saved(run.config, {"train.steps": run.steps}, "ckpt")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, corpus):
+    path = tmp_path_factory.mktemp("data")
+    import os
+    os.environ["JAXSPARSE_DATA_DIR"] = str(path)
+    return path
+
+
+def _config(corpus, data_dir, **kw):
+    return tiny_config(corpus, **{"data.data_dir": str(data_dir), **kw})
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"train.eps": 0.0}, "train.eps"),
+    ({"pruning.structure": "2:4"}, "final_sparsity"),
+    ({"pruning.include": "nothing_matches"}, "include"),
+    ({"pruning.structure": "abc"}, "structure"),
+    ({"model.n_heads": 3}, "n_heads"),
+])
+def test_dry_run_rejects_what_training_would(corpus, data_dir, overrides, field):
+    from jaxsparse.errors import ConfigError
+    with pytest.raises(ConfigError, match=field):  # bad input: exit 2 on the command line
+        prepare(_config(corpus, data_dir, **overrides), None)
+
+
+def test_size_presets_are_kept_unless_a_config_sets_scan_layers_or_remat(corpus):
+    from jaxsparse.train.resolve.run import model_config
+    config = tiny_config(corpus, **{"model.size": "58m"})
+    assert config.model.scan_layers is None and config.model.remat is None  # = the size's
+    preset = model_config(config, 32000)
+    assert preset.scan_layers is True and preset.remat is True
+    config.model.remat = False
+    assert model_config(config, 32000).remat is False
+
+
+def test_the_trainer_builds_its_model_through_the_registry(corpus):
+    import dataclasses
+
+    from jaxsparse import models
+    built = []
+
+    @models.register("test_counting_llama")
+    def counting(model_cfg):
+        built.append(model_cfg)
+        return models.Transformer(model_cfg)
+
+    config = tiny_config(corpus, **{"model.family": "test_counting_llama"})
+    run = prepare(config)
+    assert built == [run.model_config]  # built once, through the seam
+    assert run.plan.params.total == models.param_counts(run.model_config)["total"]
+    fields = {f"model.{f.name}" for f in dataclasses.fields(run.model_config)}
+    model_keys = {k for k in run.identity if k.startswith("model.")}
+    compute_only = {"model.remat", "model.remat_policy", "model.attention", "model.loss_chunk"}
+    assert model_keys == fields - compute_only | {"model.size", "model.family"}
+    config.model.family = "lama"
+    with pytest.raises(ConfigError, match="config.model.family='lama'"):
+        prepare(config)

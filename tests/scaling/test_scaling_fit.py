@@ -12,11 +12,11 @@ from jaxsparse.scaling.synthetic import noisy_loss
 TRUTH = {"E": 1.7, "A": 420.0, "B": 1800.0, "alpha": 0.34, "beta": 0.32}
 
 
-CHINCHILLA_CSV = Path(__file__).resolve().parent / "data" / "chinchilla" / "svg_extracted_data.csv"
+CHINCHILLA_CSV = Path(__file__).resolve().parents[1] / "assets" / "chinchilla" / "svg_extracted_data.csv"
 
 
 def chinchilla_csv() -> Path:
-    """Epoch AI's Chinchilla CSV, kept in the repository (tests/data/chinchilla/README.md: source, licence)."""
+    """Epoch AI's Chinchilla CSV, kept in the repository (tests/assets/chinchilla/README.md: source, licence)."""
     assert CHINCHILLA_CSV.is_file(), f"{CHINCHILLA_CSV} is missing from the checkout"
     return CHINCHILLA_CSV
 

@@ -197,7 +197,7 @@ def test_cli_inspect_and_train_tokenizer(cfg, tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     base = [sys.executable, "-m", "jaxsparse.data"]
     common = [
-        f"--config={_HERE / 'data_configs' / 'tiny.py'}",
+        f"--config={_HERE.parent / 'assets' / 'data_configs' / 'tiny.py'}",
         f"--config.data.dataset={cfg.dataset}",
         f"--config.data.data_dir={cfg.data_dir}",
         "--config.data.chunk_chars=300",

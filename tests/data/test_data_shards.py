@@ -1,7 +1,7 @@
 """Logical data shards: the global batch of a step depends on the config and the step only.
 
 Processes are simulated here (process_index / process_count given, one Python process); the real
-two-process run through the trainer is tests/test_train_multihost.py.
+two-process run through the trainer is tests/train/loop/test_multihost.py.
 """
 
 from __future__ import annotations

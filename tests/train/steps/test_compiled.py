@@ -7,14 +7,16 @@ Compilations are counted with JAX's own monitoring events: every backend compila
 from __future__ import annotations
 
 import collections
+import importlib.util
 
 import pytest
 from jax import monitoring
+from train_utils import REPO, tiny_config, write_corpus
 
 from jaxsparse.train import prepare, train
+from jaxsparse.train.resolve import config as config_lib
 from jaxsparse.train.resolve import environment
 from jaxsparse.train.steps import compiled
-from train_utils import tiny_config, write_corpus
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
@@ -68,3 +70,22 @@ def test_auto_search_keeps_the_chosen_steps_for_the_session(
     assert compilations["jit(train_step)"] == 2  # A = 1 (does not fit) and A = 2 (chosen); no third
     assert compilations["jit(eval_step)"] == 2
     assert summary["config"]["train"]["grad_accum"] == 2
+
+
+def paper(arg):
+    spec = importlib.util.spec_from_file_location("paper_config", REPO / "configs" / "paper.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def test_grad_accum_auto_resolves_on_cpu_and_searches_candidates():
+    config = paper("size=58m,batch=32")
+    config.train.grad_accum = "auto"
+    config_lib.validate(config)  # "auto" is a valid value
+    assert prepare(config).grad_accum is None  # decided by compiling (tests/train/steps/test_compiled.py)
+    assert compiled.accum_candidates(4096, 64) == [1, 2, 4, 8, 16, 32, 64]
+    assert compiled.accum_candidates(48, 8) == [1, 2, 3, 6]
+    config.train.grad_accum = "sometimes"
+    with pytest.raises(ValueError, match="train.grad_accum"):
+        config_lib.validate(config)

@@ -1,24 +1,69 @@
-"""The trainer's command-line contract (issue 12.4-12.6): bad input exits 2 with one plain line
-naming the file or field (no traceback, nothing written); a fault after compute started exits 1
-saying what was saved and how to resume; --help, --print_config, --restart and --force."""
+"""The trainer's command line: bad input exits 2 with one plain line naming the file or field (no
+traceback, nothing written); a fault after compute started exits 1 saying what was saved and how to
+resume; --help, --print_config, --restart and --force."""
 from __future__ import annotations
 
 import json
 import subprocess
 
 import pytest
+from train_utils import (
+    REPO,
+    cli_env,
+    run_cli,
+    tiny_config,
+    train_cmd,
+    write_corpus,
+)
 
-from jaxsparse.errors import ConfigError
-from jaxsparse.train import prepare, train
-from jaxsparse.train.resolve.environment import device_memory_limit
-from train_utils import REPO, cli_env, run_cli, tiny_config, train_cmd, write_corpus
-
-TINY = f"{REPO}/configs/tiny.py"
+from jaxsparse.train import train
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, corpus):
+    path = tmp_path_factory.mktemp("data")
+    import os
+    os.environ["JAXSPARSE_DATA_DIR"] = str(path)
+    return path
+
+
+def _config(corpus, data_dir, **kw):
+    return tiny_config(corpus, **{"data.data_dir": str(data_dir), **kw})
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--config.train.bogus=1"], "bogus"),
+    (["--config.train.batch_size=7"], "batch_size"),
+    (["--config.pruning.interval=50"], "interval"),
+    (["--config.pruning.final_sparsity=1.5"], "final_sparsity"),
+    (["--config.pruning.schedule=square"], "pruning.schedule"),
+    (["--config.mesh.tensor=3"], "mesh"),
+])
+def test_bad_cli_input_is_rejected_before_training(corpus, data_dir, tmp_path, extra, needle):
+    out = run_cli(train_cmd(corpus, tmp_path / "w", *extra), cli_env(data_dir))
+    assert out.returncode == 2
+    assert needle in out.stderr and "error" in out.stderr
+    assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_bad_config_argument_and_unwritable_workdir(corpus, data_dir, tmp_path):
+    out = run_cli([*train_cmd(corpus, tmp_path / "w")[:3], "--config=configs/paper.py:sparsity=abc",
+                   f"--workdir={tmp_path / 'w'}"], cli_env(data_dir))
+    assert out.returncode == 2 and "sparsity" in out.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="workdir"):
+        train(_config(corpus, data_dir), str(blocker / "sub"))
+    with pytest.raises(ValueError, match="gcsfuse"):
+        train(_config(corpus, data_dir), "gs://bucket/run")
+
+
+TINY = f"{REPO}/configs/tiny.py"
 
 
 @pytest.fixture(scope="module")
@@ -90,22 +135,6 @@ def test_print_config_lists_every_key_with_value_default_and_doc(corpus, env):
     assert "(default" not in lines["train.b1"] and "AdamW beta1" in lines["train.b1"]
 
 
-def test_memory_plan_is_checked_against_the_device_unless_forced(corpus, tmp_path):
-    config = tiny_config(corpus, **{"train.batch_size": 1 << 20})
-    estimate = prepare(config).plan.memory.total
-    limit, _ = device_memory_limit()
-    assert estimate > limit
-    with pytest.raises(ConfigError, match="memory plan needs"):
-        train(config, str(tmp_path / "refused"))
-    assert not (tmp_path / "refused").exists()
-    with pytest.warns(DeprecationWarning, match="workdir"):  # the deprecated spelling checks it too
-        with pytest.raises(ConfigError, match="memory plan needs"):
-            prepare(config, str(tmp_path / "refused"))
-    with pytest.warns(DeprecationWarning, match="workdir"):
-        assert prepare(config, str(tmp_path / "forced"), force=True).plan.memory.total == estimate
-    assert not (tmp_path / "refused").exists() and not (tmp_path / "forced").exists()
-
-
 def test_outputs_without_a_checkpoint_are_refused_unless_restart(corpus, env, tmp_path):
     workdir = tmp_path / "w"
     workdir.mkdir()
@@ -144,46 +173,3 @@ def test_a_disk_full_fault_after_compute_exits_1_saying_what_was_saved(corpus, e
     assert last.startswith("error: fault during training") and "File too large" in last
     assert "no checkpoint was saved" in last and "rerun the same command to resume" in last
     assert "step       4/8" in out.stdout  # steps were computed before the fault
-
-
-def test_size_presets_are_kept_unless_a_config_sets_scan_layers_or_remat(corpus):
-    from jaxsparse.train.resolve.run import model_config
-    config = tiny_config(corpus, **{"model.size": "58m"})
-    assert config.model.scan_layers is None and config.model.remat is None  # = the size's
-    preset = model_config(config, 32000)
-    assert preset.scan_layers is True and preset.remat is True
-    config.model.remat = False
-    assert model_config(config, 32000).remat is False
-
-
-def test_eta_counts_from_the_first_completed_step():
-    from jaxsparse.train.loop.console import Progress
-    progress = Progress(total_steps=100)
-    t0 = progress.t0
-    assert "ETA ?" in progress.line(1, 1.0, 1.0, 1.0, now=t0 + 50)  # still compiling
-    progress.started(1, now=t0 + 50)  # the first step completed after 50 s of compilation
-    line = progress.line(10, 1.0, 1.0, 1.0, now=t0 + 59)  # 9 steps in 9 s: 90 steps left
-    assert "ETA 1m30s" in line and "elapsed 0m59s" in line  # not (59 s / 10 steps) x 90
-
-
-def test_the_trainer_builds_its_model_through_the_registry(corpus):
-    import dataclasses
-    from jaxsparse import models
-    built = []
-
-    @models.register("test_counting_llama")
-    def counting(model_cfg):
-        built.append(model_cfg)
-        return models.Transformer(model_cfg)
-
-    config = tiny_config(corpus, **{"model.family": "test_counting_llama"})
-    run = prepare(config)
-    assert built == [run.model_config]  # built once, through the seam
-    assert run.plan.params.total == models.param_counts(run.model_config)["total"]
-    fields = {f"model.{f.name}" for f in dataclasses.fields(run.model_config)}
-    model_keys = {k for k in run.identity if k.startswith("model.")}
-    compute_only = {"model.remat", "model.remat_policy", "model.attention", "model.loss_chunk"}
-    assert model_keys == fields - compute_only | {"model.size", "model.family"}
-    config.model.family = "lama"
-    with pytest.raises(ConfigError, match="config.model.family='lama'"):
-        prepare(config)

@@ -1,9 +1,7 @@
 """Checkpoint checksums across hosts: two processes (127.0.0.1, gloo, four fake CPU devices
 each) write checksums that one 8-device process verifies; damaged checkpoints are judged by the
-two processes together (one verdict, one rename by process 0, one report).
-
-(A two-process *resume* is not tested here: on this branch each process's data-iterator state
-differs and only process 0's is saved; host-count-independent data (issue 12.1) removes that.)"""
+two processes together (one verdict, one rename by process 0, one report). Resuming across host
+counts is tested in tests/train/loop/test_multihost.py."""
 from __future__ import annotations
 
 import socket

@@ -13,7 +13,7 @@ from jaxsparse.scaling.cli import main
 from jaxsparse.scaling.synthetic import noisy_loss, sparse_dense_summaries, write_summaries
 
 LAW = {"E": 1.8, "A": 480.0, "B": 2100.0, "alpha": 0.35, "beta": 0.37}
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_csv(path: Path, rows, header=("N", "D", "Loss")) -> Path:
