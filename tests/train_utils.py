@@ -123,3 +123,8 @@ def truncate(step_dir: Path) -> None:
 
 def garbage_meta(step_dir: Path) -> None:
     (step_dir / "meta" / "metadata").write_bytes(b"\x00\x17not json{{")
+
+
+def config_in(corpus: Path, data_dir: Path, **overrides):
+    """`tiny_config` on `corpus` with its tfds data built in `data_dir`."""
+    return tiny_config(corpus, **{"data.data_dir": str(data_dir), **overrides})

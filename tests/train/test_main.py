@@ -10,30 +10,12 @@ import pytest
 from train_utils import (
     REPO,
     cli_env,
+    config_in,
     run_cli,
-    tiny_config,
     train_cmd,
-    write_corpus,
 )
 
 from jaxsparse.train import train
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("corpus"))
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory, corpus):
-    path = tmp_path_factory.mktemp("data")
-    import os
-    os.environ["JAXSPARSE_DATA_DIR"] = str(path)
-    return path
-
-
-def _config(corpus, data_dir, **kw):
-    return tiny_config(corpus, **{"data.data_dir": str(data_dir), **kw})
 
 
 @pytest.mark.parametrize("extra, needle", [
@@ -58,9 +40,9 @@ def test_bad_config_argument_and_unwritable_workdir(corpus, data_dir, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(ValueError, match="workdir"):
-        train(_config(corpus, data_dir), str(blocker / "sub"))
+        train(config_in(corpus, data_dir), str(blocker / "sub"))
     with pytest.raises(ValueError, match="gcsfuse"):
-        train(_config(corpus, data_dir), "gs://bucket/run")
+        train(config_in(corpus, data_dir), "gs://bucket/run")
 
 
 TINY = f"{REPO}/configs/tiny.py"

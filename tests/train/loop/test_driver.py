@@ -10,40 +10,22 @@ import numpy as np
 import pytest
 from train_utils import (
     cli_env,
+    config_in,
     find_key,
     flat,
     restore_raw_state,
     run_cli,
-    tiny_config,
     train_cmd,
     train_losses,
-    write_corpus,
 )
 
 from jaxsparse.pruning import Schedule
 from jaxsparse.train import train
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("corpus"))
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory, corpus):
-    path = tmp_path_factory.mktemp("data")
-    import os
-    os.environ["JAXSPARSE_DATA_DIR"] = str(path)
-    return path
-
-
-def _config(corpus, data_dir, **kw):
-    return tiny_config(corpus, **{"data.data_dir": str(data_dir), **kw})
-
-
 def test_sparse_run_follows_schedule_zeroes_pruned_weights_and_reports_exact_n_avg(
         corpus, data_dir, tmp_path, capsys):
-    config = _config(corpus, data_dir)
+    config = config_in(corpus, data_dir)
     summary = train(config, str(tmp_path))
     console = capsys.readouterr().out.splitlines()
     steps = config.train.steps
@@ -91,7 +73,7 @@ def test_sparse_run_follows_schedule_zeroes_pruned_weights_and_reports_exact_n_a
 
 def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(
         corpus, data_dir, tmp_path):
-    config = _config(corpus, data_dir, **{"train.learning_rate": 1e6, "train.grad_clip": 0.0,
+    config = config_in(corpus, data_dir, **{"train.learning_rate": 1e6, "train.grad_clip": 0.0,
                                           "checkpoint.every_steps": 1,
                                           "checkpoint.async_save": False,
                                           "train.log_every_steps": 1, "train.steps": 40})
@@ -140,7 +122,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run_bitwise(corpus, data_dir
 
 
 def test_workdir_of_another_run_is_refused_and_left_untouched(corpus, data_dir, tmp_path):
-    train(_config(corpus, data_dir, **{"train.steps": 8}), str(tmp_path))
+    train(config_in(corpus, data_dir, **{"train.steps": 8}), str(tmp_path))
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").rglob("*")}
     for key, value in (("pruning.final_sparsity", 0.5), ("model.d_model", 32),
                        ("model.n_heads", 2), ("model.vocab_multiple", 64),
@@ -148,7 +130,7 @@ def test_workdir_of_another_run_is_refused_and_left_untouched(corpus, data_dir, 
         field = {"model.vocab_multiple": "model.vocab_size",
                  "train.grad_clip": "grad_clip"}.get(key, key)
         with pytest.raises(ValueError, match=field.replace(".", r"\.")):
-            train(_config(corpus, data_dir, **{"train.steps": 8, key: value}), str(tmp_path))
+            train(config_in(corpus, data_dir, **{"train.steps": 8, key: value}), str(tmp_path))
     after = {p: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").rglob("*")}
     assert before == after
 
@@ -176,7 +158,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(corpus, data_dir, tmp_
 
 
 def test_finished_run_is_not_redone_and_its_summary_kept(corpus, data_dir, tmp_path):
-    config = _config(corpus, data_dir, **{"train.steps": 8, "eval.every_steps": 3})
+    config = config_in(corpus, data_dir, **{"train.steps": 8, "eval.every_steps": 3})
     first = train(config, str(tmp_path))
     evals = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
              if json.loads(x)["kind"] == "eval"]

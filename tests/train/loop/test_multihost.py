@@ -12,7 +12,6 @@ import socket
 import subprocess
 
 import numpy as np
-
 from train_utils import cli_env, run_cli, train_cmd, train_losses, write_corpus
 
 STEPS, CKPT = 6, 3

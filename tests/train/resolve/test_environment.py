@@ -2,16 +2,11 @@
 from __future__ import annotations
 
 import pytest
-from train_utils import tiny_config, write_corpus
+from train_utils import tiny_config
 
 from jaxsparse.errors import ConfigError
 from jaxsparse.train import prepare, train
 from jaxsparse.train.resolve.environment import device_memory_limit
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def test_memory_plan_is_checked_against_the_device_unless_forced(corpus, tmp_path):

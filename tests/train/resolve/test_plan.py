@@ -7,31 +7,13 @@ import numpy as np
 import pytest
 from train_utils import (
     cli_env,
+    config_in,
     run_cli,
-    tiny_config,
     train_cmd,
-    write_corpus,
 )
 
 from jaxsparse.pruning import Schedule
 from jaxsparse.train import prepare
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("corpus"))
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory, corpus):
-    path = tmp_path_factory.mktemp("data")
-    import os
-    os.environ["JAXSPARSE_DATA_DIR"] = str(path)
-    return path
-
-
-def _config(corpus, data_dir, **kw):
-    return tiny_config(corpus, **{"data.data_dir": str(data_dir), **kw})
 
 
 def test_dry_run_prints_plan_without_training(corpus, data_dir, tmp_path):
@@ -62,12 +44,12 @@ def test_paper_config_dry_run_matches_budget():
 
 
 def test_plan_counts_only_masked_weights_and_realised_n_of_m_densities(corpus, data_dir):
-    base = prepare(_config(corpus, data_dir)).plan.to_json()
-    no_head = prepare(_config(corpus, data_dir, **{"pruning.exclude": "lm_head"})).plan.to_json()
+    base = prepare(config_in(corpus, data_dir)).plan.to_json()
+    no_head = prepare(config_in(corpus, data_dir, **{"pruning.exclude": "lm_head"})).plan.to_json()
     head = 64 * no_head["model"]["vocab_size"]
     assert no_head["params"]["prunable"] == base["params"]["prunable"] - head
     assert no_head["n_avg"] > base["n_avg"] and no_head["flops"] > base["flops"]
-    nm = prepare(_config(corpus, data_dir, **{"pruning.structure": "2:4",
+    nm = prepare(config_in(corpus, data_dir, **{"pruning.structure": "2:4",
                                               "pruning.final_sparsity": 0.5})).plan.to_json()
     from jaxsparse.pruning import realised_densities
     sched = Schedule("geometric", 0.5, 0.25, 0.75, 2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from train_utils import tiny_config, write_corpus
+from train_utils import config_in, tiny_config
 
 from jaxsparse import data as data_lib
 from jaxsparse.errors import ConfigError
@@ -13,11 +13,6 @@ from jaxsparse.pruning import average_param_count
 from jaxsparse.train import prepare
 from jaxsparse.train.resolve import config as config_lib
 from jaxsparse.train.resolve import run as run_lib
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def _counting(monkeypatch, module, name):
@@ -79,18 +74,6 @@ def test_a_checkpoints_model_is_rebuilt_by_the_runs_own_resolution(corpus):
         run_lib.resolve_saved(run.config, {"train.steps": run.steps}, "ckpt")
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory, corpus):
-    path = tmp_path_factory.mktemp("data")
-    import os
-    os.environ["JAXSPARSE_DATA_DIR"] = str(path)
-    return path
-
-
-def _config(corpus, data_dir, **kw):
-    return tiny_config(corpus, **{"data.data_dir": str(data_dir), **kw})
-
-
 @pytest.mark.parametrize("overrides, field", [
     ({"train.eps": 0.0}, "train.eps"),
     ({"pruning.structure": "2:4"}, "final_sparsity"),
@@ -101,7 +84,7 @@ def _config(corpus, data_dir, **kw):
 def test_dry_run_rejects_what_training_would(corpus, data_dir, overrides, field):
     from jaxsparse.errors import ConfigError
     with pytest.raises(ConfigError, match=field):  # bad input: exit 2 on the command line
-        prepare(_config(corpus, data_dir, **overrides), None)
+        prepare(config_in(corpus, data_dir, **overrides), None)
 
 
 def test_size_presets_are_kept_unless_a_config_sets_scan_layers_or_remat(corpus):

@@ -11,7 +11,7 @@ import importlib.util
 
 import pytest
 from jax import monitoring
-from train_utils import REPO, tiny_config, write_corpus
+from train_utils import REPO, tiny_config
 
 from jaxsparse.train import prepare, train
 from jaxsparse.train.resolve import config as config_lib
@@ -19,11 +19,6 @@ from jaxsparse.train.resolve import environment
 from jaxsparse.train.steps import compiled
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.fixture

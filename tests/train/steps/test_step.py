@@ -4,6 +4,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from train_utils import tiny_config, write_corpus
 
 from jaxsparse import data as data_lib
 from jaxsparse import models
@@ -11,7 +12,6 @@ from jaxsparse.pruning import get_masks
 from jaxsparse.train import prepare
 from jaxsparse.train.steps.state import abstract_state, create_state
 from jaxsparse.train.steps.step import make_train_step
-from train_utils import tiny_config, write_corpus
 
 STEPS = 6
 

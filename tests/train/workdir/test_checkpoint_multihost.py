@@ -9,12 +9,12 @@ import subprocess
 
 import numpy as np
 import orbax.checkpoint as ocp
+from train_utils import cli_env, flat, tiny_config, train_cmd, train_losses, write_corpus
 
 from jaxsparse import models
 from jaxsparse.train import prepare
-from jaxsparse.train.workdir.checkpoints import Checkpointer
 from jaxsparse.train.steps.state import abstract_state
-from train_utils import cli_env, flat, tiny_config, train_cmd, train_losses, write_corpus
+from jaxsparse.train.workdir.checkpoints import Checkpointer
 
 STEPS = 8
 OVERRIDES = {"train.steps": STEPS, "checkpoint.every_steps": 4, "checkpoint.async_save": False,

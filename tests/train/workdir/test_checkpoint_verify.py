@@ -12,12 +12,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from train_utils import (
+    find_key,
+    flat,
+    flip_bit,
+    garbage_meta,
+    restore_raw_state,
+    tiny_config,
+    train_losses,
+    truncate,
+    write_corpus,
+)
 
 from jaxsparse.errors import ConfigError
 from jaxsparse.train import train
 from jaxsparse.train.workdir.checksum import state_checksums
-from train_utils import (find_key, flat, flip_bit, garbage_meta, restore_raw_state, tiny_config,
-                         train_losses, truncate, write_corpus)
 
 STEPS = 24
 OVERRIDES = {"checkpoint.every_steps": 8, "checkpoint.async_save": False, "checkpoint.keep": 3,

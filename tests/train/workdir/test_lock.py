@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from train_utils import cli_env, run_cli, train_cmd, write_corpus
 
 from jaxsparse.train.workdir import layout
 from jaxsparse.train.workdir import lock as workdir_lock
 from jaxsparse.train.workdir.lock import WorkdirLocked
-from train_utils import cli_env, run_cli, train_cmd, write_corpus
 
 
 def _lock(workdir: Path, pid: int, host: str | None = None) -> Path:
