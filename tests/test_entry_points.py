@@ -15,7 +15,7 @@ from jaxsparse.errors import (EXIT_BAD_INPUT, EXIT_FAULT, EXIT_OK, ArgumentParse
 from train_utils import REPO, cli_env
 
 TINY = "configs/tiny.py"
-DATA_TINY = "tests/data_configs/tiny.py"
+DATA_TINY = "tests/assets/data_configs/tiny.py"
 
 # (id, `python -m` arguments, a word the error line must hold): one bad argument per entry point,
 # everything else the entry point requires given, so the bad argument is what is refused.

@@ -15,7 +15,7 @@ from jaxsparse.hf import card
 from jaxsparse.train.workdir import layout
 from jaxsparse.train.workdir.check import make_writable, move_previous_outputs, outputs_to_set_aside
 
-PACKAGE = Path(__file__).resolve().parent.parent / "jaxsparse"
+PACKAGE = Path(__file__).resolve().parents[3] / "jaxsparse"
 OWNER = PACKAGE / "train" / "workdir" / "layout.py"
 # (file, name): spellings outside the owner that cannot go through it, each with its reason.
 ALLOWED = {
