@@ -44,7 +44,8 @@ def dense_law(rows: list[dict[str, Any]]) -> scaling.ScalingLawFit | None:
     with one budget in tokens per parameter, D is proportional to N and A/N^α cannot be told from
     B/D^β, so the fit degenerates, e.g. E -> 0, and its predictions are not a law)."""
     dense = [r for r in rows if r.get("kind") == "dense" and float(r["final_sparsity"]) < 1e-6]
-    if len({round(float(r["d"]) / float(r["n"]), 6) for r in dense}) < 2:
+    budgets = [float(r["d"]) / float(r["n"]) for r in dense]  # tokens per parameter
+    if not budgets or max(budgets) < 1.1 * min(budgets):  # steps round D: one budget is within 10%
         return None
     try:
         return scaling.fit(np.array([float(r["n"]) for r in dense]), np.array([float(r["d"]) for r in dense]),

@@ -213,18 +213,20 @@ def test_results_of_the_full_design_from_a_known_law_in_nbar(tmp_path, design):
 
 
 def test_no_dense_law_from_one_budget_so_no_position():
-    """Dense runs at one budget in tokens per parameter (D proportional to N) cannot pin the law's
-    N and D terms apart: no law, so the pairs' position is left out rather than read off a
-    degenerate fit; a second budget gives the law back."""
-    def row(n, budget, loss):
-        return {"kind": "dense", "final_sparsity": "0.0", "n": str(n), "d": str(n * budget), "loss": str(loss)}
-    sizes = [31_000, 49_000, 71_000, 99_000, 165_000]
-    one_budget = [row(n, 200, 1.2 + 40.0 / n ** 0.5) for n in sizes]
+    """Dense runs at one budget in tokens per parameter (D proportional to N, up to the rounding of D
+    to whole steps) cannot pin the law's N and D terms apart: no law, so the pairs' position is left
+    out rather than read off a degenerate fit (E -> 0); a second budget gives the law back. The
+    numbers are the replication's dense runs at 200 tokens per parameter (results/replication/)."""
+    def row(n, d, loss):
+        return {"kind": "dense", "final_sparsity": "0.0", "n": str(n), "d": str(d), "loss": str(loss)}
+    one_budget = [row(30984, 6197248, 1.7828), row(49504, 9902080, 1.6876), row(72120, 14424064, 1.6111),
+                  row(98832, 19767296, 1.5469), row(30984, 6197248, 1.8109), row(49504, 9902080, 1.6933),
+                  row(98832, 19767296, 1.5431)]
     assert rep.dense_law(one_budget) is None
-    pair = [{"name": "dense", "kind": "dense", "loss": "1.5", "n": "31000", "d": "6200000"},
-            {"name": "sparse", "kind": "matched", "match": "dense", "loss": "1.6", "n_final": "16800",
-             "d": "6200000", "seed": "0", "pair": "p", "variant": "base", "budget": "200",
+    pair = [{"name": "dense", "kind": "dense", "loss": "1.7828", "n": "30984", "d": "6197248"},
+            {"name": "sparse", "kind": "matched", "match": "dense", "loss": "2.02", "n_final": "16800",
+             "d": "6197248", "seed": "0", "pair": "p", "variant": "base", "budget": "200",
              "final_sparsity": "0.8"}]
     assert rep.pair_groups(pair, rep.dense_law(one_budget))[0]["position"] is None
-    two_budgets = one_budget + [row(n, 50, 1.2 + 40.0 / n ** 0.5 + 0.1) for n in sizes]
-    assert rep.dense_law(two_budgets) is not None
+    quarter = [row(int(r["n"]), int(r["d"]) // 4, float(r["loss"]) + 0.15) for r in one_budget]
+    assert rep.dense_law(one_budget + quarter) is not None
