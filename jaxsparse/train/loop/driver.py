@@ -47,7 +47,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
     try:
         run = prepare(config)
         if run.grad_accum is not None and not force:
-            environment.check_memory(run.plan.memory.total)  # "auto": in _compiled, once chosen
+            environment.check_memory(run.plan.memory.total)  # "auto": once compiled
         make_writable(workdir)
         with contextlib.ExitStack() as stack:
             stack.enter_context(workdir_lock.held(workdir))  # one trainer per workdir
@@ -56,10 +56,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
                                       "metrics of an attempt that saved no checkpoint")
             ckpt = Checkpointer(workdir, run.checkpoint_keep, run.checkpoint_async)
             stack.callback(ckpt.close)
-            finished = _finished_summary(run, ckpt, workdir)
+            finished, run, steps = _finished_or_compiled(run, ckpt, workdir, force)
             if finished is not None:
                 return finished
-            run, steps = _compiled(run, force)
             session = open_session(run, workdir, ckpt, stack, steps)
             computing = True
             return session.train(stack.enter_context(Preemption()))
@@ -77,25 +76,24 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
         raise TrainingFault(_fault_message(err, workdir)) from err
 
 
-def _compiled(run: Run, force: bool) -> tuple[Run, compiled.CompiledSteps]:
-    """`run`'s steps compiled once for its mesh; "auto" decided by compiling for the local
-    devices' memory, then the memory plan of the chosen grad_accum checked (unless `force`)."""
+def _finished_or_compiled(run: Run, ckpt: Checkpointer, workdir: str, force: bool
+                          ) -> tuple[dict | None, Run, compiled.CompiledSteps | None]:
+    """What the loop needs before it starts: (summary.json, run, None) when the workdir holds this
+    run finished (its final checkpoint readable and of this run; a damaged final checkpoint is
+    left to the verified restore); else (None, run, its steps compiled once for its mesh), with
+    "auto" decided by compiling for the local devices' memory and the memory plan of the chosen
+    grad_accum checked (unless `force`)."""
+    final = ckpt.holds_final(run.steps, run.identity)  # identity checked before any write (ConfigError)
+    summary_json = layout.read_summary(workdir) if final else None
+    if summary_json is not None:
+        say(f"nothing to do: {workdir} holds a finished run ({layout.summary_path(workdir)})")
+        return summary_json, run, None
     steps = compiled.for_run(run, environment.device_bytes_limit())
     if run.grad_accum is None:
         run = with_grad_accum(run, steps.grad_accum)
         if not force:
             environment.check_memory(run.plan.memory.total)
-    return run, steps
-
-
-def _finished_summary(run: Run, ckpt: Checkpointer, workdir: str) -> dict | None:
-    """summary.json when the workdir holds this run finished (its final checkpoint readable
-    and of this run); a damaged final checkpoint is left to the verified restore."""
-    final = ckpt.holds_final(run.steps, run.identity)  # identity checked before any write (ConfigError)
-    summary_json = layout.read_summary(workdir) if final else None
-    if summary_json is not None:
-        say(f"nothing to do: {workdir} holds a finished run ({layout.summary_path(workdir)})")
-    return summary_json
+    return None, run, steps
 
 
 def _fault_message(err: BaseException, workdir: str) -> str:
