@@ -173,11 +173,10 @@ class Session:
         self.losses = losses
         bad = actions.first_non_finite(losses, norms)
         if bad is not None:
-            self.ckpt.wait()  # every checkpoint is complete before the run stops
             first = done - len(losses) + bad + 1  # its loss was computed on step first-1's params
-            self.last_good = self.ckpt.set_aside_from(first - 1, f"its parameters gave a non-"
-                                                      f"finite loss at step {first}")
-            raise actions.diverged(losses, norms, done, self.ckpt.describe(self.last_good))
+            last_good = self.ckpt.set_aside_from(first - 1, f"its parameters gave a non-finite "
+                                                 f"loss at step {first}")
+            raise actions.diverged(losses, norms, done, last_good)
         return losses, norms
 
     def record_event(self, done: int) -> None:

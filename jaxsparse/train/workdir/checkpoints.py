@@ -184,13 +184,16 @@ class Checkpointer:
         the trainer, `set_aside`, renames damaged ones aside; a reader leaves them). Collective."""
         return ckpt_fallback.newest_intact(self, abstract, ident, set_aside)
 
-    def set_aside_from(self, first: int, reason: str) -> int | None:
-        """Set aside (layout.DIVERGED_TAG) every checkpoint of step >= `first`: not good, `reason`.
-        Returns the newest remaining step (None: none). Collective."""
-        for step in [s for s in layout.saved_steps(self.workdir) if s >= first]:
-            self.set_aside(step, reason, layout.DIVERGED_TAG, "is not good")
+    def set_aside_from(self, first: int, reason: str) -> str:
+        """Once every pending save is complete, set aside (layout.DIVERGED_TAG) every checkpoint
+        of step >= `first`: not good, `reason`. Returns `describe` of the newest remaining one
+        (the last good checkpoint). Collective."""
+        self.wait()
         steps = layout.saved_steps(self.workdir)
-        return steps[-1] if steps else None
+        last_good = self.describe(max([s for s in steps if s < first], default=None))
+        for step in [s for s in steps if s >= first]:
+            self.set_aside(step, reason, layout.DIVERGED_TAG, "is not good")
+        return last_good
 
     def set_aside(self, step: int, reason: str | None, tag: str = layout.CORRUPT_TAG,
                   what: str = "is damaged") -> str:
