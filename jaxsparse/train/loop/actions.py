@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from typing import Any
 
 import jax
@@ -15,6 +16,7 @@ from jax.sharding import NamedSharding
 
 from jaxsparse import data as data_lib
 from jaxsparse.pruning.selection import named_leaves
+from jaxsparse.train.resolve.plan import train_flops_per_token
 
 
 def evaluate(eval_step, state, batches, sharding) -> float:
@@ -64,3 +66,22 @@ def diverged(losses: list[float], norms: list[float], done: int, last_good: str)
         f"training diverged: loss {losses[-1]} / grad norm {norms[-1]} is not finite by step "
         f"{done}; stopped. The last good checkpoint (its loss was finite): {last_good}; lower "
         "config.train.learning_rate (or check the data) and rerun to resume from it.")
+
+
+def train_record(s: Any, done: int, losses: list[float], norms: list[float]) -> dict:
+    """The metrics.jsonl record of the log interval ending at step `done` (`s`: the loop's
+    `Session`: its run, clock and parameter counts)."""
+    plan, now = s.run.plan, time.time()
+    tok_s = plan.tokens_per_step * (done - s.step_at_log) / max(now - s.t_log, 1e-9)
+    density = s.active / plan.params.prunable
+    tflops = train_flops_per_token(s.run.model_config, s.run.seq_len, plan.params.prunable,
+                                   density) * tok_s / 1e12
+    record = {"loss": float(sum(losses) / len(losses)), "learning_rate": float(s.lr_at(done - 1)),
+              "grad_norm": norms[-1], "tokens_per_s": tok_s,
+              "step_time_s": (now - s.t_log) / max(done - s.step_at_log, 1),
+              "density": density, "active_params": plan.params.other + s.active,
+              "n_avg_so_far": s.active_sum / done, "tflops_per_s": tflops}
+    peak = s.run.peak_tflops_per_device
+    if peak > 0:
+        record["mfu"] = tflops / (peak * jax.device_count())
+    return record

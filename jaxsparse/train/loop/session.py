@@ -1,4 +1,9 @@
-"""The live state of one training loop (`Session`) and the actions the loop takes on it.
+"""The live state of one training loop (`Session`), the loop itself and the actions it takes.
+
+After a step the loop decides what is due (`due_after`) and takes the named actions in order:
+`fetch` (metrics to host and the divergence check), `record_event` (a pruning event), `log`
+(metrics.jsonl and the console), `checkpoint` (every `checkpoint.every_steps`, and on SIGTERM),
+`evaluate`; then `finish` (final checkpoint, eval, summary.json, training.png).
 
 `open_session` builds what a run needs to step (data iterators, the train state restored or
 created on the mesh, the metrics writer) around the steps the driver compiled once
@@ -9,30 +14,61 @@ sums, over the steps done, all parameters in force (N̄ so far = active_sum / st
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import warnings
 from typing import Any
 
 import jax
+import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxsparse import data as data_lib
 from jaxsparse import models
 from jaxsparse.errors import ConfigError
 from jaxsparse.pruning import summary
-from jaxsparse.train.loop import actions
+from jaxsparse.train.loop import actions, report
 from jaxsparse.train.workdir.checkpoints import Checkpointer
-from jaxsparse.train.loop.console import Progress, say
+from jaxsparse.train.loop.console import Progress, say, startup_line
+from jaxsparse.train.loop.preemption import Preemption
+from jaxsparse.train.workdir import layout
 from jaxsparse.train.workdir.records import MetricsWriter
-from jaxsparse.train.resolve.plan import train_flops_per_token
 from jaxsparse.train.resolve.run import Run
 from jaxsparse.train.steps.compiled import CompiledSteps
 from jaxsparse.train.steps.state import create_state
 from jaxsparse.train.steps.step import active_params, model_masks
 
 
+@dataclasses.dataclass(frozen=True)
+class Due:
+    """Which actions are due after a step."""
+
+    log: bool
+    event: bool
+    checkpoint: bool
+    eval: bool
+    stop: bool
+
+    def any(self) -> bool:
+        return self.log or self.checkpoint or self.eval or self.stop
+
+
+def due_after(run: Run, done: int, preempt: Preemption) -> Due:
+    """The actions due once `done` steps are done (processes agree on `stop` at log and
+    checkpoint steps; a single process checks it at every step)."""
+    event = bool(run.schedule.is_event(done, run.steps)) and done < run.steps
+    log = done % run.log_every == 0 or done == run.steps or event
+    ckpt = bool(run.checkpoint_every and done % run.checkpoint_every == 0)
+    ev = bool(run.eval_every and done % run.eval_every == 0 and done < run.steps)
+    if jax.process_count() == 1:
+        stop = preempt.requested
+    else:
+        stop = preempt.agreed() if (log or ckpt) else False
+    return Due(log=log, event=event, checkpoint=ckpt, eval=ev, stop=stop)
+
+
 class Session:
-    """Mutable loop state plus the named actions (see jaxsparse.train.loop.driver)."""
+    """Mutable loop state, the loop (`train`) and its named actions."""
 
     def __init__(self, run: Run, workdir: str, ckpt: Checkpointer, steps: CompiledSteps):
         self.run, self.workdir, self.ckpt = run, workdir, ckpt
@@ -69,6 +105,56 @@ class Session:
                 say(f"warning: {message}")
         return masks
 
+    def train(self, preempt: Preemption) -> dict[str, Any]:
+        """The loop: one step, then the actions that are due; then `finish`. Returns summary.json
+        (process 0; {} on the others), or {"preempted_at": step} after a SIGTERM."""
+        self.redo_missing_eval()  # killed between a checkpoint and its eval record
+        for step in range(self.start, self.run.steps):
+            self.advance()
+            done = step + 1
+            due = due_after(self.run, done, preempt)
+            if due.any() and self.act(done, due):
+                return {"preempted_at": done}
+        return self.finish()
+
+    def act(self, done: int, due: Due) -> bool:
+        """Take the actions `due` after step `done`; True when stopped by a SIGTERM."""
+        losses, norms = self.fetch(done)
+        if due.event:
+            self.record_event(done)
+        self.log(done, losses, norms, echo=due.log or due.stop)
+        if due.checkpoint or due.stop:  # before any eval: a preempted run has little time left
+            self.checkpoint(done, force=due.stop)
+        if due.stop:
+            say(f"SIGTERM: checkpoint saved at step {done}; rerun the same command to resume")
+            return True
+        if due.eval:
+            self.evaluate(done)
+        self.restart_clock(done)  # eval and checkpoint time not in tokens/s
+        return False
+
+    def finish(self) -> dict[str, Any]:
+        """Final checkpoint and eval, then summary.json and training.png (process 0)."""
+        run, steps = self.run, self.run.steps
+        if self.last_good != steps:
+            self.checkpoint(steps, force=True)
+        eval_loss = self.evaluate(steps)
+        self.ckpt.wait()
+        n_prunable, n_other = run.plan.params.prunable, run.plan.params.other
+        final_active = n_prunable if self.dense else summary(self.masks()).active
+        final = {"n_avg_realised": self.active_sum / steps, "n_final": n_other + final_active,
+                 "final_sparsity": 1.0 - final_active / n_prunable,
+                 "final_train_loss": float(np.mean(self.losses)) if self.losses else None,
+                 "final_eval_loss": eval_loss}
+        if jax.process_index() != 0:
+            return {}
+        result = report.write_summary(self.workdir, run.config, run.plan, final)
+        if run.plots:
+            report.plot_run(self.workdir)
+        say(f"done: eval loss {eval_loss:.4f}, sparsity {final['final_sparsity']:.4f}; "
+            f"summary in {layout.summary_path(self.workdir)}")
+        return result
+
     def advance(self) -> None:
         """One train step on the next batch (asynchronous: metrics stay on device)."""
         batch = data_lib.to_global_batch(next(self.train_iter), self.batch_sharding)
@@ -87,11 +173,10 @@ class Session:
         self.losses = losses
         bad = actions.first_non_finite(losses, norms)
         if bad is not None:
-            self.ckpt.wait()  # every checkpoint is complete before the run stops
             first = done - len(losses) + bad + 1  # its loss was computed on step first-1's params
-            self.last_good = self.ckpt.set_aside_from(first - 1, f"its parameters gave a non-"
-                                                      f"finite loss at step {first}")
-            raise actions.diverged(losses, norms, done, self.ckpt.describe(self.last_good))
+            last_good = self.ckpt.set_aside_from(first - 1, f"its parameters gave a non-finite "
+                                                 f"loss at step {first}")
+            raise actions.diverged(losses, norms, done, last_good)
         return losses, norms
 
     def record_event(self, done: int) -> None:
@@ -105,7 +190,7 @@ class Session:
 
     def log(self, done: int, losses: list[float], norms: list[float], echo: bool) -> None:
         """The train record to metrics.jsonl; the console line when `echo` (process 0)."""
-        record = train_record(self, done, losses, norms)
+        record = actions.train_record(self, done, losses, norms)
         self.writer.write("train", done, record)
         if echo:
             self.progress.log(done, record["loss"], record["density"], record["tokens_per_s"])
@@ -144,33 +229,14 @@ def _agreed(flag: bool) -> bool:
     """Process 0's `flag`, on every process."""
     if jax.process_count() == 1:
         return flag
-    import numpy as np
     from jax.experimental import multihost_utils
     return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
-
-
-def train_record(s: Session, done: int, losses: list[float], norms: list[float]) -> dict:
-    """The metrics.jsonl record of the log interval ending at step `done`."""
-    plan, now = s.run.plan, time.time()
-    tok_s = plan.tokens_per_step * (done - s.step_at_log) / max(now - s.t_log, 1e-9)
-    density = s.active / plan.params.prunable
-    tflops = train_flops_per_token(s.run.model_config, s.run.seq_len, plan.params.prunable,
-                                   density) * tok_s / 1e12
-    record = {"loss": float(sum(losses) / len(losses)), "learning_rate": float(s.lr_at(done - 1)),
-              "grad_norm": norms[-1], "tokens_per_s": tok_s,
-              "step_time_s": (now - s.t_log) / max(done - s.step_at_log, 1),
-              "density": density, "active_params": plan.params.other + s.active,
-              "n_avg_so_far": s.active_sum / done, "tflops_per_s": tflops}
-    peak = s.run.peak_tflops_per_device
-    if peak > 0:
-        record["mfu"] = tflops / (peak * jax.device_count())
-    return record
 
 
 def open_session(run: Run, workdir: str, ckpt: Checkpointer, stack: contextlib.ExitStack,
                  steps: CompiledSteps) -> Session:
     """A Session at the latest checkpoint (or step 0) that calls `steps` (compiled for `run`);
-    its resources close with `stack`."""
+    its resources close with `stack`. Prints the startup line."""
     seq, abstract, shardings = run.seq_len, steps.abstract, steps.shardings
     s = Session(run, workdir, ckpt, steps)
     s.train_iter = data_lib.make_train_iterator(run.data, seq_len=seq, seed=run.seed,
@@ -207,4 +273,5 @@ def open_session(run: Run, workdir: str, ckpt: Checkpointer, stack: contextlib.E
         if s.start == 0 and run.schedule.is_event(0, run.steps):  # an event applied in init
             s.record_event(0)
     s.t_log = time.time()
+    say(startup_line(run, workdir, s.start))
     return s

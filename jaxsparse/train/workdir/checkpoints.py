@@ -62,16 +62,17 @@ class Checkpointer:
     def read_meta(self, step: int) -> dict:
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
-    def check_compatible(self, step: int, ident: dict, meta: dict | None = None) -> None:
-        """Raise ConfigError if checkpoint `step` belongs to a different model or pruning config."""
-        saved = (meta if meta is not None else self.read_meta(step)).get("identity", {})
+    def _identity_error(self, step: int, ident: dict | None, meta: dict) -> ConfigError | None:
+        """The ConfigError to raise if checkpoint `step` (its `meta`) belongs to a different model
+        or pruning config than `ident` (None: not checked)."""
+        saved = meta.get("identity", {})
         diffs = [f"config.{key}: checkpoint has {saved.get(key)!r}, this run has {value!r}"
-                 for key, value in ident.items() if saved.get(key) != value]
-        if diffs:
-            raise ConfigError(
-                f"the workdir's checkpoint {self.path(step)} is from a different run and "
-                "was left untouched; use a new --workdir, or the same config:\n  "
-                + "\n  ".join(diffs))
+                 for key, value in (ident or {}).items() if saved.get(key) != value]
+        if not diffs:
+            return None
+        return ConfigError(
+            f"the workdir's checkpoint {self.path(step)} is from a different run and "
+            "was left untouched; use a new --workdir, or the same config:\n  " + "\n  ".join(diffs))
 
     def holds_final(self, steps: int, ident: dict) -> bool:
         """Whether the newest checkpoint is the final one (step `steps`) of this run, with
@@ -80,10 +81,9 @@ class Checkpointer:
         if self.latest_step() != steps:
             return False
         try:
-            meta = self._verified_meta(steps)
+            self._verified_meta(steps, ident)
         except DamagedCheckpoint:  # not a finished run we can vouch for
             return False
-        self.check_compatible(steps, ident, meta)
         return True
 
     def save(self, step: int, state: TrainState, data_state: dict, meta: dict,
@@ -117,9 +117,7 @@ class Checkpointer:
             raise ConfigError(f"checkpoint {self.path(step)} (step {step}): permission denied "
                               f"reading {denied}; it was not set aside. Give this user read "
                               f"access (e.g. chmod -R u+rX {self.path(step)}) and rerun")
-        meta = self._verified_meta(step)
-        if ident is not None:
-            self.check_compatible(step, ident, meta)
+        meta = self._verified_meta(step, ident)
         target = abstract(meta) if callable(abstract) else abstract  # its errors are not damage
         try:
             state, data = self.restore(step, target)
@@ -144,9 +142,10 @@ class Checkpointer:
         self.verified.add(step)
         return Restored(step, state, data, meta)
 
-    def _verified_meta(self, step: int) -> dict:
+    def _verified_meta(self, step: int, ident: dict | None) -> dict:
         """The meta of `step`, its own checksum verified (everything a resume or a read uses:
-        identity, config, progress); DamagedCheckpoint if unreadable or changed."""
+        identity, config, progress); DamagedCheckpoint if unreadable or changed, then ConfigError
+        if it belongs to another run than `ident` (None: not checked)."""
         try:
             meta = self.read_meta(step)
             if not isinstance(meta, dict):
@@ -154,18 +153,19 @@ class Checkpointer:
         except Exception as err:  # noqa: BLE001 - any unreadable metadata is damage
             raise DamagedCheckpoint(f"its metadata cannot be read ({type(err).__name__}: "
                                     f"{short(err)})") from err
+        other_run = self._identity_error(step, ident, meta)  # raised once the meta is verified
         sums = meta.get("checksums")
         if not isinstance(sums, dict):
             warn(f"checkpoint {self.path(step)} (step {step}) has no checksums (written by an "
                   "older jaxsparse): restored without verification")
-            return meta
-        rest = {k: v for k, v in meta.items() if k != "checksums"}
-        if "meta" not in sums:
+        elif "meta" not in sums:
             warn(f"checkpoint {self.path(step)} (step {step}) has no checksum of its metadata: its "
                  "config, identity and progress are used unverified")
-        elif sums["meta"] != checksum.json_checksum(rest):
+        elif sums["meta"] != checksum.json_checksum({k: v for k, v in meta.items() if k != "checksums"}):
             raise DamagedCheckpoint("checksum mismatch in meta (its config, identity or progress "
                                     "was changed)")
+        if other_run is not None:
+            raise other_run
         return meta
 
     def restore_step(self, step: int, abstract: Abstract, ident: dict | None = None) -> Restored:
@@ -184,13 +184,16 @@ class Checkpointer:
         the trainer, `set_aside`, renames damaged ones aside; a reader leaves them). Collective."""
         return ckpt_fallback.newest_intact(self, abstract, ident, set_aside)
 
-    def set_aside_from(self, first: int, reason: str) -> int | None:
-        """Set aside (layout.DIVERGED_TAG) every checkpoint of step >= `first`: not good, `reason`.
-        Returns the newest remaining step (None: none). Collective."""
-        for step in [s for s in layout.saved_steps(self.workdir) if s >= first]:
-            self.set_aside(step, reason, layout.DIVERGED_TAG, "is not good")
+    def set_aside_from(self, first: int, reason: str) -> str:
+        """Once every pending save is complete, set aside (layout.DIVERGED_TAG) every checkpoint
+        of step >= `first`: not good, `reason`. Returns `describe` of the newest remaining one
+        (the last good checkpoint). Collective."""
+        self.wait()
         steps = layout.saved_steps(self.workdir)
-        return steps[-1] if steps else None
+        last_good = self.describe(max([s for s in steps if s < first], default=None))
+        for step in [s for s in steps if s >= first]:
+            self.set_aside(step, reason, layout.DIVERGED_TAG, "is not good")
+        return last_good
 
     def set_aside(self, step: int, reason: str | None, tag: str = layout.CORRUPT_TAG,
                   what: str = "is damaged") -> str:
