@@ -67,3 +67,10 @@ def flops_per_token(config: ModelConfig, seq_len: int, density: float = 1.0) -> 
         raise ValueError(f"density={density!r}: must be a number in [0, 1] (fraction of prunable weights kept)")
     linear = 6.0 * float(density) * param_counts(config)["prunable"]
     return int(round(linear)) + attention_flops_per_token(config, seq_len)
+
+
+def train_flops_per_token(config: ModelConfig, seq_len: int, n_masked: int, density: float) -> float:
+    """Sparsity-aware training FLOPs per token of a run that masks `n_masked` weights (its pruning
+    patterns' choice) at `density` (fraction of them kept): `flops_per_token` dense, less 6 x the
+    pruned weights."""
+    return flops_per_token(config, seq_len) - 6.0 * (1.0 - density) * n_masked

@@ -1,12 +1,17 @@
-"""The measurements the loop's actions take: eval loss, per-layer sparsity, the train record.
+"""What the loop measures after a step, in one call (`after_step`): the metrics fetched to
+host and their divergence check, the pruning-event record (total and per-layer densities), the
+train record, the eval loss; returned as a `StepOutcome` (records to write, console lines to print)
+that the session hands to the records, the checkpointer and the console in that order.
 
-Pure helpers (no loop state): each takes what it measures and returns plain numbers.
+The helpers below it are pure: each takes what it measures and returns plain numbers.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
+import warnings
 from typing import Any
 
 import jax
@@ -15,8 +20,106 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from jaxsparse import data as data_lib
+from jaxsparse.pruning import summary
 from jaxsparse.pruning.selection import named_leaves
-from jaxsparse.train.resolve.plan import train_flops_per_token
+from jaxsparse.models.accounting import train_flops_per_token
+from jaxsparse.train.steps.step import model_masks
+
+LAST_GOOD = "<last good checkpoint>"  # filled in by the session once the checkpointer says which
+
+
+@dataclasses.dataclass(frozen=True)
+class Due:
+    """Which actions are due after a step (`redo`: only the eval of the resume step, whose record
+    a run stopped between its checkpoint and that record never wrote)."""
+
+    log: bool
+    event: bool
+    checkpoint: bool
+    eval: bool
+    stop: bool
+    redo: bool = False
+
+    def any(self) -> bool:
+        return self.log or self.event or self.checkpoint or self.eval or self.stop
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOutcome:
+    """What `after_step` measured after step `done`. records: (kind, step, values) for metrics.jsonl in
+    order; lines: console lines before the progress line (the redo note, warnings); active: prunable weights in
+    force; losses: the interval's train losses; eval_loss: None when no eval was due (over
+    `eval_batches` batches); train: the train record (None: no step since the last). On a
+    non-finite loss: `first_bad` is the step whose loss was not finite (its parameters are those
+    of step first_bad - 1), `divergence` the error text with LAST_GOOD to fill, records empty."""
+
+    records: list[tuple[str, int, dict]]
+    lines: list[str]
+    active: int
+    losses: list[float]
+    eval_loss: float | None = None
+    eval_batches: int = 0
+    train: dict | None = None
+    first_bad: int | None = None
+    divergence: str | None = None
+
+
+def after_step(s: Any, done: int, due: Due, pending: list) -> StepOutcome:
+    """Measure what `due` asks after step `done` (`s`: the loop's Session: its state, run, eval
+    batches and counts; `pending`: the device metrics of the steps since the last fetch; none
+    at the resume step). What other rooms give (the masks of an event step, their leaves'
+    names, the FLOPs per token at the density in force) is read first; a non-finite loss stops
+    the measuring."""
+    masks, lines = masks_of(s) if due.event else (None, [])
+    named = named_leaves(masks) if masks is not None else []
+    active = summary(masks).active if masks is not None else s.active
+    plan = s.run.plan
+    flops = train_flops_per_token(s.run.model_config, s.run.seq_len, plan.params.prunable,
+                                  active / plan.params.prunable)
+    fetched = jax.device_get(pending)
+    losses = [float(m["loss"]) for m in fetched] or s.losses
+    norms = [float(m["grad_norm"]) for m in fetched]
+    bad = first_non_finite(losses, norms) if fetched else None
+    if bad is not None:
+        first = done - len(losses) + bad + 1  # its loss was computed on step first-1's params
+        return StepOutcome([], [], s.active, losses, first_bad=first,
+                           divergence=diverged(losses, norms, done, LAST_GOOD))
+    if due.redo:
+        lines.insert(0, f"redoing the eval of step {done}: its record is missing (the run was "
+                        "stopped after the checkpoint, before the eval)")
+    records = []
+    if masks is not None:
+        records.append(("pruning_event", done, event_record(s.run, done, named, active, s.replicated)))
+    train = train_record(s, done, losses, norms, active, flops) if fetched else None
+    if train is not None:
+        records.append(("train", done, train))
+    eval_loss = evaluate(s.eval_step, s.state, s.eval_batches, s.batch_sharding) if due.eval else None
+    if eval_loss is not None:
+        records.append(("eval", done, {"eval_loss": eval_loss}))
+    return StepOutcome(records, lines, active, losses, eval_loss, s.run.eval_batches, train)
+
+
+def masks_of(s: Any) -> tuple[Any, list[str]]:
+    """(the masks collection of the session's state; the pruning checks' new warnings as console
+    lines). A warning already printed (kept in `s.warned`) is not repeated."""
+    with warnings.catch_warnings(record=True) as found:
+        warnings.simplefilter("always")
+        masks = model_masks(s.state.opt_state)
+    lines = []
+    for message in dict.fromkeys(str(w.message) for w in found):
+        if message not in s.warned:
+            s.warned.add(message)
+            lines.append(f"warning: {message}")
+    return masks, lines
+
+
+def event_record(run: Any, done: int, named: list, active: int, replicated: NamedSharding) -> dict:
+    """The pruning_event record of step `done` (`run`: the resolved Run; `named`: the masks'
+    (names, mask) leaves, `named_leaves`; `active`: their kept weights): density, scheduled
+    density and per-layer sparsity."""
+    return {"density": active / run.plan.params.prunable,
+            "scheduled_density": float(run.schedule.density_at(done, run.steps)),
+            "per_layer_sparsity": layer_sparsity(named, replicated)}
 
 
 def evaluate(eval_step, state, batches, sharding) -> float:
@@ -27,9 +130,14 @@ def evaluate(eval_step, state, batches, sharding) -> float:
 
 
 def per_layer_sparsity(masks: Any, replicated: NamedSharding) -> dict[str, float]:
-    """Sparsity per mask; a kernel stacked by nn.scan (rank >= 3) gets one entry per layer,
-    named ``path[i]``."""
-    flat = [("/".join(names), m) for names, m in named_leaves(masks)]
+    """Sparsity per mask of a masks collection; a kernel stacked by nn.scan (rank >= 3) gets one
+    entry per layer, named ``path[i]``."""
+    return layer_sparsity(named_leaves(masks), replicated)
+
+
+def layer_sparsity(named: list, replicated: NamedSharding) -> dict[str, float]:
+    """`per_layer_sparsity` of the masks' (names, mask) leaves (`named_leaves`)."""
+    flat = [("/".join(names), m) for names, m in named]
     counts = _kept_counter(replicated)([m for _, m in flat])
     out = {}
     for (path, m), c in zip(flat, jax.device_get(counts)):
@@ -60,26 +168,27 @@ def first_non_finite(losses: list[float], norms: list[float]) -> int | None:
     return None
 
 
-def diverged(losses: list[float], norms: list[float], done: int, last_good: str) -> FloatingPointError:
-    """The divergence error: `last_good` describes the newest checkpoint whose loss was finite."""
-    return FloatingPointError(
+def diverged(losses: list[float], norms: list[float], done: int, last_good: str) -> str:
+    """The divergence error's text: `last_good` describes the newest checkpoint whose loss was finite."""
+    return (
         f"training diverged: loss {losses[-1]} / grad norm {norms[-1]} is not finite by step "
         f"{done}; stopped. The last good checkpoint (its loss was finite): {last_good}; lower "
         "config.train.learning_rate (or check the data) and rerun to resume from it.")
 
 
-def train_record(s: Any, done: int, losses: list[float], norms: list[float]) -> dict:
+def train_record(s: Any, done: int, losses: list[float], norms: list[float], active: int,
+                 flops_per_token: float) -> dict:
     """The metrics.jsonl record of the log interval ending at step `done` (`s`: the loop's
-    `Session`: its run, clock and parameter counts)."""
+    `Session`: its run, clock and N̄ so far; `active`: prunable weights in force;
+    `flops_per_token`: training FLOPs per token at that density, `train_flops_per_token`)."""
     plan, now = s.run.plan, time.time()
     tok_s = plan.tokens_per_step * (done - s.step_at_log) / max(now - s.t_log, 1e-9)
-    density = s.active / plan.params.prunable
-    tflops = train_flops_per_token(s.run.model_config, s.run.seq_len, plan.params.prunable,
-                                   density) * tok_s / 1e12
-    record = {"loss": float(sum(losses) / len(losses)), "learning_rate": float(s.lr_at(done - 1)),
+    density = active / plan.params.prunable
+    tflops = flops_per_token * tok_s / 1e12
+    record = {"loss": float(sum(losses) / len(losses)), "learning_rate": float(s.run.learning_rate(done - 1)),
               "grad_norm": norms[-1], "tokens_per_s": tok_s,
               "step_time_s": (now - s.t_log) / max(done - s.step_at_log, 1),
-              "density": density, "active_params": plan.params.other + s.active,
+              "density": density, "active_params": plan.params.other + active,
               "n_avg_so_far": s.active_sum / done, "tflops_per_s": tflops}
     peak = s.run.peak_tflops_per_device
     if peak > 0:

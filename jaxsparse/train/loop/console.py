@@ -78,3 +78,29 @@ class Progress:
 
     def log(self, *args: Any) -> None:
         say(self.line(*args))
+
+    def opened(self, resumed: str | None, startup: str) -> None:
+        """The lines of a session opening: where it resumed (None: from scratch), the startup line."""
+        for line in [*([resumed] if resumed else []), startup]:
+            say(line)
+
+    def report(self, done: int, due: Any, out: Any, first_done: tuple[int, float] | None,
+               checkpoint: str, finished: str | None = None) -> None:
+        """The lines after step `done` (`due`: the loop's `Due`; `out`: its `StepOutcome`): new
+        warnings, the progress line (log steps and SIGTERM), the checkpoint saved to
+        `checkpoint`, the SIGTERM stop, the eval, then `finished` (the run's last line).
+        `first_done`: (step, time) the first step of this process completed, the ETA's origin."""
+        if first_done is not None:
+            self.started(*first_done)
+        for line in out.lines:
+            say(line)
+        if out.train is not None and (due.log or due.stop):
+            self.log(done, out.train["loss"], out.train["density"], out.train["tokens_per_s"])
+        if due.checkpoint or due.stop:
+            say(f"checkpoint: saving step {done} to {checkpoint}")
+        if due.stop:
+            say(f"SIGTERM: checkpoint saved at step {done}; rerun the same command to resume")
+        if out.eval_loss is not None:
+            say(f"eval at step {done}: loss {out.eval_loss:.4f} over {out.eval_batches} batches")
+        if finished:
+            say(finished)

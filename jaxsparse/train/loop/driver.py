@@ -1,10 +1,9 @@
 """The training loop of one resolved `Run`: named actions around the jitted sharded step.
 
 `train(config, workdir)` resolves the run (`prepare`: everything checked before any compute),
-compiles its steps once, opens a `Session` at the latest complete checkpoint in
-WORKDIR/checkpoints and hands it the loop (`Session.train`, which names the actions taken after a
-step). An ExitStack closes the metrics writer, the checkpointer and the data iterator on every
-exit path.
+restores the newest intact checkpoint in WORKDIR/checkpoints (or finds the run finished),
+compiles its steps once, opens a `Session` there and hands it the loop (`Session.train`). An
+ExitStack closes the metrics writer, the checkpointer and the data iterator on every exit path.
 """
 from __future__ import annotations
 
@@ -24,7 +23,9 @@ from jaxsparse.train.workdir.checkpoints import Checkpointer
 from jaxsparse.train.loop.console import say
 from jaxsparse.train.loop.preemption import Preemption
 from jaxsparse.train.resolve.run import Run, prepare, with_grad_accum
+from jaxsparse import models
 from jaxsparse.train.steps import compiled
+from jaxsparse.train.steps.state import abstract_state
 from jaxsparse.train.loop.session import open_session
 
 
@@ -43,25 +44,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
     outputs aside; `force`: skip the memory check. Raises ConfigError (bad input, nothing
     computed), FloatingPointError (diverged) or TrainingFault (I/O fault after compute)."""
     created = not os.path.exists(workdir)  # removed again (if still empty) on bad input
-    computing = False
+    computing = [False]
     try:
         run = prepare(config)
         if run.grad_accum is not None and not force:
             environment.check_memory(run.plan.memory.total)  # "auto": once compiled
         make_writable(workdir)
         with contextlib.ExitStack() as stack:
-            stack.enter_context(workdir_lock.held(workdir))  # one trainer per workdir
-            if outputs_to_set_aside(workdir, restart):  # outputs no checkpoint resumes
-                move_previous_outputs(workdir, "--restart" if restart else
-                                      "metrics of an attempt that saved no checkpoint")
-            ckpt = Checkpointer(workdir, run.checkpoint_keep, run.checkpoint_async)
-            stack.callback(ckpt.close)
-            finished, run, steps = _finished_or_compiled(run, ckpt, workdir, force)
-            if finished is not None:
-                return finished
-            session = open_session(run, workdir, ckpt, stack, steps)
-            computing = True
-            return session.train(stack.enter_context(Preemption()))
+            return _train_in(run, workdir, stack, restart, force, computing)
     except ConfigError:
         if created:  # bad input writes nothing: not even the workdir this call made
             with contextlib.suppress(OSError):
@@ -70,30 +60,40 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
     except FloatingPointError:
         raise
     except Exception as err:  # noqa: BLE001 - after compute started, every fault is reported
-        if not computing:
+        if not computing[0]:
             raise
         logging.info("training fault", exc_info=True)  # the traceback, with --verbosity=0
         raise TrainingFault(_fault_message(err, workdir)) from err
 
 
-def _finished_or_compiled(run: Run, ckpt: Checkpointer, workdir: str, force: bool
-                          ) -> tuple[dict | None, Run, compiled.CompiledSteps | None]:
-    """What the loop needs before it starts: (summary.json, run, None) when the workdir holds this
-    run finished (its final checkpoint readable and of this run; a damaged final checkpoint is
-    left to the verified restore); else (None, run, its steps compiled once for its mesh), with
-    "auto" decided by compiling for the local devices' memory and the memory plan of the chosen
-    grad_accum checked (unless `force`)."""
-    final = ckpt.holds_final(run.steps, run.identity)  # identity checked before any write (ConfigError)
-    summary_json = layout.read_summary(workdir) if final else None
-    if summary_json is not None:
+def _train_in(run: Run, workdir: str, stack: contextlib.ExitStack, restart: bool, force: bool,
+              computing: list[bool]) -> dict[str, Any]:
+    """`train` once the run is resolved and the workdir writable, its resources closed by
+    `stack`: lock the workdir, set aside outputs no checkpoint resumes, find where to start (a
+    finished run: its summary.json; else the newest intact checkpoint, restored before
+    anything is compiled), compile the steps once (deciding "auto" and checking its memory plan
+    unless `force`), then hand the loop to a Session. `computing[0]` is set once steps run."""
+    stack.enter_context(workdir_lock.held(workdir))  # one trainer per workdir
+    if outputs_to_set_aside(workdir, restart):  # outputs no checkpoint resumes
+        move_previous_outputs(workdir, "--restart" if restart else
+                              "metrics of an attempt that saved no checkpoint")
+    summary_json = layout.read_summary(workdir)
+    state = abstract_state(run.model, run.tx, run.mesh, models.DEFAULT_RULES, run.seq_len)
+    ckpt = Checkpointer(workdir, run.checkpoint_keep, run.checkpoint_async)
+    stack.callback(ckpt.close)
+    finished, restored = ckpt.resume_point(state[0], run.identity,
+                                           run.steps if summary_json is not None else None)
+    if finished:
         say(f"nothing to do: {workdir} holds a finished run ({layout.summary_path(workdir)})")
-        return summary_json, run, None
-    steps = compiled.for_run(run, environment.device_bytes_limit())
+        return summary_json
+    steps = compiled.for_run(run, environment.device_bytes_limit(), state)
     if run.grad_accum is None:
         run = with_grad_accum(run, steps.grad_accum)
         if not force:
             environment.check_memory(run.plan.memory.total)
-    return None, run, steps
+    session = open_session(run, workdir, ckpt, stack, steps, restored)
+    computing[0] = True
+    return session.train(stack.enter_context(Preemption()))
 
 
 def _fault_message(err: BaseException, workdir: str) -> str:

@@ -5,11 +5,25 @@ import json
 import os
 from typing import Any
 
+import jax
 import ml_collections
 
 from jaxsparse.train.workdir import layout
-from jaxsparse.train.workdir.records import read_records
 from jaxsparse.train.resolve.plan import Plan
+
+
+def finish(workdir: str, run: Any, final: dict[str, Any], records: list[dict[str, Any]]
+           ) -> tuple[dict[str, Any], str | None]:
+    """The end of a run (process 0): summary.json (`write_summary` of `run`'s config and plan
+    with `final`) and, when `run.plots`, training.png of `records` (metrics.jsonl's). Returns
+    (summary.json, the console's last line); ({}, None) on other processes."""
+    if jax.process_index() != 0:
+        return {}, None
+    result = write_summary(workdir, run.config, run.plan, final)
+    if run.plots:
+        plot_run(workdir, records)
+    return result, (f"done: eval loss {final['final_eval_loss']:.4f}, sparsity "
+                    f"{final['final_sparsity']:.4f}; summary in {layout.summary_path(workdir)}")
 
 
 def write_summary(workdir: str, config: ml_collections.ConfigDict, plan: Plan,
@@ -40,13 +54,13 @@ def write_summary(workdir: str, config: ml_collections.ConfigDict, plan: Plan,
     return summary
 
 
-def plot_run(workdir: str) -> str:
-    """training.png: loss (train and eval), density and active parameters against step."""
+def plot_run(workdir: str, records: list[dict[str, Any]]) -> str:
+    """WORKDIR/training.png: loss (train and eval), density and active parameters against step,
+    from `records` (metrics.jsonl's, `jaxsparse.train.workdir.records`)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = read_records(workdir)
     train = [r for r in records if r["kind"] == "train"]
     evals = [r for r in records if r["kind"] == "eval"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from jaxsparse import models
+from jaxsparse.models.accounting import train_flops_per_token  # noqa: F401 - also this room's name
 from jaxsparse.pruning import Schedule, realised_densities
 
 EVENTS_SHOWN = 50
@@ -134,12 +135,6 @@ def param_counts(abstract_params: Any, prunable_flags: list[bool]) -> ParamCount
                     if getattr(path[0], "key", None) == "embed")
     return ParamCounts(total=sum(sizes), embedding=embedding,
                        prunable=sum(n for n, f in zip(sizes, prunable_flags) if f))
-
-
-def train_flops_per_token(model_cfg: models.ModelConfig, seq_len: int, n_masked: int,
-                          density: float) -> float:
-    """Sparsity-aware training FLOPs per token: the dense count less 6 x the pruned weights."""
-    return models.flops_per_token(model_cfg, seq_len) - 6.0 * (1.0 - density) * n_masked
 
 
 def schedule_plan(schedule: Schedule, steps: int, structure: str | None) -> SchedulePlan:

@@ -119,12 +119,15 @@ def _say(progress: Callable[[str], None] | None, message: str) -> None:
 
 
 def search(run: Any, mesh: Any, hbm: int | None, tries: list[int], with_eval: bool = True,
-           progress: Callable[[str], None] | None = None) -> CompiledSteps:
+           progress: Callable[[str], None] | None = None, state: tuple[Any, Any] | None = None
+           ) -> CompiledSteps:
     """Compile with each train.grad_accum in `tries` in turn; stop at the first whose steps fit `hbm`
     bytes per device (None: no limit known, the first fits). Returns the last compiled (the first
-    that fits, else the last tried), with `tried` = [{grad_accum, fits, compile_s}]."""
+    that fits, else the last tried), with `tried` = [{grad_accum, fits, compile_s}]. `state`: the
+    (abstract TrainState, shardings) on `mesh` when the caller has them (`abstract_state`)."""
     tried: list[dict[str, Any]] = []
-    state = abstract_state(run.model, run.tx, mesh, models.DEFAULT_RULES, run.seq_len)  # same for every accum
+    if state is None:  # the same for every accum
+        state = abstract_state(run.model, run.tx, mesh, models.DEFAULT_RULES, run.seq_len)
     for accum in tries:
         _say(progress, f"compiling with grad_accum={accum} ...")
         start = time.time()
@@ -137,17 +140,18 @@ def search(run: Any, mesh: Any, hbm: int | None, tries: list[int], with_eval: bo
     return dataclasses.replace(steps, tried=tried)
 
 
-def for_run(run: Any, limit: int | None) -> CompiledSteps:
+def for_run(run: Any, limit: int | None, state: tuple[Any, Any] | None = None) -> CompiledSteps:
     """The steps the trainer runs, compiled once for `run`'s mesh: with `run.grad_accum`, or for
     "auto" (None) the fewest micro-batches whose steps fit `limit` bytes per device (the local
-    devices' memory; None on the CPU: 1 micro-batch, compiled once). Raises ConfigError when the
-    compiler refuses the chosen steps for lack of memory."""
+    devices' memory; None on the CPU: 1 micro-batch, compiled once). `state`: `search`'s. Raises
+    ConfigError when the compiler refuses the chosen steps for lack of memory."""
     if run.grad_accum is not None:
         tries = [run.grad_accum]
     else:
         tries = accum_candidates(run.batch_size, run.mesh.shape["data"] * run.mesh.shape["fsdp"]) or [1]
     say = (lambda m: print(m, flush=True)) if run.grad_accum is None and limit else None
-    steps = search(run, run.mesh, limit if len(tries) > 1 else None, tries, progress=say)
+    steps = search(run, run.mesh, limit if len(tries) > 1 else None, tries, progress=say,
+                   state=state)
     for name, exe in (("train", steps.train), ("eval", steps.eval)):
         if exe is None:  # the compiler's out-of-memory refusal: bad input, before any compute
             raise ConfigError(f"the {name} step does not fit these devices' memory "

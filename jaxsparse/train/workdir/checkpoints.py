@@ -86,10 +86,26 @@ class Checkpointer:
             return False
         return True
 
-    def save(self, step: int, state: TrainState, data_state: dict, meta: dict,
-             force: bool = False) -> None:
-        """Save `state`, `data_state` and `meta` (+ the checksums of all three) as step `step`.
-        Collective: every process calls it."""
+    def resume_point(self, abstract: Abstract, ident: dict, final_step: int | None
+                     ) -> tuple[bool, Restored | None]:
+        """Where the trainer starts: (True, None) when the newest checkpoint is `final_step`'s, of
+        this run, with readable metadata (a finished run; `final_step` None: not asked), else
+        (False, the newest intact checkpoint restored and verified, or None: step 0). Damaged
+        checkpoints are set aside; ConfigError when the workdir holds another run's checkpoint
+        (nothing is changed) or every checkpoint is damaged. Collective."""
+        if final_step is not None and self.holds_final(final_step, ident):
+            return True, None
+        try:
+            return False, ckpt_fallback.newest_intact(self, abstract, ident, set_aside=True)
+        except ConfigError:
+            raise
+        except ValueError as err:  # arrays of another shape: another run's checkpoint
+            raise ConfigError(str(err)) from err
+
+    def save_step(self, step: int, state: TrainState, data_state: dict, meta: dict,
+                  force: bool = False, wait: bool = False) -> None:
+        """Save `state`, `data_state` and `meta` (+ the checksums of all three) as step `step`;
+        with `wait`, return once it is complete. Collective: every process calls it."""
         meta = json.loads(json.dumps(meta, default=str))
         sums = {"state": checksum.state_checksums(state), "data": checksum.json_checksum(data_state),
                 "meta": checksum.json_checksum(meta)}
@@ -98,6 +114,8 @@ class Checkpointer:
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
             meta=ocp.args.JsonSave(meta)), force=force)
+        if wait:
+            self.manager.wait_until_finished()
 
     def restore(self, step: int, abstract: TrainState) -> tuple[TrainState, dict]:
         """(state placed by `abstract`'s shardings, data-iterator state), not verified."""
@@ -183,17 +201,6 @@ class Checkpointer:
         """The newest checkpoint that verifies, or None if the workdir has none (ckpt_fallback:
         the trainer, `set_aside`, renames damaged ones aside; a reader leaves them). Collective."""
         return ckpt_fallback.newest_intact(self, abstract, ident, set_aside)
-
-    def set_aside_from(self, first: int, reason: str) -> str:
-        """Once every pending save is complete, set aside (layout.DIVERGED_TAG) every checkpoint
-        of step >= `first`: not good, `reason`. Returns `describe` of the newest remaining one
-        (the last good checkpoint). Collective."""
-        self.wait()
-        steps = layout.saved_steps(self.workdir)
-        last_good = self.describe(max([s for s in steps if s < first], default=None))
-        for step in [s for s in steps if s >= first]:
-            self.set_aside(step, reason, layout.DIVERGED_TAG, "is not good")
-        return last_good
 
     def set_aside(self, step: int, reason: str | None, tag: str = layout.CORRUPT_TAG,
                   what: str = "is damaged") -> str:

@@ -1,4 +1,5 @@
-"""The one fallback of every checkpoint reader: the newest checkpoint that verifies.
+"""The one fallback of every checkpoint reader: the newest checkpoint that verifies; and the
+trainer's setting aside of checkpoints a divergence spoiled (`set_aside_from`).
 
 The trainer reports each newer damaged checkpoint by path and step and sets it aside
 (``Checkpointer.set_aside``: renamed ``<step>.corrupt-<UTC time>``, never deleted); generate, evaluate
@@ -96,6 +97,17 @@ def newest_intact(ckpt: Any, abstract: Any, ident: dict | None, set_aside: bool 
         raise ConfigError(f"every checkpoint in {ckpt.directory} is damaged"
                           + _every_damaged_advice(damaged, set_aside))
     return None
+
+
+def set_aside_from(ckpt: Any, first: int, reason: str) -> str:
+    """Once every pending save of `ckpt` is complete, set aside (layout.DIVERGED_TAG) every
+    checkpoint of step >= `first`: not good, `reason`. Returns `ckpt.describe` of the newest
+    remaining one (the last good checkpoint: the one a rerun resumes from). Collective."""
+    ckpt.wait()
+    steps = layout.saved_steps(ckpt.workdir)
+    for step in [s for s in steps if s >= first]:
+        ckpt.set_aside(step, reason, layout.DIVERGED_TAG, "is not good")
+    return ckpt.describe(max([s for s in steps if s < first], default=None))
 
 
 def _overtaken(ckpt: Any, step: int, tried: set[int]) -> bool:

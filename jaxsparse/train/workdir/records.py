@@ -13,6 +13,8 @@ import os
 import sys
 from typing import Any
 
+import jax
+import numpy as np
 from absl import logging
 
 from jaxsparse.errors import ConfigError
@@ -36,6 +38,8 @@ class MetricsWriter:
         self.enabled = enabled
         self._tb = None
         self._written: set[tuple[str, int]] = set()
+        self._kept: dict[tuple[str, int], dict] = {}  # the records kept from before this process
+        self.records: list[dict[str, Any]] = []  # every record of the file, in order (process 0)
         if not enabled:
             return
         self.path = layout.metrics_path(workdir)
@@ -43,6 +47,8 @@ class MetricsWriter:
         if os.path.exists(self.path):
             _rewrite(self.path, kept)
         self._written = {(str(r.get("kind")), int(r.get("step", 0))) for r in kept}
+        self._kept = {(str(r.get("kind")), int(r.get("step", 0))): r for r in kept}
+        self.records = list(kept)
         self._file = open(self.path, "a", encoding="utf-8")
         if tensorboard:
             from tensorboardX import SummaryWriter  # TensorBoard files without TensorFlow
@@ -52,6 +58,25 @@ class MetricsWriter:
         """Whether a `kind` record of `step` is already in the file (process 0's view)."""
         return (kind, int(step)) in self._written
 
+    def value(self, kind: str, step: int, key: str) -> Any:
+        """`key` of the `kind` record of `step` kept from before this process opened the file
+        (None: no such record, or not process 0)."""
+        return self._kept.get((kind, int(step)), {}).get(key)
+
+    def agreed_missing(self, kind: str, step: int) -> bool:
+        """Whether the file lacks the `kind` record of `step`, as process 0 sees it, on every
+        process (collective: every process calls it)."""
+        missing = not self.has(kind, step)
+        if jax.process_count() == 1:
+            return missing
+        from jax.experimental import multihost_utils
+        return bool(multihost_utils.broadcast_one_to_all(np.int32(missing)))
+
+    def write_all(self, records: list[tuple[str, dict[str, Any]]]) -> None:
+        """`write` each (kind, values) of `records` at its step, in order (see `write`)."""
+        for kind, step, values in records:
+            self.write(kind, step, values)
+
     def write(self, kind: str, step: int, values: dict[str, Any]) -> None:
         if not self.enabled or self.has(kind, step):
             return
@@ -59,6 +84,7 @@ class MetricsWriter:
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         self._written.add((kind, int(step)))
+        self.records.append(record)
         if self._tb is not None:
             for key, value in values.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
