@@ -59,8 +59,8 @@ def records(workdir: Path) -> list[tuple[str, int]]:
 
 
 def killed_and_resumed(root: Path) -> dict:
-    """The shared run: SIGKILLed the moment its checkpoint 8 has committed (before the eval of
-    step 8 is recorded), then rerun to the end. Returns paths, the records at the kill and the
+    """The shared run: SIGKILLed the moment its checkpoint 8 has committed (its records of step 8
+    are written before it), then rerun to the end. Returns paths, the records at the kill and the
     rerun's output."""
     corpus = write_corpus(root / "corpus", files=4, paragraphs=30)
     env = cli_env(root / "data")

@@ -26,14 +26,33 @@ def _train(killed_run, workdir, *extra, prefix=()):
     return run_cli(args, killed_run["env"], timeout=180)
 
 
-def test_a_kill_between_a_checkpoint_and_its_eval_record_is_redone_on_resume(killed_run):
+def test_a_kill_right_after_a_checkpoint_finds_its_records_written_and_resumes(killed_run):
     assert killed_run["killed"], "the run ended before its checkpoint 8 committed"
-    assert ("train", 8) in killed_run["at_kill"] and ("eval", 8) not in killed_run["at_kill"]
+    # every record of step 8 is written before its checkpoint starts
+    assert ("train", 8) in killed_run["at_kill"] and ("eval", 8) in killed_run["at_kill"]
     rerun = killed_run["rerun"]
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "redoing the eval of step 8" in rerun.stdout
+    assert "resumed from" in rerun.stdout and "redoing the eval" not in rerun.stdout
     keys = records(killed_run["workdir"])
     assert len(keys) == len(set(keys)) and ("eval", 8) in keys and ("eval", 16) in keys
+
+
+def test_a_resume_whose_eval_record_is_missing_redoes_that_eval(killed_run, tmp_path):
+    """A workdir stopped between checkpoint 8 and its eval record (as a trainer that recorded
+    the eval after the checkpoint could leave it): the rerun evaluates step 8 first."""
+    work = unfinished_copy(killed_run["workdir"], tmp_path / "w")
+    shutil.rmtree(work / "checkpoints" / "16")
+    lines = (work / "metrics.jsonl").read_text().splitlines()
+    kept = [line for line in lines if json.loads(line)["step"] < 8
+            or (json.loads(line)["step"] == 8 and json.loads(line)["kind"] != "eval")]
+    (work / "metrics.jsonl").write_text("\n".join(kept) + "\n")
+    out = _train(killed_run, work)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "redoing the eval of step 8" in out.stdout
+    assert out.stdout.index("redoing the eval of step 8") < out.stdout.index("eval at step 8:")
+    keys = records(work)
+    assert len(keys) == len(set(keys)) and ("eval", 8) in keys and ("eval", 16) in keys
+    assert _summary(work)["final_eval_loss"] == _summary(killed_run["workdir"])["final_eval_loss"]
 
 
 def test_a_checkpoint_without_checksums_resumes_with_a_warning(killed_run, tmp_path):

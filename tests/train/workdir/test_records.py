@@ -52,3 +52,19 @@ def test_disabled_writer_touches_nothing(tmp_path):
     path.write_text('{"kind": "train", "step": 30}\n{"torn')
     MetricsWriter(str(tmp_path), enabled=False).write("train", 1, {})
     assert path.read_text() == '{"kind": "train", "step": 30}\n{"torn'
+
+
+def test_a_resumed_writer_knows_the_kept_values_and_holds_every_record_in_order(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    recs = [{"kind": "train", "step": 8, "loss": 2.0}, {"kind": "eval", "step": 8, "eval_loss": 1.5},
+            {"kind": "train", "step": 16, "loss": 1.0}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    writer = MetricsWriter(str(tmp_path), tensorboard=False, keep_until=8)
+    assert writer.value("eval", 8, "eval_loss") == 1.5 and writer.value("eval", 16, "eval_loss") is None
+    assert not writer.agreed_missing("eval", 8) and writer.agreed_missing("eval", 16)
+    writer.write_all([("train", 16, {"loss": 0.5}), ("eval", 16, {"eval_loss": 0.25}),
+                      ("eval", 8, {"eval_loss": 9.0})])  # the last is already there: skipped
+    writer.close()
+    assert writer.records == recs[:2] + [{"kind": "train", "step": 16, "loss": 0.5},
+                                         {"kind": "eval", "step": 16, "eval_loss": 0.25}]
+    assert _lines(path) == writer.records

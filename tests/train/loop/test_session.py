@@ -1,0 +1,46 @@
+"""What the loop does when: `due_after` (after a step) and `due_at_resume` (at the step a
+session opens at), on a resolved run of configs/tiny.py."""
+from __future__ import annotations
+
+import pytest
+from train_utils import tiny_config
+
+from jaxsparse.train.loop.preemption import Preemption
+from jaxsparse.train.loop.session import due_after, due_at_resume
+from jaxsparse.train.resolve.run import prepare
+
+
+@pytest.fixture(scope="module")
+def run(corpus, data_dir):
+    return prepare(tiny_config(corpus, **{
+        "data.data_dir": str(data_dir), "train.steps": 40, "train.log_every_steps": 10,
+        "checkpoint.every_steps": 16, "eval.every_steps": 20, "pruning.interval": 4}))
+
+
+def test_the_final_step_logs_checkpoints_and_evaluates_and_events_log(run):
+    preempt = Preemption()
+    final = due_after(run, run.steps, preempt)
+    assert final.log and final.checkpoint and final.eval and not final.event and not final.stop
+    events = [d for d in range(1, run.steps) if run.schedule.is_event(d, run.steps)]
+    assert events and all(due_after(run, d, preempt).event and due_after(run, d, preempt).log
+                          for d in events)
+    quiet = next(d for d in range(1, run.steps) if d % 10 and d % 16 and d % 20 and d not in events)
+    assert not due_after(run, quiet, preempt).any()
+    assert due_after(run, 16, preempt).checkpoint and due_after(run, 20, preempt).eval
+
+
+def test_a_sigterm_checkpoints_and_skips_the_eval(run):
+    preempt = Preemption()
+    preempt.requested = True
+    due = due_after(run, 20, preempt)  # an eval step
+    assert due.stop and not due.eval and due.any()
+
+
+def test_at_resume_only_a_missing_eval_or_an_event_at_initialisation_is_due(run):
+    assert due_at_resume(run, 20, dense=False, eval_missing=True).redo  # an eval step
+    assert not due_at_resume(run, 20, dense=False, eval_missing=False).any()
+    assert not due_at_resume(run, 16, dense=False, eval_missing=True).any()  # no eval due at 16
+    assert due_at_resume(run, run.steps, dense=False, eval_missing=True).eval  # the final eval
+    at_start = due_at_resume(run, 0, dense=False, eval_missing=True)
+    assert not at_start.eval and at_start.event == bool(run.schedule.is_event(0, run.steps))
+    assert not due_at_resume(run, 0, dense=True, eval_missing=True).event
