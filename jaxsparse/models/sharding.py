@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Optional, Union
 
 import flax.linen as nn
@@ -178,6 +179,16 @@ def activation_sharding(mesh: Optional[Mesh], rules: Rules = DEFAULT_RULES) -> I
         yield
     finally:
         _ACTIVE.reset(token)
+
+
+def traced_with_activation_sharding(fn: Callable, mesh: Optional[Mesh], rules: Rules = DEFAULT_RULES) -> Callable:
+    """`fn` (same name and signature) traced inside `activation_sharding(mesh, rules)`: how a jitted
+    step shards its activations."""
+    @functools.wraps(fn)
+    def wrapped(*args):
+        with activation_sharding(mesh, rules):
+            return fn(*args)
+    return wrapped
 
 
 def active_mesh() -> Optional[Mesh]:

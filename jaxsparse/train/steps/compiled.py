@@ -88,20 +88,27 @@ def _compile(fn: Any, abstract: Any, batch: dict) -> tuple[Any, dict[str, Any]]:
                       "collectives": collective_counts(compiled.as_text())}
 
 
-def compile_steps(run: Any, mesh: Any, grad_accum: int, state: tuple[Any, Any],
-                  with_eval: bool = True) -> CompiledSteps:
-    """Lower and compile `run`'s train step (its pruning-event branch included) and, with
-    `with_eval`, its eval step for `mesh` with `grad_accum` micro-batches, each once.
-    `state`: (abstract TrainState, its shardings) on `mesh`, `jaxsparse.train.steps.state.abstract_state`."""
-    abstract, shardings = state
-    batch = abstract_batch(run.batch_size, run.seq_len, models.batch_sharding(mesh))
-    train, evaluate = jit_steps(run.model, run.tx, grad_accum, mesh, shardings)
+def _measured(programs: tuple[Any, Any], grad_accum: int, state: tuple[Any, Any], batch: dict,
+              with_eval: bool) -> CompiledSteps:
+    """CompiledSteps of the jitted (train, eval) `programs` lowered for (`state`'s abstract TrainState,
+    `batch`) and compiled once each (eval only with `with_eval`); `tried` left empty."""
+    (train, evaluate), (abstract, shardings) = programs, state
     train_exe, measured = _compile(train, abstract, batch)
     out = {"train": measured}
     eval_exe = None
     if with_eval:
         eval_exe, out["eval"] = _compile(evaluate, abstract, batch)
     return CompiledSteps(grad_accum, train_exe, eval_exe, abstract, shardings, out, [])
+
+
+def compile_steps(run: Any, mesh: Any, grad_accum: int, state: tuple[Any, Any],
+                  with_eval: bool = True) -> CompiledSteps:
+    """Lower and compile `run`'s train step (its pruning-event branch included) and, with
+    `with_eval`, its eval step for `mesh` with `grad_accum` micro-batches, each once.
+    `state`: (abstract TrainState, its shardings) on `mesh`, `jaxsparse.train.steps.state.abstract_state`."""
+    batch = abstract_batch(run.batch_size, run.seq_len, models.batch_sharding(mesh))
+    programs = jit_steps(run.model, run.tx, grad_accum, mesh, state[1])
+    return _measured(programs, grad_accum, state, batch, with_eval)
 
 
 def _fits(result: dict[str, Any], hbm: int) -> bool:
@@ -124,11 +131,14 @@ def search(run: Any, mesh: Any, hbm: int | None, tries: list[int], with_eval: bo
     bytes per device (None: no limit known, the first fits). Returns the last compiled (the first
     that fits, else the last tried), with `tried` = [{grad_accum, fits, compile_s}]."""
     tried: list[dict[str, Any]] = []
-    state = abstract_state(run.model, run.tx, mesh, models.DEFAULT_RULES, run.seq_len)  # same for every accum
+    # the batch and the state are the same for every accum; as in `compile_steps`
+    batch = abstract_batch(run.batch_size, run.seq_len, models.batch_sharding(mesh))
+    state = abstract_state(run.model, run.tx, mesh, models.DEFAULT_RULES, run.seq_len)
     for accum in tries:
         _say(progress, f"compiling with grad_accum={accum} ...")
         start = time.time()
-        steps = compile_steps(run, mesh, accum, state, with_eval)
+        programs = jit_steps(run.model, run.tx, accum, mesh, state[1])
+        steps = _measured(programs, accum, state, batch, with_eval)
         fits = hbm is None or _fits(steps.measured, hbm)
         tried.append({"grad_accum": accum, "fits": fits, "compile_s": round(time.time() - start, 1)})
         _say(progress, f"grad_accum={accum}: {'fits' if fits else 'does not fit'} ({tried[-1]['compile_s']} s)")
