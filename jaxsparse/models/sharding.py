@@ -10,9 +10,10 @@ A mask gets the same logical names as its kernel and therefore the same sharding
 Activations are constrained the same way (MaxText-style): the model calls `constrain(x, names)` with
 logical names "activation_batch", "activation_length", "activation_embed", "activation_heads",
 "activation_kv", "activation_mlp", "activation_vocab". It is a no-op unless the caller traces inside
-`activation_sharding(mesh, rules)` (the train and eval steps do), so the model runs unchanged on one
-device, under `model.init`, or in tests that call it directly. In the same context `gathered(kernel,
-names)` hands a matmul its kernel all-gathered over the batch's mesh axes (FSDP's gather before use).
+`activation_sharding(mesh, rules)` (the train and eval steps do, wrapped by
+`traced_with_activation_sharding`), so the model runs unchanged on one device, under `model.init`,
+or in tests that call it directly. In the same context `gathered(kernel, names)` hands a matmul its
+kernel all-gathered over the batch's mesh axes (FSDP's gather before use).
 """
 from __future__ import annotations
 
