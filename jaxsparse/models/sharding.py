@@ -10,15 +10,17 @@ A mask gets the same logical names as its kernel and therefore the same sharding
 Activations are constrained the same way (MaxText-style): the model calls `constrain(x, names)` with
 logical names "activation_batch", "activation_length", "activation_embed", "activation_heads",
 "activation_kv", "activation_mlp", "activation_vocab". It is a no-op unless the caller traces inside
-`activation_sharding(mesh, rules)` (the train and eval steps do), so the model runs unchanged on one
-device, under `model.init`, or in tests that call it directly. In the same context `gathered(kernel,
-names)` hands a matmul its kernel all-gathered over the batch's mesh axes (FSDP's gather before use).
+`activation_sharding(mesh, rules)` (the train and eval steps do, wrapped by
+`traced_with_activation_sharding`), so the model runs unchanged on one device, under `model.init`,
+or in tests that call it directly. In the same context `gathered(kernel, names)` hands a matmul its
+kernel all-gathered over the batch's mesh axes (FSDP's gather before use).
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Optional, Union
 
 import flax.linen as nn
@@ -178,6 +180,16 @@ def activation_sharding(mesh: Optional[Mesh], rules: Rules = DEFAULT_RULES) -> I
         yield
     finally:
         _ACTIVE.reset(token)
+
+
+def traced_with_activation_sharding(fn: Callable, mesh: Optional[Mesh], rules: Rules = DEFAULT_RULES) -> Callable:
+    """`fn` (same name and signature) traced inside `activation_sharding(mesh, rules)`: how a jitted
+    step shards its activations."""
+    @functools.wraps(fn)
+    def wrapped(*args):
+        with activation_sharding(mesh, rules):
+            return fn(*args)
+    return wrapped
 
 
 def active_mesh() -> Optional[Mesh]:

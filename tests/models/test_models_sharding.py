@@ -6,11 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxsparse.models import (DEFAULT_RULES, MESH_AXES, Transformer, batch_sharding, get_config, init_variables,
                               make_mesh, variable_shardings)
-from jaxsparse.models.sharding import activation_sharding
+from jaxsparse.models.sharding import active_mesh, activation_sharding, constrain, traced_with_activation_sharding
 
 
 def _specs(shardings):
@@ -114,3 +115,20 @@ def test_kernels_are_gathered_masked_before_use(mesh):
     n_kernels = len(jax.tree.leaves(abstract["masks"]))
     assert len(gathered) == n_kernels + 1, gathered  # every kernel, and the embedding table
     assert all(dtype != "pred" and len(dims) == 2 for dtype, dims in gathered), gathered
+
+
+def test_traced_with_activation_sharding_constrains_only_inside(mesh):
+    """The wrapped function keeps its name (the jitted step's HLO module name) and traces inside the
+    context: activations get the rules' sharding there, and the context is gone after the call."""
+    def step(x):
+        assert active_mesh() is mesh
+        return constrain(x * 2.0, ("activation_batch", "activation_length", "activation_embed"))
+
+    wrapped = traced_with_activation_sharding(step, mesh)
+    assert wrapped.__name__ == "step"
+    assert "@jit_step" in jax.jit(wrapped).lower(jnp.zeros((8, 4, 16))).as_text()
+    out = jax.jit(wrapped)(jnp.ones((8, 4, 16)))
+    assert out.sharding.is_equivalent_to(NamedSharding(mesh, P(("data", "fsdp"), None, None)), 3)
+    assert active_mesh() is None
+    unconstrained = traced_with_activation_sharding(lambda x: (active_mesh(), x)[1], None)
+    assert float(unconstrained(jnp.ones(()))) == 1.0

@@ -19,7 +19,6 @@ from jax.sharding import NamedSharding
 
 from jaxsparse import models
 from jaxsparse.errors import ConfigError
-from jaxsparse.train.steps.state import abstract_state
 from jaxsparse.train.steps.step import jit_steps
 
 HEADROOM = 0.9  # a step fits when its bytes per device are at most this fraction of HBM
@@ -88,20 +87,27 @@ def _compile(fn: Any, abstract: Any, batch: dict) -> tuple[Any, dict[str, Any]]:
                       "collectives": collective_counts(compiled.as_text())}
 
 
-def compile_steps(run: Any, mesh: Any, grad_accum: int, state: tuple[Any, Any],
-                  with_eval: bool = True) -> CompiledSteps:
-    """Lower and compile `run`'s train step (its pruning-event branch included) and, with
-    `with_eval`, its eval step for `mesh` with `grad_accum` micro-batches, each once.
-    `state`: (abstract TrainState, its shardings) on `mesh`, `jaxsparse.train.steps.state.abstract_state`."""
-    abstract, shardings = state
-    batch = abstract_batch(run.batch_size, run.seq_len, models.batch_sharding(mesh))
-    train, evaluate = jit_steps(run.model, run.tx, grad_accum, mesh, shardings)
+def _measured(programs: tuple[Any, Any], grad_accum: int, state: tuple[Any, Any], batch: dict,
+              with_eval: bool) -> CompiledSteps:
+    """CompiledSteps of the jitted (train, eval) `programs` lowered for (`state`'s abstract TrainState,
+    `batch`) and compiled once each (eval only with `with_eval`); `tried` left empty."""
+    (train, evaluate), (abstract, shardings) = programs, state
     train_exe, measured = _compile(train, abstract, batch)
     out = {"train": measured}
     eval_exe = None
     if with_eval:
         eval_exe, out["eval"] = _compile(evaluate, abstract, batch)
     return CompiledSteps(grad_accum, train_exe, eval_exe, abstract, shardings, out, [])
+
+
+def compile_steps(run: Any, mesh: Any, grad_accum: int, state: tuple[Any, Any],
+                  with_eval: bool = True) -> CompiledSteps:
+    """Lower and compile `run`'s train step (its pruning-event branch included) and, with
+    `with_eval`, its eval step for `mesh` with `grad_accum` micro-batches, each once.
+    `state`: (abstract TrainState, its shardings) on `mesh`, `jaxsparse.train.steps.state.abstract_state`."""
+    batch = abstract_batch(run.batch_size, run.seq_len, models.batch_sharding(mesh))
+    programs = jit_steps(run.model, run.tx, grad_accum, mesh, state[1])
+    return _measured(programs, grad_accum, state, batch, with_eval)
 
 
 def _fits(result: dict[str, Any], hbm: int) -> bool:
@@ -119,19 +125,20 @@ def _say(progress: Callable[[str], None] | None, message: str) -> None:
 
 
 def search(run: Any, mesh: Any, hbm: int | None, tries: list[int], with_eval: bool = True,
-           progress: Callable[[str], None] | None = None, state: tuple[Any, Any] | None = None
+           progress: Callable[[str], None] | None = None, *, state: tuple[Any, Any]
            ) -> CompiledSteps:
     """Compile with each train.grad_accum in `tries` in turn; stop at the first whose steps fit `hbm`
     bytes per device (None: no limit known, the first fits). Returns the last compiled (the first
     that fits, else the last tried), with `tried` = [{grad_accum, fits, compile_s}]. `state`: the
-    (abstract TrainState, shardings) on `mesh` when the caller has them (`abstract_state`)."""
+    (abstract TrainState, shardings) on `mesh`, the same for every accum
+    (`jaxsparse.train.steps.state.abstract_state`)."""
     tried: list[dict[str, Any]] = []
-    if state is None:  # the same for every accum
-        state = abstract_state(run.model, run.tx, mesh, models.DEFAULT_RULES, run.seq_len)
+    batch = abstract_batch(run.batch_size, run.seq_len, models.batch_sharding(mesh))  # as in `compile_steps`
     for accum in tries:
         _say(progress, f"compiling with grad_accum={accum} ...")
         start = time.time()
-        steps = compile_steps(run, mesh, accum, state, with_eval)
+        programs = jit_steps(run.model, run.tx, accum, mesh, state[1])
+        steps = _measured(programs, accum, state, batch, with_eval)
         fits = hbm is None or _fits(steps.measured, hbm)
         tried.append({"grad_accum": accum, "fits": fits, "compile_s": round(time.time() - start, 1)})
         _say(progress, f"grad_accum={accum}: {'fits' if fits else 'does not fit'} ({tried[-1]['compile_s']} s)")
@@ -140,7 +147,7 @@ def search(run: Any, mesh: Any, hbm: int | None, tries: list[int], with_eval: bo
     return dataclasses.replace(steps, tried=tried)
 
 
-def for_run(run: Any, limit: int | None, state: tuple[Any, Any] | None = None) -> CompiledSteps:
+def for_run(run: Any, limit: int | None, state: tuple[Any, Any]) -> CompiledSteps:
     """The steps the trainer runs, compiled once for `run`'s mesh: with `run.grad_accum`, or for
     "auto" (None) the fewest micro-batches whose steps fit `limit` bytes per device (the local
     devices' memory; None on the CPU: 1 micro-batch, compiled once). `state`: `search`'s. Raises

@@ -7,7 +7,6 @@ exactly zero gradient. No host round-trips: every metric stays on the device.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
@@ -16,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxsparse.models.sharding import (DEFAULT_RULES, Rules, activation_sharding, batch_sharding,
+from jaxsparse.models.sharding import (DEFAULT_RULES, Rules, batch_sharding, traced_with_activation_sharding,
                                        variable_shardings)
 from jaxsparse.pruning import PruningState, get_masks, mask_collection
 from jaxsparse.train.steps.state import TrainState
@@ -48,16 +47,31 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, grad_acc
     With grad_accum = A > 1 the batch is split into A micro-batches (rows i, i+A, ...), their
     gradients summed in a scan, and one optimizer update made: the same update as one big batch.
     With `mesh`, the model's activations are constrained by `rules` (batch over data x fsdp;
-    models/sharding.py), so each device holds only its share of the batch's activations.
+    models/sharding.py), so each device holds only its share of the batch's activations, and the
+    gradients are pinned to their parameters' shardings (`param_shardings`, the params'
+    NamedShardings, when the caller has them; else derived by `rules`), so the optimizer update
+    (and, with grad_accum > 1, the gradient sum) holds one shard per device.
     """
-    # with a mesh, gradients are pinned to their parameters' shardings, so the optimizer update
-    # (and, with grad_accum > 1, the gradient sum) holds one shard per device
-    # (`param_shardings`, the params' NamedShardings, when the caller has them; else derived by `rules`)
     if mesh is None:
-        pin = lambda g: g  # noqa: E731
+        pin = _unpinned
     else:
         pin = _pin_to(param_shardings or variable_shardings(model, mesh, rules)[1]["params"])
+    return traced_with_activation_sharding(_train_step(model, tx, grad_accum, pin), mesh, rules)
 
+
+def _unpinned(tree: Any) -> Any:
+    return tree
+
+
+def _pin_to(shardings: Any) -> Callable[[Any], Any]:
+    """g -> g constrained leaf by leaf to `shardings` (a tree like the params)."""
+    return lambda tree: jax.tree.map(jax.lax.with_sharding_constraint, tree, shardings)
+
+
+def _train_step(model: nn.Module, tx: optax.GradientTransformation, grad_accum: int,
+                pin: Callable[[Any], Any]) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+    """The train step of `make_train_step`, its gradients passed through `pin`; traced as it is,
+    without activation constraints (the caller wraps it for a mesh)."""
     def grads_of(params, masks, batch):
         def loss_fn(p):
             total, weight = _loss_sums(model, p, masks, batch)
@@ -65,7 +79,6 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, grad_acc
         sums, grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         return sums, pin(grads)
 
-    @_with_activation_sharding(mesh, rules)
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
         masks = model_masks(state.opt_state)
         if grad_accum == 1:
@@ -89,22 +102,6 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, grad_acc
     return train_step
 
 
-def _pin_to(shardings: Any) -> Callable[[Any], Any]:
-    """g -> g constrained leaf by leaf to `shardings` (a tree like the params)."""
-    return lambda tree: jax.tree.map(jax.lax.with_sharding_constraint, tree, shardings)
-
-
-def _with_activation_sharding(mesh: Optional[Mesh], rules: Rules) -> Callable:
-    """Decorator: trace the wrapped step inside `activation_sharding(mesh, rules)`."""
-    def wrap(fn: Callable) -> Callable:
-        @functools.wraps(fn)
-        def wrapped(*args):
-            with activation_sharding(mesh, rules):
-                return fn(*args)
-        return wrapped
-    return wrap
-
-
 def _micro_batches(batch: Batch, grad_accum: int) -> Batch:
     """[B, ...] -> [grad_accum, B / grad_accum, ...], micro-batch i holding rows i, i+A, ..."""
     return jax.tree.map(lambda x: x.reshape(x.shape[0] // grad_accum, grad_accum, *x.shape[1:])
@@ -116,7 +113,11 @@ def make_eval_step(model: nn.Module, grad_accum: int = 1, mesh: Optional[Mesh] =
     """eval(state, batch) -> {"loss_sum", "weights"} (sum these over batches, then divide).
     Runs the batch in `grad_accum` pieces, like training, so it fits the same memory; `mesh` and
     `rules` shard activations as in `make_train_step`."""
-    @_with_activation_sharding(mesh, rules)
+    return traced_with_activation_sharding(_eval_step(model, grad_accum), mesh, rules)
+
+
+def _eval_step(model: nn.Module, grad_accum: int) -> Callable[[TrainState, Batch], dict]:
+    """The eval step of `make_eval_step`, without activation constraints."""
     def eval_step(state: TrainState, batch: Batch) -> dict:
         masks = model_masks(state.opt_state)
         if grad_accum == 1:
@@ -134,13 +135,16 @@ def make_eval_step(model: nn.Module, grad_accum: int = 1, mesh: Optional[Mesh] =
 def jit_steps(model: nn.Module, tx: optax.GradientTransformation, grad_accum: int, mesh: Mesh,
               shardings: TrainState) -> tuple[Callable, Callable]:
     """(train_step, eval_step) jitted for `mesh`: the state in `shardings` (a TrainState of
-    NamedShardings, donated to the train step), the batch over (data, fsdp), metrics replicated.
-    The one program both the trainer runs and `--compile_for` / grad_accum="auto" compile (by
-    `jaxsparse.train.steps.compiled`, once per grad_accum tried)."""
+    NamedShardings, donated to the train step; the gradients pinned to `shardings.params`), the
+    batch over (data, fsdp), activations by DEFAULT_RULES, metrics replicated: `make_train_step`
+    and `make_eval_step` for `mesh`. The one program both the trainer runs and `--compile_for` /
+    grad_accum="auto" compile (by `jaxsparse.train.steps.compiled`, once per grad_accum tried)."""
+    train_step = _train_step(model, tx, grad_accum, _pin_to(shardings.params))
+    eval_step = _eval_step(model, grad_accum)
     batch, replicated = batch_sharding(mesh), NamedSharding(mesh, PartitionSpec())
-    train = jax.jit(make_train_step(model, tx, grad_accum, mesh, param_shardings=shardings.params),
-                    in_shardings=(shardings, batch), out_shardings=(shardings, replicated), donate_argnums=(0,))
-    evaluate = jax.jit(make_eval_step(model, grad_accum, mesh), in_shardings=(shardings, batch),
+    train = jax.jit(traced_with_activation_sharding(train_step, mesh), in_shardings=(shardings, batch),
+                    out_shardings=(shardings, replicated), donate_argnums=(0,))
+    evaluate = jax.jit(traced_with_activation_sharding(eval_step, mesh), in_shardings=(shardings, batch),
                        out_shardings=replicated)
     return train, evaluate
 

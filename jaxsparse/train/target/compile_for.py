@@ -26,6 +26,7 @@ from jaxsparse.train.steps.compiled import (HEADROOM, _fits, _say, accum_candida
                                             collective_counts, compile_steps, search)
 from jaxsparse.train.resolve.run import Run, plan_for_mesh, prepare, with_grad_accum
 from jaxsparse.train.resolve.environment import build_mesh
+from jaxsparse.train.steps.state import abstract_state
 from jaxsparse.train.target.slices import GIB, Slice, parse_slice, quiet_libtpu
 
 
@@ -60,9 +61,10 @@ def compile_for(config: ml_collections.ConfigDict, slice_name: str,
     mesh = build_mesh(config, devices)
     auto = run.grad_accum is None
     tries = accum_candidates(run.batch_size, mesh.shape["data"] * mesh.shape["fsdp"]) if auto else [run.grad_accum]
+    state = abstract_state(run.model, run.tx, mesh, models.DEFAULT_RULES, run.seq_len)
     steps = search(run, mesh, target.chip.hbm_bytes, tries, with_eval,
                    lambda m: _say(progress, f"{target.name} ({len(devices)} devices, "
-                                            f"mesh {dict(mesh.shape)}): {m}"))
+                                            f"mesh {dict(mesh.shape)}): {m}"), state=state)
     return report(with_grad_accum(run, steps.grad_accum), target, mesh, steps.measured,
                   steps.tried if auto else None)
 

@@ -13,10 +13,12 @@ import pytest
 from jax import monitoring
 from train_utils import REPO, tiny_config
 
+from jaxsparse import models
 from jaxsparse.train import prepare, train
 from jaxsparse.train.resolve import config as config_lib
 from jaxsparse.train.resolve import environment
 from jaxsparse.train.steps import compiled
+from jaxsparse.train.steps.state import abstract_state
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
@@ -54,7 +56,8 @@ def test_auto_on_the_cpu_compiles_each_step_once_and_the_trainer_reuses_it(
 def test_auto_search_keeps_the_chosen_steps_for_the_session(
         corpus, tmp_path, monkeypatch, compilations):
     run = prepare(_config(corpus, tmp_path))
-    measured = {a: compiled.search(run, run.mesh, None, [a]).measured for a in (1, 2)}
+    state = abstract_state(run.model, run.tx, run.mesh, models.DEFAULT_RULES, run.seq_len)
+    measured = {a: compiled.search(run, run.mesh, None, [a], state=state).measured for a in (1, 2)}
     needs = {a: max(m["train"]["bytes"]["total"], m["eval"]["bytes"]["total"]) for a, m in measured.items()}
     assert needs[2] < needs[1]  # half the micro-batch, fewer activation bytes
     limit = int(needs[2] / compiled.HEADROOM) + 1  # A = 2 fits, A = 1 does not
