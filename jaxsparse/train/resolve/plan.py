@@ -11,7 +11,7 @@ from typing import Any
 
 from jaxsparse import models
 from jaxsparse.pruning import Schedule, realised_densities
-from jaxsparse.train.resolve.parts import ParamCounts
+from jaxsparse.train.resolve.parts import ParamCounts, param_counts  # noqa: F401 - importable here too
 
 EVENTS_SHOWN = 50
 
