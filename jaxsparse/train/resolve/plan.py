@@ -130,6 +130,7 @@ def make_plan(*, size: str, model_cfg: models.ModelConfig, params: ParamCounts, 
     """The Plan of a resolved run (see `jaxsparse.train.resolve.run.prepare`, its one caller)."""
     tokens_per_step = batch_size * seq_len
     pruning = schedule_plan(schedule, steps, structure)
+    memory = memory_estimate(model_cfg, params, mesh_shape, batch_size // grad_accum, seq_len)
     per_token = train_flops_per_token(model_cfg, seq_len, params.prunable,
                                       pruning.average_density)
     return Plan(
@@ -137,8 +138,7 @@ def make_plan(*, size: str, model_cfg: models.ModelConfig, params: ParamCounts, 
         pruning=pruning,
         flops=per_token * steps * tokens_per_step,
         flops_dense=models.flops_per_token(model_cfg, seq_len) * steps * tokens_per_step,
-        mesh=dict(mesh_shape),
-        memory=memory_estimate(model_cfg, params, mesh_shape, batch_size // grad_accum, seq_len))
+        mesh=dict(mesh_shape), memory=memory)
 
 
 def memory_estimate(model_cfg: models.ModelConfig, params: ParamCounts,
