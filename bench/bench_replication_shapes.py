@@ -31,7 +31,7 @@ from jaxsparse import models  # noqa: E402
 from jaxsparse.sweep.check import load_config  # noqa: E402
 from jaxsparse.sweep.spec import check_runs, load_module  # noqa: E402
 from jaxsparse.train import prepare  # noqa: E402
-from jaxsparse.train.resolve.environment import build_mesh  # noqa: E402
+from jaxsparse.train.resolve.parts import build_mesh  # noqa: E402
 from jaxsparse.train.steps.state import abstract_state, create_state  # noqa: E402
 from jaxsparse.train.steps.step import make_train_step  # noqa: E402
 

@@ -25,7 +25,7 @@ import default  # noqa: E402
 from jaxsparse import data as data_lib  # noqa: E402
 from jaxsparse import models  # noqa: E402
 from jaxsparse.train import prepare  # noqa: E402
-from jaxsparse.train.resolve.environment import build_mesh  # noqa: E402
+from jaxsparse.train.resolve.parts import build_mesh  # noqa: E402
 from jaxsparse.train.steps.state import abstract_state, create_state  # noqa: E402
 from jaxsparse.train.steps.step import make_train_step  # noqa: E402
 

@@ -71,11 +71,12 @@ def check_folder(folder: str, cfg: ModelConfig) -> tuple[dict, dict[str, tuple[s
     except (OSError, json.JSONDecodeError) as err:
         raise ConfigError(f"{where}: cannot read config.json ({err})") from None
     check_llama_config(hf_config, cfg, where)
+    expected = expected_hf_shapes(cfg)
     files = _weight_files(folder, where)
     if "lm_head.weight" not in files and hf_config.get("tie_word_embeddings") and \
             "model.embed_tokens.weight" in files:
         files["lm_head.weight"] = files["model.embed_tokens.weight"]
-    for name, shape in expected_hf_shapes(cfg).items():
+    for name, shape in expected.items():
         if name not in files:
             raise ConfigError(f"{where}: tensor {name} is missing from the checkpoint")
         have = _shape_of(*files[name])

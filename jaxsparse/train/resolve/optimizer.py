@@ -8,10 +8,45 @@ masks live once, in its state (`jaxsparse.pruning.get_masks(opt_state)`).
 """
 from __future__ import annotations
 
+from typing import Any
+
+import jax
 import ml_collections
 import optax
 
+from jaxsparse.errors import ConfigError
 from jaxsparse.pruning import Schedule, by_name, magnitude_pruning, with_gradients
+
+
+def resolve_optimizer(config: ml_collections.ConfigDict, steps: int, abstract_params: Any = None
+                      ) -> tuple[Schedule, optax.Schedule, optax.GradientTransformation]:
+    """(pruning Schedule, learning-rate schedule, optax transform) of a config run for `steps`.
+    With `abstract_params`, the transform's state is built abstractly, which checks the pruning
+    arguments against the model (n:m groups that do not divide a kernel, patterns). Raises
+    ConfigError naming config.pruning when the schedule does not fit `steps` or an argument is bad."""
+    sched = pruning_schedule(config)
+    try:
+        sched.check_fits(steps)
+    except ValueError as err:
+        raise ConfigError(f"config.pruning: {err}") from err
+    learning_rate = learning_rate_schedule(config, steps)
+    try:  # the pruning library raises ValueError for its arguments (structure, scope, patterns)
+        tx = make_optimizer(config, steps, sched, learning_rate)
+        if abstract_params is not None:
+            jax.eval_shape(tx.init, abstract_params)
+    except ValueError as err:
+        raise ConfigError(f"config.pruning: {err}") from err
+    return sched, learning_rate, tx
+
+
+def pruning_schedule(config: ml_collections.ConfigDict) -> Schedule:
+    """The pruning Schedule of a training config (built once per run, by `resolve_optimizer`)."""
+    p = config.pruning
+    try:
+        return Schedule(p.schedule, float(p.final_sparsity), float(p.start), float(p.end),
+                        p.interval)
+    except ValueError as err:
+        raise ConfigError(f"config.pruning: {err}") from err
 
 
 def warmup_steps(config: ml_collections.ConfigDict, total_steps: int) -> int:
@@ -33,7 +68,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) 
 def make_optimizer(config: ml_collections.ConfigDict, total_steps: int, schedule: Schedule,
                    learning_rate: optax.Schedule) -> optax.GradientTransformationExtraArgs:
     """clip -> adamw(`learning_rate`) -> magnitude_pruning(`schedule`, score `pruning.score`), for a run of
-    `total_steps` steps (both schedules are the run's own, built once by train.run.prepare)."""
+    `total_steps` steps (both schedules are the run's own, built once by `resolve_optimizer`)."""
     t, p = config.train, config.pruning
     parts = []
     if t.grad_clip > 0:

@@ -9,28 +9,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
-import numpy as np
-
 from jaxsparse import models
 from jaxsparse.models.accounting import train_flops_per_token  # noqa: F401 - also this room's name
 from jaxsparse.pruning import Schedule, realised_densities
+from jaxsparse.train.resolve.parts import ParamCounts, param_counts  # noqa: F401 - importable here too
 
 EVENTS_SHOWN = 50
-
-
-@dataclasses.dataclass(frozen=True)
-class ParamCounts:
-    """total: all parameters (from `jax.eval_shape` of the model's init); prunable: the weights
-    the pruning transform masks; embedding: the token table; other = total - prunable."""
-
-    total: int
-    prunable: int
-    embedding: int
-
-    @property
-    def other(self) -> int:
-        return self.total - self.prunable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,14 +111,6 @@ class Plan:
         }
 
 
-def param_counts(abstract_params: Any, prunable_flags: list[bool]) -> ParamCounts:
-    """Counts from the abstract params (`jax.eval_shape` of init) and the transform's flags."""
-    flat = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
-    sizes = [int(np.prod(leaf.shape)) for _, leaf in flat]
-    embedding = sum(n for (path, _), n in zip(flat, sizes)
-                    if getattr(path[0], "key", None) == "embed")
-    return ParamCounts(total=sum(sizes), embedding=embedding,
-                       prunable=sum(n for n, f in zip(sizes, prunable_flags) if f))
 
 
 def schedule_plan(schedule: Schedule, steps: int, structure: str | None) -> SchedulePlan:
@@ -154,6 +130,7 @@ def make_plan(*, size: str, model_cfg: models.ModelConfig, params: ParamCounts, 
     """The Plan of a resolved run (see `jaxsparse.train.resolve.run.prepare`, its one caller)."""
     tokens_per_step = batch_size * seq_len
     pruning = schedule_plan(schedule, steps, structure)
+    memory = memory_estimate(model_cfg, params, mesh_shape, batch_size // grad_accum, seq_len)
     per_token = train_flops_per_token(model_cfg, seq_len, params.prunable,
                                       pruning.average_density)
     return Plan(
@@ -161,8 +138,7 @@ def make_plan(*, size: str, model_cfg: models.ModelConfig, params: ParamCounts, 
         pruning=pruning,
         flops=per_token * steps * tokens_per_step,
         flops_dense=models.flops_per_token(model_cfg, seq_len) * steps * tokens_per_step,
-        mesh=dict(mesh_shape),
-        memory=memory_estimate(model_cfg, params, mesh_shape, batch_size // grad_accum, seq_len))
+        mesh=dict(mesh_shape), memory=memory)
 
 
 def memory_estimate(model_cfg: models.ModelConfig, params: ParamCounts,

@@ -1,32 +1,38 @@
 """The resolved run: the config read once into typed objects that everything else takes.
 
-`prepare(config)` validates the config, then builds, exactly once each, the model config, the
-model (through `jaxsparse.models.build`), the step count, the pruning `Schedule`, the optax
-transform, the mesh and the `Plan`, and returns them as a frozen `Run`. The loop, the checkpoint
+`prepare(config)` validates the config, then builds, exactly once each, the mesh, the model config,
+the model (through `jaxsparse.models.build`) and the step count (`parts.describe`), the pruning
+`Schedule` and the optax transform (`optimizer.resolve_optimizer`) and the `Plan`
+(`plan.make_plan`), and returns them as a frozen `Run`. The loop, the checkpoint
 identity, the report, the dry run and the sweep all read the Run (or its Plan).
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import warnings
 from typing import Any
 
 import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import ml_collections
 import optax
 from jax.sharding import Mesh
 
 from jaxsparse import models
 from jaxsparse.errors import ConfigError
-from jaxsparse.pruning import Schedule, prunable_flags
+from jaxsparse.pruning import Schedule
 from jaxsparse.train.resolve import config as config_lib
 from jaxsparse.train.resolve import environment
-from jaxsparse.train.resolve.optimizer import learning_rate_schedule, make_optimizer
-from jaxsparse.train.resolve.plan import Plan, make_plan, memory_estimate, param_counts
+from jaxsparse.train.resolve import parts as parts_lib
+from jaxsparse.train.resolve.optimizer import pruning_schedule, resolve_optimizer
+from jaxsparse.train.resolve.parts import model_config, total_steps
+from jaxsparse.train.resolve.plan import Plan, make_plan, memory_estimate
+
+# Importable from here as before: the pieces live where they are resolved.
+__all__ = ["COMPUTE_ONLY_FIELDS", "Run", "identity", "model_config", "model_identity", "optimizer",
+           "plan_for_mesh", "prepare", "resolve_saved", "schedule", "total_steps", "with_grad_accum"]
+schedule = pruning_schedule  # the pruning Schedule of a config
+optimizer = resolve_optimizer  # (Schedule, learning rate, optax transform) of a config for `steps`
 
 # ModelConfig fields that change how the step computes, not what the train state holds: a
 # checkpoint resumes across a change of these.
@@ -76,19 +82,6 @@ class Run:
         return identity(self.config, self.model_config, self.steps)
 
 
-def _loop_fields(config: ml_collections.ConfigDict, grad_accum: int | None) -> dict[str, Any]:
-    """The Run fields the loop reads, from a validated config."""
-    t = config.train
-    return dict(grad_accum=grad_accum, batch_size=t.batch_size,
-                seq_len=t.seq_len, seed=config.seed, data=config.data,
-                init_from=config.model.init_from, log_every=t.log_every_steps,
-                eval_every=config.eval.every_steps, eval_batches=config.eval.batches,
-                checkpoint_every=config.checkpoint.every_steps, checkpoint_keep=config.checkpoint.keep,
-                checkpoint_async=bool(config.checkpoint.async_save),
-                tensorboard=bool(config.metrics.tensorboard), plots=bool(config.metrics.plots),
-                peak_tflops_per_device=float(config.metrics.peak_tflops_per_device))
-
-
 def identity(config: ml_collections.ConfigDict, model_cfg: models.ModelConfig,
              steps: int) -> dict[str, Any]:
     """See `Run.identity`: `model_identity`, the model's size and family, the pruning config,
@@ -128,51 +121,6 @@ def resolve_saved(config: ml_collections.ConfigDict, saved_identity: dict[str, A
     return model_cfg, model, optimizer(config, steps)[2]
 
 
-def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> models.ModelConfig:
-    """The ModelConfig of a training config: the size's preset with the config's overrides
-    (a 0 / '' / None key keeps the size's value), the vocabulary padded up to a multiple of
-    model.vocab_multiple (the extra ids are never produced by the tokenizer)."""
-    multiple = config.model.vocab_multiple
-    overrides: dict[str, Any] = dict(vocab_size=-(-vocab_size // multiple) * multiple,
-                                     max_seq_len=config.train.seq_len)
-    for key in ("d_model", "n_layers", "n_heads", "dtype", "scan_layers", "remat", "remat_policy",
-                "attention", "loss_chunk"):
-        value = config.model[key]
-        if value not in (0, "", None) or value is False:
-            overrides[key] = value
-    try:
-        return models.get_config(config.model.size, **overrides)
-    except ValueError as err:
-        raise ConfigError(f"config.model: {err}") from err
-
-
-def schedule(config: ml_collections.ConfigDict) -> Schedule:
-    """The pruning Schedule of a training config (built once, by `prepare`)."""
-    p = config.pruning
-    try:
-        return Schedule(p.schedule, float(p.final_sparsity), float(p.start), float(p.end),
-                        p.interval)
-    except ValueError as err:
-        raise ConfigError(f"config.pruning: {err}") from err
-
-
-def total_steps(config: ml_collections.ConfigDict, n_total: int) -> int:
-    """train.steps, or ceil(budget * n_total / tokens per step) when steps is 0."""
-    if config.train.steps > 0:
-        return config.train.steps
-    tokens_per_step = config.train.batch_size * config.train.seq_len
-    return max(1, math.ceil(config.train.budget * n_total / tokens_per_step))
-
-
-def _prunable(config: ml_collections.ConfigDict, abstract_params: Any) -> list[bool]:
-    """Which leaves the pruning transform masks (config.pruning.include / exclude patterns)."""
-    p = config.pruning
-    try:
-        return list(prunable_flags(abstract_params, p.include or None, p.exclude or None)[1])
-    except ValueError as err:
-        raise ConfigError(f"config.pruning: {err}") from err
-
-
 def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
             local_devices: bool = True, force: bool = False) -> Run:
     """Validate `config` and resolve it into a Run, once each, before any compute: nothing is
@@ -185,58 +133,22 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
     """
     config_lib.validate(config)
     grad_accum = config_lib.grad_accum_of(config)
-    vocab = environment.resolve_vocab(config)
-    mesh = environment.build_mesh(config) if local_devices else None
-    run = _resolve(config, grad_accum, vocab, mesh)
+    parts = parts_lib.describe(config, grad_accum, local_devices)
+    sched, learning_rate, tx = resolve_optimizer(config, parts.steps, parts.abstract_params)
+    plan = make_plan(size=config.model.size, model_cfg=parts.model_config, params=parts.params,
+                     steps=parts.steps, batch_size=config.train.batch_size,
+                     seq_len=config.train.seq_len, grad_accum=grad_accum or 1, schedule=sched,
+                     structure=config.pruning.structure or None,
+                     mesh_shape=dict(parts.mesh.shape) if parts.mesh is not None else {})
+    run = Run(config=config, model_config=parts.model_config, model=parts.model, schedule=sched,
+              steps=parts.steps, learning_rate=learning_rate, tx=tx, mesh=parts.mesh, plan=plan,
+              **parts.loop_fields)
     if workdir is not None:
         warnings.warn("prepare(config, workdir): `workdir` is deprecated and unused; train() checks "
                       "the workdir", DeprecationWarning, stacklevel=2)
         if not force:
             environment.check_memory(run.plan.memory.total, local_devices)
     return run
-
-
-def _resolve(config: ml_collections.ConfigDict, grad_accum: int | None, vocab: int,
-             mesh: Mesh | None) -> Run:
-    """The Run of a validated config (see `prepare`): `grad_accum` from `config.grad_accum_of`,
-    `vocab` the tokenizer's ids (`resolve_vocab`), `mesh` the local devices' (or None)."""
-    fields = _loop_fields(config, grad_accum)
-    model_cfg = model_config(config, vocab)
-    model = models.build(model_cfg, config.model.family)
-    if config.model.init_from:  # the HF folder's architecture and every shape, before any write
-        from jaxsparse.hf import load as hf_load  # [hf] extra only when used
-        hf_load.check_folder(hf_load.parse_init_from(config.model.init_from), model_cfg)
-    abstract_params = jax.eval_shape(lambda: nn.unbox(model.init(
-        jax.random.key(0), jnp.zeros((1, config.train.seq_len), jnp.int32)))["params"])
-    params = param_counts(abstract_params, _prunable(config, abstract_params))
-    steps = total_steps(config, params.total)
-    sched, learning_rate, tx = optimizer(config, steps, abstract_params)
-    plan = make_plan(size=config.model.size, model_cfg=model_cfg, params=params, steps=steps,
-                     batch_size=config.train.batch_size, seq_len=config.train.seq_len,
-                     grad_accum=grad_accum or 1, schedule=sched, structure=config.pruning.structure or None,
-                     mesh_shape=dict(mesh.shape) if mesh is not None else {})
-    return Run(config=config, model_config=model_cfg, model=model, schedule=sched, steps=steps,
-               learning_rate=learning_rate, tx=tx, mesh=mesh, plan=plan, **fields)
-
-
-def optimizer(config: ml_collections.ConfigDict, steps: int, abstract_params: Any = None
-              ) -> tuple[Schedule, optax.Schedule, optax.GradientTransformation]:
-    """(pruning Schedule, learning-rate schedule, optax transform) of a config run for `steps`.
-    With `abstract_params`, the transform's state is built abstractly, which checks the pruning
-    arguments against the model (n:m groups that do not divide a kernel, patterns)."""
-    sched = schedule(config)
-    try:
-        sched.check_fits(steps)
-    except ValueError as err:
-        raise ConfigError(f"config.pruning: {err}") from err
-    learning_rate = learning_rate_schedule(config, steps)
-    try:  # the pruning library raises ValueError for its arguments (structure, scope, patterns)
-        tx = make_optimizer(config, steps, sched, learning_rate)
-        if abstract_params is not None:
-            jax.eval_shape(tx.init, abstract_params)
-    except ValueError as err:
-        raise ConfigError(f"config.pruning: {err}") from err
-    return sched, learning_rate, tx
 
 
 def with_grad_accum(run: Run, grad_accum: int) -> Run:

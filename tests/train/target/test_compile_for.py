@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("libtpu", reason="compiling for TPU needs libtpu: pip install -e '.[tpu]'")
 from jaxsparse import models  # noqa: E402
 from jaxsparse.errors import EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT, ConfigError  # noqa: E402
-from jaxsparse.train.resolve.environment import build_mesh  # noqa: E402
+from jaxsparse.train.resolve.parts import build_mesh  # noqa: E402
 from jaxsparse.train.resolve.run import prepare  # noqa: E402
 from jaxsparse.train.steps.state import abstract_state  # noqa: E402
 from jaxsparse.train.target import compile_for as compile_target  # noqa: E402
