@@ -85,10 +85,11 @@ class Progress:
             say(line)
 
     def report(self, done: int, due: Any, out: Any, first_done: tuple[int, float] | None,
-               checkpoint: str, finished: str | None = None) -> None:
+               checkpoint: str | None, finished: str | None = None) -> None:
         """The lines after step `done` (`due`: the loop's `Due`; `out`: its `StepOutcome`): new
-        warnings, the progress line (log steps and SIGTERM), the checkpoint saved to
-        `checkpoint`, the SIGTERM stop, the eval, then `finished` (the run's last line).
+        warnings, the progress line (log steps and SIGTERM), the checkpoint saved at path
+        `checkpoint` (None: none saved), the SIGTERM stop, the eval, then `finished` (the run's
+        last line).
         `first_done`: (step, time) the first step of this process completed, the ETA's origin."""
         if first_done is not None:
             self.started(*first_done)
@@ -96,7 +97,7 @@ class Progress:
             say(line)
         if out.train is not None and (due.log or due.stop):
             self.log(done, out.train["loss"], out.train["density"], out.train["tokens_per_s"])
-        if due.checkpoint or due.stop:
+        if checkpoint is not None:
             say(f"checkpoint: saving step {done} to {checkpoint}")
         if due.stop:
             say(f"SIGTERM: checkpoint saved at step {done}; rerun the same command to resume")

@@ -118,14 +118,15 @@ class Session:
                 last_good = ckpt_fallback.set_aside_from(self.ckpt, out.first_bad - 1, "its "
                                                          f"parameters gave a non-finite loss at step {out.first_bad}")
                 raise FloatingPointError(out.divergence.replace(actions.LAST_GOOD, last_good))
+            saved = None
             if due.checkpoint or due.stop:  # after the step's records: a checkpoint never lacks them
                 self.ckpt.save_step(done, self.state, self.train_iter.get_state(), self.meta(),
                                     force=due.stop or done == run.steps, wait=done == run.steps)
+                saved = self.ckpt.path(done)
             finished = None
             if done == run.steps:  # once the final checkpoint is complete
                 result, finished = report.finish(self.workdir, run, self.final(), self.writer.records)
-            self.progress.report(done, due, out, self.first_done, f"{self.ckpt.directory}/{done}",
-                                 finished)
+            self.progress.report(done, due, out, self.first_done, saved, finished)
             if due.stop:
                 return {"preempted_at": done}
             self.t_log, self.step_at_log = time.time(), done  # eval and checkpoint time not in tokens/s
@@ -191,6 +192,6 @@ def open_session(run: Run, workdir: str, ckpt: Checkpointer, stack: contextlib.E
     s.eval_missing = s.writer.agreed_missing("eval", s.start)  # collective: every process asks
     s.t_log = time.time()
     s.progress = Progress(run.steps)
-    s.progress.opened(f"resumed from {ckpt.directory}/{s.start}" if restored is not None else None,
+    s.progress.opened(f"resumed from {restored.path}" if restored is not None else None,
                       startup_line(run, workdir, s.start))
     return s

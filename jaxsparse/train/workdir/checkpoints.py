@@ -34,12 +34,13 @@ Abstract = Union[TrainState, Callable[[dict], TrainState]]
 @dataclasses.dataclass
 class Restored:
     """A verified checkpoint: its step, the state (placed by the abstract state's shardings),
-    the data iterator's state and the meta (identity, config, progress, checksums)."""
+    the data iterator's state, the meta (identity, config, progress, checksums) and its path."""
 
     step: int
     state: TrainState
     data: dict
     meta: dict
+    path: str = ""
 
 
 class Checkpointer:
@@ -158,7 +159,7 @@ class Checkpointer:
             raise DamagedCheckpoint(f"checksum mismatch in {len(bad)} item(s): "
                                     f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
         self.verified.add(step)
-        return Restored(step, state, data, meta)
+        return Restored(step, state, data, meta, self.path(step))
 
     def _verified_meta(self, step: int, ident: dict | None) -> dict:
         """The meta of `step`, its own checksum verified (everything a resume or a read uses:
