@@ -77,13 +77,12 @@ def _train_in(run: Run, workdir: str, stack: contextlib.ExitStack, restart: bool
     if outputs_to_set_aside(workdir, restart):  # outputs no checkpoint resumes
         move_previous_outputs(workdir, "--restart" if restart else
                               "metrics of an attempt that saved no checkpoint")
-    summary_json = layout.read_summary(workdir)
     state = abstract_state(run.model, run.tx, run.mesh, models.DEFAULT_RULES, run.seq_len)
     ckpt = Checkpointer(workdir, run.checkpoint_keep, run.checkpoint_async)
     stack.callback(ckpt.close)
-    finished, restored = ckpt.resume_point(state[0], run.identity,
-                                           run.steps if summary_json is not None else None)
-    if finished:
+    summary_json, restored = ckpt.resume_point(state[0], run.identity, run.steps,
+                                               lambda: layout.read_summary(workdir))
+    if summary_json is not None:
         say(f"nothing to do: {workdir} holds a finished run ({layout.summary_path(workdir)})")
         return summary_json
     steps = compiled.for_run(run, environment.device_bytes_limit(), state)

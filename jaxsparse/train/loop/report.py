@@ -22,7 +22,8 @@ def finish(workdir: str, run: Any, final: dict[str, Any], records: list[dict[str
     result = write_summary(workdir, run.config, run.plan, final)
     if run.plots:
         plot_run(workdir, records)
-    return result, (f"done: eval loss {final['final_eval_loss']:.4f}, sparsity "
+    loss = final["final_eval_loss"]
+    return result, (f"done: eval loss {'none' if loss is None else f'{loss:.4f}'}, sparsity "
                     f"{final['final_sparsity']:.4f}; summary in {layout.summary_path(workdir)}")
 
 

@@ -124,7 +124,8 @@ class Session:
                                     force=due.stop or done == run.steps, wait=done == run.steps)
                 saved = self.ckpt.path(done)
             finished = None
-            if done == run.steps:  # once the final checkpoint is complete
+            if done == run.steps and not due.stop:  # once the final checkpoint is complete; after
+                # a SIGTERM the rerun resumes at that checkpoint, evaluates and finishes
                 result, finished = report.finish(self.workdir, run, self.final(), self.writer.records)
             self.progress.report(done, due, out, self.first_done, saved, finished)
             if due.stop:
@@ -161,8 +162,9 @@ class Session:
 def open_session(run: Run, workdir: str, ckpt: Checkpointer, stack: contextlib.ExitStack,
                  steps: CompiledSteps, restored: Restored | None) -> Session:
     """A Session at `restored` (the newest intact checkpoint, `Checkpointer.resume_point`; None:
-    step 0) that calls `steps` (compiled for `run`); its resources close with `stack`. Decides
-    what is due at the resume step (`actions.due_at_resume`) and prints the startup line."""
+    step 0) that calls `steps` (compiled for `run`); its resources close with `stack`. Asks the
+    metrics writer whether the resume step's eval record is missing (`Session.eval_missing`, for
+    `due_at_resume`) and prints the startup line."""
     seq = run.seq_len
     s = Session(run, workdir, ckpt, steps)
     s.train_iter = data_lib.make_train_iterator(run.data, seq_len=seq, seed=run.seed,

@@ -78,7 +78,8 @@ class Checkpointer:
     def holds_final(self, steps: int, ident: dict) -> bool:
         """Whether the newest checkpoint is the final one (step `steps`) of this run, with
         readable metadata; ConfigError if it belongs to another run. Damage is not judged here:
-        a damaged final checkpoint gives False and `restore_newest_intact` deals with it."""
+        a damaged final checkpoint gives False and the verified restore deals with it
+        (`resume_point`, `restore_newest_intact`)."""
         if self.latest_step() != steps:
             return False
         try:
@@ -87,17 +88,20 @@ class Checkpointer:
             return False
         return True
 
-    def resume_point(self, abstract: Abstract, ident: dict, final_step: int | None
-                     ) -> tuple[bool, Restored | None]:
-        """Where the trainer starts: (True, None) when the newest checkpoint is `final_step`'s, of
-        this run, with readable metadata (a finished run; `final_step` None: not asked), else
-        (False, the newest intact checkpoint restored and verified, or None: step 0). Damaged
-        checkpoints are set aside; ConfigError when the workdir holds another run's checkpoint
-        (nothing is changed) or every checkpoint is damaged. Collective."""
-        if final_step is not None and self.holds_final(final_step, ident):
-            return True, None
+    def resume_point(self, abstract: Abstract, ident: dict, final_step: int,
+                     finished_summary: Callable[[], dict | None]) -> tuple[dict | None, Restored | None]:
+        """Where the trainer starts: (summary.json, None) when the newest checkpoint is
+        `final_step`'s, of this run, with readable metadata, and `finished_summary()` (called only
+        then) gives the run's summary.json; else (None, the newest intact checkpoint restored and
+        verified, or None: step 0). Damaged checkpoints are set aside; ConfigError when the
+        workdir holds another run's checkpoint (nothing is changed) or every checkpoint is
+        damaged. Collective."""
+        if self.holds_final(final_step, ident):
+            summary_json = finished_summary()
+            if summary_json is not None:
+                return summary_json, None
         try:
-            return False, ckpt_fallback.newest_intact(self, abstract, ident, set_aside=True)
+            return None, ckpt_fallback.newest_intact(self, abstract, ident, set_aside=True)
         except ConfigError:
             raise
         except ValueError as err:  # arrays of another shape: another run's checkpoint

@@ -26,8 +26,8 @@ class MetricsWriter:
 
     Across a resume no record appears twice: records after the resume step are dropped when
     the writer opens (they are about to be redone), and a record whose (kind, step) is already
-    in the file is not written again (e.g. the final eval of a run killed right after its
-    final checkpoint). A torn last line (a crash mid-write) is dropped with a warning naming
+    in the file is not written again (e.g. an eval redone at the resume step while its record
+    is there on process 0). A torn last line (a crash mid-write) is dropped with a warning naming
     the file; a garbled line elsewhere raises ConfigError naming the file and line.
     """
 

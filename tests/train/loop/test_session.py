@@ -44,3 +44,46 @@ def test_at_resume_only_a_missing_eval_or_an_event_at_initialisation_is_due(run)
     at_start = due_at_resume(run, 0, dense=False, eval_missing=True)
     assert not at_start.eval and at_start.event == bool(run.schedule.is_event(0, run.steps))
     assert not due_at_resume(run, 0, dense=True, eval_missing=True).event
+
+
+def test_a_sigterm_in_the_final_step_saves_it_and_the_rerun_evaluates_and_finishes(
+        corpus, data_dir, tmp_path):
+    """A stop asked for during the final step (a real Preemption whose flag is set, as SIGTERM
+    sets it) saves the final checkpoint and writes no summary.json; the rerun resumes there,
+    evaluates and writes the summary an uninterrupted run writes."""
+    import contextlib
+    import json
+    import shutil
+
+    from jaxsparse import models
+    from jaxsparse.train import train
+    from jaxsparse.train.loop.session import open_session
+    from jaxsparse.train.steps import compiled
+    from jaxsparse.train.steps.state import abstract_state
+    from jaxsparse.train.workdir.checkpoints import Checkpointer
+
+    config = tiny_config(corpus, **{"data.data_dir": str(data_dir), "train.steps": 8,
+                                    "checkpoint.every_steps": 7, "eval.every_steps": 4,
+                                    "checkpoint.async_save": False, "metrics.plots": False})
+    clean = train(config, str(tmp_path / "clean"))
+    work = tmp_path / "w"
+    shutil.copytree(tmp_path / "clean", work)  # as if stopped after checkpoint 7
+    shutil.rmtree(work / "checkpoints" / "8")
+    (work / "summary.json").unlink()
+    run = prepare(config)
+    state = abstract_state(run.model, run.tx, run.mesh, models.DEFAULT_RULES, run.seq_len)
+    with contextlib.ExitStack() as stack:
+        ckpt = Checkpointer(str(work), run.checkpoint_keep, run.checkpoint_async)
+        stack.callback(ckpt.close)
+        _, restored = ckpt.resume_point(state[0], run.identity, run.steps, lambda: None)
+        assert restored.step == 7
+        session = open_session(run, str(work), ckpt, stack, compiled.for_run(run, None, state), restored)
+        preempt = Preemption()
+        preempt.requested = True  # what the SIGTERM handler sets
+        assert session.train(preempt) == {"preempted_at": 8}
+    assert (work / "checkpoints" / "8").is_dir() and not (work / "summary.json").exists()
+    resumed = train(config, str(work))
+    assert resumed["final_eval_loss"] == clean["final_eval_loss"]
+    assert resumed["n_avg_realised"] == clean["n_avg_realised"]
+    kinds = [(r["kind"], r["step"]) for r in map(json.loads, (work / "metrics.jsonl").read_text().splitlines())]
+    assert kinds.count(("eval", 8)) == 1 and len(kinds) == len(set(kinds))
