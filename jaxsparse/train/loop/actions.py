@@ -67,15 +67,9 @@ class StepOutcome:
 def after_step(s: Any, done: int, due: Due, pending: list) -> StepOutcome:
     """Measure what `due` asks after step `done` (`s`: the loop's Session: its state, run, eval
     batches and counts; `pending`: the device metrics of the steps since the last fetch; none
-    at the resume step). What other rooms give (the masks of an event step, their leaves'
-    names, the FLOPs per token at the density in force) is read first; a non-finite loss stops
-    the measuring."""
-    masks, lines = masks_of(s) if due.event else (None, [])
-    named = named_leaves(masks) if masks is not None else []
-    active = summary(masks).active if masks is not None else s.active
-    plan = s.run.plan
-    flops = train_flops_per_token(s.run.model_config, s.run.seq_len, plan.params.prunable,
-                                  active / plan.params.prunable)
+    at the resume step). A non-finite loss stops the measuring first; then what other rooms give
+    (the masks of an event step, their leaves' names, the FLOPs per token at the density in
+    force) is read before the records are built."""
     fetched = jax.device_get(pending)
     losses = [float(m["loss"]) for m in fetched] or s.losses
     norms = [float(m["grad_norm"]) for m in fetched]
@@ -84,6 +78,12 @@ def after_step(s: Any, done: int, due: Due, pending: list) -> StepOutcome:
         first = done - len(losses) + bad + 1  # its loss was computed on step first-1's params
         return StepOutcome([], [], s.active, losses, first_bad=first,
                            divergence=diverged(losses, norms, done, LAST_GOOD))
+    masks, lines = masks_of(s) if due.event else (None, [])
+    named = named_leaves(masks) if masks is not None else []
+    active = summary(masks).active if masks is not None else s.active
+    plan = s.run.plan
+    flops = train_flops_per_token(s.run.model_config, s.run.seq_len, plan.params.prunable,
+                                  active / plan.params.prunable)
     if due.redo:
         lines.insert(0, f"redoing the eval of step {done}: its record is missing (the run was "
                         "stopped after the checkpoint, before the eval)")
