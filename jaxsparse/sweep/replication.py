@@ -6,7 +6,7 @@ writes, from whatever runs of the sweep (--sweep, default all of it) have finish
   results.csv   the runs that enter the law's fit (tag fit=1, the sweep's `part=fit`), as `--collect`
                 writes them;
   report.md, report.json, plots/   the sweep report of those runs (`--report`);
-  plots/loss_vs_nbar.png   the finished runs' loss against N̄ (the investigation's variants left out):
+  plots/loss_vs_nbar.png   the loss against N̄ of the finished runs of the law's fit (the paper's recipe):
                 dense and sparse, matched pairs joined;
   all_runs.csv  every finished run of the sweep (investigation, schedules, learning-rate check);
   replication.md  matched pairs over seeds, the investigation, the schedule ranking, the
@@ -176,7 +176,7 @@ def write_results(sweep: str, root: str, out: str, report: bool = True) -> list[
     tables = write_tables(rows, fit_rows, [r.name for r in missing], len(runs),
                           os.path.join(out, "replication.md"))
     os.makedirs(os.path.join(out, "plots"), exist_ok=True)
-    figure = figures.loss_against_nbar(rows, os.path.join(out, "plots", "loss_vs_nbar.png"))
+    figure = figures.loss_against_nbar(fit_rows, os.path.join(out, "plots", "loss_vs_nbar.png"))
     said = [f"{len(rows)} of {len(runs)} runs finished; wrote {tables} and {figure}"]
     if fit_rows:
         said.append(f"wrote {write_csv(fit_rows, os.path.join(out, 'results.csv'))} ({len(fit_rows)} runs)")
