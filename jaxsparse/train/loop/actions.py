@@ -83,7 +83,7 @@ def after_step(s: Any, done: int, due: Due, pending: list) -> StepOutcome:
     active = summary(masks).active if masks is not None else s.active
     plan = s.run.plan
     flops = train_flops_per_token(s.run.model_config, s.run.seq_len, plan.params.prunable,
-                                  active / plan.params.prunable)
+                                  active / plan.params.prunable) if fetched else 0.0
     if due.redo:
         lines.insert(0, f"redoing the eval of step {done}: its record is missing (the run was "
                         "stopped after the checkpoint, before the eval)")

@@ -38,7 +38,6 @@ class MetricsWriter:
         self.enabled = enabled
         self._tb = None
         self._written: set[tuple[str, int]] = set()
-        self._kept: dict[tuple[str, int], dict] = {}  # the records kept from before this process
         self.records: list[dict[str, Any]] = []  # every record of the file, in order (process 0)
         if not enabled:
             return
@@ -47,7 +46,6 @@ class MetricsWriter:
         if os.path.exists(self.path):
             _rewrite(self.path, kept)
         self._written = {(str(r.get("kind")), int(r.get("step", 0))) for r in kept}
-        self._kept = {(str(r.get("kind")), int(r.get("step", 0))): r for r in kept}
         self.records = list(kept)
         self._file = open(self.path, "a", encoding="utf-8")
         if tensorboard:
@@ -59,9 +57,10 @@ class MetricsWriter:
         return (kind, int(step)) in self._written
 
     def value(self, kind: str, step: int, key: str) -> Any:
-        """`key` of the `kind` record of `step` kept from before this process opened the file
-        (None: no such record, or not process 0)."""
-        return self._kept.get((kind, int(step)), {}).get(key)
+        """`key` of the `kind` record of `step` in the file (None: no such record, or not
+        process 0)."""
+        found = [r for r in self.records if r.get("kind") == kind and int(r.get("step", 0)) == int(step)]
+        return found[-1].get(key) if found else None
 
     def agreed_missing(self, kind: str, step: int) -> bool:
         """Whether the file lacks the `kind` record of `step`, as process 0 sees it, on every
@@ -72,8 +71,8 @@ class MetricsWriter:
         from jax.experimental import multihost_utils
         return bool(multihost_utils.broadcast_one_to_all(np.int32(missing)))
 
-    def write_all(self, records: list[tuple[str, dict[str, Any]]]) -> None:
-        """`write` each (kind, values) of `records` at its step, in order (see `write`)."""
+    def write_all(self, records: list[tuple[str, int, dict[str, Any]]]) -> None:
+        """`write` each (kind, step, values) of `records`, in order (see `write`)."""
         for kind, step, values in records:
             self.write(kind, step, values)
 
