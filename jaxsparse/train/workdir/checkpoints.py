@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from typing import Callable, Union
 
 import jax
@@ -43,6 +44,20 @@ class Restored:
     path: str = ""
 
 
+def _open_manager(directory: str, options: ocp.CheckpointManagerOptions,
+                  attempts: int = 50) -> ocp.CheckpointManager:
+    """orbax's CheckpointManager of `directory`. Opening one lists the step directories and then
+    reads each one's metadata; a live trainer's keep-N can remove a listed step in between
+    (FileNotFoundError, or NotADirectoryError while it is being removed). Then list again, up to
+    `attempts` times: a removed step is not an error of the reader."""
+    for _ in range(attempts - 1):
+        try:
+            return ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
+        except (FileNotFoundError, NotADirectoryError):
+            time.sleep(0.02)
+    return ocp.CheckpointManager(directory, options=options, item_names=ITEMS)  # its error is raised
+
+
 class Checkpointer:
     """A keep-N, asynchronous orbax CheckpointManager for one workdir, with verified restores."""
 
@@ -51,7 +66,7 @@ class Checkpointer:
         self.directory = layout.checkpoint_dir(workdir)  # created by the first save
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=False,
                                                enable_async_checkpointing=async_save)
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+        self.manager = _open_manager(self.directory, options)
         self.verified: set[int] = set()  # steps restored and verified by this process
 
     def latest_step(self) -> int | None:
