@@ -1,5 +1,6 @@
 """Checkpointer (jaxsparse.train.workdir.checkpoints) beside a live trainer's keep-N deletions."""
 import threading
+import time
 
 import orbax.checkpoint as ocp
 
@@ -26,11 +27,13 @@ def test_opening_a_reader_beside_a_trainer_that_removes_old_steps_never_fails(tm
     workdir, stop, saved = str(tmp_path), threading.Event(), []
     writer = threading.Thread(target=_save_and_delete_until, args=(stop, workdir, saved))
     writer.start()
-    failures, opened = [], 0
+    failures, opened, deadline = [], 0, time.monotonic() + 240
     try:
         while len(saved) < 2:
             stop.wait(0.01)
-        for _ in range(200):
+        first = saved[-1]
+        # at least 200 openings, during which the trainer saved (and removed) at least 30 steps
+        while (opened < 200 or saved[-1] - first < 30) and time.monotonic() < deadline:
             try:
                 Checkpointer(workdir, keep=1_000_000, async_save=False).close()
                 opened += 1
@@ -39,5 +42,5 @@ def test_opening_a_reader_beside_a_trainer_that_removes_old_steps_never_fails(tm
     finally:
         stop.set()
         writer.join()
-    assert failures == [] and opened == 200, failures[:3]
-    assert saved[-1] > 50  # the trainer kept saving and removing while the reader opened
+    assert failures == [], failures[:3]
+    assert opened >= 200 and saved[-1] - first >= 30, (opened, first, saved[-1])
