@@ -111,8 +111,9 @@ def _pairs_lines(groups: list[dict[str, Any]]) -> list[str]:
              "seed spread | position (0 = N̄, 1 = final size) |", "|---|---|---|---|---|---|---|---|"]
     for g in groups:
         pos = "-" if g["position"] is None else f"{g['position']:.2f}"
+        spread = "- (one seed)" if g["seeds"] == 1 else f"{g['spread']:.4f}"
         lines.append(f"| {g['pair']} | {g['variant']} | {g['budget']:g} | {g['sparsity']:.3f} | "
-                     f"{g['seeds']} | {g['delta']:+.4f} | {g['spread']:.4f} | {pos} |")
+                     f"{g['seeds']} | {g['delta']:+.4f} | {spread} | {pos} |")
     return lines
 
 

@@ -227,6 +227,8 @@ def test_no_dense_law_from_one_budget_so_no_position():
             {"name": "sparse", "kind": "matched", "match": "dense", "loss": "2.02", "n_final": "16800",
              "d": "6197248", "seed": "0", "pair": "p", "variant": "base", "budget": "200",
              "final_sparsity": "0.8"}]
-    assert rep.pair_groups(pair, rep.dense_law(one_budget))[0]["position"] is None
+    groups = rep.pair_groups(pair, rep.dense_law(one_budget))
+    assert groups[0]["position"] is None
+    assert "| 1 | +0.2372 | - (one seed) | - |" in "\n".join(rep._pairs_lines(groups))  # no spread of one seed
     quarter = [row(int(r["n"]), int(r["d"]) // 4, float(r["loss"]) + 0.15) for r in one_budget]
     assert rep.dense_law(one_budget + quarter) is not None
