@@ -1,0 +1,49 @@
+"""The committed replication results say what the code prints: the leave-one-out MAE that the README
+and results/replication/report.md state are the ones `python3 -m jaxsparse.scaling compare
+results/replication/results.csv --loo` prints for that CSV (issue 20), so re-collecting the results
+without updating the prose fails here."""
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CSV = "results/replication/results.csv"
+
+
+def _compare_loo() -> dict:
+    """kind -> (n_points, loo_mae as printed) from the CLI, run as a user runs it."""
+    out = subprocess.run([sys.executable, "-m", "jaxsparse.scaling", "compare", CSV, "--loo"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600, check=True).stdout
+    lines = [line.split() for line in out.splitlines() if line.strip()]
+    header = next(cols for cols in lines if "loo_mae" in cols)
+    rows = {}
+    for cols in lines:
+        if len(cols) == len(header) and cols[0].isdigit():
+            row = dict(zip(header, cols))
+            rows[row["kind"]] = (int(row["n_points"]), row["loo_mae"])
+    assert set(rows) == {"avg", "avg_prunable", "final", "initial"}, out
+    return rows
+
+
+def _read(path: str) -> str:
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+        return " ".join(f.read().split())
+
+
+def test_the_readme_and_report_state_the_loo_mae_that_compare_prints():
+    rows = _compare_loo()
+    readme = _read("README.md")
+    stated = re.search(r"Fits\*\* on the (\d+) runs of the law's fit .*? leave-one-out MAE ([\d.]+) "
+                       r"with N̄, ([\d.]+) with the prunable-only average, ([\d.]+) with the final "
+                       r"size, ([\d.]+) with the initial size", readme)
+    assert stated, "README.md no longer states the replication's leave-one-out MAE in the tested form"
+    runs, *maes = stated.groups()
+    assert int(runs) == rows["avg"][0]
+    assert maes == [rows[k][1] for k in ("avg", "avg_prunable", "final", "initial")]
+
+    report = _read("results/replication/report.md")
+    law = re.search(r"the law with N̄ has MAE [\d.]+ \(leave-one-out ([\d.]+)\); with the final "
+                    r"size, MAE [\d.]+ \(leave-one-out ([\d.]+)\)", report)
+    assert law, "report.md no longer states the leave-one-out MAE in the tested form"
+    assert list(law.groups()) == [rows["avg"][1], rows["final"][1]]
