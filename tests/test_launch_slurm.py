@@ -118,3 +118,11 @@ def test_two_slurm_tasks_train_like_one_process(tmp_path):
     # one job of two processes: only process 0 reports, and the losses are the one-process run's
     assert "done: eval loss" in outs[0][0] and "loss" not in outs[1][0]
     np.testing.assert_allclose(_losses(double), want, rtol=0, atol=1e-6)
+
+
+def test_a_garbled_slurm_task_count_is_one_line_and_exit_2(tmp_path):
+    env = dict(_slurm_task(cli_env(tmp_path / "data", devices=1), 7, 0, 2), SLURM_NTASKS="2(x2)")
+    out = run_cli(train_cmd(tmp_path / "corpus", tmp_path / "run", *EXTRA), env, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1] == "error: SLURM_NTASKS='2(x2)': expected a number of tasks"
+    assert not (tmp_path / "run").exists()
