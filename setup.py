@@ -38,7 +38,8 @@ EXTRAS = {
     # libtpu from the package registry: compiles for TPU slices on a machine without a TPU
     "tpu": ["jax[tpu]>=0.10.2"],
     "hf": ["transformers>=5.23.0", "torch>=2.13.0", "safetensors>=0.8.0"],
-    "test": ["pytest>=9.0.3", "pytest-xdist>=3.8.0", "hypothesis>=6.155.2", "ruff>=0.17.6"],
+    "test": ["pytest>=9.0.3", "pytest-xdist>=3.8.0", "hypothesis>=6.155.2", "ruff>=0.17.6",
+             "jsonschema>=4.26.0"],  # validates launch/k8s's manifests
 }
 EXTRAS["dev"] = sorted(set(TRAIN + EXTRAS["tpu"] + EXTRAS["hf"] + EXTRAS["test"]))
 

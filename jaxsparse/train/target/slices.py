@@ -62,6 +62,17 @@ class Slice:
         """JAX devices in the whole target (one per chip)."""
         return self.chips * self.num_slices
 
+    @property
+    def chips_per_host(self) -> int:
+        """Chips on one host (TPU VM) of the slice: its host bounds, 2x2 where libtpu picks them."""
+        x, y, z = self.chips_per_host_bounds or (2, 2, 1)
+        return x * y * z
+
+    @property
+    def hosts(self) -> int:
+        """Hosts in one slice, one JAX process each (a Kubernetes launch's workers per slice)."""
+        return self.chips // self.chips_per_host
+
 
 def torus_shape(chips: int, dims: int) -> tuple[int, ...]:
     """The usual torus of `chips` (a power of two): grow the smallest dimension, last one first
