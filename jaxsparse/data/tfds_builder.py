@@ -22,7 +22,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-from jaxsparse import console
+from jaxsparse import noise
 from jaxsparse.data import config as config_lib
 from jaxsparse.data import corpus
 from jaxsparse.errors import ConfigError
@@ -147,7 +147,7 @@ def local_builder(cfg: ml_collections.ConfigDict, spec: config_lib.DatasetSpec) 
     cached = _BUILT.get((data_dir, builder_cfg.name))
     if cached is not None and _prepared(cached):
         return cached  # type: ignore[return-value]
-    with console.quiet_tfds():  # a custom config is the point: no "Using custom data configuration"
+    with noise.quiet_tfds():  # a custom config is the point: no "Using custom data configuration"
         return JaxsparseText(config=builder_cfg, data_dir=data_dir, file_format="array_record")
 
 
@@ -180,7 +180,7 @@ def _build(
                 builder.data_dir,
             )
             try:
-                with console.quiet_tfds():  # built locally: no "Downloading ..." line, no progress bars
+                with noise.quiet_tfds():  # built locally: no "Downloading ..." line, no progress bars
                     builder.download_and_prepare()
             except BaseException:
                 _remove_empty(made)  # a failed build leaves no empty folders nor its lock behind

@@ -26,7 +26,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxsparse import console
+from jaxsparse import noise
 from jaxsparse.errors import EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED, ConfigError, entry_point
 from jaxsparse.train.resolve import flags as cli_args
 
@@ -51,9 +51,9 @@ _DIST = flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
 
 
 def _on_tpu_vm() -> bool:
-    """TPU chips here and the TPU runtime's environment (not console.quiet_libtpu's placeholders,
+    """TPU chips here and the TPU runtime's environment (not noise.quiet_libtpu's placeholders,
     which it sets only where there is no TPU chip)."""
-    return console.tpu_chips_present() and any(k in os.environ for k in ("TPU_WORKER_HOSTNAMES", "CLOUD_TPU_TASK_ID",
+    return noise.tpu_chips_present() and any(k in os.environ for k in ("TPU_WORKER_HOSTNAMES", "CLOUD_TPU_TASK_ID",
                                          "TPU_WORKER_ID"))
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import ml_collections
 
-from jaxsparse import console, models
+from jaxsparse import models, noise
 from jaxsparse.errors import ConfigError
 from jaxsparse.train.steps.compiled import (HEADROOM, _fits, _say, accum_candidates,  # noqa: F401 (re-exported)
                                             collective_counts, compile_steps, search)
@@ -38,7 +38,7 @@ def slice_devices(target: Slice) -> list:
         kwargs["chip_config_name"] = "megacore"
     if target.chips_per_host_bounds is not None:
         kwargs["chips_per_host_bounds"] = target.chips_per_host_bounds
-    console.quiet_libtpu()  # a library call too, not only through a command line's entry point
+    noise.quiet_libtpu()  # a library call too, not only through a command line's entry point
     try:
         topo = topologies.get_topology_desc(platform="tpu", topology_name=target.topology_name,
                                             num_slices=target.num_slices, **kwargs)

@@ -1,4 +1,4 @@
-"""What reaches a command line's console (`jaxsparse.console`): on this machine without a TPU, with
+"""What reaches a command line's console (`jaxsparse.noise`): on this machine without a TPU, with
 libtpu from `[tpu]` installed, no libtpu start-up probe and no tensorflow-datasets chatter; the trainer's
 output starts with its start-up line, `generate`'s with the text and `evaluate`'s with its JSON."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from jaxsparse import console
+from jaxsparse import noise
 from jaxsparse.errors import EXIT_BAD_INPUT, EXIT_OK
 from test_entry_points import BAD_ARGUMENTS
 from train_utils import REPO, cli_env, run_cli, train_cmd, write_corpus
@@ -23,7 +23,7 @@ NOISE = re.compile(r"libtpu|TPU_|InitGoogle|common_lib|Using custom data configu
 def _user_env(data_dir) -> dict:
     """A user's environment: JAX picks its platform itself (no JAX_PLATFORMS, one CPU device)."""
     env = cli_env(data_dir)
-    for key in ("JAX_PLATFORMS", "XLA_FLAGS", *(k for k, _ in console.NO_TPU_ENV)):
+    for key in ("JAX_PLATFORMS", "XLA_FLAGS", *(k for k, _ in noise.NO_TPU_ENV)):
         env.pop(key, None)
     return env
 
@@ -31,7 +31,7 @@ def _user_env(data_dir) -> dict:
 @pytest.fixture(scope="module")
 def no_tpu_here():
     pytest.importorskip("libtpu", reason="the console is quieted for libtpu from .[tpu]")
-    if console.tpu_chips_present():
+    if noise.tpu_chips_present():
         pytest.skip("this machine has TPU chips: libtpu starts for real")
 
 
