@@ -11,7 +11,8 @@ from setuptools import find_packages, setup
 # Lower bounds only, so that the library installs beside a project's own (newer) jax. The floors are
 # the exact set in constraints.txt (tested on Python 3.11 by the README's test command); the newest
 # releases are tested on Python 3.12 by .ci/py312. constraints.txt is the known-good set the README
-# commands and CI install with.
+# commands and CI install with: these extras' whole closure, from the public index alone (after a change
+# here, rerun `python3 .ci/constraints.py --write`; CI runs --check).
 INSTALL_REQUIRES = [
     "jax>=0.10.2",
     "jaxlib>=0.10.2",

@@ -28,6 +28,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jaxsparse import noise
 from jaxsparse.errors import EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED, ConfigError, entry_point
 from jaxsparse.train.resolve import flags as cli_args
 
@@ -55,7 +56,9 @@ _SLURM_STEP = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PRO
 
 
 def _on_tpu_vm() -> bool:
-    return any(k in os.environ for k in ("TPU_WORKER_HOSTNAMES", "CLOUD_TPU_TASK_ID",
+    """TPU chips here and the TPU runtime's environment (not noise.quiet_libtpu's placeholders,
+    which it sets only where there is no TPU chip)."""
+    return noise.tpu_chips_present() and any(k in os.environ for k in ("TPU_WORKER_HOSTNAMES", "CLOUD_TPU_TASK_ID",
                                          "TPU_WORKER_ID"))
 
 
