@@ -30,6 +30,7 @@ from jaxsparse import models
 from jaxsparse.models.sharding import activation_sharding
 from jaxsparse.errors import ArgumentParser, ConfigError, Fault, as_bad_input, entry_point
 from jaxsparse.inference.restore import RestoredRun, load_run
+from jaxsparse.train.workdir import layout
 
 
 def token_windows(documents: Iterable[np.ndarray], seq_len: int, batch: int) -> Iterator[dict[str, np.ndarray]]:
@@ -113,8 +114,7 @@ def evaluate(run: RestoredRun, dataset: Optional[str] = None, split: str = "vali
 def evaluate_split(run: RestoredRun, name: str, split: str, source: Sequence[Any],
                    batch_size: Optional[int] = None, progress_every_s: float = 10.0) -> dict[str, Any]:
     """`evaluate` over a split already opened by `open_split` (`name` = its data.dataset)."""
-    shards = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
-    batch = -(-int(batch_size or run.config.train.batch_size) // shards) * shards
+    batch = check_batch_memory(run, batch_size)
     seq_len = run.model_cfg.max_seq_len
     sharding = models.batch_sharding(run.mesh)
     loss_sums = make_loss_sums(run, sharding)
@@ -140,6 +140,26 @@ def evaluate_split(run: RestoredRun, name: str, split: str, source: Sequence[Any
             "seconds": time.time() - start}
 
 
+def check_batch_memory(run: RestoredRun, batch_size: Optional[int]) -> int:
+    """The windows per step for `batch_size` (default train.batch_size), rounded up to the
+    data-parallel shards; ConfigError, before anything is allocated, when the forward pass of
+    that many windows needs more memory per device than a device has (the trainer's estimate and
+    check, `memory_estimate(..., backward=False)` and `check_memory`; the host's own batch arrays,
+    12 bytes a token, are far smaller than a device's share of the logits)."""
+    from jaxsparse.train.resolve.environment import check_memory
+    from jaxsparse.train.resolve.plan import ParamCounts, memory_estimate
+
+    shards = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
+    batch = -(-int(batch_size or run.config.train.batch_size) // shards) * shards
+    size = lambda tree: sum(int(leaf.size) for leaf in jax.tree.leaves(tree))  # noqa: E731
+    counts = ParamCounts(total=size(run.params), prunable=size(run.masks),
+                         embedding=size(run.params.get("embed", {})))
+    estimate = memory_estimate(run.model_cfg, counts, dict(run.mesh.shape), batch,
+                               run.model_cfg.max_seq_len, backward=False)
+    check_memory(estimate.total, advice=f"lower --batch_size (windows per step: {batch})")
+    return batch
+
+
 def _progress(done: int, total: int, weight: float, nats: float, elapsed: float) -> None:
     eta = elapsed * (total - done) / max(done, 1)
     loss = nats / weight if weight else float("nan")
@@ -161,8 +181,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise ConfigError(f"--batch_size={args.batch_size}: must be an integer >= 1")
     with as_bad_input(ValueError, FileNotFoundError):
         if args.out:
-            check_out_file(args.out)
+            check_out_file(args.out, args.workdir)
         run = load_run(args.workdir, args.step)
+        check_batch_memory(run, args.batch_size)  # before the data is opened or a batch allocated
         name, source = open_split(run, args.dataset, args.split)  # bad dataset or split: before any compute
     result = evaluate_split(run, name, args.split, source, args.batch_size)
     text = json.dumps(result, indent=2)
@@ -176,12 +197,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-def check_out_file(out: str) -> None:
+def check_out_file(out: str, workdir: str) -> None:
     """ConfigError unless `out` can be written: not a directory, in an existing folder this
-    user may write (probed with a temporary file, removed)."""
+    user may write (probed with a temporary file, removed), and in no run directory (`workdir`'s
+    or another's: `layout.run_dir_holding`; reader commands never write into one)."""
     parent = os.path.dirname(os.path.abspath(out))
     if os.path.isdir(out):
         raise ConfigError(f"--out={out}: is a directory; give a file name")
+    run_dir = layout.run_dir_holding(out, workdir)
+    if run_dir is not None:
+        raise ConfigError(f"--out={out}: it is in the run directory {run_dir}, and reader commands "
+                          "never write into a run directory (its files stay the trainer's); give a "
+                          "file outside it")
     if not os.path.isdir(parent):
         raise ConfigError(f"--out={out}: the folder {parent} does not exist")
     try:

@@ -26,6 +26,7 @@ from jaxsparse import data as data_lib
 from jaxsparse import models
 from jaxsparse.errors import ConfigError
 from jaxsparse.train.workdir import layout
+from jaxsparse.train.workdir.fallback import named_step_damaged
 
 
 @dataclasses.dataclass
@@ -46,10 +47,14 @@ class RestoredRun:
 
 
 def pick_step(workdir: str, step: Optional[int]) -> int:
-    """`step` if it was saved, else the latest one (step None); ConfigError naming what exists."""
+    """`step` if it was saved, else the latest one (step None); ConfigError naming what exists,
+    or naming the damage when checkpoints/ or the entry of `step` is not a directory."""
     if not os.path.isdir(workdir):
         raise ConfigError(f"--workdir={workdir!r}: no such directory")
+    layout.check_checkpoints(workdir)
     steps = layout.saved_steps(workdir)
+    if step is not None and step in layout.stray_files(workdir):
+        raise named_step_damaged(layout.step_dir(workdir, step), step, layout.stray_reason(workdir, step))
     if not steps:
         raise ConfigError(f"--workdir={workdir!r} holds no checkpoints (expected "
                           f"{layout.checkpoint_dir(workdir)}/<step>); train first: "

@@ -10,6 +10,7 @@ emits `pad_id`; `lengths[b]` counts row b's tokens up to and including its EOS.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Optional
 
 import jax
@@ -38,12 +39,13 @@ class SamplingSettings:
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
                 or self.max_new_tokens < 1:
             raise ValueError(f"--max_new_tokens={self.max_new_tokens!r}: must be an integer >= 1")
-        if not self.temperature >= 0:
-            raise ValueError(f"--temperature={self.temperature!r}: must be >= 0 (0 = greedy)")
+        if not 0 <= self.temperature < math.inf:  # NaN and inf too: sampling would be uniform
+            raise ValueError(f"--temperature={self.temperature!r}: must be a finite number >= 0 "
+                             "(0 = greedy)")
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
             raise ValueError(f"--top_k={self.top_k!r}: must be an integer >= 0 (0 = no top-k cut)")
         if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"--top_p={self.top_p!r}: must be in (0, 1] (1 = no nucleus cut)")
+            raise ValueError(f"--top_p={self.top_p!r}: must be a number in (0, 1] (1 = no nucleus cut)")
 
 
 def next_token(logits: jax.Array, rng: jax.Array, s: SamplingSettings) -> jax.Array:

@@ -39,13 +39,17 @@ def device_memory_limit() -> tuple[int, str]:
     return physical // n, f"host memory {physical / 2**30:.1f} GiB shared by {n} local device(s)"
 
 
-def check_memory(estimate_bytes: int, local_devices: bool = True) -> None:
-    """Refuse a run whose per-device memory plan exceeds what a device has (ConfigError)."""
+TRAIN_ADVICE = ("lower train.batch_size, raise train.grad_accum or mesh.fsdp, set model.remat=True, "
+                "or pass --force to try anyway")
+
+
+def check_memory(estimate_bytes: int, local_devices: bool = True, advice: str = TRAIN_ADVICE) -> None:
+    """Refuse a command whose per-device memory plan exceeds what a device has (ConfigError);
+    `advice`: what to change (default: the trainer's)."""
     if not local_devices:
         return
     limit, source = device_memory_limit()
     if estimate_bytes > limit:
         raise ConfigError(
             f"the memory plan needs about {estimate_bytes / 2**30:.2f} GiB per device, more than "
-            f"the {limit / 2**30:.2f} GiB limit ({source}); lower train.batch_size, raise "
-            "train.grad_accum or mesh.fsdp, set model.remat=True, or pass --force to try anyway")
+            f"the {limit / 2**30:.2f} GiB limit ({source}); {advice}")

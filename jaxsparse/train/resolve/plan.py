@@ -142,19 +142,23 @@ def make_plan(*, size: str, model_cfg: models.ModelConfig, params: ParamCounts, 
 
 
 def memory_estimate(model_cfg: models.ModelConfig, params: ParamCounts,
-                    mesh_shape: dict[str, int], micro_batch: int, seq_len: int) -> MemoryEstimate:
+                    mesh_shape: dict[str, int], micro_batch: int, seq_len: int,
+                    backward: bool = True) -> MemoryEstimate:
     """A rough per-device estimate: sharded state plus activations kept for the backward pass.
 
     State: f32 params, Adam mu and nu, f32 grads (16 bytes/param) and bool masks (1 byte per
     prunable weight), split over fsdp x tensor. Activations: about 16 values of d_model per
     token per layer (2 with remat) plus the f32 logits, for the per-device micro-batch.
+    `backward=False` (a forward pass only, e.g. `jaxsparse.evaluate`): f32 params and the masks,
+    and the activations of one layer at a time plus the logits.
     """
     shards = max(1, mesh_shape.get("fsdp", 1) * mesh_shape.get("tensor", 1))
-    state = (16 * params.total + params.prunable) // shards
+    state = ((16 if backward else 4) * params.total + params.prunable) // shards
     batch_shards = max(1, mesh_shape.get("data", 1) * mesh_shape.get("fsdp", 1))
     local_tokens = micro_batch // batch_shards * seq_len
     act_bytes = 2 if model_cfg.dtype == "bfloat16" else 4
-    per_layer = (2 if model_cfg.remat else 16) * model_cfg.d_model * act_bytes
-    activations = local_tokens * (model_cfg.n_layers * per_layer
+    per_layer = (2 if model_cfg.remat and backward else 16) * model_cfg.d_model * act_bytes
+    layers = model_cfg.n_layers if backward else 1
+    activations = local_tokens * (layers * per_layer
                                   + 8 * model_cfg.vocab_size // max(1, mesh_shape.get("tensor", 1)))
     return MemoryEstimate(state=int(state), activations=int(activations))

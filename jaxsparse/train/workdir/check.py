@@ -18,8 +18,10 @@ from jaxsparse.train.workdir import layout
 def make_writable(workdir: str) -> None:
     """Create `workdir` if needed and prove it (and its checkpoints/, if there) writable with a
     probe file that is always removed. Runs before the workdir lock is taken (the lock file lives
-    in the workdir), so a URL, a non-UTF-8 path or an unwritable folder is refused first."""
+    in the workdir), so a URL, a non-UTF-8 path, an unwritable folder or a checkpoints/ that is
+    not a directory (`layout.check_checkpoints`) is refused first."""
     _check_path(workdir)
+    layout.check_checkpoints(workdir)
     try:
         os.makedirs(workdir, exist_ok=True)
     except OSError as err:

@@ -19,6 +19,7 @@ import time
 from typing import Callable, Union
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxsparse.errors import ConfigError
@@ -42,6 +43,14 @@ class Restored:
     data: dict
     meta: dict
     path: str = ""
+
+
+def _check_label(step: int, recorded: object, where: str) -> None:
+    """DamagedCheckpoint unless `recorded` (the step a checkpoint records in `where`) is `step`,
+    the step its directory is named by: a copy or a rename of another step's checkpoint."""
+    if isinstance(recorded, bool) or not isinstance(recorded, (int, np.integer)) or recorded != step:
+        raise DamagedCheckpoint(f"{where} holds step {recorded!r}, not {step} (its directory's "
+                                "name): it is a copy or a rename of another checkpoint")
 
 
 def _open_manager(directory: str, options: ocp.CheckpointManagerOptions,
@@ -126,7 +135,7 @@ class Checkpointer:
                   force: bool = False, wait: bool = False) -> None:
         """Save `state`, `data_state` and `meta` (+ the checksums of all three) as step `step`;
         with `wait`, return once it is complete. Collective: every process calls it."""
-        meta = json.loads(json.dumps(meta, default=str))
+        meta = dict(json.loads(json.dumps(meta, default=str)), step=int(step))
         sums = {"state": checksum.state_checksums(state), "data": checksum.json_checksum(data_state),
                 "meta": checksum.json_checksum(meta)}
         meta = dict(meta, checksums=sums)
@@ -177,6 +186,7 @@ class Checkpointer:
         if bad:
             raise DamagedCheckpoint(f"checksum mismatch in {len(bad)} item(s): "
                                     f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
+        _check_label(step, np.asarray(state.step.addressable_shards[0].data).item(), "its train state")
         self.verified.add(step)
         return Restored(step, state, data, meta, self.path(step))
 
@@ -202,6 +212,8 @@ class Checkpointer:
         elif sums["meta"] != checksum.json_checksum({k: v for k, v in meta.items() if k != "checksums"}):
             raise DamagedCheckpoint("checksum mismatch in meta (its config, identity or progress "
                                     "was changed)")
+        if "step" in meta:  # written since checkpoints record their step in the meta too
+            _check_label(step, meta["step"], "its metadata")
         if other_run is not None:
             raise other_run
         return meta
@@ -212,9 +224,7 @@ class Checkpointer:
         try:
             return self.restore_verified(step, abstract, ident)
         except DamagedCheckpoint as err:
-            raise ConfigError(f"checkpoint {self.path(step)} (step {step}) is damaged: {err}. "
-                              "Nothing was read; pick another --step, or leave --step out to "
-                              "read the newest intact checkpoint") from err
+            raise ckpt_fallback.named_step_damaged(self.path(step), step, str(err)) from err
 
     def restore_newest_intact(self, abstract: Abstract, ident: dict | None,
                               set_aside: bool = True) -> Restored | None:

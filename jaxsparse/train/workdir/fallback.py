@@ -68,35 +68,47 @@ def all_agree(ok: bool) -> bool:
 def newest_intact(ckpt: Any, abstract: Any, ident: dict | None, set_aside: bool = True) -> Any:
     """`ckpt`'s newest checkpoint that verifies (a `Restored`), or None if the workdir has none.
 
-    Every newer damaged checkpoint is reported by path and step; the trainer (`set_aside`) renames
-    it aside, a reader leaves it. If there were checkpoints but every one is damaged, raise
-    ConfigError naming them: resuming from scratch would silently redo the run. Collective."""
+    Every newer damaged checkpoint is reported by path and step, and so is a file or a symlink
+    that is not a checkpoint directory in place of a newer step (`layout.stray_files`); the
+    trainer (`set_aside`) renames each aside, a reader leaves it. If there were checkpoints but
+    every one is damaged, raise ConfigError naming them: resuming from scratch would silently redo
+    the run. Collective."""
     if set_aside:
         for step in layout.stray_files(ckpt.workdir):
-            ckpt.set_aside(step, "it is a file, not a checkpoint directory")
+            ckpt.set_aside(step, layout.stray_reason(ckpt.workdir, step))
     damaged: list[str] = []
     tried: set[int] = set()
     while True:
-        steps = [s for s in reversed(layout.saved_steps(ckpt.workdir)) if s not in tried]
+        strays = set() if set_aside else set(layout.stray_files(ckpt.workdir)) - tried
+        steps = sorted((set(layout.saved_steps(ckpt.workdir)) - tried) | strays, reverse=True)
         if not steps:
             break
         step, reason = steps[0], None
         tried.add(step)
-        try:
-            restored = ckpt.restore_verified(step, abstract, ident)
-        except DamagedCheckpoint as err:
-            reason = str(err)
+        if step in strays:
+            reason = layout.stray_reason(ckpt.workdir, step)
+        else:
+            try:
+                restored = ckpt.restore_verified(step, abstract, ident)
+            except DamagedCheckpoint as err:
+                reason = str(err)
         if all_agree(reason is None):
             if damaged:
                 warn(f"using the newest intact checkpoint {ckpt.path(step)} (step {step}, verified)")
             return restored
-        if not set_aside and _overtaken(ckpt, step, tried):  # a reader beside a live trainer
+        if not set_aside and step not in strays and _overtaken(ckpt, step, tried):  # a live trainer
             continue
         damaged.append(ckpt.set_aside(step, reason) if set_aside else _report(ckpt, step, reason))
     if damaged:
         raise ConfigError(f"every checkpoint in {ckpt.directory} is damaged"
                           + _every_damaged_advice(damaged, set_aside))
     return None
+
+
+def named_step_damaged(path: str, step: int, reason: str) -> ConfigError:
+    """The refusal of a damaged checkpoint asked for by name (a reader's --step)."""
+    return ConfigError(f"checkpoint {path} (step {step}) is damaged: {reason}. Nothing was read; "
+                       "pick another --step, or leave --step out to read the newest intact checkpoint")
 
 
 def set_aside_from(ckpt: Any, first: int, reason: str) -> str:

@@ -19,6 +19,7 @@ Imports nothing from jax or orbax (cheap for the checks done before any compute)
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -95,6 +96,26 @@ def utc_stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
+def is_run_dir(path: str) -> bool:
+    """Whether `path` is a run directory: it holds a trainer's metrics.jsonl, summary.json or
+    lock (the names no other tool writes; a folder that only holds checkpoints/ may be anything)."""
+    return any(os.path.lexists(os.path.join(path, n)) for n in (METRICS, SUMMARY, LOCK))
+
+
+def run_dir_holding(path: str, workdir: str) -> str | None:
+    """The run directory that `path`, a file to be written, would land in, or None: `workdir` when
+    `path` is in it or below it, else the first `is_run_dir` folder from `path`'s folder up
+    (symlinks resolved). Reader commands write nowhere in a run directory."""
+    folder, run = os.path.dirname(os.path.realpath(path)), os.path.realpath(workdir)
+    if os.path.commonpath([folder, run]) == run:
+        return workdir
+    while not is_run_dir(folder):
+        if os.path.dirname(folder) == folder:
+            return None
+        folder = os.path.dirname(folder)
+    return folder
+
+
 def present_outputs(workdir: str) -> list[str]:
     """The names of RUN_OUTPUTS that exist in `workdir`, in RUN_OUTPUTS order."""
     return [n for n in RUN_OUTPUTS if os.path.exists(os.path.join(workdir, n))]
@@ -102,13 +123,44 @@ def present_outputs(workdir: str) -> list[str]:
 
 def _numbered(workdir: str) -> list[tuple[int, bool]]:
     """(step, is a directory) of every entry of checkpoints/ named by a step; [] when there is
-    no checkpoints/ directory. Read from the disk at every call."""
+    no checkpoints/ directory. Read from the disk at every call. ConfigError when checkpoints/
+    cannot be listed for another reason (a symlink loop, no permission): see `check_checkpoints`."""
     directory = checkpoint_dir(workdir)
     try:
         names = os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError):
         return []
+    except OSError as err:
+        raise ConfigError(f"--workdir={workdir}: its {CHECKPOINTS} ({directory}) cannot be "
+                          f"listed ({err.strerror or err}); make it a directory this user can read") from None
     return [(int(n), os.path.isdir(os.path.join(directory, n))) for n in names if n.isdigit()]
+
+
+def not_a_directory(path: str) -> str | None:
+    """What takes the place of the directory `path` ("a file", "a symlink loop (it points to
+    B)", ...), or None when `path` is a directory (or a symlink to one) or does not exist."""
+    if os.path.isdir(path) or not os.path.lexists(path):
+        return None
+    if not os.path.islink(path):
+        return "a file"
+    try:
+        os.stat(path)
+    except OSError as err:
+        kind = "a symlink loop" if err.errno == errno.ELOOP else "a symlink to nothing"
+    else:
+        kind = "a symlink to a file"
+    return f"{kind} (it points to {os.readlink(path)})"
+
+
+def check_checkpoints(workdir: str) -> None:
+    """ConfigError (bad input, found before any compute) when WORKDIR/checkpoints exists but is
+    not a directory: a file, a symlink loop, a symlink to nothing or to a file. Checked by the
+    trainer before it starts and by every reader before it lists the steps."""
+    path = checkpoint_dir(workdir)
+    problem = not_a_directory(path)
+    if problem is not None:
+        raise ConfigError(f"--workdir={workdir}: {path} is {problem}, not the directory of the "
+                          "run's checkpoints; move it away (or use another --workdir) and rerun")
 
 
 def saved_steps(workdir: str) -> list[int]:
@@ -119,8 +171,15 @@ def saved_steps(workdir: str) -> list[int]:
 
 def stray_files(workdir: str) -> list[int]:
     """Steps whose name in checkpoints/ is taken by something that is not a directory (a file
-    a user or tool put there): saving that step would replace it."""
+    a user or tool put there, a symlink loop or to nothing): saving that step would replace it.
+    `stray_reason` says what it is."""
     return sorted(step for step, is_dir in _numbered(workdir) if not is_dir)
+
+
+def stray_reason(workdir: str, step: int) -> str:
+    """Why the entry of `step` in checkpoints/ (one of `stray_files`) is not a checkpoint."""
+    problem = not_a_directory(step_dir(workdir, step)) or "gone"
+    return f"it is {problem}, not a checkpoint directory"
 
 
 def set_aside_entries(workdir: str, tag: str = CORRUPT_TAG) -> list[str]:

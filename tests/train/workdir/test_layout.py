@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,37 @@ def test_hf_imports_nothing_from_the_trainer_or_inference():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             found += [f"{path.name}: {n}" for n in names if n.startswith(above)]
     assert found == []
+
+
+def test_what_stands_in_place_of_checkpoints_is_named(tmp_path):
+    ckpts = Path(layout.checkpoint_dir(str(tmp_path)))
+    assert layout.not_a_directory(str(ckpts)) is None  # nothing there yet
+    layout.check_checkpoints(str(tmp_path))
+    for make, what in ((lambda: ckpts.write_text("x"), "a file"),
+                       (lambda: ckpts.symlink_to("checkpoints"), "a symlink loop (it points to checkpoints)"),
+                       (lambda: ckpts.symlink_to(tmp_path / "gone"), "a symlink to nothing"),
+                       (lambda: ckpts.symlink_to(tmp_path / "f"), "a symlink to a file")):
+        (tmp_path / "f").write_text("x")
+        make()
+        assert layout.not_a_directory(str(ckpts)).startswith(what)
+        with pytest.raises(ConfigError, match=re.escape(f"{ckpts} is {what}")):
+            layout.check_checkpoints(str(tmp_path))
+        ckpts.unlink()
+    ckpts.mkdir()
+    (ckpts / "8").symlink_to("8")
+    assert layout.stray_files(str(tmp_path)) == [8]
+    assert layout.stray_reason(str(tmp_path), 8) == ("it is a symlink loop (it points to 8), not a "
+                                                     "checkpoint directory")
+
+
+def test_a_file_to_write_is_placed_in_the_run_directory_it_lands_in(tmp_path):
+    run, other, plain = tmp_path / "run", tmp_path / "other", tmp_path / "plain"
+    for d in (run / "checkpoints", other / "tensorboard", plain / "checkpoints"):
+        d.mkdir(parents=True)
+    (other / layout.METRICS).write_text("")
+    (tmp_path / "link").symlink_to(run)
+    assert layout.run_dir_holding(str(run / "summary.json"), str(run)) == str(run)
+    assert layout.run_dir_holding(str(tmp_path / "link" / "x.json"), str(run)) == str(run)
+    assert layout.run_dir_holding(str(other / "tensorboard" / "x.json"), str(run)) == str(other)
+    assert layout.run_dir_holding(str(plain / "x.json"), str(run)) is None  # checkpoints/ alone: anything
+    assert layout.run_dir_holding(str(tmp_path / "x.json"), str(run)) is None
