@@ -148,14 +148,18 @@ def test_a_disk_full_fault_after_compute_exits_1_saying_what_was_saved(corpus, e
         assert out.returncode == 1, out.stderr[-3000:]
         assert not [p for p in (disk / "w" / "checkpoints").iterdir() if p.name.isdigit()]
         train_steps = [s for kind, s in records(disk / "w") if kind == "train"]
-        assert (disk / "w" / "trainer.log").is_file()  # what the full disk let it hold
-    assert "Traceback" not in out.stderr and "orbax" not in out.stderr, out.stderr[-3000:]
+        log = disk / "w" / "trainer.log"
+        details = log.read_text(errors="replace")  # what the full disk let it hold
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
     lines = out.stderr.splitlines()
+    assert not [line for line in lines[:-1] if "orbax" in line], out.stderr[-3000:]
     # before the first step, absl warnings may come (the data builder's: issue 27, case 16)
     assert [line for line in lines if not line.startswith("W")] == [lines[-1]], out.stderr[-3000:]
     last = lines[-1]
     assert last.startswith("error: fault during training") and "No space left on device" in last
     assert "no checkpoint was saved" in last and "rerun the same command to resume" in last
-    assert f"the details could not be written to {disk / 'w' / 'trainer.log'} (OSError" in last
+    assert f"(details in {log}" in last
+    if "; some could not be written (OSError: [Errno 28]" not in last:
+        assert "Traceback" in details and "No space left on device" in details
     assert train_steps and max(train_steps) >= 4  # the metrics of computed steps were kept
     assert "step       4/8" in out.stdout  # steps were computed before the fault

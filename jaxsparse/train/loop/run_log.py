@@ -121,8 +121,9 @@ class RunLog:
             self.stop()
 
     def where(self) -> str:
-        """Where the details are, for a fault message."""
+        """Where the details are, for a fault message: "details in PATH", and whether some
+        records could not be written there."""
         if self.failed is not None:
-            return (f"the details could not be written to {self.path} "
+            return (f"details in {self.path}; some could not be written "
                     f"({type(self.failed).__name__}: {self.failed})")
-        return f"the details are in {self.path}"
+        return f"details in {self.path}"

@@ -54,7 +54,7 @@ def test_a_started_log_takes_what_libraries_report_and_stop_gives_it_back(tmp_pa
     for words in ("a library warning", "UserWarning: a python warning",
                   "exception in thread saver", "Traceback", "OSError: [Errno 28]"):
         assert words in text, words
-    assert log.where() == f"the details are in {tmp_path / 'trainer.log'}"
+    assert log.where() == f"details in {tmp_path / 'trainer.log'}"
     # stopped: the console has its handler, warnings and thread hook back
     assert console in logging.getLogger().handlers and threading.excepthook is hook
     logging.getLogger("after").warning("back on the console")
@@ -74,7 +74,7 @@ def test_a_file_that_cannot_be_written_drops_records_without_a_word(capfd, conso
     log.start("/dev/full")  # every write fails with ENOSPC, as on a full disk
     _report_everything()
     assert isinstance(log.failed, OSError) and log.failed.errno == 28
-    assert log.where().startswith("the details could not be written to /dev/full (OSError: ")
+    assert log.where().startswith("details in /dev/full; some could not be written (OSError: ")
     log.close()
     assert capfd.readouterr().err == ""  # no "--- Logging error ---" either
 
