@@ -66,6 +66,15 @@ def as_bad_input(*kinds: type[BaseException]) -> Iterator[None]:
         raise ConfigError(str(err)) from err
 
 
+def user_code_error(err: BaseException) -> str:
+    """What running a user's Python file (a config or sweep file) raised, as one line: "syntax
+    error at line N: <what>" for a file that does not parse, else the exception's message (its
+    kind when it has none). The caller names the file and turns the line into a ConfigError."""
+    if isinstance(err, SyntaxError):
+        return f"syntax error at line {err.lineno}: {err.msg}"
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, with a usage error raised as ConfigError '<prog>: <what is wrong> (see --help)'
     (one line, no usage block) so it takes the one exit path; sub-parsers share the class."""

@@ -23,7 +23,7 @@ import sys
 from typing import Any
 
 from jaxsparse.deprecation import renamed_names
-from jaxsparse.errors import ConfigError
+from jaxsparse.errors import ConfigError, user_code_error
 from jaxsparse.train.resolve.overrides import PROJECT_ROOT, resolve_config_file, split_config
 
 __all__ = ["PROJECT_ROOT", "RunSpec", "SweepError", "load_module", "load_sweep", "resolve_config_file", "split_config"]
@@ -150,7 +150,8 @@ def sweep_name(spec: str) -> str:
 
 
 def load_module(path: str) -> Any:
-    """Import the sweep file at `path` (as given, else relative to the project root) as a module."""
+    """Import the sweep file at `path` (as given, else relative to the project root) as a module;
+    SweepError if it is missing or its code fails (a syntax error, an exception)."""
     if not os.path.isfile(path):
         alt = os.path.join(PROJECT_ROOT, path)
         if not os.path.isfile(alt):
@@ -162,6 +163,8 @@ def load_module(path: str) -> Any:
     try:
         sys.modules[module_name] = module
         module_spec.loader.exec_module(module)
+    except Exception as err:  # noqa: BLE001 - a user's file can raise anything: bad input
+        raise SweepError(f"sweep file {path!r}: {user_code_error(err)}") from None
     finally:
         sys.modules.pop(module_name, None)
     return module
@@ -176,8 +179,9 @@ def load_sweep(spec: str) -> list[RunSpec]:
         raise SweepError(f"sweep file {path!r} defines no get_sweep(arg=None) function")
     try:
         raw = module.get_sweep(arg) if arg is not None else module.get_sweep()
-    except (TypeError, ValueError) as err:
-        raise SweepError(f"sweep file {path!r}: get_sweep({arg!r}) failed: {err}") from err
+    except Exception as err:  # noqa: BLE001 - a user's function can raise anything: bad input
+        call = f"get_sweep({arg!r})" if arg is not None else "get_sweep()"
+        raise SweepError(f"sweep file {path!r}: {call} failed: {user_code_error(err)}") from None
     return check_runs(raw, os.path.basename(path))
 
 

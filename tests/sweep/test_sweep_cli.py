@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
 
 from jaxsparse.sweep.__main__ import main
 from jaxsparse.sweep.spec import SweepError, check_runs, format_value, load_sweep
+from train_utils import REPO
 
 TINY = "configs/tiny.py:steps=8"
 
@@ -66,6 +70,34 @@ def test_bad_sweep_files_are_rejected_before_anything_runs(tmp_path, capsys, run
     code, out, err = _cli(capsys, sweep, "--run", "local", "--root", str(root))
     assert code == 2 and message in err and err.startswith("error: ")
     assert not root.exists()
+
+
+BROKEN_SWEEP_FILES = [  # (id, the sweep file's text, words of the one line)
+    ("syntax error", "def get_sweep(arg=None):\n    return [\n", ["syntax error at line 2"]),
+    ("failing import", "import no_such_module_here\n", ["No module named 'no_such_module_here'"]),
+    ("get_sweep raises", "def get_sweep(arg=None):\n    raise RuntimeError('no such grid')\n",
+     ["get_sweep() failed: no such grid"]),
+    ("get_sweep raises a KeyError", "def get_sweep(arg=None):\n    return {}['sizes']\n",
+     ["get_sweep() failed: 'sizes'"]),
+    ("get_sweep asserts", "def get_sweep(arg=None):\n    assert arg\n", ["AssertionError"]),
+]
+
+
+@pytest.mark.parametrize("text, words", [c[1:] for c in BROKEN_SWEEP_FILES],
+                         ids=[c[0] for c in BROKEN_SWEEP_FILES])
+def test_a_sweep_file_whose_code_fails_exits_2_with_one_line(tmp_path, text, words):
+    # as the user meets it: the command line, as a process of its own
+    sweep, root = tmp_path / "broken.py", tmp_path / "root"
+    sweep.write_text(text)
+    for action in (["--list"], ["--run", "local"]):
+        out = subprocess.run([sys.executable, "-m", "jaxsparse.sweep", str(sweep), "--root",
+                              str(root), *action], cwd=REPO, capture_output=True, text=True,
+                             env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=120)
+        assert out.returncode == 2 and out.stdout == "", out.stderr[-2000:]
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: sweep file "), out.stderr[-2000:]
+        assert "broken.py" in lines[0] and all(w in lines[0] for w in words), lines[0]
+        assert not root.exists()
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -4,7 +4,6 @@ resume; --help, --print_config, --restart and --force."""
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 from fault_utils import records, tmpfs
@@ -140,7 +139,8 @@ def test_outputs_without_a_checkpoint_are_refused_unless_restart(corpus, env, tm
 def test_a_disk_full_fault_after_compute_exits_1_saying_what_was_saved(corpus, env, tmp_path):
     """The workdir on a 512 KiB tmpfs: the metrics fit, a checkpoint (about 1.8 MB, whatever way
     orbax splits it into files) does not, so its save fails with ENOSPC after the steps were
-    computed, and the message says that nothing was saved."""
+    computed. The console shows one `error:` line saying that nothing was saved; orbax's own
+    tracebacks (its threads log one per failed write) go to WORKDIR/trainer.log, not stderr."""
     run_cli([*train_cmd(corpus, tmp_path / "warm", "--config.train.steps=1")], env)  # builds data
     with tmpfs(tmp_path / "disk", "512k") as disk:
         out = run_cli(train_cmd(corpus, disk / "w", "--config.train.steps=8",
@@ -148,12 +148,18 @@ def test_a_disk_full_fault_after_compute_exits_1_saying_what_was_saved(corpus, e
         assert out.returncode == 1, out.stderr[-3000:]
         assert not [p for p in (disk / "w" / "checkpoints").iterdir() if p.name.isdigit()]
         train_steps = [s for kind, s in records(disk / "w") if kind == "train"]
-    # orbax's asyncio threads may print their own tracebacks around ours, even mid-line (CI saw
-    # "...Event loop is closed')error: fault during training ..."): find our one message anywhere
-    errors = re.findall(r"(?<![A-Za-z_])error: [^\n]*", out.stderr)
-    assert len(errors) == 1, out.stderr[-3000:]
-    last = errors[0]
+        log = disk / "w" / "trainer.log"
+        details = log.read_text(errors="replace")  # what the full disk let it hold
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    lines = out.stderr.splitlines()
+    assert not [line for line in lines[:-1] if "orbax" in line], out.stderr[-3000:]
+    # before the first step, absl warnings may come (the data builder's: issue 27, case 16)
+    assert [line for line in lines if not line.startswith("W")] == [lines[-1]], out.stderr[-3000:]
+    last = lines[-1]
     assert last.startswith("error: fault during training") and "No space left on device" in last
     assert "no checkpoint was saved" in last and "rerun the same command to resume" in last
+    assert f"(details in {log}" in last
+    if "; some could not be written (OSError: [Errno 28]" not in last:
+        assert "Traceback" in details and "No space left on device" in details
     assert train_steps and max(train_steps) >= 4  # the metrics of computed steps were kept
     assert "step       4/8" in out.stdout  # steps were computed before the fault

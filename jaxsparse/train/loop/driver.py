@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from absl import logging
+import jax
 import ml_collections
 
 from jaxsparse.errors import ConfigError, Fault
@@ -22,6 +23,7 @@ from jaxsparse.train.workdir.check import make_writable, move_previous_outputs, 
 from jaxsparse.train.workdir.checkpoints import Checkpointer
 from jaxsparse.train.loop.console import say
 from jaxsparse.train.loop.preemption import Preemption
+from jaxsparse.train.loop.run_log import RunLog
 from jaxsparse.train.resolve.run import Run, prepare, with_grad_accum
 from jaxsparse import models
 from jaxsparse.train.steps import compiled
@@ -42,16 +44,18 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
     """Run (or resume) the training described by `config` in `workdir`; return summary.json
     (or {"preempted_at": step} after a SIGTERM). `restart`: start over, moving a previous run's
     outputs aside; `force`: skip the memory check. Raises ConfigError (bad input, nothing
-    computed), FloatingPointError (diverged) or TrainingFault (I/O fault after compute)."""
+    computed), FloatingPointError (diverged) or TrainingFault (I/O fault after compute). From the
+    first step on, the libraries' log goes to WORKDIR/trainer.log (`run_log`); after a
+    TrainingFault it stays there until the next run in this process starts."""
     created = not os.path.exists(workdir)  # removed again (if still empty) on bad input
-    computing = [False]
+    log = RunLog()
     try:
         run = prepare(config)
         if run.grad_accum is not None and not force:
             environment.check_memory(run.plan.memory.total)  # "auto": once compiled
         make_writable(workdir)
         with contextlib.ExitStack() as stack:
-            return _train_in(run, workdir, stack, restart, force, computing)
+            return _train_in(run, workdir, stack, restart, force, log)
     except ConfigError:
         if created:  # bad input writes nothing: not even the workdir this call made
             with contextlib.suppress(OSError):
@@ -60,19 +64,23 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
     except FloatingPointError:
         raise
     except Exception as err:  # noqa: BLE001 - after compute started, every fault is reported
-        if not computing[0]:
+        if not log.started:
             raise
-        logging.info("training fault", exc_info=True)  # the traceback, with --verbosity=0
-        raise TrainingFault(_fault_message(err, workdir)) from err
+        logging.error("training fault", exc_info=True)  # the traceback, into the log file
+        log.keep()  # orbax's threads may still log until the command line exits (at once)
+        raise TrainingFault(_fault_message(err, workdir, log)) from err
+    finally:
+        log.close()
 
 
 def _train_in(run: Run, workdir: str, stack: contextlib.ExitStack, restart: bool, force: bool,
-              computing: list[bool]) -> dict[str, Any]:
+              log: RunLog) -> dict[str, Any]:
     """`train` once the run is resolved and the workdir writable, its resources closed by
     `stack`: lock the workdir, set aside outputs no checkpoint resumes, find where to start (a
     finished run: its summary.json; else the newest intact checkpoint, restored before
     anything is compiled), compile the steps once (deciding "auto" and checking its memory plan
-    unless `force`), then hand the loop to a Session. `computing[0]` is set once steps run."""
+    unless `force`), then hand the loop to a Session, with the log routed to `log` (started
+    once steps run: what fails after is a fault)."""
     stack.enter_context(workdir_lock.held(workdir))  # one trainer per workdir
     if outputs_to_set_aside(workdir, restart):  # outputs no checkpoint resumes
         move_previous_outputs(workdir, "--restart" if restart else
@@ -91,15 +99,14 @@ def _train_in(run: Run, workdir: str, stack: contextlib.ExitStack, restart: bool
         if not force:
             environment.check_memory(run.plan.memory.total)
     session = open_session(run, workdir, ckpt, stack, steps, restored)
-    computing[0] = True
+    log.start(layout.trainer_log_path(workdir, jax.process_index()))
     return session.train(stack.enter_context(Preemption()))
 
 
-def _fault_message(err: BaseException, workdir: str) -> str:
+def _fault_message(err: BaseException, workdir: str, log: RunLog) -> str:
     ckpts, steps = layout.checkpoint_dir(workdir), layout.saved_steps(workdir)
     saved = (f"the newest complete checkpoint is {ckpts}/{steps[-1]} (step {steps[-1]})"
              if steps else "no checkpoint was saved")
     cause = " ".join(f"{type(err).__name__}: {err}".split())
     return (f"fault during training ({cause}). {saved}; fix the cause (e.g. free disk space) "
-            "and rerun the same command to resume from the newest checkpoint "
-            "(--verbosity=0 prints the traceback).")
+            f"and rerun the same command to resume from the newest checkpoint ({log.where()}).")

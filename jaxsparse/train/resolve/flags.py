@@ -14,7 +14,7 @@ import sys
 from absl import flags
 
 from jaxsparse.config_keys import check_overrides
-from jaxsparse.errors import EXIT_OK, ConfigError, entry_point
+from jaxsparse.errors import EXIT_OK, ConfigError, entry_point, user_code_error
 
 HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull")
 
@@ -50,7 +50,7 @@ def _plain(err: BaseException, config_file: str | None) -> str:
     """One line for an error raised while parsing flags or loading the config file."""
     where = f"config file {config_file}" if config_file else "command line"
     if isinstance(err, SyntaxError):
-        return f"{where}: syntax error at line {err.lineno}: {err.msg}"
+        return f"{where}: {user_code_error(err)}"
     text = str(err)
     if "Traceback (most recent call last)" in text:  # a config file's own exception, wrapped
         last = [line for line in text.strip().splitlines() if line.strip()][-1]

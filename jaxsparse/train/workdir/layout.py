@@ -11,6 +11,8 @@ files (no restore) can tell. Every reader and writer builds its paths here.
       summary.json                            the end-of-run summary (`read_summary`)
       training.png                            the end-of-run plots
       trainer.lock                            one trainer per workdir (`lock`)
+      trainer.log                             the trainer's log from the first step on
+                                              (process p > 0: trainer.p.log)
       previous/<UTC time>/                    outputs set aside by --restart (`check`)
       log.txt                                 a sweep runner's log of the trainers it started
       tpu_logs/                               a TPU sweep's logs of the workers
@@ -33,6 +35,7 @@ SUMMARY = "summary.json"
 PLOT = "training.png"
 TENSORBOARD = "tensorboard"
 LOCK = "trainer.lock"
+TRAINER_LOG = "trainer.log"  # libraries' log, warnings and tracebacks (`train.loop.run_log`)
 PREVIOUS = "previous"
 CORRUPT_TAG = ".corrupt-"  # damaged
 DIVERGED_TAG = ".diverged-"  # its parameters gave a non-finite loss
@@ -76,6 +79,12 @@ def tensorboard_dir(workdir: str) -> str:
 def lock_path(workdir: str) -> str:
     """WORKDIR/trainer.lock (absolute)."""
     return os.path.join(os.path.abspath(workdir), LOCK)
+
+
+def trainer_log_path(workdir: str, process: int = 0) -> str:
+    """WORKDIR/trainer.log (absolute), or trainer.<process>.log for a process other than 0."""
+    name = TRAINER_LOG if process == 0 else TRAINER_LOG.replace(".log", f".{process}.log")
+    return os.path.join(os.path.abspath(workdir), name)
 
 
 def runner_log_path(workdir: str) -> str:
