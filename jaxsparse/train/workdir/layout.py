@@ -106,9 +106,10 @@ def utc_stamp() -> str:
 
 
 def is_run_dir(path: str) -> bool:
-    """Whether `path` is a run directory: it holds a trainer's metrics.jsonl, summary.json or
-    lock (the names no other tool writes; a folder that only holds checkpoints/ may be anything)."""
-    return any(os.path.lexists(os.path.join(path, n)) for n in (METRICS, SUMMARY, LOCK))
+    """Whether `path` is a run directory: it holds a trainer's metrics.jsonl or lock, the names
+    no other tool writes (summary.json is also what `evaluate --out` writes, and a folder that
+    only holds checkpoints/ may be anything)."""
+    return any(os.path.lexists(os.path.join(path, n)) for n in (METRICS, LOCK))
 
 
 def run_dir_holding(path: str, workdir: str) -> str | None:

@@ -184,3 +184,7 @@ def test_a_file_to_write_is_placed_in_the_run_directory_it_lands_in(tmp_path):
     assert layout.run_dir_holding(str(other / "tensorboard" / "x.json"), str(run)) == str(other)
     assert layout.run_dir_holding(str(plain / "x.json"), str(run)) is None  # checkpoints/ alone: anything
     assert layout.run_dir_holding(str(tmp_path / "x.json"), str(run)) is None
+    results = tmp_path / "results"  # where an earlier `evaluate --out` wrote a summary.json
+    results.mkdir()
+    (results / layout.SUMMARY).write_text("{}")
+    assert layout.run_dir_holding(str(results / layout.SUMMARY), str(run)) is None
