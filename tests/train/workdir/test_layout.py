@@ -30,6 +30,8 @@ ALLOWED = {
     ("train/resolve/config.py", layout.TENSORBOARD),
     # parses --shard K/N, lists no directory.
     ("sweep/__main__.py", "isdigit"),
+    # parses SLURM_NTASKS, lists no directory.
+    ("train/__main__.py", "isdigit"),
 }
 
 
