@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from jaxsparse import data
-from jaxsparse.data import corpus, tfds_builder, tokenizer
+from jaxsparse.data import config as data_config
+from jaxsparse.data import corpus, text_source, tfds_builder, tokenizer
 from jaxsparse.errors import ConfigError
 
 from data_utils import small_config, synthetic_corpus
@@ -33,8 +34,9 @@ def test_builder_splits_documents_without_tensorflow(corpus_dir, data_dir):
     cfg = small_config(f"text:{corpus_dir}", data_dir)
     dataset_id, sources = tfds_builder.open_dataset(cfg)
     train, val = _texts(sources["train"]), _texts(sources["validation"])
-    _, files = corpus.list_files("text", corpus_dir)
-    expected = [t for _, t in corpus.iter_documents(files, cfg.chunk_chars, corpus.DecodeReport())]
+    options = data_config.read_options(cfg)
+    files = corpus.list_files("text", corpus_dir, options)
+    expected = [t for _, t in corpus.iter_documents("text", files, options, corpus.DecodeReport())]
     assert sorted(train + val) == sorted(expected)  # every document lands in exactly one split
     assert not set(train) & set(val)
     assert 0.03 < len(val) / len(expected) < 0.25, (len(val), len(expected))
@@ -92,7 +94,7 @@ def test_chunk_text_keeps_content_and_bounds_size():
     paras = [f"para {i} " + "word " * (i * 7 % 40) for i in range(50)]
     long_line = "x" * 1000
     text = "\n\n".join(paras) + "\n\n" + long_line
-    chunks = corpus.chunk_text(text, 200)
+    chunks = text_source.chunk_text(text, 200)
     joined = "".join(chunks).replace("\n", "")
     assert joined == text.replace("\n", "")
     assert all(1 <= len(c) <= 200 + max(len(p) for p in paras) + 2 for c in chunks)
@@ -188,7 +190,7 @@ def test_non_utf8_files_are_replaced_and_counted(tmp_path):
         fh.write("{not json}\n")
     cfg = small_config(f"text:{root}", str(tmp_path / "tfds"))
     with pytest.warns(UnicodeWarning, match=r"2 corpus file\(s\).*cp1252.txt, latin1.txt"):
-        with pytest.warns(UserWarning, match=r"1 .jsonl line\(s\) skipped.*notes.jsonl:6"):
+        with pytest.warns(UserWarning, match=r"1 record\(s\) skipped \(no string 'text'.*notes.jsonl:6"):
             _, sources = tfds_builder.open_dataset(cfg)
     texts = _texts(sources["train"]) + _texts(sources["validation"])
     assert any(t.startswith("[latin] caf\ufffd") for t in texts)
@@ -199,6 +201,8 @@ def test_non_utf8_files_are_replaced_and_counted(tmp_path):
     [
         ("dataset", "hf://c4", "config.data.dataset='hf://c4'"),
         ("dataset", "text:", "after 'text:'"),
+        ("dataset", "parquet:", "after 'parquet:'"),
+        ("text_column", "", "config.data.text_column=''"),
         ("vocab_size", 100, "config.data.vocab_size=100"),
         ("tokenizer_model_type", "wordpiece", "config.data.tokenizer_model_type"),
         ("validation_fraction", 0.9, "config.data.validation_fraction"),
