@@ -72,6 +72,14 @@ def default_config() -> ml_collections.ConfigDict:
     return cfg
 
 
+def with_defaults(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of `cfg` with every data key it lacks at its default, so that a config saved before a key
+    existed (in a checkpoint's meta) reads as it was trained; unknown keys are kept, for the checks."""
+    full = default_config()
+    full.update(cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else dict(cfg))
+    return full
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     """A parsed `data.dataset` value.

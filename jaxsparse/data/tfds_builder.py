@@ -134,8 +134,10 @@ _BUILT: dict[tuple[str, str], tfds.core.DatasetBuilder] = {}  # (data_dir, confi
 def local_builder(cfg: ml_collections.ConfigDict, spec: config_lib.DatasetSpec) -> JaxsparseText:
     """The builder of a local corpus (maybe not built yet), with its fingerprinted config name."""
     files = corpus.list_files(spec.kind, spec.path, config_lib.read_options(cfg))
-    fp = corpus.fingerprint(files, JaxsparseText.VERSION, cfg.chunk_chars, float(cfg.validation_fraction),
-                            spec.kind, cfg.text_column)
+    # A text: or embedded corpus read by the default column keeps the fingerprint (and so the cache and the
+    # dataset id in checkpoints) it had before sources and text_column existed.
+    read_as = () if spec.kind in ("embedded", "text") and cfg.text_column == "text" else (spec.kind, cfg.text_column)
+    fp = corpus.fingerprint(files, JaxsparseText.VERSION, cfg.chunk_chars, float(cfg.validation_fraction), *read_as)
     if spec.kind == "embedded":
         slug = "shakespeare"
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -231,3 +232,22 @@ def test_tokenizer_file_that_does_not_load_is_named(tmp_path):
     with pytest.raises(ConfigError, match="config.data.vocab_size=5000"):
         tokenizer.train_sentencepiece(["tiny corpus"] * 3, vocab_size=5000)
     assert np.asarray(data.ByteTokenizer().encode("a")).tolist() == [ord("a") + 3]
+
+
+def test_caches_and_checkpointed_configs_of_earlier_versions_still_read(tmp_path):
+    """A checkpoint stores the dataset id (its data state is refused under another) and its config: the
+    ids of text: and embedded corpora read by the default column are those of the version before
+    sources and data.text_column, and a saved data config without text_column reads with its default."""
+    root = synthetic_corpus.write_corpus(str(tmp_path / "corpus"), txt_files=2, paragraphs=10, jsonl_lines=5)
+    for dataset, name in ((f"text:{root}", "corpus_8ba4353287a4"), ("shakespeare", "shakespeare_c5ee04a47c3e")):
+        cfg = small_config(dataset, str(tmp_path / "tfds"))
+        spec = data_config.validate_data_config(cfg)
+        assert tfds_builder.local_builder(cfg, spec).builder_config.name == name
+    cfg = small_config(f"text:{root}", str(tmp_path / "tfds"), text_column="body")  # other documents
+    spec = data_config.validate_data_config(cfg)
+    assert tfds_builder.local_builder(cfg, spec).builder_config.name != "corpus_8ba4353287a4"
+    saved = small_config(f"text:{root}", str(tmp_path / "tfds")).to_dict()
+    del saved["text_column"]
+    with pytest.raises(ConfigError, match=r"missing keys \['text_column'\]"):
+        data_config.validate_data_config(ml_collections.ConfigDict(saved))
+    data_config.validate_data_config(data_config.with_defaults(ml_collections.ConfigDict(saved)))
