@@ -1,12 +1,12 @@
 """The `parquet:` source: parquet files with a text column, such as FineWeb-Edu's shards.
 
 `data.dataset="parquet:<folder or glob>"` reads every `.parquet` file below a folder (recursively), or
-every file a glob matches (`**` crosses folders), or one file. Each non-null, non-blank value of the
-column `data.text_column` (default "text"; it must be a string column) is one document, keyed
-"<rel>#<row number>" with <rel> the path relative to the folder (for a glob: its folder before the
-first wildcard). Files are streamed one row group at a time and one batch of rows within it, reading
-only the text column, so a file of any size is never held in memory whole. Needs the `parquet` extra
-(pyarrow).
+every file a glob matches (`**` crosses folders; folders it matches are passed over), or one file.
+Each non-null, non-blank value of the column `data.text_column` (default "text"; it must be a string
+column) is one document, keyed "<rel>#<row number>" with <rel> the path relative to the folder (for a
+glob: its folder before the first wildcard). Files are streamed one row group at a time, a batch of
+rows at a time, reading only the text column, so a file of any size is never held in memory whole.
+Needs the `parquet` extra (pyarrow).
 
 Checked when the corpus is listed, before anything is built: each file is a regular file with a
 readable parquet footer, the column exists with a string type, and no row group's text column holds
@@ -48,7 +48,7 @@ def _candidates(path: str) -> tuple[str, list[str]]:
         root = path
         while glob.has_magic(root):
             root = os.path.dirname(root)
-        return root, sorted(glob.glob(path, recursive=True))
+        return root, sorted(m for m in glob.glob(path, recursive=True) if not os.path.isdir(m))
     if os.path.lexists(path):
         return os.path.dirname(path), [path]
     raise sources.dataset_error(PREFIX, path, f"no such folder or file; expected 'parquet:' followed by {FORMS}.")
