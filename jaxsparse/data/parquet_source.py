@@ -104,7 +104,8 @@ def read(f: CorpusFile, options: ReadOptions, report: DecodeReport) -> Iterator[
     row = 0
     with local_files.open_regular(f.path) as fh:
         try:
-            batches = pq.ParquetFile(fh).iter_batches(batch_size=_BATCH_ROWS, columns=[options.text_column])
+            batches = pq.ParquetFile(fh, pre_buffer=False).iter_batches(batch_size=_BATCH_ROWS,
+                                                                   columns=[options.text_column])
             for batch in batches:
                 for text in batch.column(0).to_pylist():
                     if text is None:
