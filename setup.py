@@ -12,7 +12,8 @@ from setuptools import find_packages, setup
 # Lower bounds only, so that the library installs beside a project's own (newer) jax. The floors are
 # the exact set in constraints.txt (tested on Python 3.11 by the README's test command); the newest
 # releases are tested on Python 3.12 by .ci/py312. constraints.txt is the known-good set the README
-# commands and CI install with.
+# commands and CI install with: these extras' whole closure, from the public index alone (after a change
+# here, rerun `python3 .ci/constraints.py --write`; CI runs --check).
 INSTALL_REQUIRES = [
     "jax>=0.10.2",
     "jaxlib>=0.10.2",
@@ -42,7 +43,8 @@ EXTRAS = {
     # optional corpus formats (jaxsparse.data): data.dataset="parquet:..." and .jsonl.zst files in text: folders
     "parquet": ["pyarrow>=26.0.1"],
     "zstd": ["zstandard>=0.25.0"],
-    "test": ["pytest>=9.0.3", "pytest-xdist>=3.8.0", "hypothesis>=6.155.2", "ruff>=0.17.6"],
+    "test": ["pytest>=9.0.3", "pytest-xdist>=3.8.0", "hypothesis>=6.155.2", "ruff>=0.17.6",
+             "jsonschema>=4.26.0"],  # validates launch/k8s's manifests
 }
 EXTRAS["dev"] = sorted(set(TRAIN + EXTRAS["tpu"] + EXTRAS["hf"] + EXTRAS["parquet"] + EXTRAS["zstd"] + EXTRAS["test"]))
 

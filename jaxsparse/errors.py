@@ -5,7 +5,10 @@ with one of the EXIT_* codes below (docs/checkpoints-and-faults.md states what e
 user), through `entry_point`; argparse-based ones build their parser with `ArgumentParser`, whose
 usage errors are bad input like any other.
 
-This module imports nothing from jaxsparse, so `data/`, `models/`, `train/` and the other
+`entry_point` also quiets libtpu's start-up probe on a machine without a TPU before `main` runs
+(`jaxsparse.noise`, the owner of other libraries' console noise).
+
+This module imports nothing else from jaxsparse, so `data/`, `models/`, `train/` and the other
 packages can all raise `ConfigError` (the pruning library stays standalone and raises ValueError).
 """
 from __future__ import annotations
@@ -18,6 +21,8 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import NoReturn
+
+from jaxsparse import noise
 
 EXIT_OK = 0
 EXIT_FAULT = 1  # a fault after compute started: the message says what was saved
@@ -113,7 +118,8 @@ def exit_status(err: BaseException, exits: ExitRules = ()) -> int | None:
 
 def entry_point(fn: Callable | None = None, *, exits: ExitRules = (), raise_exit: bool = False):
     """Decorate a command line's `main(argv) -> status | None`: every error takes `exit_status`,
-    so bad input is one `error: ...` line on stderr, exit 2, and nothing on stdout.
+    so bad input is one `error: ...` line on stderr, exit 2, and nothing on stdout. Before `main`,
+    `noise.quiet_libtpu()` (no libtpu start-up noise on a machine without a TPU).
 
     The wrapper returns the status (`sys.exit(main())` exits with it; in-process callers read it);
     `raise_exit=True` raises SystemExit(status) instead, for hooks whose return value is not a
@@ -124,6 +130,7 @@ def entry_point(fn: Callable | None = None, *, exits: ExitRules = (), raise_exit
         @functools.wraps(main)
         def wrapper(*args, **kwargs):
             try:
+                noise.quiet_libtpu()
                 return main(*args, **kwargs)
             except BaseException as err:  # noqa: BLE001 - exit_status says which end the process
                 status = exit_status(err, exits)

@@ -4,6 +4,8 @@ failure inside an `&&` list). `python3` and `timeout` are replaced by shell scri
 their arguments, so no install or test runs here."""
 from __future__ import annotations
 
+import ast
+import importlib.util
 import os
 import re
 import subprocess
@@ -45,7 +47,8 @@ def run_ci_with_shims(tmp_path: Path, failing: str) -> tuple[subprocess.Complete
 
 @pytest.mark.parametrize("failing, last", [("pip install -c", "pip install -c"),
                                            ("ruff", "ruff check"),
-                                           ("pytest", "pytest -q")])
+                                           ("pytest", "pytest -q"),
+                                           ("constraints.py", "constraints.py --check")])
 def test_a_failed_step_of_the_test_command_fails_ci_and_stops_it(tmp_path, failing, last):
     out, calls = run_ci_with_shims(tmp_path, failing)
     assert out.returncode == 3, (out.returncode, calls)
@@ -56,4 +59,42 @@ def test_a_failed_step_of_the_test_command_fails_ci_and_stops_it(tmp_path, faili
 def test_a_passing_test_command_goes_on_to_the_python312_step(tmp_path):
     out, calls = run_ci_with_shims(tmp_path, "no step has this")
     assert out.returncode == 0, out.stderr
-    assert "pytest -q -n 2 tests" in calls[-2] and calls[-1].startswith("timeout 30m .ci/py312")
+    assert "pytest -q -n 2 tests" in calls[-3] and calls[-2] == "python3 .ci/constraints.py --check"
+    assert calls[-1].startswith("timeout 30m .ci/py312")
+
+
+def _constraints_tool():
+    """.ci/constraints.py, the resolver of constraints.txt, as a module (its pure functions)."""
+    spec = importlib.util.spec_from_file_location("ci_constraints", ROOT / ".ci" / "constraints.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_constraints_txt_is_the_tools_rendering_of_exact_pins_covering_setup_py():
+    """One package a line, `name==version` (PEP 503 names, sorted, no local label such as +cpu, which
+    the public index does not serve), as .ci/constraints.py writes it; every package setup.py asks
+    for is pinned. (That the pins resolve from the public index alone, to themselves, is CI's
+    `.ci/constraints.py --check`, which needs the network.)"""
+    tool = _constraints_tool()
+    text = (ROOT / "constraints.txt").read_text(encoding="utf-8")
+    pins = tool.pinned(ROOT / "constraints.txt")
+    assert text == tool.render(pins)
+    for key, (name, version) in pins.items():
+        assert name == key and re.fullmatch(r"\d[\w.]*", version), f"{name}=={version}"
+    literals = [node.value for node in ast.walk(ast.parse((ROOT / "setup.py").read_text(encoding="utf-8")))
+                if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+    wanted = {tool.canonical(m.group(1)) for s in literals if (m := re.fullmatch(r"([\w.-]+)(\[\w+\])?>=[\d.]+", s))}
+    assert {"jax", "torch", "orbax-checkpoint", "pytest"} <= wanted <= set(pins)
+    assert "libtpu" in pins  # jax[tpu]'s; launch/setup.sh replaces jax, jaxlib and libtpu on a TPU VM
+
+
+def test_the_constraints_check_names_each_difference():
+    tool = _constraints_tool()
+    want = {"a": ("A", "1.0"), "b-c": ("b_c", "2.0"), "d": ("d", "3.0")}
+    have = {"a": ("a", "1.0"), "b-c": ("b-c", "2.1"), "e": ("e", "4.0")}
+    assert tool.differences(want, have) == ["not pinned: d==3.0", "pinned but not needed: e==4.0",
+                                            "b_c: resolved 2.0, pinned 2.1"]
+    assert tool.render(want) == tool.HEADER + "a==1.0\nb-c==2.0\nd==3.0\n"
+    assert tool.canonical("Jinja2") == "jinja2" and tool.canonical("ml_collections") == "ml-collections"
+    assert tool.readme_extras() in readme_test_command()

@@ -1,7 +1,11 @@
 """The committed replication results say what the code prints: the leave-one-out MAE that the README
 and results/replication/report.md state are the ones `python3 -m jaxsparse.scaling compare
-results/replication/results.csv --loo` prints for that CSV (issue 20), so re-collecting the results
-without updating the prose fails here."""
+results/replication/results.csv --loo` prints for that CSV, so re-collecting the results without
+updating the prose fails here.
+
+The fit with the initial size is ill-conditioned (E near 0, alpha near 0.09): its fourth digit moves
+between CPUs (0.0936 on one machine, 0.0932 on another, same code and CSV), so every stated MAE is
+compared within TOLERANCE, far below the gaps between the four choices of N (0.03 to 0.09)."""
 import os
 import re
 import subprocess
@@ -9,6 +13,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSV = "results/replication/results.csv"
+TOLERANCE = 0.001  # nats
 
 
 def _compare_loo() -> dict:
@@ -31,6 +36,13 @@ def _read(path: str) -> str:
         return " ".join(f.read().split())
 
 
+def _assert_close(stated: list, printed: list) -> None:
+    """Each stated MAE is within TOLERANCE of the printed one (both strings as written)."""
+    assert len(stated) == len(printed)
+    for s, p in zip(stated, printed):
+        assert abs(float(s) - float(p)) <= TOLERANCE, f"stated {s}, compare prints {p}"
+
+
 def test_the_readme_and_report_state_the_loo_mae_that_compare_prints():
     rows = _compare_loo()
     readme = _read("README.md")
@@ -40,10 +52,10 @@ def test_the_readme_and_report_state_the_loo_mae_that_compare_prints():
     assert stated, "README.md no longer states the replication's leave-one-out MAE in the tested form"
     runs, *maes = stated.groups()
     assert int(runs) == rows["avg"][0]
-    assert maes == [rows[k][1] for k in ("avg", "avg_prunable", "final", "initial")]
+    _assert_close(maes, [rows[k][1] for k in ("avg", "avg_prunable", "final", "initial")])
 
     report = _read("results/replication/report.md")
     law = re.search(r"the law with N̄ has MAE [\d.]+ \(leave-one-out ([\d.]+)\); with the final "
                     r"size, MAE [\d.]+ \(leave-one-out ([\d.]+)\)", report)
     assert law, "report.md no longer states the leave-one-out MAE in the tested form"
-    assert list(law.groups()) == [rows["avg"][1], rows["final"][1]]
+    _assert_close(list(law.groups()), [rows["avg"][1], rows["final"][1]])

@@ -2,11 +2,11 @@
 
 `JaxsparseText` (a `GeneratorBasedBuilder` writing array_record files) turns the embedded Shakespeare
 corpus or a local corpus of any source (`text:`, `parquet:`, ...; `jaxsparse.data.sources`) into a tfds
-dataset with `train` and `validation` splits and a
-single `text` feature. It is built on first use into `<data_dir>/jaxsparse_text/<config>/<version>`,
-where `<config>` carries a fingerprint of the input files and of the build parameters, so a changed
-corpus is rebuilt into a new directory. Prepared tfds datasets such as `c4/en` are read from their
-data_dir as they are. Everything is read with `as_data_source` (random access, no TensorFlow).
+dataset with `train` and `validation` splits and a single `text` feature. It is built on first use into
+`<data_dir>/jaxsparse_text/<config>/<version>`, where `<config>` carries a fingerprint of the input files
+and of the build parameters, so a changed corpus is rebuilt into a new directory. Prepared tfds datasets
+such as `c4/en` are read from their data_dir as they are. Everything is read with `as_data_source`
+(random access, no TensorFlow).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
+from jaxsparse import noise
 from jaxsparse.data import config as config_lib
 from jaxsparse.data import corpus
 from jaxsparse.errors import ConfigError
@@ -158,7 +159,8 @@ def local_builder(cfg: ml_collections.ConfigDict, spec: config_lib.DatasetSpec) 
     cached = _BUILT.get((data_dir, builder_cfg.name))
     if cached is not None and _prepared(cached):
         return cached  # type: ignore[return-value]
-    return JaxsparseText(config=builder_cfg, data_dir=data_dir, file_format="array_record")
+    with noise.quiet_tfds():  # a custom config is the point: no "Using custom data configuration"
+        return JaxsparseText(config=builder_cfg, data_dir=data_dir, file_format="array_record")
 
 
 def _prepared(builder: tfds.core.DatasetBuilder) -> bool:
@@ -179,6 +181,7 @@ def _build(
     builder: JaxsparseText, cfg: ml_collections.ConfigDict, spec: config_lib.DatasetSpec, data_dir: str
 ) -> JaxsparseText:
     lock = os.path.join(data_dir, BUILDER_NAME, builder.builder_config.name + ".lock")
+    made = _missing(lock, os.path.dirname(str(builder.data_dir)), os.path.join(data_dir, "downloads", "extracted"))
     with file_lock(lock):
         builder = local_builder(cfg, spec)
         if not _prepared(builder):
@@ -188,9 +191,34 @@ def _build(
                 builder.builder_config.name,
                 builder.data_dir,
             )
-            builder.download_and_prepare()
+            try:
+                with noise.quiet_tfds():  # built locally: no "Downloading ..." line, no progress bars
+                    builder.download_and_prepare()
+            except BaseException:
+                _remove_empty(made)  # a failed build leaves no empty folders nor its lock behind
+                raise
             logging.info("Built dataset: %s", {s: builder.info.splits[s].num_examples for s in SPLITS})
     return builder
+
+
+def _missing(*paths: str) -> list[str]:
+    """Of `paths` and their parents up to the first that exists, those missing now, deepest first."""
+    out = []
+    for path in paths:
+        while "://" not in path and path and not os.path.lexists(path) and path not in out:
+            out.append(path)
+            path = os.path.dirname(path)
+    return sorted(out, key=lambda p: -p.count(os.sep))
+
+
+def _remove_empty(paths: list[str]) -> None:
+    """Remove `paths` (from `_missing`) that are empty folders, or this build's lock file."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            if path.endswith(".lock"):
+                os.remove(path)
+            else:
+                os.rmdir(path)
 
 
 def prepared_builder(

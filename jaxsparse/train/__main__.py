@@ -13,8 +13,10 @@ Exit status (jaxsparse.errors): 0 done; 1 fault after compute started (the messa
 saved; rerun to resume); 2 bad input (one line naming the file or field; nothing computed);
 3 diverged; 75 preempted by SIGTERM (checkpoint saved; rerun to resume).
 
-Multi-host: on TPU VMs `jax.distributed.initialize()` is called with no arguments; elsewhere
-pass --coordinator_address, --num_processes and --process_id (CPU processes use gloo).
+Multi-host: on TPU VMs (and GKE TPU pods) and in a SLURM step of several tasks (`srun`),
+`jax.distributed.initialize()` is called with no arguments and finds the coordinator, the process
+count and this process's index in the environment; elsewhere pass --coordinator_address,
+--num_processes and --process_id. CPU processes use gloo.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jaxsparse import noise
 from jaxsparse.errors import EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED, ConfigError, entry_point
 from jaxsparse.train.resolve import flags as cli_args
 
@@ -45,13 +48,28 @@ _COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 
 _NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
 _PID = flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
 _DIST = flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
-                          "Initialise jax.distributed: auto = on a TPU VM or when the flags above "
-                          "are given.")
+                          "Initialise jax.distributed: auto = on a TPU VM, in a SLURM step of "
+                          "several tasks, or when the flags above are given.")
+
+# What jax.distributed.initialize() reads in a SLURM step (jax._src.clusters.slurm_cluster).
+_SLURM_STEP = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
 
 
 def _on_tpu_vm() -> bool:
-    return any(k in os.environ for k in ("TPU_WORKER_HOSTNAMES", "CLOUD_TPU_TASK_ID",
+    """TPU chips here and the TPU runtime's environment (not noise.quiet_libtpu's placeholders,
+    which it sets only where there is no TPU chip)."""
+    return noise.tpu_chips_present() and any(k in os.environ for k in ("TPU_WORKER_HOSTNAMES", "CLOUD_TPU_TASK_ID",
                                          "TPU_WORKER_ID"))
+
+
+def _in_slurm_step() -> bool:
+    """True in an `srun` step of more than one task (one task alone needs no coordinator)."""
+    if not all(k in os.environ for k in _SLURM_STEP):
+        return False
+    tasks = os.environ["SLURM_NTASKS"]
+    if not tasks.isdigit():
+        raise ConfigError(f"SLURM_NTASKS={tasks!r}: expected a number of tasks")
+    return int(tasks) > 1
 
 
 def init_distributed() -> None:
@@ -60,13 +78,14 @@ def init_distributed() -> None:
         raise ConfigError("--coordinator_address, --num_processes and --process_id go together")
     if _DIST.value == "off":
         return
-    if all(explicit):
+    if all(explicit) or _in_slurm_step():
         if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS") == "cpu":
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if all(explicit):
         jax.distributed.initialize(coordinator_address=_COORD.value,
                                    num_processes=_NPROC.value, process_id=_PID.value)
-    elif _DIST.value == "on" or _on_tpu_vm():
-        jax.distributed.initialize()
+    elif _DIST.value == "on" or _on_tpu_vm() or _in_slurm_step():
+        jax.distributed.initialize()  # JAX's cluster detection: TPU VM, GKE, SLURM
 
 
 def _config() -> ml_collections.ConfigDict:

@@ -3,6 +3,7 @@ trainer's stack (orbax, tfds, grain, ml_collections, ...) made unimportable."""
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -94,10 +95,11 @@ def test_requirements_are_lower_bounds_at_the_pins_of_constraints_txt():
     the newest releases); their floors are the exact set of constraints.txt that CI installs."""
     tree = ast.parse((ROOT / "setup.py").read_text(encoding="utf-8"))
     requirements = _literal(tree, "INSTALL_REQUIRES") + _literal(tree, "TRAIN")
-    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines()
-                if line and not line.startswith("#"))
+    canonical = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731 - PEP 503's name
+    pins = {canonical(k): v for k, v in (line.split("==") for line in (ROOT / "constraints.txt").read_text(
+        encoding="utf-8").splitlines() if line and not line.startswith("#"))}
     assert {"jax", "jaxlib", "flax", "optax", "numpy"} <= {r.split(">=")[0] for r in requirements}
     for requirement in requirements:
         name, sep, floor = requirement.partition(">=")
         assert sep and "," not in floor and "==" not in requirement, requirement
-        assert pins[name] == floor, f"{requirement} against constraints.txt {name}=={pins.get(name)}"
+        assert pins[canonical(name)] == floor, f"{requirement} against constraints.txt {pins.get(canonical(name))}"

@@ -20,14 +20,14 @@ from typing import Any, Callable
 
 import ml_collections
 
-from jaxsparse import models
+from jaxsparse import models, noise
 from jaxsparse.errors import ConfigError
 from jaxsparse.train.steps.compiled import (HEADROOM, _fits, _say, accum_candidates,  # noqa: F401 (re-exported)
                                             collective_counts, compile_steps, search)
 from jaxsparse.train.resolve.run import Run, plan_for_mesh, prepare, with_grad_accum
 from jaxsparse.train.resolve.parts import build_mesh
 from jaxsparse.train.steps.state import abstract_state
-from jaxsparse.train.target.slices import GIB, Slice, parse_slice, quiet_libtpu
+from jaxsparse.train.target.slices import GIB, Slice, parse_slice
 
 
 def slice_devices(target: Slice) -> list:
@@ -38,10 +38,10 @@ def slice_devices(target: Slice) -> list:
         kwargs["chip_config_name"] = "megacore"
     if target.chips_per_host_bounds is not None:
         kwargs["chips_per_host_bounds"] = target.chips_per_host_bounds
+    noise.quiet_libtpu()  # a library call too, not only through a command line's entry point
     try:
-        with quiet_libtpu():
-            topo = topologies.get_topology_desc(platform="tpu", topology_name=target.topology_name,
-                                                num_slices=target.num_slices, **kwargs)
+        topo = topologies.get_topology_desc(platform="tpu", topology_name=target.topology_name,
+                                            num_slices=target.num_slices, **kwargs)
     except Exception as err:  # noqa: BLE001 - libtpu missing or refusing the name
         raise ConfigError(f"--compile_for={target.name}: libtpu could not describe topology "
                           f"{target.topology_name} x {target.num_slices} slice(s): {err}. "

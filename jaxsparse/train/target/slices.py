@@ -7,11 +7,8 @@ documentation (bf16 dense peak; HBM capacity); check them before relying on them
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 import re
-from collections.abc import Iterator
 
 from jaxsparse.errors import ConfigError
 
@@ -62,6 +59,17 @@ class Slice:
         """JAX devices in the whole target (one per chip)."""
         return self.chips * self.num_slices
 
+    @property
+    def chips_per_host(self) -> int:
+        """Chips on one host (TPU VM) of the slice: its host bounds, 2x2 where libtpu picks them."""
+        x, y, z = self.chips_per_host_bounds or (2, 2, 1)
+        return x * y * z
+
+    @property
+    def hosts(self) -> int:
+        """Hosts in one slice, one JAX process each (a Kubernetes launch's workers per slice)."""
+        return self.chips // self.chips_per_host
+
 
 def torus_shape(chips: int, dims: int) -> tuple[int, ...]:
     """The usual torus of `chips` (a power of two): grow the smallest dimension, last one first
@@ -99,34 +107,3 @@ def parse_slice(name: str) -> Slice:
     topology = f"{chip.topology_prefix}:{'x'.join(map(str, shape))}"
     bounds = (2, 2, 1) if chip.megacore else ((*shape, 1) if chips < 4 else None)
     return Slice(name, generation, chip, chips, num_slices, topology, bounds)
-
-
-@contextlib.contextmanager
-def quiet_libtpu() -> Iterator[None]:
-    """Around the first TPU topology call on a machine without TPU chips: set the environment libtpu
-    reads at start-up so it does not probe for a TPU VM (no metadata-server query, a placeholder worker
-    list and accelerator type: this silences its "could not determine TPU accelerator type / worker
-    hostnames" lines and the TPU_WORKER_HOSTNAMES error), and skip its single-process lockfile (so
-    several processes may compile at once). The variables are restored on exit, so nothing later
-    (e.g. the trainer's TPU-VM detection, or subprocesses) sees them. On a TPU VM nothing is changed."""
-    try:
-        from jax._src import hardware_utils
-        chips = hardware_utils.num_available_tpu_chips_and_device_id()[0]
-    except Exception:  # noqa: BLE001 - private helper; no answer means: assume a TPU may be present
-        chips = 1
-    saved = {key: os.environ.get(key) for key, _ in _NO_TPU_ENV}
-    if not chips:
-        for key, value in _NO_TPU_ENV:
-            os.environ.setdefault(key, value)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-_NO_TPU_ENV = (("TPU_SKIP_MDS_QUERY", "1"), ("TPU_WORKER_HOSTNAMES", "localhost"),
-               ("TPU_ACCELERATOR_TYPE", "v4-8"), ("ALLOW_MULTIPLE_LIBTPU_LOAD", "1"))
