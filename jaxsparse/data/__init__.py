@@ -14,6 +14,8 @@ Public API (the trainer's contract):
                                                       num_batches is the trainer's config.eval.batches
   to_global_batch(local_batch, sharding) -> dict[str, jax.Array]
   split_stats(data_cfg, ...) -> dict                  example/token counts per split
+Local corpora: data.dataset="text:<folder>" or "parquet:<folder or glob>", or a source of your own
+registered with jaxsparse.data.sources.register (one module per source).
 Command line: python -m jaxsparse.data {inspect,train_tokenizer} --config=CONFIG_FILE
 """
 

@@ -18,6 +18,7 @@ import re
 import ml_collections
 
 from jaxsparse.config_keys import check_tree
+from jaxsparse.data import sources
 from jaxsparse.deprecation import renamed_names
 from jaxsparse.errors import ConfigError
 
@@ -25,11 +26,9 @@ from jaxsparse.errors import ConfigError
 DATA_DIR_ENV = "JAXSPARSE_DATA_DIR"
 DEFAULT_DATA_DIR = "~/.cache/jaxsparse/tfds"
 EMBEDDED_DATASET = "shakespeare"
-TEXT_PREFIX = "text:"
 TOKENIZER_KINDS = ("embedded", "bytes")  # or a path to a SentencePiece .model file
 MODEL_TYPES = ("bpe", "unigram")
 MIN_SP_VOCAB = 320  # 256 byte-fallback pieces + 4 specials + room for merges
-CORPUS_SUFFIXES = (".txt", ".jsonl")
 _TFDS_NAME = re.compile(r"^[a-z][a-z0-9_]*(/[A-Za-z0-9_.\-]+)?(:[0-9]+\.[0-9]+\.[0-9]+)?$")
 SECTION = "config.data"
 
@@ -39,13 +38,15 @@ def default_config() -> ml_collections.ConfigDict:
 
     Keys:
       dataset: "shakespeare" (embedded corpus) | "c4/en" (or any prepared tfds name[/config][:version])
-        | "text:/path/to/folder" (a folder of .txt / .jsonl files, read recursively).
+        | "text:/path/to/folder" (.txt, .jsonl, .jsonl.gz and .jsonl.zst files, read recursively)
+        | "parquet:/path/to/folder" or "parquet:/path/*.parquet" (parquet files with a text column).
       data_dir: tfds data directory (cache of built datasets and trained tokenizers); default
         $JAXSPARSE_DATA_DIR or ~/.cache/jaxsparse/tfds.
       tokenizer: "embedded" (SentencePiece trained on this corpus, cached) | "bytes" | path to a .model file.
       vocab_size: vocabulary size when training a SentencePiece model (ignored otherwise).
       tokenizer_model_type: "bpe" | "unigram" (SentencePiece model type when training).
       tokenizer_train_chars: characters of training text sampled to train the tokenizer.
+      text_column: the column (parquet) or field (JSON lines) that holds each document's text.
       chunk_chars: local corpora are cut into documents of about this many characters (at paragraph
         boundaries) before the train/validation split.
       validation_fraction: fraction of documents of a local corpus held out as the validation split.
@@ -62,6 +63,7 @@ def default_config() -> ml_collections.ConfigDict:
     cfg.vocab_size = 2048
     cfg.tokenizer_model_type = "bpe"
     cfg.tokenizer_train_chars = 2_000_000
+    cfg.text_column = "text"
     cfg.chunk_chars = 4000
     cfg.validation_fraction = 0.05
     cfg.shuffle_seed = 0
@@ -70,11 +72,20 @@ def default_config() -> ml_collections.ConfigDict:
     return cfg
 
 
+def with_defaults(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of `cfg` with every data key it lacks at its default, so that a config saved before a key
+    existed (in a checkpoint's meta) reads as it was trained; unknown keys are kept, for the checks."""
+    full = default_config()
+    full.update(cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else dict(cfg))
+    return full
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     """A parsed `data.dataset` value.
 
-    kind: "embedded" | "text" | "tfds"; path: the folder for "text"; name: the tfds name for "tfds".
+    kind: "embedded" | "tfds" | a local source's prefix ("text", "parquet", ...; see
+    `jaxsparse.data.sources`); path: what follows the prefix, absolute; name: the tfds name for "tfds".
     """
 
     kind: str
@@ -82,24 +93,32 @@ class DatasetSpec:
     name: str = ""
 
 
-_DATASET_FORMS = "'shakespeare', a prepared tfds name 'name[/config][:x.y.z]' such as 'c4/en', or " \
-    "'text:/path/to/folder' (a folder of .txt/.jsonl files)"
+def _dataset_forms() -> str:
+    local = "; ".join(f"'{p}:' followed by {sources.get(p).forms}" for p in sources.prefixes())
+    return (f"'shakespeare', a prepared tfds name 'name[/config][:x.y.z]' such as 'c4/en', or a local corpus: "
+            f"{local}")
 
 
 def parse_dataset(value: object) -> DatasetSpec:
     """Parses `data.dataset` (no file system access); raises ConfigError naming the allowed forms."""
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{SECTION}.dataset={value!r} is not allowed: expected {_DATASET_FORMS}.")
+        raise ConfigError(f"{SECTION}.dataset={value!r} is not allowed: expected {_dataset_forms()}.")
     if value == EMBEDDED_DATASET:
         return DatasetSpec(kind="embedded")
-    if value.startswith(TEXT_PREFIX):
-        path = value[len(TEXT_PREFIX) :]
+    prefix, colon, path = value.partition(":")
+    if colon and sources.get(prefix) is not None:
         if not path:
-            raise ConfigError(f"{SECTION}.dataset={value!r}: the folder after 'text:' is empty.")
-        return DatasetSpec(kind="text", path=os.path.abspath(os.path.expanduser(path)))
+            raise ConfigError(f"{SECTION}.dataset={value!r}: the path after '{prefix}:' is empty; expected "
+                              f"{sources.get(prefix).forms}.")
+        return DatasetSpec(kind=prefix, path=os.path.abspath(os.path.expanduser(path)))
     if _TFDS_NAME.match(value):
         return DatasetSpec(kind="tfds", name=value)
-    raise ConfigError(f"{SECTION}.dataset={value!r} is not allowed: expected {_DATASET_FORMS}.")
+    raise ConfigError(f"{SECTION}.dataset={value!r} is not allowed: expected {_dataset_forms()}.")
+
+
+def read_options(cfg: ml_collections.ConfigDict) -> sources.ReadOptions:
+    """How a local corpus is cut into documents (config.data.chunk_chars, config.data.text_column)."""
+    return sources.ReadOptions(chunk_chars=cfg.chunk_chars, text_column=cfg.text_column)
 
 
 def data_dir_of(cfg: ml_collections.ConfigDict) -> str:
@@ -117,8 +136,9 @@ def data_dir_of(cfg: ml_collections.ConfigDict) -> str:
 
 
 def validate_data_config(cfg: ml_collections.ConfigDict) -> DatasetSpec:
-    """Checks every data key, and that a `text:` corpus folder exists and holds input files; returns the
-    parsed dataset spec. Raises ConfigError naming the field, its value and what is allowed.
+    """Checks every data key, and that a local corpus (`text:`, `parquet:`, ...) exists and holds input
+    files that its source accepts (see `jaxsparse.data.sources`); returns the parsed dataset
+    spec. Raises ConfigError naming the field, its value and what is allowed.
 
     A tokenizer *file* is checked where it is loaded (`tokenizer.load_sentencepiece`), so that a run
     planned elsewhere (`--dry_run` with a fixed config.model.vocab_size) need not have it.
@@ -129,8 +149,9 @@ def validate_data_config(cfg: ml_collections.ConfigDict) -> DatasetSpec:
     if missing:
         raise ConfigError(f"{SECTION} is missing keys {missing}; start from jaxsparse.data.default_config().")
     spec = parse_dataset(cfg.dataset)
-    if spec.kind == "text":
-        check_corpus_folder(cfg.dataset, spec.path)
+    if not isinstance(cfg.text_column, str) or not cfg.text_column:
+        raise ConfigError(f"{SECTION}.text_column={cfg.text_column!r} is not allowed: expected the name of "
+                          "the column (parquet) or field (JSON lines) that holds the text, such as 'text'.")
     data_dir_of(cfg)
     if not isinstance(cfg.tokenizer, str) or not cfg.tokenizer:
         raise ConfigError(f"{SECTION}.tokenizer={cfg.tokenizer!r} is not allowed: expected one of "
@@ -148,23 +169,9 @@ def validate_data_config(cfg: ml_collections.ConfigDict) -> DatasetSpec:
     _check_int(cfg, "shuffle_seed", 0)
     _check_int(cfg, "shards", 1)
     _check_int(cfg, "read_threads", 1)
+    if spec.kind not in ("embedded", "tfds"):
+        sources.get(spec.kind).list_files(spec.path, read_options(cfg))
     return spec
-
-
-def check_corpus_folder(value: str, path: str) -> None:
-    """A `text:` corpus must be an existing folder holding at least one .txt/.jsonl file."""
-    if not os.path.exists(path):
-        raise ConfigError(f"{SECTION}.dataset={value!r}: the folder {path} does not exist; expected "
-                          "'text:' followed by a folder of .txt/.jsonl files.")
-    if not os.path.isdir(path):
-        raise ConfigError(f"{SECTION}.dataset={value!r}: {path} is a file, not a folder; expected "
-                          "'text:' followed by a folder of .txt/.jsonl files.")
-    for _, dirnames, filenames in os.walk(path):
-        dirnames.sort()
-        if any(n.endswith(CORPUS_SUFFIXES) and not n.startswith(".") for n in filenames):
-            return
-    raise ConfigError(f"{SECTION}.dataset={value!r}: the folder contains no {'/'.join(CORPUS_SUFFIXES)} "
-                      "files (empty corpus).")
 
 
 def check_tokenizer_value(value: object) -> None:

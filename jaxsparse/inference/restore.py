@@ -24,6 +24,7 @@ from jax.sharding import Mesh
 
 from jaxsparse import data as data_lib
 from jaxsparse import models
+from jaxsparse.data.config import with_defaults
 from jaxsparse.errors import ConfigError
 from jaxsparse.train.workdir import layout
 from jaxsparse.train.workdir.fallback import named_step_damaged
@@ -83,7 +84,10 @@ def saved_config(meta: dict, where: str) -> ml_collections.ConfigDict:
     if "config" not in meta or "identity" not in meta:
         raise ConfigError(f"{where}: the checkpoint's meta has no config/identity; it was not written by "
                           "jaxsparse.train")
-    return ml_collections.ConfigDict(meta["config"])
+    config = ml_collections.ConfigDict(meta["config"])
+    if "data" in config:  # data keys added since the checkpoint was written take their defaults
+        config.data = with_defaults(config.data)
+    return config
 
 
 def load_run(workdir: str, step: Optional[int] = None, with_tokenizer: bool = True,

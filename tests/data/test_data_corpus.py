@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 
 from jaxsparse import data
-from jaxsparse.data import corpus, tfds_builder, tokenizer
+from jaxsparse.data import config as data_config
+from jaxsparse.data import corpus, text_source, tfds_builder, tokenizer
 from jaxsparse.errors import ConfigError
 
 from data_utils import small_config, synthetic_corpus
@@ -33,8 +35,9 @@ def test_builder_splits_documents_without_tensorflow(corpus_dir, data_dir):
     cfg = small_config(f"text:{corpus_dir}", data_dir)
     dataset_id, sources = tfds_builder.open_dataset(cfg)
     train, val = _texts(sources["train"]), _texts(sources["validation"])
-    _, files = corpus.list_files("text", corpus_dir)
-    expected = [t for _, t in corpus.iter_documents(files, cfg.chunk_chars, corpus.DecodeReport())]
+    options = data_config.read_options(cfg)
+    files = corpus.list_files("text", corpus_dir, options)
+    expected = [t for _, t in corpus.iter_documents("text", files, options, corpus.DecodeReport())]
     assert sorted(train + val) == sorted(expected)  # every document lands in exactly one split
     assert not set(train) & set(val)
     assert 0.03 < len(val) / len(expected) < 0.25, (len(val), len(expected))
@@ -92,7 +95,7 @@ def test_chunk_text_keeps_content_and_bounds_size():
     paras = [f"para {i} " + "word " * (i * 7 % 40) for i in range(50)]
     long_line = "x" * 1000
     text = "\n\n".join(paras) + "\n\n" + long_line
-    chunks = corpus.chunk_text(text, 200)
+    chunks = text_source.chunk_text(text, 200)
     joined = "".join(chunks).replace("\n", "")
     assert joined == text.replace("\n", "")
     assert all(1 <= len(c) <= 200 + max(len(p) for p in paras) + 2 for c in chunks)
@@ -188,7 +191,7 @@ def test_non_utf8_files_are_replaced_and_counted(tmp_path):
         fh.write("{not json}\n")
     cfg = small_config(f"text:{root}", str(tmp_path / "tfds"))
     with pytest.warns(UnicodeWarning, match=r"2 corpus file\(s\).*cp1252.txt, latin1.txt"):
-        with pytest.warns(UserWarning, match=r"1 .jsonl line\(s\) skipped.*notes.jsonl:6"):
+        with pytest.warns(UserWarning, match=r"1 record\(s\) skipped \(no string 'text'.*notes.jsonl:6"):
             _, sources = tfds_builder.open_dataset(cfg)
     texts = _texts(sources["train"]) + _texts(sources["validation"])
     assert any(t.startswith("[latin] caf\ufffd") for t in texts)
@@ -199,6 +202,8 @@ def test_non_utf8_files_are_replaced_and_counted(tmp_path):
     [
         ("dataset", "hf://c4", "config.data.dataset='hf://c4'"),
         ("dataset", "text:", "after 'text:'"),
+        ("dataset", "parquet:", "after 'parquet:'"),
+        ("text_column", "", "config.data.text_column=''"),
         ("vocab_size", 100, "config.data.vocab_size=100"),
         ("tokenizer_model_type", "wordpiece", "config.data.tokenizer_model_type"),
         ("validation_fraction", 0.9, "config.data.validation_fraction"),
@@ -227,3 +232,22 @@ def test_tokenizer_file_that_does_not_load_is_named(tmp_path):
     with pytest.raises(ConfigError, match="config.data.vocab_size=5000"):
         tokenizer.train_sentencepiece(["tiny corpus"] * 3, vocab_size=5000)
     assert np.asarray(data.ByteTokenizer().encode("a")).tolist() == [ord("a") + 3]
+
+
+def test_caches_and_checkpointed_configs_of_earlier_versions_still_read(tmp_path):
+    """A checkpoint stores the dataset id (its data state is refused under another) and its config: the
+    ids of text: and embedded corpora read by the default column are those of the version before
+    sources and data.text_column, and a saved data config without text_column reads with its default."""
+    root = synthetic_corpus.write_corpus(str(tmp_path / "corpus"), txt_files=2, paragraphs=10, jsonl_lines=5)
+    for dataset, name in ((f"text:{root}", "corpus_8ba4353287a4"), ("shakespeare", "shakespeare_c5ee04a47c3e")):
+        cfg = small_config(dataset, str(tmp_path / "tfds"))
+        spec = data_config.validate_data_config(cfg)
+        assert tfds_builder.local_builder(cfg, spec).builder_config.name == name
+    cfg = small_config(f"text:{root}", str(tmp_path / "tfds"), text_column="body")  # other documents
+    spec = data_config.validate_data_config(cfg)
+    assert tfds_builder.local_builder(cfg, spec).builder_config.name != "corpus_8ba4353287a4"
+    saved = small_config(f"text:{root}", str(tmp_path / "tfds")).to_dict()
+    del saved["text_column"]
+    with pytest.raises(ConfigError, match=r"missing keys \['text_column'\]"):
+        data_config.validate_data_config(ml_collections.ConfigDict(saved))
+    data_config.validate_data_config(data_config.with_defaults(ml_collections.ConfigDict(saved)))
