@@ -26,8 +26,9 @@ INDEX = "model.safetensors.index.json"
 
 # Runs `python -m jaxsparse.export ARGS` and SIGKILLs it (a real signal, sent by the process to itself
 # from a Python audit hook: nothing of the code under test is replaced) just before the Nth rename,
-# exchange or tree removal that names the export ("swap N"), or at the first file removal inside
-# such a tree removal ("remove 1"). argv: kind, N, the export's folder name, then export's arguments.
+# exchange (renameat2, looked up through ctypes just before each call) or tree removal that names the
+# export ("swap N"), or at the first file removal inside such a tree removal ("remove 1").
+# argv: kind, N, the export's folder name, then export's arguments.
 KILLER = r"""
 import os, runpy, signal, sys
 kind, nth, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -40,7 +41,8 @@ def texts(args):
             yield b.decode(errors="replace") if isinstance(b, bytes) else str(b)
 
 def hook(event, args):
-    if event in ("os.rename", "ctypes.call_function", "shutil.rmtree") and any(name in t for t in texts(args)):
+    named = any(name in t or t == "renameat2" for t in texts(args))
+    if event in ("os.rename", "os.replace", "ctypes.dlsym", "shutil.rmtree") and named:
         seen["n"] += 1
         seen["removing"] = event == "shutil.rmtree"
         if kind == "swap" and seen["n"] == nth:
@@ -119,6 +121,8 @@ def test_export_overwrite_killed_during_the_replacement_leaves_a_complete_export
     done = run_cli(cmd, shared["env"])
     assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
     assert complete_step(folder, files) in (6, 12)  # the old export or the new one, whole
+    left = [p.name for p in tmp_path.iterdir() if p != folder]
+    assert all(name.startswith(".hf-export.tmp-") for name in left), left  # what the next export removes
 
 
 def test_a_later_export_removes_the_leftovers_of_interrupted_ones_and_nothing_else(shared, tmp_path):
