@@ -254,3 +254,29 @@ def test_a_bad_hf_folder_is_refused_before_training_in_one_line(shared, tmp_path
                    shared["env"])
     one_error(done, f"config.model.init_from=hf:{folder}: ", words)
     assert not workdir.exists()  # refused before anything was written or computed
+
+
+def test_a_sentencepiece_export_holds_no_local_path(shared, tmp_path):
+    """A .model file trained elsewhere records its trainer's input files and prefix: the export's
+    tokenizer files hold neither, and its tokenizer.model still encodes as the .model does."""
+    import sentencepiece as spm
+    from jaxsparse.data.tokenizer import load_sentencepiece
+    from jaxsparse.hf.tokenizer import write_tokenizer
+
+    text = sorted((shared["root"] / "corpus").glob("*.txt"))[0]
+    prefix = tmp_path / "spm" / "mine"
+    prefix.parent.mkdir()
+    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(prefix), vocab_size=120,
+                                   hard_vocab_limit=False, bos_id=1, eos_id=2, pad_id=0, unk_id=3, minloglevel=2)
+    model = prefix.with_suffix(".model")
+    assert str(text).encode() in model.read_bytes()  # what the export must leave out
+    tok = load_sentencepiece(str(model))
+    out = tmp_path / "tok"
+    out.mkdir()
+    write_tokenizer(tok, str(out))
+    for path in out.iterdir():
+        assert str(shared["root"]).encode() not in path.read_bytes() and str(tmp_path).encode() not in \
+            path.read_bytes(), path.name
+    sample = text.read_text(encoding="utf-8")[:4000]
+    reloaded = spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
+    assert reloaded.encode(sample) == tok.encode(sample) and len(tok.encode(sample)) > 500
