@@ -200,15 +200,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def check_out_file(out: str, workdir: str) -> None:
     """ConfigError unless `out` can be written: not a directory, in an existing folder this
     user may write (probed with a temporary file, removed), and in no run directory (`workdir`'s
-    or another's: `layout.run_dir_holding`; reader commands never write into one)."""
+    or another's: `layout.check_reader_output`)."""
     parent = os.path.dirname(os.path.abspath(out))
     if os.path.isdir(out):
         raise ConfigError(f"--out={out}: is a directory; give a file name")
-    run_dir = layout.run_dir_holding(out, workdir)
-    if run_dir is not None:
-        raise ConfigError(f"--out={out}: it is in the run directory {run_dir}, and reader commands "
-                          "never write into a run directory (its files stay the trainer's); give a "
-                          "file outside it")
+    layout.check_reader_output(out, workdir)
     if not os.path.isdir(parent):
         raise ConfigError(f"--out={out}: the folder {parent} does not exist")
     try:

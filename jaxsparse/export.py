@@ -5,10 +5,12 @@
 DIR then loads with `transformers.AutoModelForCausalLM.from_pretrained(DIR)` and
 `AutoTokenizer.from_pretrained(DIR)`: config.json (LlamaConfig), model.safetensors (float32, every
 pruned weight exactly 0.0), tokenizer files, generation_config.json and a model card (README.md) with
-N̄, sparsity per layer and overall, tokens, eval loss and the config. The folder is written to a
-temporary directory and renamed when complete; an existing DIR is refused without --overwrite, and
-with it unless DIR is an earlier export (it holds jaxsparse-export.json). Exit 2 on bad input
-(nothing written), 1 if the write fails (e.g. a full disk; nothing left behind).
+N̄, sparsity per layer and overall, tokens, eval loss and the config (no local paths). The folder
+is written to a temporary directory that takes DIR's name when complete (atomically: DIR always
+names a complete export, even if the command is killed); an existing DIR is refused without
+--overwrite, and with it unless DIR is an earlier export (it holds jaxsparse-export.json); a symlink
+to one is followed and kept. Missing parent folders of DIR are made; DIR inside a run directory is refused. Exit 2 on bad input (nothing
+written), 1 if the write fails (e.g. a full disk; nothing left behind).
 """
 from __future__ import annotations
 
@@ -30,10 +32,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
     from jaxsparse.hf.export import check_out_dir, write_export
     from jaxsparse.inference.restore import load_run
-    from jaxsparse.train.workdir.layout import read_summary
+    from jaxsparse.train.workdir.layout import check_reader_output, read_summary
     from jaxsparse.train.workdir.records import read_records
 
     with as_bad_input(ValueError, FileNotFoundError):
+        check_reader_output(args.out, args.workdir)
         check_out_dir(args.out, args.overwrite)
         run = load_run(args.workdir, args.step)
         summary, records = read_summary(args.workdir), read_records(args.workdir)

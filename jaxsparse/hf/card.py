@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -38,9 +39,30 @@ def run_figures(step: int, meta: dict, config: Any, n_total: int, summary: Optio
             "eval_loss": evals[-1] if evals else None}
 
 
-def model_card(*, workdir: str, step: int, config: Any, figures: dict[str, Any], sparsity: dict[str, float],
+_LOCAL_PATH = re.compile(r"(?<![^\s:=,(\[])(?:~|/(?!/))[^\s,;:'\"()\[\]]*")
+
+
+def _last_name(match: re.Match) -> str:
+    name = os.path.basename(match.group(0).rstrip("/"))
+    return f"…/{name}" if name else match.group(0)
+
+
+def without_local_paths(value: Any) -> Any:
+    """`value` (nested dicts, lists, strings) with every absolute or home-relative path in a string
+    cut to its last name: "text:/home/me/corpus" -> "text:…/corpus". A card is published with the
+    model; the layout of the machine it was trained on is not."""
+    if isinstance(value, dict):
+        return {k: without_local_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_local_paths(v) for v in value]
+    if isinstance(value, str):
+        return _LOCAL_PATH.sub(_last_name, value)
+    return value
+
+
+def model_card(*, step: int, config: Any, figures: dict[str, Any], sparsity: dict[str, float],
                sizes: dict[str, int], model_cfg: Any) -> str:
-    """README.md text (markdown) of an exported model."""
+    """README.md text (markdown) of an exported model; no local path (`without_local_paths`)."""
     total, prunable = sizes["total"], sizes["prunable"]
     zeros = sizes["zeros"]
     order = [n for n in hf_tensor_names(model_cfg) if n in sparsity]
@@ -52,7 +74,7 @@ tags: [llama, sparse, jaxsparse, magnitude-pruning]
 ---
 # Sparse LLaMA-style model from jaxsparse
 
-Exported by `python -m jaxsparse.export` from `{os.path.abspath(workdir)}`, checkpoint step {step}.
+Exported by `python -m jaxsparse.export` from checkpoint step {step} of its training run.
 Trained with gradual magnitude pruning ("The Journey Matters", Jin et al., ICLR 2025): pruned weights are
 stored as exact zeros in `model.safetensors` (float32, LLaMA layout).
 
@@ -84,6 +106,6 @@ print(tokenizer.decode(model.generate(ids, max_new_tokens=40)[0]))
 ## Training config
 
 ```json
-{json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)}
+{json.dumps(without_local_paths(config.to_dict()), indent=2, sort_keys=True, default=str, ensure_ascii=False)}
 ```
 """

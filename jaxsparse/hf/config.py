@@ -9,9 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from jaxsparse.errors import ConfigError
+from jaxsparse.hf.files import json_type
 from jaxsparse.models import ModelConfig
 
 ARCHITECTURE = "LlamaForCausalLM"
+INT_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+              "num_key_value_heads", "head_dim")
 
 
 def llama_config(cfg: ModelConfig, bos_id: int, eos_id: int, pad_id: int) -> dict[str, Any]:
@@ -41,9 +44,30 @@ def _rope_type(hf: dict) -> Any:
     return params.get("rope_type", params.get("type", "default"))
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_types(hf: dict, where: str) -> None:
+    """ConfigError naming the field when a field of config.json that is read has the wrong JSON type."""
+    expected = {**dict.fromkeys(INT_FIELDS, ("an integer", lambda v: v is None or (
+                    isinstance(v, int) and not isinstance(v, bool)))),
+                **dict.fromkeys(("attention_bias", "mlp_bias", "tie_word_embeddings"),
+                                ("true or false", lambda v: isinstance(v, bool))),
+                **dict.fromkeys(("rope_parameters", "rope_scaling"),
+                                ("an object or null", lambda v: v is None or isinstance(v, dict))),
+                "architectures": ("a list of names", lambda v: isinstance(v, list)),
+                "hidden_act": ("a name", lambda v: isinstance(v, str))}
+    for key, (what, ok) in expected.items():
+        if key in hf and not ok(hf[key]):
+            raise ConfigError(f"{where}: {key}={hf[key]!r} is a JSON {json_type(hf[key])}; expected {what}")
+
+
 def check_llama_config(hf: dict, cfg: ModelConfig, where: str) -> None:
     """Raise ConfigError (naming the field, both values) unless the HF config `hf` (config.json as a
-    dict) is a LLaMA architecture whose shapes and numerics equal those of `cfg`."""
+    dict) is a LLaMA architecture whose shapes and numerics equal those of `cfg`; `where`: the
+    prefix of the message (the config field and the file)."""
+    _check_types(hf, where)
     archs = hf.get("architectures") or []
     if hf.get("model_type") != "llama" or ARCHITECTURE not in archs:
         raise ConfigError(f"{where}: model_type={hf.get('model_type')!r}, architectures={archs}: only "
@@ -69,6 +93,8 @@ def check_llama_config(hf: dict, cfg: ModelConfig, where: str) -> None:
     numerics = {"rms_norm_eps": (hf.get("rms_norm_eps", 1e-6), cfg.norm_eps),
                 "rope_theta": (_rope_theta(hf), cfg.rope_max_timescale)}
     for key, (value, ours) in numerics.items():
+        if not _is_number(value):
+            raise ConfigError(f"{where}: {key}={value!r} is a JSON {json_type(value)}; expected a number")
         if float(value) != float(ours):
             raise ConfigError(f"{where}: {key}={value!r}, but jaxsparse models use {ours!r}")
     if _rope_type(hf) != "default":

@@ -7,7 +7,7 @@
   (a "▁" dummy prefix before the text even when it starts with a space, spaces as "▁", words split
   before "▁"), and user-defined pieces such as "\\n" are ordinary vocabulary entries, as in
   SentencePiece, rather than added tokens (which would restart the dummy prefix after each one).
-  The .model file is copied too, as tokenizer.model.
+  The .model file is copied too, as tokenizer.model, without the local paths its trainer recorded.
 - bytes: UTF-8 bytes b -> id b + 3 through the byte-level pre-tokenizer, no merges.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ import tempfile
 from typing import Any
 
 from jaxsparse.data.tokenizer import ByteTokenizer, SentencePieceTokenizer
+from jaxsparse.hf.card import without_local_paths
 
 SPECIAL = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>"}
 
@@ -87,13 +88,25 @@ def _bytes_json(tok: ByteTokenizer) -> dict[str, Any]:
                       "ignore_merges": False, "vocab": vocab, "merges": []}}
 
 
+def _without_trainer_paths(proto: bytes) -> bytes:
+    """A serialized SentencePiece model without the local paths its trainer recorded (the input
+    files and the model prefix); the pieces and the normalizer, so the tokenization, are unchanged."""
+    from sentencepiece import sentencepiece_model_pb2  # protobuf: needed by transformers' converter too
+
+    model = sentencepiece_model_pb2.ModelProto()
+    model.ParseFromString(proto)
+    model.trainer_spec.ClearField("input")
+    model.trainer_spec.ClearField("model_prefix")
+    return model.SerializeToString()
+
+
 def write_tokenizer(tok: Any, out_dir: str) -> dict[str, Any]:
     """Write tokenizer.json, tokenizer_config.json (and tokenizer.model for SentencePiece) to `out_dir`;
     return the special-token ids {bos_token_id, eos_token_id, pad_token_id}."""
     if isinstance(tok, SentencePieceTokenizer):
         spec = _sentencepiece_json(tok)
         with open(os.path.join(out_dir, "tokenizer.model"), "wb") as f:
-            f.write(tok._proto)
+            f.write(_without_trainer_paths(tok._proto))
         sp = tok._sp
         names = {"bos_token": sp.id_to_piece(tok.bos_id), "eos_token": sp.id_to_piece(tok.eos_id),
                  "pad_token": sp.id_to_piece(tok.pad_id)}
@@ -107,7 +120,7 @@ def write_tokenizer(tok: Any, out_dir: str) -> dict[str, Any]:
         json.dump(spec, f, ensure_ascii=False)
     config = {"tokenizer_class": "PreTrainedTokenizerFast", **names, "add_bos_token": True,
               "add_eos_token": False, "clean_up_tokenization_spaces": False, "padding_side": "left",
-              "model_max_length": 1_000_000_000, "jaxsparse_tokenizer": tok.name}
+              "model_max_length": 1_000_000_000, "jaxsparse_tokenizer": without_local_paths(tok.name)}
     with open(os.path.join(out_dir, "tokenizer_config.json"), "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2, ensure_ascii=False)
     with open(os.path.join(out_dir, "special_tokens_map.json"), "w", encoding="utf-8") as f:

@@ -126,6 +126,16 @@ def run_dir_holding(path: str, workdir: str) -> str | None:
     return folder
 
 
+def check_reader_output(out: str, workdir: str) -> None:
+    """ConfigError when `out` (a reader command's --out: a file or a folder to write) lands in a
+    run directory (`run_dir_holding`): reader commands never write into one."""
+    run_dir = run_dir_holding(out, workdir)
+    if run_dir is not None:
+        raise ConfigError(f"--out={out}: it is in the run directory {run_dir}, and reader commands "
+                          "never write into a run directory (its files stay the trainer's); give a "
+                          "path outside it")
+
+
 def present_outputs(workdir: str) -> list[str]:
     """The names of RUN_OUTPUTS that exist in `workdir`, in RUN_OUTPUTS order."""
     return [n for n in RUN_OUTPUTS if os.path.exists(os.path.join(workdir, n))]
