@@ -5,12 +5,12 @@
 DIR then loads with `transformers.AutoModelForCausalLM.from_pretrained(DIR)` and
 `AutoTokenizer.from_pretrained(DIR)`: config.json (LlamaConfig), model.safetensors (float32, every
 pruned weight exactly 0.0), tokenizer files, generation_config.json and a model card (README.md) with
-N̄, sparsity per layer and overall, tokens, eval loss and the config (no local paths). The folder
-is written to a temporary directory that takes DIR's name when complete (atomically: DIR always
-names a complete export, even if the command is killed); an existing DIR is refused without
---overwrite, and with it unless DIR is an earlier export (it holds jaxsparse-export.json); a symlink
-to one is followed and kept. Missing parent folders of DIR are made; DIR inside a run directory is refused. Exit 2 on bad input (nothing
-written), 1 if the write fails (e.g. a full disk; nothing left behind).
+N̄, sparsity per layer and overall, tokens, eval loss and the config (no local paths). The folder is
+written to a temporary directory that takes DIR's name when complete (atomically: DIR always names a
+complete export, even if the command is killed); an existing DIR is refused without --overwrite, and
+with it unless DIR is an earlier export (it holds jaxsparse-export.json); a symlink to one is
+followed and kept. Missing parent folders of DIR are made; DIR inside a run directory is refused.
+Exit 2 on bad input (nothing written), 1 if the write fails (e.g. a full disk; nothing left behind).
 """
 from __future__ import annotations
 

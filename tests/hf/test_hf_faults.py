@@ -101,6 +101,12 @@ def test_export_makes_the_parent_folder_it_writes_into(shared, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["no_run"]  # bad input: no parent made
 
 
+def test_export_never_writes_into_a_run_directory(shared):
+    before = sorted(p.name for p in shared["workdir"].iterdir())
+    one_error(export(shared, f"--out={shared['workdir'] / 'hf'}"), "in the run directory", "--out=")
+    assert sorted(p.name for p in shared["workdir"].iterdir()) == before
+
+
 def test_the_export_holds_no_local_path(shared):
     root = str(shared["root"])
     assert os.path.realpath(root) == root
