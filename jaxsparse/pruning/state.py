@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from jaxsparse.pruning import event as event_lib
+from jaxsparse.pruning.multi_steps import warn_inside_multi_steps
 from jaxsparse.pruning.selection import leaf_paths, named_leaves
 
 
@@ -63,6 +64,7 @@ def get_masks(opt_state: Any) -> Any:
       FloatingPointError: outside jit, when an event found NaN/Inf weights (see ``check_events``).
     """
     found = find_pruning_states(opt_state)
+    warn_inside_multi_steps(opt_state, PruningState)  # total_steps counts updates there (multi_steps.py)
     if len(found) != 1:
         raise ValueError(f"expected one PruningState in the optimizer state, found "
                          f"{len(found)}; is magnitude_pruning in the optax chain?")
@@ -80,6 +82,7 @@ def check_events(opt_state: Any) -> None:
     each tensor that lost every weight. Reads one small int32 array per pruning state from the
     device: call it after event steps (or every few steps) in your own loop; ``get_masks`` calls it.
     """
+    warn_inside_multi_steps(opt_state, PruningState)  # total_steps counts updates there (multi_steps.py)
     for state in find_pruning_states(opt_state):
         invalid, count = _unbox(state.invalid), _unbox(state.count)
         if isinstance(invalid, jax.core.Tracer):

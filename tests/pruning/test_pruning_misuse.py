@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxsparse.pruning import Schedule, check_events, get_masks, magnitude_pruning, prunable_flags, summary
+from jaxsparse.pruning import Schedule, check_events, get_masks, magnitude_pruning, prunable_flags, sparsity_summary
 
 ONE_SHOT_AT_1 = Schedule("one_shot", 0.75, 0.1, 0.1, 1)  # one event, before step 1 of 10
 
@@ -25,7 +25,7 @@ def test_integer_leaves_are_never_pruned_even_when_included():
     assert get_masks(state)["table"]["index"] is None
     np.testing.assert_array_equal(new["table"]["index"], params["table"]["index"])
     assert new["table"]["index"].dtype == jnp.int32
-    assert summary(get_masks(state)).active == 4  # 25% of the 16 float weights
+    assert sparsity_summary(get_masks(state)).active == 4  # 25% of the 16 float weights
 
 
 def _nan_params():
