@@ -20,13 +20,14 @@ doubled the time of NON-event steps (measured; see bench/bench_pruning_threshold
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsparse.pruning import fanin, topk
+from jaxsparse.pruning import explicit, fanin, topk
 
 
 def keep_counts(densities: np.ndarray, sizes: list[int], scope: str,
@@ -59,7 +60,8 @@ def compute_masks(scores: Sequence[jax.Array], masks: Sequence[jax.Array], k_row
     if m is not None:
         if axes is None:
             raise ValueError("compute_masks: n:m structure needs each kernel's fan-in axes (fanin.resolve)")
-        new = [fanin.n_of_m_mask(s, a, k_row[0], m, ax) for s, a, ax in zip(scores, masks, axes)]
+        new = [explicit.auto_layout(functools.partial(fanin.n_of_m_mask, m=m, axes=ax), a, s, a, k_row[0])
+               for s, a, ax in zip(scores, masks, axes)]
         return new, invalid_codes(scores if weights is None else weights, scores)
     keys = [topk.score_bits(s, a) for s, a in zip(scores, masks)]
     if scope == "global" and floors is not None:

@@ -138,7 +138,8 @@ def _nnx_layers(model: nnx.Module) -> dict[str, Layer]:
         elif isinstance(module, nnx.LinearGeneral):
             batch = tuple(module.batch_axis.values())
             shape = (*batch, *module.in_features, *module.out_features)
-            layers[prefix + "kernel"] = Layer(kind, shape, tuple(range(len(batch), len(batch) + len(module.in_features))))
+            fan_in = tuple(range(len(batch), len(batch) + len(module.in_features)))
+            layers[prefix + "kernel"] = Layer(kind, shape, fan_in)
         elif isinstance(module, nnx.Linear):
             layers[prefix + "kernel"] = Layer(kind, (module.in_features, module.out_features), (0,))
         else:

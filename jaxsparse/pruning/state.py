@@ -1,9 +1,12 @@
 """The pruning transform's state, and reading it: masks, event checks, the Flax ``masks`` collection.
 
 Masks live once, in ``PruningState.masks``: a pytree shaped like the params with a bool array for
-every prunable leaf and ``None`` elsewhere (inside the same ``nn.Partitioned`` or NNX boxes as the
-params, when the params are boxed). ``get_masks`` finds them anywhere in an optimizer state (inside
-``optax.chain``, ``optax.MultiSteps``, ``optax.inject_hyperparams``, NNX ``OptState`` variables).
+every prunable leaf (inside the same ``nn.Partitioned`` or NNX box as the param, when the params are
+boxed, and with the param's sharding) and ``optax.MaskedNode()`` elsewhere: optax's "no state for
+this leaf", a node with no leaves, so every leaf of the optimizer state is an array (an
+``nnx.Optimizer``'s state has a shape on every variable). ``get_masks`` finds them anywhere in an
+optimizer state (inside ``optax.chain``, ``optax.MultiSteps``, ``optax.inject_hyperparams``, NNX
+``OptState`` variables) and gives ``None`` at the leaves that are not pruned.
 
 What an event found is recorded in ``PruningState.invalid`` (bits, sticky; event.py) and read
 outside jit by ``check_events`` (``get_masks`` calls it): errors for a NaN/Inf weight, a bad score
@@ -17,10 +20,11 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+import optax
 
 from jaxsparse.pruning import event as event_lib
 from jaxsparse.pruning.multi_steps import warn_inside_multi_steps
-from jaxsparse.pruning.selection import leaf_paths, named_leaves
+from jaxsparse.pruning.selection import is_box, leaf_paths, named_leaves
 
 
 class PruningState(NamedTuple):
@@ -28,7 +32,8 @@ class PruningState(NamedTuple):
 
     Attributes:
       count: int32 scalar, updates applied so far (the index of the next forward-pass step).
-      masks: params-shaped pytree; bool array (True = kept) per prunable leaf, None elsewhere.
+      masks: params-shaped pytree; bool array (True = kept) per prunable leaf, ``optax.MaskedNode()``
+        in place of every other leaf (and of its box).
       invalid: int32[number of prunable leaves] (the non-None leaves of ``masks``, in order), sticky
         bits set by events: a NaN/Inf weight (1), a NaN/negative score (2), a weight pruned earlier
         no longer 0 (4: the transform is not last), every weight pruned (8: a warning).
@@ -53,7 +58,8 @@ def __getattr__(name: str) -> Any:
 
 
 def get_masks(opt_state: Any) -> Any:
-    """The masks (params-shaped pytree, None at non-prunable leaves) held in ``opt_state``.
+    """The masks held in ``opt_state``: params-shaped, a bool array (True = kept) at each pruned
+    leaf and None at the others (``PruningState.masks`` holds ``optax.MaskedNode()`` there).
 
     Works wherever the transform sits: inside ``optax.chain``, ``optax.MultiSteps``,
     ``optax.inject_hyperparams`` or any other pytree of states.
@@ -69,7 +75,25 @@ def get_masks(opt_state: Any) -> Any:
         raise ValueError(f"expected one PruningState in the optimizer state, found "
                          f"{len(found)}; is magnitude_pruning in the optax chain?")
     check_events(found[0])
-    return found[0].masks
+    return jax.tree.map(lambda x: None if isinstance(x, optax.MaskedNode) else x, found[0].masks,
+                        is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+
+
+def mask_tree(params: Any, idx: list[int], masks: list[jax.Array]) -> Any:
+    """``PruningState.masks`` for ``params``: ``masks[j]`` at leaf ``idx[j]`` of ``jax.tree.leaves(params)``
+    (in that leaf's box, if any), ``optax.MaskedNode()`` in place of every other leaf or box."""
+    nodes, treedef = jax.tree.flatten(params, is_leaf=is_box)
+    out: list = [optax.MaskedNode()] * len(nodes)
+    for j, i in enumerate(idx):
+        out[i] = jax.tree.map(lambda _, m=masks[j]: m, nodes[i]) if is_box(nodes[i]) else masks[j]
+    return treedef.unflatten(out)
+
+
+def stored_masks(params: Any, idx: list[int], masks: Any) -> list[jax.Array]:
+    """The masks of leaves ``idx`` of ``params`` from a ``PruningState.masks`` tree (``mask_tree``'s
+    form; a checkpoint written with ``None`` in place of ``optax.MaskedNode()`` reads the same)."""
+    nodes = jax.tree.structure(params, is_leaf=is_box).flatten_up_to(masks)
+    return [jax.tree.leaves(nodes[i])[0] for i in idx]
 
 
 def check_events(opt_state: Any) -> None:

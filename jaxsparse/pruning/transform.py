@@ -62,12 +62,13 @@ import numpy as np
 import optax
 
 from jaxsparse.pruning import event as event_lib
-from jaxsparse.pruning import fanin
+from jaxsparse.pruning import explicit, fanin
 from jaxsparse.pruning import scores as scores_lib
 from jaxsparse.pruning.schedule import Schedule
 from jaxsparse.pruning.selection import compile_pattern, prunable_flags
 from jaxsparse.pruning.state import (PruningState, __getattr__, check_events,  # noqa: F401
-                                     find_pruning_states, get_masks, mask_collection)
+                                     find_pruning_states, get_masks, mask_collection, mask_tree,
+                                     stored_masks)
 from jaxsparse.pruning.structure import kept_per_group, parse_structure
 
 SCOPES = ("global", "layerwise")
@@ -212,20 +213,20 @@ def _event_masks(cfg: _Config, tables: _Tables, new_leaves, upd_leaves, masks, k
         stale = event_lib.stale_codes([tables.leaves[i] for i in idx], masks, armed)
         codes = codes | jnp.stack(stale).astype(jnp.int32)
     fine = jnp.all((codes & event_lib.BLOCKING) == 0)  # a failing event leaves the masks as they were
-    new = [jnp.where(fine, m_new, m_old) for m_new, m_old in zip(new, masks)]
+    new = [jnp.where(fine, explicit.like(m_new, m_old), m_old) for m_new, m_old in zip(new, masks)]
     return new, codes | jnp.stack(event_lib.emptied_codes(new)).astype(jnp.int32)
 
 
 def _init(cfg: _Config, params: Any) -> PruningState:
     tables = _tables(cfg, params)
     leaves, idx = tables.leaves, tables.idx
-    masks = [jnp.ones(leaves[i].shape, bool) for i in idx]
+    masks = [explicit.like(jnp.ones_like(leaves[i], dtype=bool), leaves[i]) for i in idx]
     codes = jnp.zeros((len(idx),), jnp.int32)
     if len(cfg.events) and cfg.events[0] == 0:  # an event at step 0 acts on the initial weights
         masks, codes = _event_masks(cfg, tables, leaves, None, masks, jnp.asarray(_keep_table(cfg, tables)[0]),
                                     jnp.zeros((), jnp.int32), {})
-    state = PruningState(count=jnp.zeros((), jnp.int32),
-                         masks=_unflatten(tables.treedef, len(leaves), idx, masks), invalid=codes)
+    state = PruningState(count=jnp.zeros((), jnp.int32), masks=mask_tree(params, idx, masks),
+                         invalid=codes)
     if not isinstance(codes, jax.core.Tracer):  # init outside jit: say so at once
         check_events(state)
     return state
@@ -237,7 +238,7 @@ def _update(cfg: _Config, updates, state: PruningState, params=None, **extra_arg
     tables = _tables(cfg, params)
     treedef, leaves, idx = tables.treedef, tables.leaves, tables.idx
     upd_leaves = treedef.flatten_up_to(updates)
-    masks = [m for m in treedef.flatten_up_to(state.masks) if m is not None]
+    masks = [explicit.like(m, leaves[i]) for m, i in zip(stored_masks(params, idx, state.masks), idx)]
     invalid = state.invalid
     if len(cfg.events):
         masks, invalid = _maybe_event(cfg, tables, upd_leaves, masks, state, extra_args)
@@ -246,8 +247,8 @@ def _update(cfg: _Config, updates, state: PruningState, params=None, **extra_arg
         # in the wider of the two dtypes, so that params + updates is exactly 0 when pruned
         dtype = jnp.promote_types(upd_leaves[i].dtype, leaves[i].dtype)
         out[i] = jnp.where(masks[j], upd_leaves[i].astype(dtype), -leaves[i].astype(dtype))
-    new_state = PruningState(count=optax.safe_increment(state.count),
-                             masks=_unflatten(treedef, len(leaves), idx, masks), invalid=invalid)
+    new_state = PruningState(count=optax.safe_increment(state.count), masks=mask_tree(params, idx, masks),
+                             invalid=invalid)
     return treedef.unflatten(out), new_state
 
 
@@ -283,10 +284,3 @@ def _add(w, u):
     if u is None or not hasattr(w, "dtype"):
         return w
     return (w + u).astype(w.dtype)
-
-
-def _unflatten(treedef, n_leaves: int, idx: list[int], masks: list) -> Any:
-    full: list = [None] * n_leaves
-    for j, i in enumerate(idx):
-        full[i] = masks[j]
-    return treedef.unflatten(full)

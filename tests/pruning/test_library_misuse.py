@@ -155,7 +155,8 @@ def test_nnx_state_with_and_without_as_pure_is_named_by_module_path(pure):
     report = sparsity_summary(get_masks(state))
     assert set(report.tensors) == {"hidden/kernel", "out/kernel"}
     assert report.sparsity == pytest.approx(0.75, abs=1 / report.prunable)
-    assert set(sparsity_summary(nnx.state(model, nnx.Param), include="kernel$").tensors) == {"hidden/kernel", "out/kernel"}
+    kernels = sparsity_summary(nnx.state(model, nnx.Param), include="kernel$").tensors
+    assert set(kernels) == {"hidden/kernel", "out/kernel"}
     w = np.asarray(model.hidden.kernel[...])
     m = np.asarray(jax.tree.leaves(get_masks(state)["hidden"]["kernel"])[0])
     assert np.all(w[~m] == 0.0)

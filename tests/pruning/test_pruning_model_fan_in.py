@@ -111,7 +111,8 @@ def test_a_linen_kernel_stacked_by_nn_scan_is_refused_by_its_shape():
     class Stack(nn.Module):
         @nn.compact
         def __call__(self, x):
-            return nn.scan(Body, variable_axes={"params": 0}, split_rngs={"params": True}, length=3)(name="layers")(x, None)[0]
+            layers = nn.scan(Body, variable_axes={"params": 0}, split_rngs={"params": True}, length=3)
+            return layers(name="layers")(x, None)[0]
 
     x = jnp.ones((2, 8))
     params = Stack().init(jax.random.key(0), x)["params"]
