@@ -84,7 +84,8 @@ def magnitude_pruning(schedule: Schedule, total_steps: int, *, scope: str = "glo
 
     Args:
       schedule: a ``Schedule`` (start/end are fractions of ``total_steps``).
-      total_steps: number of training steps T (optimizer updates) of the run.
+      total_steps: number of training steps T (optimizer updates) of the run; under
+        ``optax.MultiSteps(k)`` that is micro-steps // k, not micro-steps (multi_steps.py).
       scope: "global" (one threshold over all prunable weights) or "layerwise".
       structure: None (unstructured) or "n:m", e.g. "2:4", groups along each kernel's fan-in.
       include / exclude: regular expressions (``re.search``) on the '/'-joined module path (boxes

@@ -1,7 +1,8 @@
 """A Linen client on an explicit-axis mesh (issue 26): its ``init`` output, a plain param dict,
 placed on a ``jax.make_mesh`` mesh (kernels sharded over "x") set with ``jax.set_mesh`` and trained
 under ``jax.jit`` (the forward pass under ``jax.sharding.auto_axes``, the update on the explicit
-mesh), pruned globally or 2:4 along the fan-in axes ``fan_in_axes_from`` reads from the Linen module (``nn.DenseGeneral`` q ``[D, H, Dh]`` and out ``[H, Dh, D]``, ``nn.Einsum``, and an
+mesh), pruned globally or 2:4 along the fan-in axes ``fan_in_axes_from`` reads from the Linen
+module (``nn.DenseGeneral`` q ``[D, H, Dh]`` and out ``[H, Dh, D]``, ``nn.Einsum``, and an
 ``nn.Dense`` whose sharded fan-in is exactly 4)."""
 import flax.linen as nn
 import jax
