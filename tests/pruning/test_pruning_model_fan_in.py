@@ -76,7 +76,7 @@ def test_a_kernel_stacked_by_nnx_vmap_is_refused_by_its_shape():
     def stacked(rngs):
         return nnx.Linear(8, 4, rngs=rngs)
 
-    model = stacked(nnx.Rngs(0).fork(split=3))
+    model = stacked(nnx.Rngs(0).split(3))
     read = fan_in_axes_from(model)
     with pytest.raises(ValueError, match=r"kernel has shape \(3, 8, 4\), but its nnx.Linear made it \(8, 4\)"):
         read("kernel", nnx.state(model, nnx.Param)["kernel"][...])
