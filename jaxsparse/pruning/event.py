@@ -13,10 +13,11 @@ and every score >= 0 (not NaN); for the magnitude score one max over the thresho
 does it (active weights; pruned ones are exactly 0). From the second update on, the weights the
 update received must be exactly 0 where the masks already prune them (else a transform after this
 one changed their updates: NOT_LAST). A failing event keeps the previous masks and records a code
-per leaf in the state (``PruningState.invalid``, sticky); ``check_events(opt_state)`` and
-``get_masks`` (when called outside jit) then raise naming the leaf paths (state.py).
-No host callback is compiled into the step: on CPU a ``jax.debug.callback`` in the event branch
-doubled the time of NON-event steps (measured; see bench/bench_pruning_threshold.py).
+per leaf in the state (``PruningState.invalid``, sticky); the step reports new codes itself (a
+``jax.pure_callback`` in the event branches, ``report=``; state.py), and ``check_events(opt_state)``
+and ``get_masks`` (when called outside jit) raise naming the leaf paths (state.py). The callback is a
+pure one on purpose: an effectful ``jax.debug.callback`` anywhere in the step turns off jax's C++
+dispatch for every call (on CPU it doubled the time of NON-event steps; bench/bench_pruning_threshold.py).
 """
 from __future__ import annotations
 

@@ -8,12 +8,14 @@ this leaf", a node with no leaves, so every leaf of the optimizer state is an ar
 optimizer state (inside ``optax.chain``, ``optax.MultiSteps``, ``optax.inject_hyperparams``, NNX
 ``OptState`` variables) and gives ``None`` at the leaves that are not pruned.
 
-What an event found is recorded in ``PruningState.invalid`` (bits, sticky; event.py) and read
-outside jit by ``check_events`` (``get_masks`` calls it): errors for a NaN/Inf weight, a bad score
-or the transform not being last in the chain; a warning naming a tensor that lost every weight.
+What an event found is recorded in ``PruningState.invalid`` (bits, sticky; event.py), reported by
+the step that found it (``report``: a host callback in the event branches) and read outside jit by
+``check_events`` (``get_masks`` calls it): errors for a NaN/Inf weight, a bad score or the transform
+not being last in the chain; a warning naming a tensor that lost every weight.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -104,27 +106,53 @@ def check_events(opt_state: Any) -> None:
     ``FloatingPointError`` naming the leaves when an event found a NaN/Inf prunable weight or a
     NaN/negative score (its masks were then left unchanged), and warns (``UserWarning``) naming
     each tensor that lost every weight. Reads one small int32 array per pruning state from the
-    device: call it after event steps (or every few steps) in your own loop; ``get_masks`` calls it.
+    device; ``get_masks`` calls it. The transform also reports these by itself (``report``).
     """
     warn_inside_multi_steps(opt_state, PruningState)  # total_steps counts updates there (multi_steps.py)
     for state in find_pruning_states(opt_state):
         invalid, count = _unbox(state.invalid), _unbox(state.count)
         if isinstance(invalid, jax.core.Tracer):
             continue
-        paths = leaf_paths(state.masks)
         codes = np.asarray(jax.device_get(invalid))
-        if not codes.any():
-            continue
-        steps = f" (steps so far: {int(jax.device_get(count))})"
-        message = event_lib.describe_order(codes, paths)
-        if message:
-            raise ValueError(message + steps)
-        message = event_lib.describe_invalid(codes, paths)
-        if message:
-            raise FloatingPointError(message + steps)
-        message = event_lib.describe_emptied(codes, paths)
-        if message:
-            warnings.warn(message, UserWarning, stacklevel=2)
+        if codes.any():
+            _raise_or_warn(codes, leaf_paths(state.masks), int(jax.device_get(count)), warn=False)
+
+
+REPORTS = ("raise", "warn", "off")
+
+
+def report(how: str, paths: list[str], before: jax.Array, after: jax.Array, count: jax.Array) -> jax.Array:
+    """``after``; unless ``how`` is "off", with a host callback (``jax.debug.callback``) that reports the
+    bits of ``after`` (codes of the leaves named by ``paths``) not yet in ``before``, as ``check_events``
+    does ("raise"), or as ``UserWarning``s only ("warn"). Compiled into the event branches of the step
+    only; a ``jax.pure_callback`` (whose result is ``after``), so the step keeps jax's C++ dispatch.
+    Under jit a raised error reaches the caller through XLA, with its message (on CPU as a
+    ``ValueError`` from the step's call; on an accelerator when the step's results are read)."""
+    if how == "off":
+        return after
+    out = jax.ShapeDtypeStruct(after.shape, after.dtype, sharding=jax.typeof(after).sharding)
+    return jax.pure_callback(functools.partial(_report_new, tuple(paths), how == "warn"), out, before, after, count)
+
+
+def _report_new(paths: tuple[str, ...], warn: bool, before: Any, after: Any, count: Any) -> np.ndarray:
+    new = np.asarray(after) & ~np.asarray(before)
+    if new.any():
+        _raise_or_warn(new, list(paths), int(count) + 1, warn)
+    return np.asarray(after)
+
+
+def _raise_or_warn(codes: np.ndarray, paths: list[str], count: int, warn: bool) -> None:
+    """Raise (or with ``warn``, warn) what ``codes`` say about the leaves named by ``paths``."""
+    steps = f" (steps so far: {count})"
+    for describe, error in ((event_lib.describe_order, ValueError), (event_lib.describe_invalid, FloatingPointError)):
+        message = describe(codes, paths)
+        if message and warn:
+            warnings.warn(message + steps, UserWarning, stacklevel=3)
+        elif message:
+            raise error(message + steps)
+    message = event_lib.describe_emptied(codes, paths)
+    if message:
+        warnings.warn(message, UserWarning, stacklevel=3)
 
 
 def _unbox(x: Any) -> Any:

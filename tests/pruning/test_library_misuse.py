@@ -45,7 +45,7 @@ def run(tx, steps, jit=True, params_and_grads_=None):
                          ids=["geometric", "one_shot"])
 @pytest.mark.parametrize("jit", [True, False])
 def test_transform_first_in_the_chain_is_an_error_right_after_the_first_event(jit, schedule, first_event):
-    tx = optax.chain(magnitude_pruning(schedule, T), optax.adamw(1e-2))
+    tx = optax.chain(magnitude_pruning(schedule, T, report="off"), optax.adamw(1e-2))  # polled here
     _, state = run(tx, first_event, jit)  # the first event's update ran: the next update checks it
     get_masks(state)
     _, state = run(tx, first_event + 1, jit)  # weights that event pruned were not 0 afterwards
