@@ -16,7 +16,7 @@ one changed their updates: NOT_LAST). A failing event keeps the previous masks a
 per leaf in the state (``PruningState.invalid``, sticky); the step reports new codes itself (a
 ``jax.pure_callback`` in the event branches, ``report=``; state.py), and ``check_events(opt_state)``
 and ``get_masks`` (when called outside jit) raise naming the leaf paths (state.py). The callback is a
-pure one on purpose: an effectful ``jax.debug.callback`` anywhere in the step turns off jax's C++
+pure one on purpose: an effectful ``jax.debug.callback`` anywhere in the step turns off jax's fast
 dispatch for every call (on CPU it doubled the time of NON-event steps; bench/bench_pruning_threshold.py).
 """
 from __future__ import annotations

@@ -125,7 +125,8 @@ def report(how: str, paths: list[str], before: jax.Array, after: jax.Array, coun
     """``after``; unless ``how`` is "off", with a host callback (``jax.debug.callback``) that reports the
     bits of ``after`` (codes of the leaves named by ``paths``) not yet in ``before``, as ``check_events``
     does ("raise"), or as ``UserWarning``s only ("warn"). Compiled into the event branches of the step
-    only; a ``jax.pure_callback`` (whose result is ``after``), so the step keeps jax's C++ dispatch.
+    only; a ``jax.pure_callback`` (whose result is ``after``: no effect, cheaper to dispatch than an
+    effectful callback, though not free; transform.py).
     Under jit a raised error reaches the caller through XLA, with its message (on CPU as a
     ``ValueError`` from the step's call; on an accelerator when the step's results are read)."""
     if how == "off":

@@ -50,8 +50,9 @@ not last in the chain) keeps the old masks and flags the leaf; the step that fou
 does), and ``check_events`` / ``get_masks`` raise an error naming it, and warn naming a tensor that
 lost every weight (event.py). These checks run on event steps, and the not-last check also on the
 update right after each event (so a single-event schedule is covered); every other step pays
-nothing for them. A pure callback has no effect, so jax keeps its fast C++ dispatch for the step (a
-``jax.debug.callback`` or ``io_callback`` anywhere in it would send every call through Python).
+nothing for these checks. The callback itself is not free: a step holding a host callback costs
+jax some dispatch work on every call (about 0.5 ms a step on CPU in bench/bench_pruning_step.py;
+a pure callback has no effect, so much less than a ``jax.debug.callback``); ``report="off"`` has none.
 """
 from __future__ import annotations
 
