@@ -62,8 +62,8 @@ class SparsitySummary:
         return "\n".join(rows)
 
 
-def summary(params_or_masks: Any, *, include: str | None = None,
-            exclude: str | None = None) -> SparsitySummary:
+def sparsity_summary(params_or_masks: Any, *, include: str | None = None,
+                     exclude: str | None = None) -> SparsitySummary:
     """Sparsity of a masks tree (bool leaves; None leaves are skipped: not prunable) or of a
     params tree (nonzero weights of the prunable leaves, chosen by the same rule and
     ``include``/``exclude`` patterns as ``magnitude_pruning``)."""

@@ -13,20 +13,22 @@ and every score >= 0 (not NaN); for the magnitude score one max over the thresho
 does it (active weights; pruned ones are exactly 0). From the second update on, the weights the
 update received must be exactly 0 where the masks already prune them (else a transform after this
 one changed their updates: NOT_LAST). A failing event keeps the previous masks and records a code
-per leaf in the state (``PruningState.invalid``, sticky); ``check_events(opt_state)`` and
-``get_masks`` (when called outside jit) then raise naming the leaf paths (state.py).
-No host callback is compiled into the step: on CPU a ``jax.debug.callback`` in the event branch
-doubled the time of NON-event steps (measured; see bench/bench_pruning_threshold.py).
+per leaf in the state (``PruningState.invalid``, sticky); the step reports new codes itself (a
+``jax.pure_callback`` in the event branches, ``report=``; state.py), and ``check_events(opt_state)``
+and ``get_masks`` (when called outside jit) raise naming the leaf paths (state.py). The callback is a
+pure one on purpose: an effectful ``jax.debug.callback`` anywhere in the step turns off jax's fast
+dispatch for every call (on CPU it doubled the time of NON-event steps; bench/bench_pruning_threshold.py).
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsparse.pruning import fanin, topk
+from jaxsparse.pruning import explicit, fanin, topk
 
 
 def keep_counts(densities: np.ndarray, sizes: list[int], scope: str,
@@ -59,7 +61,8 @@ def compute_masks(scores: Sequence[jax.Array], masks: Sequence[jax.Array], k_row
     if m is not None:
         if axes is None:
             raise ValueError("compute_masks: n:m structure needs each kernel's fan-in axes (fanin.resolve)")
-        new = [fanin.n_of_m_mask(s, a, k_row[0], m, ax) for s, a, ax in zip(scores, masks, axes)]
+        new = [explicit.auto_layout(functools.partial(fanin.n_of_m_mask, m=m, axes=ax), a, s, a, k_row[0])
+               for s, a, ax in zip(scores, masks, axes)]
         return new, invalid_codes(scores if weights is None else weights, scores)
     keys = [topk.score_bits(s, a) for s, a in zip(scores, masks)]
     if scope == "global" and floors is not None:

@@ -5,7 +5,8 @@ of every ``m`` consecutive weights) has a hardware meaning only along the fan-in
 there, over the fan-in axes flattened in row-major order:
 
 * rank 2 (``nn.Dense``, ``[in, out]``): axis 0, inferred.
-* anything else is ambiguous from the shape alone and must be given: ``nn.DenseGeneral`` q/k/v
+* anything else is ambiguous from the shape alone and must be given (``fan_in_axes_from(model)``,
+  model_fan_in.py, reads it from an NNX or Linen model): ``nn.DenseGeneral`` q/k/v
   kernels ``[D, H, Dh]`` have fan-in ``(0,)``; its output kernels ``[H, Dh, D]`` ``(0, 1)``
   (fan-in H·Dh); a kernel stacked by ``nn.scan`` ``[L, in, out]`` ``(1,)``.
 
@@ -25,9 +26,9 @@ from jaxsparse.pruning import topk
 
 FanInAxes = Callable[[str, Any], Any]
 
-_HOW = ("pass fan_in_axes=lambda path, leaf: ... to magnitude_pruning (e.g. 0 for a DenseGeneral "
-        "q/k/v kernel [D, H, Dh], (0, 1) for its output kernel [H, Dh, D], 1 for an nn.scan-stacked "
-        "kernel [L, in, out])")
+_HOW = ("pass fan_in_axes=fan_in_axes_from(model) to magnitude_pruning (read from an NNX or Linen model), or "
+        "fan_in_axes=lambda path, leaf: ... (e.g. 0 for a DenseGeneral q/k/v kernel [D, H, Dh], (0, 1) for its "
+        "output kernel [H, Dh, D], 1 for an nn.scan-stacked kernel [L, in, out])")
 
 
 def resolve(fan_in_axes: FanInAxes | None, path: str, leaf: Any, m: int) -> tuple[int, ...]:

@@ -14,7 +14,7 @@ variable is declared at ``init`` (all True) so that ``model.init`` returns the c
 ``apply`` without a ``masks`` collection uses the kernel as it is (the pruned weights are already exactly 0 after
 ``optax.apply_updates``; only their gradient is then non-zero, and the transform discards it).
 
-Only this module of ``jaxsparse.pruning`` imports flax.
+This module and model_fan_in.py (which reads fan-in axes from a model) are the ones that import flax.
 """
 from __future__ import annotations
 

@@ -2,7 +2,9 @@
 
 Units used throughout this module:
 
-* ``step``: an integer training step, ``0 <= step < total_steps``.
+* ``step``: an integer training step, ``0 <= step < total_steps``: one optimizer update (one
+  ``tx.update`` of the chain holding the transform). Under ``optax.MultiSteps(k)`` that is ``k``
+  micro-steps, so ``total_steps`` is micro-steps // k (multi_steps.py warns when it sees the wrapper).
 * ``start``/``end``: FRACTIONS of ``total_steps`` in [0, 1]; they become the event steps
   ``t_s = round(start * T)`` and ``t_e = round(end * T)`` (round half up), clamped so that
   ``t_e <= T - 1`` (an event at step ``T`` would never run) and ``t_s <= t_e``.

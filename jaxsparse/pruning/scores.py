@@ -20,7 +20,7 @@ Contract of a score::
   or n:m), computed only on event steps; scores are compared as float32.
 
 ``magnitude`` (|w|, the default and the paper's method), ``random_scores(seed)`` (the standard
-baseline) and ``saliency`` (|w * g|, first-order Taylor saliency) are provided; ``by_name``
+baseline) and ``saliency`` (|w * g|, first-order Taylor saliency) are provided; ``score_by_name``
 builds one from a config string.
 """
 from __future__ import annotations
@@ -77,7 +77,7 @@ def saliency(params: Any, updates: Any = None, *, grads: Any = None, **_: Any) -
                         params, grads)
 
 
-def by_name(name: str, *, seed: int = 0) -> Score:
+def score_by_name(name: str, *, seed: int = 0) -> Score:
     """The score called ``name`` (one of ``SCORES``); ``seed`` is used by "random"."""
     if name == "magnitude":
         return magnitude

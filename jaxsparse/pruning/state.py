@@ -1,25 +1,32 @@
 """The pruning transform's state, and reading it: masks, event checks, the Flax ``masks`` collection.
 
 Masks live once, in ``PruningState.masks``: a pytree shaped like the params with a bool array for
-every prunable leaf and ``None`` elsewhere (inside the same ``nn.Partitioned`` or NNX boxes as the
-params, when the params are boxed). ``get_masks`` finds them anywhere in an optimizer state (inside
-``optax.chain``, ``optax.MultiSteps``, ``optax.inject_hyperparams``, NNX ``OptState`` variables).
+every prunable leaf (inside the same ``nn.Partitioned`` or NNX box as the param, when the params are
+boxed, and with the param's sharding) and ``optax.MaskedNode()`` elsewhere: optax's "no state for
+this leaf", a node with no leaves, so every leaf of the optimizer state is an array (an
+``nnx.Optimizer``'s state has a shape on every variable). ``get_masks`` finds them anywhere in an
+optimizer state (inside ``optax.chain``, ``optax.MultiSteps``, ``optax.inject_hyperparams``, NNX
+``OptState`` variables) and gives ``None`` at the leaves that are not pruned.
 
-What an event found is recorded in ``PruningState.invalid`` (bits, sticky; event.py) and read
-outside jit by ``check_events`` (``get_masks`` calls it): errors for a NaN/Inf weight, a bad score
-or the transform not being last in the chain; a warning naming a tensor that lost every weight.
+What an event found is recorded in ``PruningState.invalid`` (bits, sticky; event.py), reported by
+the step that found it (``report``: a host callback in the event branches) and read outside jit by
+``check_events`` (``get_masks`` calls it): errors for a NaN/Inf weight, a bad score or the transform
+not being last in the chain; a warning naming a tensor that lost every weight.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+import optax
 
 from jaxsparse.pruning import event as event_lib
-from jaxsparse.pruning.selection import leaf_paths, named_leaves
+from jaxsparse.pruning.multi_steps import warn_inside_multi_steps
+from jaxsparse.pruning.selection import is_box, leaf_paths, named_leaves
 
 
 class PruningState(NamedTuple):
@@ -27,7 +34,8 @@ class PruningState(NamedTuple):
 
     Attributes:
       count: int32 scalar, updates applied so far (the index of the next forward-pass step).
-      masks: params-shaped pytree; bool array (True = kept) per prunable leaf, None elsewhere.
+      masks: params-shaped pytree; bool array (True = kept) per prunable leaf, ``optax.MaskedNode()``
+        in place of every other leaf (and of its box).
       invalid: int32[number of prunable leaves] (the non-None leaves of ``masks``, in order), sticky
         bits set by events: a NaN/Inf weight (1), a NaN/negative score (2), a weight pruned earlier
         no longer 0 (4: the transform is not last), every weight pruned (8: a warning).
@@ -52,7 +60,8 @@ def __getattr__(name: str) -> Any:
 
 
 def get_masks(opt_state: Any) -> Any:
-    """The masks (params-shaped pytree, None at non-prunable leaves) held in ``opt_state``.
+    """The masks held in ``opt_state``: params-shaped, a bool array (True = kept) at each pruned
+    leaf and None at the others (``PruningState.masks`` holds ``optax.MaskedNode()`` there).
 
     Works wherever the transform sits: inside ``optax.chain``, ``optax.MultiSteps``,
     ``optax.inject_hyperparams`` or any other pytree of states.
@@ -63,11 +72,30 @@ def get_masks(opt_state: Any) -> Any:
       FloatingPointError: outside jit, when an event found NaN/Inf weights (see ``check_events``).
     """
     found = find_pruning_states(opt_state)
+    warn_inside_multi_steps(opt_state, PruningState)  # total_steps counts updates there (multi_steps.py)
     if len(found) != 1:
         raise ValueError(f"expected one PruningState in the optimizer state, found "
                          f"{len(found)}; is magnitude_pruning in the optax chain?")
     check_events(found[0])
-    return found[0].masks
+    return jax.tree.map(lambda x: None if isinstance(x, optax.MaskedNode) else x, found[0].masks,
+                        is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+
+
+def mask_tree(params: Any, idx: list[int], masks: list[jax.Array]) -> Any:
+    """``PruningState.masks`` for ``params``: ``masks[j]`` at leaf ``idx[j]`` of ``jax.tree.leaves(params)``
+    (in that leaf's box, if any), ``optax.MaskedNode()`` in place of every other leaf or box."""
+    nodes, treedef = jax.tree.flatten(params, is_leaf=is_box)
+    out: list = [optax.MaskedNode()] * len(nodes)
+    for j, i in enumerate(idx):
+        out[i] = jax.tree.map(lambda _, m=masks[j]: m, nodes[i]) if is_box(nodes[i]) else masks[j]
+    return treedef.unflatten(out)
+
+
+def stored_masks(params: Any, idx: list[int], masks: Any) -> list[jax.Array]:
+    """The masks of leaves ``idx`` of ``params`` from a ``PruningState.masks`` tree (``mask_tree``'s
+    form; a checkpoint written with ``None`` in place of ``optax.MaskedNode()`` reads the same)."""
+    nodes = jax.tree.structure(params, is_leaf=is_box).flatten_up_to(masks)
+    return [jax.tree.leaves(nodes[i])[0] for i in idx]
 
 
 def check_events(opt_state: Any) -> None:
@@ -78,26 +106,54 @@ def check_events(opt_state: Any) -> None:
     ``FloatingPointError`` naming the leaves when an event found a NaN/Inf prunable weight or a
     NaN/negative score (its masks were then left unchanged), and warns (``UserWarning``) naming
     each tensor that lost every weight. Reads one small int32 array per pruning state from the
-    device: call it after event steps (or every few steps) in your own loop; ``get_masks`` calls it.
+    device; ``get_masks`` calls it. The transform also reports these by itself (``report``).
     """
+    warn_inside_multi_steps(opt_state, PruningState)  # total_steps counts updates there (multi_steps.py)
     for state in find_pruning_states(opt_state):
         invalid, count = _unbox(state.invalid), _unbox(state.count)
         if isinstance(invalid, jax.core.Tracer):
             continue
-        paths = leaf_paths(state.masks)
         codes = np.asarray(jax.device_get(invalid))
-        if not codes.any():
-            continue
-        steps = f" (steps so far: {int(jax.device_get(count))})"
-        message = event_lib.describe_order(codes, paths)
-        if message:
-            raise ValueError(message + steps)
-        message = event_lib.describe_invalid(codes, paths)
-        if message:
-            raise FloatingPointError(message + steps)
-        message = event_lib.describe_emptied(codes, paths)
-        if message:
-            warnings.warn(message, UserWarning, stacklevel=2)
+        if codes.any():
+            _raise_or_warn(codes, leaf_paths(state.masks), int(jax.device_get(count)), warn=False)
+
+
+REPORTS = ("raise", "warn", "off")
+
+
+def report(how: str, paths: list[str], before: jax.Array, after: jax.Array, count: jax.Array) -> jax.Array:
+    """``after``; unless ``how`` is "off", with a host callback (``jax.debug.callback``) that reports the
+    bits of ``after`` (codes of the leaves named by ``paths``) not yet in ``before``, as ``check_events``
+    does ("raise"), or as ``UserWarning``s only ("warn"). Compiled into the event branches of the step
+    only; a ``jax.pure_callback`` (whose result is ``after``: no effect, cheaper to dispatch than an
+    effectful callback, though not free; transform.py).
+    Under jit a raised error reaches the caller through XLA, with its message (on CPU as a
+    ``ValueError`` from the step's call; on an accelerator when the step's results are read)."""
+    if how == "off":
+        return after
+    out = jax.ShapeDtypeStruct(after.shape, after.dtype, sharding=jax.typeof(after).sharding)
+    return jax.pure_callback(functools.partial(_report_new, tuple(paths), how == "warn"), out, before, after, count)
+
+
+def _report_new(paths: tuple[str, ...], warn: bool, before: Any, after: Any, count: Any) -> np.ndarray:
+    new = np.asarray(after) & ~np.asarray(before)
+    if new.any():
+        _raise_or_warn(new, list(paths), int(count) + 1, warn)
+    return np.asarray(after)
+
+
+def _raise_or_warn(codes: np.ndarray, paths: list[str], count: int, warn: bool) -> None:
+    """Raise (or with ``warn``, warn) what ``codes`` say about the leaves named by ``paths``."""
+    steps = f" (steps so far: {count})"
+    for describe, error in ((event_lib.describe_order, ValueError), (event_lib.describe_invalid, FloatingPointError)):
+        message = describe(codes, paths)
+        if message and warn:
+            warnings.warn(message + steps, UserWarning, stacklevel=3)
+        elif message:
+            raise error(message + steps)
+    message = event_lib.describe_emptied(codes, paths)
+    if message:
+        warnings.warn(message, UserWarning, stacklevel=3)
 
 
 def _unbox(x: Any) -> Any:

@@ -16,9 +16,10 @@ gradients are being applied):
    event "happens before the forward pass of its step and uses the current weights" (the
    paper, Jin et al. ICLR 2025, section 1). An event at step 0 is
    applied in ``init`` from the initial weights. Masks only shrink: pruned weights never return.
-   Non-event steps skip the mask computation entirely (``lax.cond``). Their one cost is an
-   elementwise pass: the updates feed the event branch, so XLA materialises them instead of
-   fusing them into the final select (bench/bench_pruning_threshold.py reports it).
+   Non-event steps skip the mask computation entirely (one ``lax.switch``, indexed by one small
+   comparison against the event table). Their cost is an elementwise pass: the updates feed the
+   event branch, so XLA materialises them instead of fusing them into the final select
+   (bench/bench_pruning_step.py measures an ordinary step with and without the transform).
 3. The returned updates are ``updates`` where the mask is True and ``-params`` where it is
    False, so after ``optax.apply_updates`` pruned weights are exactly 0.0 at every step, with
    no hook to call afterwards.
@@ -44,16 +45,19 @@ Keep counts round to the nearest integer but never below 1 (event.py: a (1, 1) k
 "layerwise" keeps its one weight). Only floating-point leaves are ever pruned (an int32 leaf of
 rank 2 is left alone, whatever ``include`` says). At an event a NaN/Inf prunable weight, a
 NaN/negative score, or a weight pruned by an earlier event that is no longer 0 (the transform is
-not last in the chain) keeps the old masks and flags the leaf; ``check_events`` / ``get_masks``
-then raise an error naming it, and warn naming a tensor that lost every weight (event.py). These
-checks run on event steps, and the not-last check also on the update right after each event (so a
-single-event schedule is covered); every other step pays nothing for them.
+not last in the chain) keeps the old masks and flags the leaf; the step that found it reports it
+(``report=``: a ``jax.pure_callback`` in those branches only, raising or warning as ``check_events``
+does), and ``check_events`` / ``get_masks`` raise an error naming it, and warn naming a tensor that
+lost every weight (event.py). These checks run on event steps, and the not-last check also on the
+update right after each event (so a single-event schedule is covered); every other step pays
+nothing for these checks. The callback itself is not free: a step holding a host callback costs
+jax some dispatch work on every call (about 0.5 ms a step on CPU in bench/bench_pruning_step.py;
+a pure callback has no effect, so much less than a ``jax.debug.callback``); ``report="off"`` has none.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -62,15 +66,16 @@ import numpy as np
 import optax
 
 from jaxsparse.pruning import event as event_lib
-from jaxsparse.pruning import fanin
+from jaxsparse.pruning.arguments import SCOPES, check_arguments  # noqa: F401  (SCOPES: a public name)
+from jaxsparse.pruning import explicit, fanin
 from jaxsparse.pruning import scores as scores_lib
 from jaxsparse.pruning.schedule import Schedule
-from jaxsparse.pruning.selection import compile_pattern, prunable_flags
+from jaxsparse.pruning.selection import prunable_flags
 from jaxsparse.pruning.state import (PruningState, __getattr__, check_events,  # noqa: F401
-                                     find_pruning_states, get_masks, mask_collection)
-from jaxsparse.pruning.structure import kept_per_group, parse_structure
+                                     find_pruning_states, get_masks, mask_collection, mask_tree,
+                                     report, stored_masks)
+from jaxsparse.pruning.structure import kept_per_group
 
-SCOPES = ("global", "layerwise")
 _INT32_MAX = 2**31 - 1
 
 
@@ -78,12 +83,14 @@ def magnitude_pruning(schedule: Schedule, total_steps: int, *, scope: str = "glo
                       structure: str | None = None, include: str | None = None,
                       exclude: str | None = None, score: scores_lib.Score | None = None,
                       min_density: float | None = None,
-                      fan_in_axes: fanin.FanInAxes | None = None) -> optax.GradientTransformationExtraArgs:
+                      fan_in_axes: fanin.FanInAxes | None = None,
+                      report: str = "raise") -> optax.GradientTransformationExtraArgs:
     """Scheduled pruning as the LAST element of an ``optax.chain``; magnitude |w| unless ``score``.
 
     Args:
       schedule: a ``Schedule`` (start/end are fractions of ``total_steps``).
-      total_steps: number of training steps T (optimizer updates) of the run.
+      total_steps: number of training steps T (optimizer updates) of the run; under
+        ``optax.MultiSteps(k)`` that is micro-steps // k, not micro-steps (multi_steps.py).
       scope: "global" (one threshold over all prunable weights) or "layerwise".
       structure: None (unstructured) or "n:m", e.g. "2:4", groups along each kernel's fan-in.
       include / exclude: regular expressions (``re.search``) on the '/'-joined module path (boxes
@@ -97,6 +104,16 @@ def magnitude_pruning(schedule: Schedule, total_steps: int, *, scope: str = "glo
       fan_in_axes: ``(path, leaf) -> axes | None``, the input axes of each kernel for "n:m" (fanin.py);
         None infers them (rank 2: axis 0; any other rank is refused, naming the kernel).
 
+      report: what an event found (the transform not last in the chain, NaN/Inf weights, a bad score,
+        an emptied tensor) is reported by the transform itself, from the step that found it: on an
+        event step, or on the update right after one (the not-last check), under ``jax.jit`` and
+        ``nnx.jit`` alike, through a host callback compiled into those branches only (ordinary steps
+        run none). "raise": the error ``check_events`` would raise, reaching the caller through XLA
+        (on CPU a ``ValueError`` whose message carries it, from that step's call); "warn": each as a
+        ``UserWarning`` (and training goes on); "off": no callback (poll ``check_events``). Each
+        finding is reported once. With several processes the callback runs on the process that
+        holds device 0 only.
+
     Returns:
       An ``optax.GradientTransformationExtraArgs``; its ``update`` requires ``params``.
 
@@ -107,41 +124,13 @@ def magnitude_pruning(schedule: Schedule, total_steps: int, *, scope: str = "glo
       FloatingPointError: from ``init`` (event at step 0), and from ``check_events`` / ``get_masks``
         after an event that found a NaN/Inf prunable weight or a NaN/negative score (event.py).
     """
-    nm = _check_args(schedule, total_steps, scope, structure, include, exclude, score, min_density)
+    nm = check_arguments(schedule, total_steps, scope, structure, include, exclude, score, min_density, report)
     cfg = _Config(events=schedule.event_steps(total_steps), densities=schedule.event_densities(total_steps),
                   scope=scope, nm=nm, include=include, exclude=exclude,
                   score_fn=scores_lib.magnitude if score is None else score, min_density=min_density,
-                  fan_in_axes=fan_in_axes,
+                  fan_in_axes=fan_in_axes, report=report,
                   per_group=None if nm is None else kept_per_group(schedule, total_steps, nm))
     return optax.GradientTransformationExtraArgs(functools.partial(_init, cfg), functools.partial(_update, cfg))
-
-
-def _check_args(schedule, total_steps, scope, structure, include, exclude, score, min_density):
-    """The n:m pair of ``structure`` (or None), after checking every argument (ValueError/TypeError)."""
-    if not isinstance(schedule, Schedule):
-        raise ValueError(f"schedule={schedule!r} must be a jaxsparse.pruning.Schedule")
-    schedule.check_fits(total_steps)
-    if scope not in SCOPES:
-        raise ValueError(f"scope={scope!r} is unknown; allowed: {', '.join(SCOPES)}")
-    if score is not None and not callable(score):
-        raise TypeError(f"score={score!r} must be a function (params, updates, **extra_args) -> scores")
-    nm = parse_structure(structure)
-    if nm is not None and not math.isclose(schedule.final_sparsity, 1 - nm[0] / nm[1], abs_tol=1e-6):
-        raise ValueError(
-            f"structure={structure!r} keeps {nm[0]} of {nm[1]}, so schedule.final_sparsity must be "
-            f"{1 - nm[0] / nm[1]} (got {schedule.final_sparsity})")
-    if min_density is not None:
-        top = 1 - schedule.final_sparsity
-        if scope != "global" or nm is not None:
-            raise ValueError(f"min_density={min_density!r} applies to scope='global' without structure "
-                             f"(got scope={scope!r}, structure={structure!r})")
-        if isinstance(min_density, bool) or not isinstance(min_density, (int, float)) \
-                or not 0 <= min_density <= top + 1e-12:
-            raise ValueError(f"min_density={min_density!r} must be a number in [0, {top:g}] "
-                             "(at most the final density 1 - schedule.final_sparsity)")
-    compile_pattern("include", include)
-    compile_pattern("exclude", exclude)
-    return nm
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -157,6 +146,7 @@ class _Config:
     score_fn: Any
     min_density: float | None
     fan_in_axes: Any
+    report: str
     per_group: np.ndarray | None
 
 
@@ -212,20 +202,20 @@ def _event_masks(cfg: _Config, tables: _Tables, new_leaves, upd_leaves, masks, k
         stale = event_lib.stale_codes([tables.leaves[i] for i in idx], masks, armed)
         codes = codes | jnp.stack(stale).astype(jnp.int32)
     fine = jnp.all((codes & event_lib.BLOCKING) == 0)  # a failing event leaves the masks as they were
-    new = [jnp.where(fine, m_new, m_old) for m_new, m_old in zip(new, masks)]
+    new = [jnp.where(fine, explicit.like(m_new, m_old), m_old) for m_new, m_old in zip(new, masks)]
     return new, codes | jnp.stack(event_lib.emptied_codes(new)).astype(jnp.int32)
 
 
 def _init(cfg: _Config, params: Any) -> PruningState:
     tables = _tables(cfg, params)
     leaves, idx = tables.leaves, tables.idx
-    masks = [jnp.ones(leaves[i].shape, bool) for i in idx]
+    masks = [explicit.like(jnp.ones_like(leaves[i], dtype=bool), leaves[i]) for i in idx]
     codes = jnp.zeros((len(idx),), jnp.int32)
     if len(cfg.events) and cfg.events[0] == 0:  # an event at step 0 acts on the initial weights
         masks, codes = _event_masks(cfg, tables, leaves, None, masks, jnp.asarray(_keep_table(cfg, tables)[0]),
                                     jnp.zeros((), jnp.int32), {})
-    state = PruningState(count=jnp.zeros((), jnp.int32),
-                         masks=_unflatten(tables.treedef, len(leaves), idx, masks), invalid=codes)
+    state = PruningState(count=jnp.zeros((), jnp.int32), masks=mask_tree(params, idx, masks),
+                         invalid=codes)
     if not isinstance(codes, jax.core.Tracer):  # init outside jit: say so at once
         check_events(state)
     return state
@@ -237,7 +227,7 @@ def _update(cfg: _Config, updates, state: PruningState, params=None, **extra_arg
     tables = _tables(cfg, params)
     treedef, leaves, idx = tables.treedef, tables.leaves, tables.idx
     upd_leaves = treedef.flatten_up_to(updates)
-    masks = [m for m in treedef.flatten_up_to(state.masks) if m is not None]
+    masks = [explicit.like(m, leaves[i]) for m, i in zip(stored_masks(params, idx, state.masks), idx)]
     invalid = state.invalid
     if len(cfg.events):
         masks, invalid = _maybe_event(cfg, tables, upd_leaves, masks, state, extra_args)
@@ -246,36 +236,39 @@ def _update(cfg: _Config, updates, state: PruningState, params=None, **extra_arg
         # in the wider of the two dtypes, so that params + updates is exactly 0 when pruned
         dtype = jnp.promote_types(upd_leaves[i].dtype, leaves[i].dtype)
         out[i] = jnp.where(masks[j], upd_leaves[i].astype(dtype), -leaves[i].astype(dtype))
-    new_state = PruningState(count=optax.safe_increment(state.count),
-                             masks=_unflatten(treedef, len(leaves), idx, masks), invalid=invalid)
+    new_state = PruningState(count=optax.safe_increment(state.count), masks=mask_tree(params, idx, masks),
+                             invalid=invalid)
     return treedef.unflatten(out), new_state
 
 
 def _maybe_event(cfg: _Config, tables: _Tables, upd_leaves, masks, state: PruningState, extra_args):
-    """(masks, invalid) after step ``state.count + 1``'s event if it is one (``lax.cond``: the event
-    branch, with every check, runs only on event steps). On the update right after an event a second
-    ``lax.cond`` checks only that the weights that event pruned are 0, so a schedule with a single event
-    still finds a transform that is not last."""
-    next_step = state.count + 1
+    """(masks, invalid) after step ``state.count + 1``'s event if it is one. One ``lax.switch`` picks
+    what runs: nothing on an ordinary step; on an event step the event, with every check; on the
+    update right after an event the check that the weights that event pruned are 0 (so a schedule with
+    a single event still finds a transform that is not last). Both of the latter report what they
+    found (``report``). The switch index is one small fused comparison against the event table."""
+    count = state.count
     events = jnp.asarray(cfg.events)
     table = jnp.asarray(_keep_table(cfg, tables))
-    e = jnp.searchsorted(events, next_step, side="right") - 1
-    is_event = (e >= 0) & (events[jnp.maximum(e, 0)] == next_step)
-    after_event = (state.count > 0) & jnp.any(events == state.count)
+    e = jnp.maximum(jnp.sum(events <= count + 1) - 1, 0)  # the last event at or before the next step
+    branch = jnp.where(jnp.any(events == count + 1), 1, jnp.where((count > 0) & jnp.any(events == count), 2, 0))
     prunable = [tables.leaves[i] for i in tables.idx]
+    paths = [tables.paths[i] for i in tables.idx]
+
+    # |w| is read at the prunable leaves only, so the others' updates need not feed the branch
+    scored = set(tables.idx) if cfg.score_fn is scores_lib.magnitude else set(range(len(tables.leaves)))
 
     def event():  # the weights after this update, computed only on event steps
-        new = [_add(w, u) for w, u in zip(tables.leaves, upd_leaves)]
-        new_masks, codes = _event_masks(cfg, tables, new, upd_leaves, masks, table[jnp.maximum(e, 0)],
-                                        next_step, extra_args, armed=state.count > 0)
-        return new_masks, state.invalid | codes
+        new = [_add(w, u) if i in scored else w for i, (w, u) in enumerate(zip(tables.leaves, upd_leaves))]
+        new_masks, codes = _event_masks(cfg, tables, new, upd_leaves, masks, table[e], count + 1, extra_args,
+                                        armed=count > 0)
+        return new_masks, report(cfg.report, paths, state.invalid, state.invalid | codes, count)
 
-    def stale():  # the params this update received must be 0 wherever the last event pruned
-        return jnp.stack(event_lib.stale_codes(prunable, masks, jnp.asarray(True))).astype(jnp.int32)
+    def after_event():  # the params this update received must be 0 wherever the last event pruned
+        stale = jnp.stack(event_lib.stale_codes(prunable, masks, jnp.asarray(True))).astype(jnp.int32)
+        return list(masks), report(cfg.report, paths, state.invalid, state.invalid | stale, count)
 
-    new_masks, invalid = jax.lax.cond(is_event, event, lambda: (list(masks), state.invalid))
-    # a second cond that returns only the small codes, so non-event steps copy no masks for it
-    return new_masks, invalid | jax.lax.cond(after_event & ~is_event, stale, lambda: jnp.zeros_like(invalid))
+    return jax.lax.switch(branch, (lambda: (list(masks), state.invalid), event, after_event))
 
 
 def _add(w, u):
@@ -283,10 +276,3 @@ def _add(w, u):
     if u is None or not hasattr(w, "dtype"):
         return w
     return (w + u).astype(w.dtype)
-
-
-def _unflatten(treedef, n_leaves: int, idx: list[int], masks: list) -> Any:
-    full: list = [None] * n_leaves
-    for j, i in enumerate(idx):
-        full[i] = masks[j]
-    return treedef.unflatten(full)

@@ -11,7 +11,7 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxsparse.pruning import Schedule, get_masks, magnitude_pruning, mask_collection, summary
+from jaxsparse.pruning import Schedule, get_masks, magnitude_pruning, mask_collection, sparsity_summary
 from jaxsparse.pruning.linen import MaskedDense, MaskedDenseGeneral
 
 VOCAB, D, H, SEQ, BATCH = 32, 16, 2, 8, 4
@@ -128,12 +128,12 @@ def test_boxed_client_reaches_the_scheduled_sparsity_with_pruned_weights_exactly
     assert isinstance(params["attn"]["query"]["kernel"], nn.Partitioned)
     assert optax.tree_utils.tree_get(opt_state, "mini_step") == 0
     masks = get_masks(opt_state)
-    report = summary(masks)
+    report = sparsity_summary(masks)
     assert set(report.tensors) == KERNELS  # module paths, no "/value"; embedding (the head) not pruned
     assert report.sparsity == pytest.approx(0.5, abs=1 / report.prunable)
     for name, (w, m) in pruned_and_kept(params, masks).items():
         assert (~m).any() and np.all(w[~m] == 0.0) and np.all(w[m] != 0.0), name
-    assert summary(nn.unbox(params)).active == report.active
+    assert sparsity_summary(nn.unbox(params)).active == report.active
     head = np.asarray(nn.unbox(params)["embed"]["embedding"])
     assert np.all(head != 0.0)
 
@@ -183,8 +183,8 @@ def test_ambiguous_fan_in_is_refused_naming_the_kernel():
 def test_include_and_exclude_match_boxed_kernels_by_module_path():
     params = Decoder().init(jax.random.key(0), data()[0, :, :-1])["params"]
     masks = magnitude_pruning(SCHED, T, include="kernel$").init(params)[1]
-    assert set(summary(masks).tensors) == KERNELS
+    assert set(sparsity_summary(masks).tensors) == KERNELS
     masks = magnitude_pruning(SCHED, T, include="kernel$", exclude="attn/value/kernel$").init(params)[1]
-    assert set(summary(masks).tensors) == KERNELS - {"attn/value/kernel"}
+    assert set(sparsity_summary(masks).tensors) == KERNELS - {"attn/value/kernel"}
     with pytest.raises(ValueError, match=r"include='kernel/value\$' matches no parameter; .*attn/query/kernel"):
         magnitude_pruning(SCHED, T, include="kernel/value$").init(params)

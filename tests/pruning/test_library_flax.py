@@ -7,7 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
-from jaxsparse.pruning import Schedule, get_masks, magnitude_pruning, mask_collection, summary
+from jaxsparse.pruning import Schedule, get_masks, magnitude_pruning, mask_collection, sparsity_summary
 from jaxsparse.pruning.linen import MaskedDense, masked
 
 STEPS = 24
@@ -60,7 +60,7 @@ def test_user_linen_module_reads_masks_and_pruned_weights_are_zero_with_zero_gra
     for t in range(STEPS):
         params, opt_state = step(params, opt_state, xs[t], ys[t])
     masks = mask_collection(get_masks(opt_state))
-    assert summary(masks).sparsity == pytest.approx(0.75, abs=1 / summary(masks).prunable)
+    assert sparsity_summary(masks).sparsity == pytest.approx(0.75, abs=1 / sparsity_summary(masks).prunable)
     grads = jax.grad(loss_fn)(params, masks, xs[0], ys[0])
     for path, w, g, m in (("block/w", params["block"]["w"], grads["block"]["w"], masks["block"]["w"]),
                           ("out/kernel", params["out"]["kernel"], grads["out"]["kernel"], masks["out"]["kernel"])):
@@ -106,5 +106,5 @@ def test_nnx_optimizer_trains_with_pruned_weights_exactly_zero(scope):
         assert np.all(w[~m] == 0.0) and np.all(w[m] != 0.0), layer
         if scope == "layerwise":
             assert (~m).mean() == pytest.approx(0.75, abs=1 / m.size), layer
-    assert summary(masks).sparsity == pytest.approx(0.75, abs=1 / summary(masks).prunable)
+    assert sparsity_summary(masks).sparsity == pytest.approx(0.75, abs=1 / sparsity_summary(masks).prunable)
     assert not np.array_equal(np.asarray(model.embed.embedding[...]), embedding_before)  # trained, not pruned

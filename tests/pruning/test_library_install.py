@@ -60,7 +60,7 @@ SCRIPT = textwrap.dedent("""
     zeros_where_pruned = all(bool(jnp.all(jnp.where(m, True, w == 0))) for w, m in zip(
         jax.tree.leaves(params), jax.tree.structure(params).flatten_up_to(masks)) if m is not None)
     loaded = sorted({m.split(".")[0] for m in sys.modules} & BLOCKED)
-    print(json.dumps({"sparsity": jp.summary(masks).sparsity, "zeros": zeros_where_pruned, "loaded": loaded}))
+    print(json.dumps({"sparsity": jp.sparsity_summary(masks).sparsity, "zeros": zeros_where_pruned, "loaded": loaded}))
 """)
 
 

@@ -6,7 +6,7 @@ import optax
 import pytest
 
 from jaxsparse.pruning import (Schedule, get_masks, magnitude, magnitude_pruning, random_scores,
-                               saliency, summary, with_gradients)
+                               saliency, sparsity_summary, with_gradients)
 
 TOTAL = 10
 ONE_SHOT_AT_1 = Schedule("one_shot", 0.7, 0.1, 0.1, 1)  # one event, before step 1
@@ -138,7 +138,7 @@ def test_get_masks_finds_any_score_nested_in_multisteps_and_inject_hyperparams()
                                 every_k_schedule=2),
                optax.inject_hyperparams(lambda lr: optax.chain(
                    optax.sgd(lr), magnitude_pruning(sched, 10, score=random_scores(0))))(lr=0.1)):
-        s = summary(get_masks(tx.init(params)))
+        s = sparsity_summary(get_masks(tx.init(params)))
         assert s.sparsity == pytest.approx(0.5, abs=1.0 / s.prunable)
 
 
@@ -162,7 +162,7 @@ def test_a_score_with_a_wrong_leaf_is_refused_naming_it():
 @pytest.mark.trainer
 @pytest.mark.parametrize("name", ["magnitude", "random", "saliency"])
 def test_config_key_pruning_score_reaches_the_trainer_optimizer(name):
-    from jaxsparse.pruning import by_name
+    from jaxsparse.pruning import score_by_name
     from jaxsparse.train.resolve import config as config_lib
     from jaxsparse.train.resolve import run as run_lib
     from jaxsparse.train.resolve.optimizer import learning_rate_schedule, make_optimizer
@@ -179,7 +179,7 @@ def test_config_key_pruning_score_reaches_the_trainer_optimizer(name):
     # the same masks as the library's score of that name, after the same AdamW step (step 1: lr 0, so w)
     reference = optax.chain(optax.adamw(0.0, b1=config.train.b1, b2=config.train.b2, eps=config.train.eps,
                                         weight_decay=0.0),
-                            magnitude_pruning(ONE_SHOT_AT_1, TOTAL, score=by_name(name, seed=config.seed)))
+                            magnitude_pruning(ONE_SHOT_AT_1, TOTAL, score=score_by_name(name, seed=config.seed)))
     _, expected = one_event(reference, params, grads, grads=grads)
     for m, e in zip(kernels(masks), kernels(expected)):
         np.testing.assert_array_equal(m, e)

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from jaxsparse.pruning import (Schedule, get_masks, magnitude_pruning, mask_collection,
-                               summary)
+                               sparsity_summary)
 
 
 class MaskedDense(nn.Module):
@@ -98,10 +98,10 @@ def test_mlp_follows_schedule_with_zero_pruned_weights_and_monotone_masks():
 
     params, opt_state = train(tx, record)
     assert seen["events"] == len(SCHED.event_steps(TOTAL))
-    final = summary(get_masks(opt_state))
+    final = sparsity_summary(get_masks(opt_state))
     assert final.sparsity == pytest.approx(SCHED.final_sparsity, abs=1.0 / final.prunable)
     # the params agree with the masks (and embedding/bias are untouched by pruning)
-    assert summary(params).active == final.active
+    assert sparsity_summary(params).active == final.active
     assert set(final.tensors) == {"fc1/kernel", "fc2/kernel", "head/kernel"}
     # global scope: per-layer sparsities differ
     per_layer = [t.sparsity for t in final.tensors.values()]
@@ -111,7 +111,7 @@ def test_mlp_follows_schedule_with_zero_pruned_weights_and_monotone_masks():
 def test_layerwise_scope_gives_each_tensor_the_scheduled_sparsity():
     tx = optax.chain(optax.adamw(1e-2), magnitude_pruning(SCHED, TOTAL, scope="layerwise"))
     _, opt_state = train(tx)
-    for name, t in summary(get_masks(opt_state)).tensors.items():
+    for name, t in sparsity_summary(get_masks(opt_state)).tensors.items():
         assert t.sparsity == pytest.approx(0.75, abs=1.0 / t.size), name
 
 
@@ -131,7 +131,7 @@ def test_event_at_step_zero_prunes_at_init_and_get_masks_finds_nested_state():
                optax.inject_hyperparams(lambda lr: optax.chain(
                    optax.sgd(lr), magnitude_pruning(sched, 10)))(lr=0.1)):
         params = MLP().init(jax.random.key(0), jnp.zeros((2, 4), jnp.int32))["params"]
-        s = summary(get_masks(tx.init(params)))
+        s = sparsity_summary(get_masks(tx.init(params)))
         assert s.sparsity == pytest.approx(0.5, abs=1.0 / s.prunable)
 
 

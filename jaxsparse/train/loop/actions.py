@@ -20,7 +20,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from jaxsparse import data as data_lib
-from jaxsparse.pruning import summary
+from jaxsparse.pruning import sparsity_summary
 from jaxsparse.pruning.selection import named_leaves
 from jaxsparse.models.accounting import train_flops_per_token
 from jaxsparse.train.steps.step import model_masks
@@ -80,7 +80,7 @@ def after_step(s: Any, done: int, due: Due, pending: list) -> StepOutcome:
                            divergence=diverged(losses, norms, done, LAST_GOOD))
     masks, lines = masks_of(s) if due.event else (None, [])
     named = named_leaves(masks) if masks is not None else []
-    active = summary(masks).active if masks is not None else s.active
+    active = sparsity_summary(masks).active if masks is not None else s.active
     plan = s.run.plan
     flops = train_flops_per_token(s.run.model_config, s.run.seq_len, plan.params.prunable,
                                   active / plan.params.prunable) if fetched else 0.0

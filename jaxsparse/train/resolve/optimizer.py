@@ -15,7 +15,7 @@ import ml_collections
 import optax
 
 from jaxsparse.errors import ConfigError
-from jaxsparse.pruning import Schedule, by_name, magnitude_pruning, with_gradients
+from jaxsparse.pruning import Schedule, score_by_name, magnitude_pruning, with_gradients
 
 
 def resolve_optimizer(config: ml_collections.ConfigDict, steps: int, abstract_params: Any = None
@@ -79,7 +79,8 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int, schedule
         parts.append(magnitude_pruning(schedule, total_steps, scope=p.scope,
                                        structure=p.structure or None, include=p.include or None,
                                        exclude=p.exclude or None,
-                                       score=by_name(p.score, seed=config.seed), fan_in_axes=_fan_in))
+                                       score=score_by_name(p.score, seed=config.seed), fan_in_axes=_fan_in,
+                                       report="off"))  # the loop reads check_events after every event
     # saliency ranks by |w * g| with the raw gradient, which with_gradients passes on as an extra arg
     return with_gradients(optax.chain(*parts)) if p.score == "saliency" else optax.chain(*parts)
 
