@@ -100,9 +100,9 @@ def _bash(command: str, root: pathlib.Path, env: dict) -> subprocess.CompletedPr
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """A reader's directory, with the checkout's configs/, tests/ and results/, and its environment."""
+    """A reader's directory, with the checkout's configs/, launch/, tests/ and results/, and its environment."""
     root = tmp_path_factory.mktemp("reader")
-    for name in ("configs", "tests", "results"):
+    for name in ("configs", "launch", "tests", "results"):
         (root / name).symlink_to(ROOT / name)
     env = {k: v for k, v in os.environ.items() if k not in ("JAX_PLATFORMS", "XLA_FLAGS")}
     env.update(PYTHONPATH=str(ROOT), JAXSPARSE_DATA_DIR=str(root / ".cache"), PYTHONUNBUFFERED="1")
