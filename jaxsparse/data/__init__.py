@@ -19,7 +19,6 @@ registered with jaxsparse.data.sources.register (one module per source).
 Command line: python -m jaxsparse.data {inspect,train_tokenizer} --config=CONFIG_FILE
 """
 
-from jaxsparse.deprecation import renamed_names
 from jaxsparse.data.config import check_batch_layout, default_config, validate_data_config
 from jaxsparse.data.inspect import inspect_data, split_stats
 from jaxsparse.data.pipeline import TrainIterator, make_eval_batches, make_train_iterator, to_global_batch
@@ -49,5 +48,3 @@ __all__ = [
     "train_sentencepiece",
     "validate_data_config",
 ]
-
-__getattr__ = renamed_names(__name__, {"validate": "validate_data_config"}, globals())

@@ -19,7 +19,6 @@ import ml_collections
 
 from jaxsparse.config_keys import check_tree
 from jaxsparse.data import sources
-from jaxsparse.deprecation import renamed_names
 from jaxsparse.errors import ConfigError
 
 # Environment variable that overrides the default tfds data directory (the cache of built datasets).
@@ -235,6 +234,3 @@ def check_batch_args(seq_len: int, global_batch_size: int, process_index: int, p
         raise ConfigError(f"config.train.batch_size={global_batch_size} is not divisible by the "
                           f"{process_count} processes: each process must load the same number of rows.")
     return global_batch_size // process_count
-
-
-__getattr__ = renamed_names(__name__, {"validate": "validate_data_config"}, globals())

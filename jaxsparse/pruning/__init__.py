@@ -23,7 +23,7 @@ from jaxsparse.pruning.schedule import KINDS, Schedule
 from jaxsparse.pruning.scores import SCORES, score_by_name, magnitude, random_scores, saliency, with_gradients
 from jaxsparse.pruning.selection import prunable_flags
 from jaxsparse.pruning.structure import parse_structure, realised_densities
-from jaxsparse.pruning.state import (REPORTS, PruningState, __getattr__, check_events,  # noqa: F401
+from jaxsparse.pruning.state import (REPORTS, PruningState, check_events,
                                      find_pruning_states, get_masks, mask_collection)
 from jaxsparse.pruning.transform import SCOPES, magnitude_pruning
 

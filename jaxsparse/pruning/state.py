@@ -46,19 +46,6 @@ class PruningState(NamedTuple):
     invalid: jax.Array
 
 
-_RENAMED = {"MagnitudePruningState": "PruningState"}
-
-
-def __getattr__(name: str) -> Any:
-    """Deprecated names (docs/migrating.md): ``MagnitudePruningState`` is `PruningState`; each
-    access warns with a DeprecationWarning."""
-    if name not in _RENAMED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(f"{name} is deprecated: use jaxsparse.pruning.{_RENAMED[name]} (see docs/migrating.md)",
-                  DeprecationWarning, stacklevel=2)
-    return globals()[_RENAMED[name]]
-
-
 def get_masks(opt_state: Any) -> Any:
     """The masks held in ``opt_state``: params-shaped, a bool array (True = kept) at each pruned
     leaf and None at the others (``PruningState.masks`` holds ``optax.MaskedNode()`` there).

@@ -71,8 +71,8 @@ from jaxsparse.pruning import explicit, fanin
 from jaxsparse.pruning import scores as scores_lib
 from jaxsparse.pruning.schedule import Schedule
 from jaxsparse.pruning.selection import prunable_flags
-from jaxsparse.pruning.state import (PruningState, __getattr__, check_events,  # noqa: F401
-                                     find_pruning_states, get_masks, mask_collection, mask_tree,
+from jaxsparse.pruning.state import (PruningState, check_events,
+                                     mask_tree,
                                      report, stored_masks)
 from jaxsparse.pruning.structure import kept_per_group
 

@@ -2,11 +2,9 @@
 over training (N-bar, Jin et al., ICLR 2025); uncertainty, model-size comparison, plots, compute planning.
 
 Imports only numpy and scipy (matplotlib lazily, for plots); from jaxsparse only the exit codes of
-jaxsparse.errors (in the command line) and the renamed-name aliases of
-jaxsparse.deprecation.
+jaxsparse.errors (in the command line).
 Units: N in parameters, D in tokens, compute in FLOPs, loss in nats per token.
 """
-from jaxsparse.deprecation import renamed_names
 from jaxsparse.scaling.uncertainty import BootstrapResult, LeaveOneOutResult, bootstrap, leave_one_out
 from jaxsparse.scaling.compare import compare_sizes
 from jaxsparse.scaling.fitting import DuplicateRunsWarning, fit, fit_reference
@@ -20,5 +18,3 @@ __all__ = [
     "bootstrap", "compare_sizes", "compute_optimal_size", "fit", "fit_reference", "init_grid", "leave_one_out",
     "load_runs", "plan", "predict_loss",
 ]
-
-__getattr__ = renamed_names(__name__, {"Plan": "ComputePlan"}, globals())

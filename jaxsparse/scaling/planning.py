@@ -13,7 +13,6 @@ import dataclasses
 import math
 from typing import Any
 
-from jaxsparse.deprecation import renamed_names
 from jaxsparse.scaling.law import ScalingLawFit
 
 SCHEDULES = ("geometric", "cubic", "linear", "one_shot")
@@ -111,6 +110,3 @@ def plan(law: ScalingLawFit, flops: float, *, final_sparsity: float, start: floa
                 end=float(end), prunable_fraction=float(prunable_fraction), average_density=rho,
                 n_initial=n_initial, n_avg=n_avg, n_final=n_final, tokens=tokens, predicted_loss=loss,
                 dense_equal_loss_size=dense, inference_saving=1.0 - n_final / dense)
-
-
-__getattr__ = renamed_names(__name__, {"Plan": "ComputePlan"}, globals())

@@ -8,9 +8,7 @@ Command line: ``python -m jaxsparse.sweep SWEEP_FILE --list | --run local|tpu | 
   collect(runs, root) -> (rows, missing); write_csv(rows, path)
 Only this package's own CLI imports it; it imports jaxsparse.train and jaxsparse.scaling.
 """
-from jaxsparse.deprecation import renamed_names
 from jaxsparse.sweep.collect import collect, write_csv
 from jaxsparse.sweep.spec import RunSpec, SweepError, check_runs, load_sweep
 
 __all__ = ["RunSpec", "SweepError", "check_runs", "collect", "load_sweep", "write_csv"]
-__getattr__ = renamed_names(__name__, {"Run": "RunSpec"}, globals())

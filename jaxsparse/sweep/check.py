@@ -55,7 +55,7 @@ def plan_run(run: RunSpec, local_devices: bool = True) -> Plan:
 
     config = load_config(run)
     try:
-        return prepare(config, None, local_devices=local_devices).plan
+        return prepare(config, local_devices=local_devices).plan
     except ConfigError as err:
         raise SweepError(f"run {run.name!r} ({run.config} "
                          f"{' '.join(run.override_flags())}): {err}") from err

@@ -13,7 +13,6 @@ import ml_collections
 
 from jaxsparse import models
 from jaxsparse.data import ByteTokenizer
-from jaxsparse.deprecation import renamed_names
 from jaxsparse.pruning import Schedule, average_param_count
 from jaxsparse.train.resolve.run import model_config, total_steps
 
@@ -49,6 +48,3 @@ def matched_sparsity(n_avg_at: Callable[[float], float], target: float, digits: 
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if n_avg_at(mid) > target else (lo, mid)
     return round((lo + hi) / 2, digits)
-
-
-__getattr__ = renamed_names(__name__, {"param_counts": "config_param_counts"}, globals())

@@ -22,7 +22,6 @@ import shlex
 import sys
 from typing import Any
 
-from jaxsparse.deprecation import renamed_names
 from jaxsparse.errors import ConfigError, user_code_error
 from jaxsparse.train.resolve.overrides import PROJECT_ROOT, resolve_config_file, split_config
 
@@ -183,6 +182,3 @@ def load_sweep(spec: str) -> list[RunSpec]:
         call = f"get_sweep({arg!r})" if arg is not None else "get_sweep()"
         raise SweepError(f"sweep file {path!r}: {call} failed: {user_code_error(err)}") from None
     return check_runs(raw, os.path.basename(path))
-
-
-__getattr__ = renamed_names(__name__, {"Run": "RunSpec"}, globals())

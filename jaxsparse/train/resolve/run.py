@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import warnings
 from typing import Any
 
 import flax.linen as nn
@@ -22,7 +21,6 @@ from jaxsparse import models
 from jaxsparse.errors import ConfigError
 from jaxsparse.pruning import Schedule
 from jaxsparse.train.resolve import config as config_lib
-from jaxsparse.train.resolve import environment
 from jaxsparse.train.resolve import parts as parts_lib
 from jaxsparse.train.resolve.optimizer import pruning_schedule, resolve_optimizer
 from jaxsparse.train.resolve.parts import model_config, total_steps
@@ -121,15 +119,13 @@ def resolve_saved(config: ml_collections.ConfigDict, saved_identity: dict[str, A
     return model_cfg, model, optimizer(config, steps)[2]
 
 
-def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
-            local_devices: bool = True, force: bool = False) -> Run:
+def prepare(config: ml_collections.ConfigDict, *, local_devices: bool = True) -> Run:
     """Validate `config` and resolve it into a Run, once each, before any compute: nothing is
     compiled and no file is touched. train.grad_accum="auto" stays None in `Run.grad_accum`: the
     trainer decides it by compiling (`jaxsparse.train.steps.compiled.for_run`, `with_grad_accum`).
 
-    local_devices=False plans for another machine: no mesh, `plan.mesh` is {}. workdir:
-    deprecated (the trainer checks its workdir); when given, the memory plan is checked against
-    the devices as `train` does (unless `force`). Raises ConfigError naming the field on bad input.
+    local_devices=False plans for another machine: no mesh, `plan.mesh` is {}. The memory plan is
+    checked against the devices by `train`. Raises ConfigError naming the field on bad input.
     """
     config_lib.validate(config)
     grad_accum = config_lib.grad_accum_of(config)
@@ -143,11 +139,6 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None = None, *,
     run = Run(config=config, model_config=parts.model_config, model=parts.model, schedule=sched,
               steps=parts.steps, learning_rate=learning_rate, tx=tx, mesh=parts.mesh, plan=plan,
               **parts.loop_fields)
-    if workdir is not None:
-        warnings.warn("prepare(config, workdir): `workdir` is deprecated and unused; train() checks "
-                      "the workdir", DeprecationWarning, stacklevel=2)
-        if not force:
-            environment.check_memory(run.plan.memory.total, local_devices)
     return run
 
 

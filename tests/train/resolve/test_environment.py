@@ -9,7 +9,7 @@ from jaxsparse.train import prepare, train
 from jaxsparse.train.resolve.environment import device_memory_limit
 
 
-def test_memory_plan_is_checked_against_the_device_unless_forced(corpus, tmp_path):
+def test_memory_plan_is_checked_against_the_device_before_anything_is_written(corpus, tmp_path):
     config = tiny_config(corpus, **{"train.batch_size": 1 << 20})
     estimate = prepare(config).plan.memory.total
     limit, _ = device_memory_limit()
@@ -17,9 +17,3 @@ def test_memory_plan_is_checked_against_the_device_unless_forced(corpus, tmp_pat
     with pytest.raises(ConfigError, match="memory plan needs"):
         train(config, str(tmp_path / "refused"))
     assert not (tmp_path / "refused").exists()
-    with pytest.warns(DeprecationWarning, match="workdir"):  # the deprecated spelling checks it too
-        with pytest.raises(ConfigError, match="memory plan needs"):
-            prepare(config, str(tmp_path / "refused"))
-    with pytest.warns(DeprecationWarning, match="workdir"):
-        assert prepare(config, str(tmp_path / "forced"), force=True).plan.memory.total == estimate
-    assert not (tmp_path / "refused").exists() and not (tmp_path / "forced").exists()

@@ -37,7 +37,7 @@ def test_paper_config_dry_run_matches_budget():
     config = paper.get_config("size=58m,sparsity=0.6,budget=20x,batch=8")
     config.mesh.fsdp = 1
     config.mesh.data = -1
-    plan = prepare(config, None).plan.to_json()
+    plan = prepare(config).plan.to_json()
     assert abs(plan["params"]["total"] - 57.94e6) < 1e4  # the paper, section 4: 57.94M
     assert plan["tokens"] >= 400 * plan["params"]["total"]
     assert plan["tokens"] - 400 * plan["params"]["total"] < 8 * 2048

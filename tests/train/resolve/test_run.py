@@ -38,9 +38,7 @@ def test_prepare_validates_once_loads_the_tokenizer_once_and_writes_nothing(
         run, 1).plan.to_json()["memory_per_device_bytes"]  # planned from one micro-batch
     assert run_lib.with_grad_accum(run, 2).config.train.grad_accum == 2
     assert config.train.grad_accum == "auto"  # the caller's config is left as it was
-    with pytest.warns(DeprecationWarning, match="workdir"):
-        prepare(config, str(tmp_path / "work"))
-    assert not (tmp_path / "work").exists() and not (tmp_path / "data").exists()
+    assert not (tmp_path / "data").exists()
 
 
 def test_run_fields_are_the_configs_values(corpus):
@@ -84,7 +82,7 @@ def test_a_checkpoints_model_is_rebuilt_by_the_runs_own_resolution(corpus):
 def test_dry_run_rejects_what_training_would(corpus, data_dir, overrides, field):
     from jaxsparse.errors import ConfigError
     with pytest.raises(ConfigError, match=field):  # bad input: exit 2 on the command line
-        prepare(config_in(corpus, data_dir, **overrides), None)
+        prepare(config_in(corpus, data_dir, **overrides))
 
 
 def test_size_presets_are_kept_unless_a_config_sets_scan_layers_or_remat(corpus):

@@ -54,7 +54,7 @@ def test_two_process_checksums_verify_on_one_process_and_damage_verdicts_are_col
 
     # One process with 8 devices verifies the checksums the two processes wrote.
     config = tiny_config(corpus, **{"data.data_dir": str(data_dir), **OVERRIDES})
-    run = prepare(config, None)
+    run = prepare(config)
     abstract, _ = abstract_state(run.model, run.tx, run.mesh, models.DEFAULT_RULES, config.train.seq_len)
     ckpt = Checkpointer(str(workdir), keep=3, async_save=False)
     restored = ckpt.restore_verified(STEPS, abstract, ident={})
