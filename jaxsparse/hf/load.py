@@ -1,9 +1,10 @@
 """Import a Hugging Face LLaMA checkpoint as the trainer's initial params (`model.init_from="hf:DIR"`).
 
 `load_params(spec, model_cfg)` checks DIR's config.json (LLaMA architecture, the same sizes and
-numerics as the trainer's model), every tensor's shape and dtype (read from the safetensors headers)
-before reading any weights, and every weight's value (floating point, finite: `check_folder`, which
-the trainer runs before any compute), then returns our params tree (float32 numpy; see
+numerics as the trainer's model) and every tensor's shape and dtype (floating point, read from the
+safetensors headers: `check_headers`) before reading any weights, and each weight's values as it reads
+them (finite); the trainer runs `check_folder`, the same checks with every value read, before any
+compute. It then returns our params tree (float32 numpy; see
 `convert.from_hf`). Every fault of DIR's files is bad input (ConfigError, `hf.files`). A single
 model.safetensors or a sharded one (model.safetensors.index.json) is read; tensors the model does not
 use (e.g. rotary inv_freq buffers) are ignored; a tied LM head (tie_word_embeddings) is untied.
@@ -38,8 +39,18 @@ def parse_init_from(value: str) -> Optional[str]:
 
 
 def check_folder(folder: str, cfg: ModelConfig) -> tuple[dict, dict[str, str]]:
+    """(config.json, tensor -> safetensors file) after `check_headers` and every tensor's values
+    (finite); ConfigError naming the file, the tensor and the problem."""
+    hf_config, found = check_headers(folder, cfg)
+    where = f"config.model.init_from=hf:{folder}"
+    for name, path in found.items():  # the values, once every header is known to be right
+        files.read_float32(path, name, where)
+    return hf_config, found
+
+
+def check_headers(folder: str, cfg: ModelConfig) -> tuple[dict, dict[str, str]]:
     """(config.json, tensor -> safetensors file) after checking the files (`hf.files`), the
-    architecture and sizes, and every tensor's shape, dtype (floating point) and values (finite);
+    architecture and sizes, and every tensor's shape and dtype (floating point), reading no values;
     ConfigError naming the file, the tensor and the problem."""
     where = f"config.model.init_from=hf:{folder}"
     config_path = os.path.join(folder, "config.json")
@@ -60,8 +71,6 @@ def check_folder(folder: str, cfg: ModelConfig) -> tuple[dict, dict[str, str]]:
             raise ConfigError(f"{where}: tensor {name} has shape {list(have)}, but the trainer config's model "
                               f"needs {list(shape)}")
         files.check_dtype(found[name], name, dtype, where)
-    for name in expected:  # the values, once every header is known to be right
-        files.read_float32(found[name], name, where)
     return hf_config, {name: found[name] for name in expected}
 
 
@@ -71,7 +80,7 @@ def load_params(spec: str, cfg: ModelConfig) -> dict:
     if folder is None:
         raise ConfigError("load_params: an 'hf:/path' spec is required")
     where = f"config.model.init_from=hf:{folder}"
-    _, found = check_folder(folder, cfg)
+    _, found = check_headers(folder, cfg)  # read_float32 checks each value as it reads it
     return from_hf(cfg, {name: files.read_float32(path, name, where) for name, path in found.items()})
 
 
