@@ -147,7 +147,8 @@ def check_batch_memory(run: RestoredRun, batch_size: Optional[int]) -> int:
     check, `memory_estimate(..., backward=False)` and `check_memory`; the host's own batch arrays,
     12 bytes a token, are far smaller than a device's share of the logits)."""
     from jaxsparse.train.resolve.environment import check_memory
-    from jaxsparse.train.resolve.plan import ParamCounts, memory_estimate
+    from jaxsparse.train.resolve.parts import ParamCounts
+    from jaxsparse.train.resolve.plan import memory_estimate
 
     shards = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
     batch = -(-int(batch_size or run.config.train.batch_size) // shards) * shards

@@ -25,7 +25,8 @@ from jaxsparse.pruning.selection import prunable_flags
 from jaxsparse.pruning.structure import parse_structure, realised_densities
 from jaxsparse.pruning.state import (REPORTS, PruningState, check_events,
                                      find_pruning_states, get_masks, mask_collection)
-from jaxsparse.pruning.transform import SCOPES, magnitude_pruning
+from jaxsparse.pruning.arguments import SCOPES
+from jaxsparse.pruning.transform import magnitude_pruning
 
 __all__ = [
     "KINDS", "REPORTS", "SCOPES", "SCORES", "AverageParamCount", "ModelFanIn", "PruningState",

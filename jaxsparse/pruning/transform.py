@@ -66,14 +66,12 @@ import numpy as np
 import optax
 
 from jaxsparse.pruning import event as event_lib
-from jaxsparse.pruning.arguments import SCOPES, check_arguments  # noqa: F401  (SCOPES: a public name)
+from jaxsparse.pruning.arguments import check_arguments
 from jaxsparse.pruning import explicit, fanin
 from jaxsparse.pruning import scores as scores_lib
 from jaxsparse.pruning.schedule import Schedule
 from jaxsparse.pruning.selection import prunable_flags
-from jaxsparse.pruning.state import (PruningState, check_events,
-                                     mask_tree,
-                                     report, stored_masks)
+from jaxsparse.pruning.state import PruningState, check_events, mask_tree, report, stored_masks
 from jaxsparse.pruning.structure import kept_per_group
 
 _INT32_MAX = 2**31 - 1

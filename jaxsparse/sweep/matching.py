@@ -14,7 +14,7 @@ import ml_collections
 from jaxsparse import models
 from jaxsparse.data import ByteTokenizer
 from jaxsparse.pruning import Schedule, average_param_count
-from jaxsparse.train.resolve.run import model_config, total_steps
+from jaxsparse.train.resolve.parts import model_config, total_steps
 
 
 def config_param_counts(config: ml_collections.ConfigDict) -> dict[str, int]:

@@ -164,7 +164,7 @@ def test_a_score_with_a_wrong_leaf_is_refused_naming_it():
 def test_config_key_pruning_score_reaches_the_trainer_optimizer(name):
     from jaxsparse.pruning import score_by_name
     from jaxsparse.train.resolve import config as config_lib
-    from jaxsparse.train.resolve import run as run_lib
+    from jaxsparse.train.resolve.optimizer import pruning_schedule
     from jaxsparse.train.resolve.optimizer import learning_rate_schedule, make_optimizer
 
     config = config_lib.base_config()
@@ -172,7 +172,7 @@ def test_config_key_pruning_score_reaches_the_trainer_optimizer(name):
     config.pruning.update(schedule="one_shot", start=0.1, end=0.1, interval=1, final_sparsity=0.7)
     config.train.grad_clip = 0.0
     config.train.weight_decay = 0.0
-    tx = make_optimizer(config, TOTAL, run_lib.schedule(config),
+    tx = make_optimizer(config, TOTAL, pruning_schedule(config),
                         learning_rate_schedule(config, TOTAL))
     params, grads = make_params()
     _, masks = one_event(tx, params, grads)

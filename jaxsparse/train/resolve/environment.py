@@ -11,7 +11,6 @@ import os
 import jax
 
 from jaxsparse.errors import ConfigError
-from jaxsparse.train.resolve.parts import build_mesh, resolve_vocab  # noqa: F401 - importable here too
 
 
 def device_bytes_limit() -> int | None:

@@ -10,9 +10,9 @@ import dataclasses
 from typing import Any
 
 from jaxsparse import models
-from jaxsparse.models.accounting import train_flops_per_token  # noqa: F401 - also this room's name
+from jaxsparse.models.accounting import train_flops_per_token
 from jaxsparse.pruning import Schedule, realised_densities
-from jaxsparse.train.resolve.parts import ParamCounts, param_counts  # noqa: F401 - importable here too
+from jaxsparse.train.resolve.parts import ParamCounts
 
 EVENTS_SHOWN = 50
 

@@ -22,15 +22,12 @@ from jaxsparse.errors import ConfigError
 from jaxsparse.pruning import Schedule
 from jaxsparse.train.resolve import config as config_lib
 from jaxsparse.train.resolve import parts as parts_lib
-from jaxsparse.train.resolve.optimizer import pruning_schedule, resolve_optimizer
-from jaxsparse.train.resolve.parts import model_config, total_steps
+from jaxsparse.train.resolve.optimizer import resolve_optimizer
+from jaxsparse.train.resolve.parts import model_config
 from jaxsparse.train.resolve.plan import Plan, make_plan, memory_estimate
 
-# Importable from here as before: the pieces live where they are resolved.
-__all__ = ["COMPUTE_ONLY_FIELDS", "Run", "identity", "model_config", "model_identity", "optimizer",
-           "plan_for_mesh", "prepare", "resolve_saved", "schedule", "total_steps", "with_grad_accum"]
-schedule = pruning_schedule  # the pruning Schedule of a config
-optimizer = resolve_optimizer  # (Schedule, learning rate, optax transform) of a config for `steps`
+__all__ = ["COMPUTE_ONLY_FIELDS", "Run", "identity", "model_identity", "plan_for_mesh", "prepare",
+           "resolve_saved", "with_grad_accum"]
 
 # ModelConfig fields that change how the step computes, not what the train state holds: a
 # checkpoint resumes across a change of these.
@@ -116,7 +113,7 @@ def resolve_saved(config: ml_collections.ConfigDict, saved_identity: dict[str, A
     if diffs:
         raise ConfigError(f"{where}: the checkpoint's config and identity disagree: " + "; ".join(diffs))
     model = models.build(model_cfg, config.model.get("family", models.DEFAULT_FAMILY))
-    return model_cfg, model, optimizer(config, steps)[2]
+    return model_cfg, model, resolve_optimizer(config, steps)[2]
 
 
 def prepare(config: ml_collections.ConfigDict, *, local_devices: bool = True) -> Run:

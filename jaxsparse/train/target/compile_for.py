@@ -22,8 +22,8 @@ import ml_collections
 
 from jaxsparse import models, noise
 from jaxsparse.errors import ConfigError
-from jaxsparse.train.steps.compiled import (HEADROOM, _fits, _say, accum_candidates,  # noqa: F401 (re-exported)
-                                            collective_counts, compile_steps, search)
+from jaxsparse.train.steps.compiled import (HEADROOM, _fits, _say, accum_candidates,
+                                            search)
 from jaxsparse.train.resolve.run import Run, plan_for_mesh, prepare, with_grad_accum
 from jaxsparse.train.resolve.parts import build_mesh
 from jaxsparse.train.steps.state import abstract_state

@@ -12,7 +12,7 @@ from jaxsparse import models
 from jaxsparse.data import ByteTokenizer
 from jaxsparse.errors import ConfigError
 from jaxsparse.train.resolve import config as config_lib
-from jaxsparse.train.resolve import environment, parts
+from jaxsparse.train.resolve import parts
 
 
 def _described(config, local_devices=True):
@@ -64,7 +64,6 @@ def test_mesh_axes_and_batch_are_checked_naming_the_field(corpus):
     with pytest.raises(ConfigError, match=r"config.train.batch_size=8 \(per micro-batch 4 with "
                                           r"train.grad_accum=2\) is not divisible"):
         parts.build_mesh(tiny_config(corpus, **{"train.grad_accum": 2}))
-    assert environment.build_mesh is parts.build_mesh  # still importable where it was
 
 
 def test_a_configured_vocabulary_must_hold_the_tokenizers_ids(corpus):

@@ -86,7 +86,7 @@ def test_dry_run_rejects_what_training_would(corpus, data_dir, overrides, field)
 
 
 def test_size_presets_are_kept_unless_a_config_sets_scan_layers_or_remat(corpus):
-    from jaxsparse.train.resolve.run import model_config
+    from jaxsparse.train.resolve.parts import model_config
     config = tiny_config(corpus, **{"model.size": "58m"})
     assert config.model.scan_layers is None and config.model.remat is None  # = the size's
     preset = model_config(config, 32000)

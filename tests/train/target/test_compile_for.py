@@ -18,6 +18,7 @@ from jaxsparse import models  # noqa: E402
 from jaxsparse.errors import EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT, ConfigError  # noqa: E402
 from jaxsparse.train.resolve.parts import build_mesh  # noqa: E402
 from jaxsparse.train.resolve.run import prepare  # noqa: E402
+from jaxsparse.train.steps.compiled import collective_counts  # noqa: E402
 from jaxsparse.train.steps.state import abstract_state  # noqa: E402
 from jaxsparse.train.target import compile_for as compile_target  # noqa: E402
 from jaxsparse.train.target.slices import GIB, parse_slice  # noqa: E402
@@ -96,7 +97,7 @@ def test_pruning_event_on_tpu_reduces_counts_only():
     update = jax.jit(tx.update, in_shardings=(sh.params, sh.opt_state, sh.params),
                      out_shardings=(sh.params, sh.opt_state))
     hlo = update.lower(abstract.params, abstract.opt_state, abstract.params).compile().as_text()
-    counts = compile_target.collective_counts(hlo)
+    counts = collective_counts(hlo)
     assert counts["all-gather"] == 0 and counts["reduce-scatter"] == 0 and counts["all-to-all"] == 0
     assert counts["all-reduce"] > 0
     smallest_kernel = 512 * 512
