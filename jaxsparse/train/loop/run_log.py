@@ -1,7 +1,8 @@
 """The trainer's log file: from the first step on, what libraries report goes to the workdir.
 
 While a `RunLog` is started, the Python log (absl, orbax, jax: every record the `--verbosity`
-lets through), Python warnings and exceptions of background threads go to
+lets through), Python warnings, exceptions of background threads and unraisable exceptions
+(tensorstore's callback threads report `Event loop is closed` that way after a failed save) go to
 WORKDIR/trainer.log (`layout.trainer_log_path`; process p > 0 of a multi-process run writes
 trainer.p.log) instead of stderr. The console keeps the trainer's own lines (stdout) and, after a
 fault, its one `error:` line (stderr); orbax's tracebacks and the fault's own are in the file.
@@ -57,6 +58,12 @@ def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
         args.exc_type, args.exc_value, args.exc_traceback))
 
 
+def _log_unraisable(args) -> None:
+    where = "" if args.object is None else f" in {args.object!r}"
+    logging.getLogger(__name__).error("%s%s", args.err_msg or "exception ignored", where, exc_info=(
+        args.exc_type, args.exc_value, args.exc_traceback))
+
+
 _kept: list[RunLog] = []  # a log left started by a fault (see `keep`), stopped by the next start
 
 
@@ -70,6 +77,7 @@ class RunLog:
         self._console: list[logging.Handler] = []
         self._warnings: warnings.catch_warnings | None = None
         self._excepthook = threading.excepthook
+        self._unraisablehook = sys.unraisablehook
 
     @property
     def started(self) -> bool:
@@ -81,7 +89,8 @@ class RunLog:
         return self._handler.failed if self._handler is not None else None
 
     def start(self, path: str) -> None:
-        """Route the log, warnings and background threads' exceptions to the file `path`."""
+        """Route the log, warnings, background threads' and unraisable exceptions to the file
+        `path`."""
         while _kept:
             _kept.pop().stop()
         root = logging.getLogger()
@@ -94,12 +103,14 @@ class RunLog:
         self._warnings.__enter__()
         logging.captureWarnings(True)
         self._excepthook, threading.excepthook = threading.excepthook, _log_thread_exception
+        self._unraisablehook, sys.unraisablehook = sys.unraisablehook, _log_unraisable
 
     def stop(self) -> None:
         """Give the console back what `start` took; close the file. Idempotent."""
         if self._handler is None:
             return
         threading.excepthook = self._excepthook
+        sys.unraisablehook = self._unraisablehook
         logging.captureWarnings(False)
         self._warnings.__exit__(None, None, None)
         root = logging.getLogger()

@@ -1,13 +1,17 @@
 """The trainer's log file: while started, the Python log, warnings and background threads'
 exceptions go to the file, not to stderr; stop gives the console back; a file that cannot be
-written (a full device) drops records silently and says so; keep leaves it routed."""
+written (a full device) drops records silently and says so; keep leaves it routed; an exception
+a native library's callback thread cannot raise (unraisable) goes to the file too."""
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 import threading
 import warnings
 
 import pytest
+import tensorstore as ts
 from absl import logging as absl_logging
 
 from jaxsparse.train.loop.run_log import RunLog
@@ -93,3 +97,35 @@ def test_a_kept_log_stays_routed_until_the_next_start(tmp_path, capfd, console):
     assert "late traceback" in (tmp_path / "first.log").read_text()
     assert "next run's record" in (tmp_path / "second.log").read_text()
     assert console in logging.getLogger().handlers and capfd.readouterr().err == ""
+
+
+def _complete_a_future_awaited_by_a_closed_loop() -> None:
+    """What orbax leaves behind after a failed save: a tensorstore future awaited on an event loop
+    that is closed by the time the future completes. Its callback thread calls
+    `loop.call_soon_threadsafe`, which raises `Event loop is closed`, an unraisable exception."""
+    promise, future = ts.Promise.new()
+    loop = asyncio.new_event_loop()
+
+    async def wait():
+        return await future
+    task = loop.create_task(wait())
+    loop.run_until_complete(asyncio.sleep(0.01))
+    loop.close()
+    completer = threading.Thread(target=promise.set_result, args=(1,))
+    completer.start()
+    completer.join()
+    del task
+
+
+def test_a_native_callback_thread_exception_goes_to_the_file(tmp_path, capfd, console):
+    hook = sys.unraisablehook
+    log = RunLog()
+    log.start(str(tmp_path / "trainer.log"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the pending task's own "was destroyed" notice
+        _complete_a_future_awaited_by_a_closed_loop()
+    log.close()
+    assert capfd.readouterr().err == ""  # was: a bare "Traceback ..." on stderr per failed write
+    text = (tmp_path / "trainer.log").read_text()
+    assert "exception ignored" in text and "RuntimeError: Event loop is closed" in text, text
+    assert sys.unraisablehook is hook  # stopped: the console's hook is back
