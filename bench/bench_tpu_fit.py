@@ -14,8 +14,8 @@ import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-from jaxsparse.train.target.compile_for import compile_for  # noqa: E402
-from jaxsparse.train.target.slices import GIB  # noqa: E402
+from jaxsparse.train.tpu_target.compile_for import compile_for  # noqa: E402
+from jaxsparse.train.tpu_target.slices import GIB  # noqa: E402
 
 DEFAULT = ["58m:256:v4-128", "162m:256:v4-128", "468m:256:v4-128", "1b:256:v4-128", "1b:1024:v4-128",
            "1b:4096:v4-128:train.grad_accum=auto"]

@@ -63,9 +63,9 @@ def token_windows(documents: Iterable[np.ndarray], seq_len: int, batch: int) -> 
 
 def tokenized_documents(source: Sequence[Any], tokenizer: Any, counts: dict[str, int]) -> Iterator[np.ndarray]:
     """The documents of `source` in stored order, each int32[n + 2] = [BOS] + tokens + [EOS] by the data
-    pipeline's own definition (`data.packing.TokenizeDocument`). Adds to counts["documents"] and
+    pipeline's own definition (`jaxsparse.data.TokenizeDocument`). Adds to counts["documents"] and
     counts["bytes"] (UTF-8 bytes of the text) as documents are read."""
-    from jaxsparse.data.packing import TOKENS, TokenizeDocument
+    from jaxsparse.data import TOKENS, TokenizeDocument
 
     tokenize = TokenizeDocument(tokenizer)
     for i in range(len(source)):
@@ -91,12 +91,12 @@ def make_loss_sums(run: RestoredRun, batch_sharding: NamedSharding):
 def open_split(run: RestoredRun, dataset: Optional[str], split: str) -> tuple[str, Sequence[Any]]:
     """(data.dataset, its `split` as a random-access source of {"text": ...} elements) for `dataset`
     (default: the run's own). ConfigError naming the splits there are when `split` is not one."""
-    from jaxsparse.data import tfds_builder
+    from jaxsparse.data import open_splits
 
     data_cfg = run.config.data.copy_and_resolve_references()
     if dataset:
         data_cfg.dataset = dataset
-    _, sources = tfds_builder.open_dataset(data_cfg)
+    _, sources = open_splits(data_cfg)
     if split not in sources:
         raise ConfigError(f"--split={split!r}: data.dataset={data_cfg.dataset!r} has splits {sorted(sources)}")
     return data_cfg.dataset, sources[split]

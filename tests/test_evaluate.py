@@ -14,7 +14,7 @@ import pytest
 
 from hf_fixtures import train_tiny_run
 from jaxsparse import models
-from jaxsparse.data import tfds_builder
+from jaxsparse.data import open_splits
 from jaxsparse.data.packing import TokenizeDocument
 from jaxsparse.evaluate import evaluate
 from jaxsparse.inference.restore import load_run
@@ -28,7 +28,7 @@ def run(tmp_path_factory):
 
 def _reference(run, split):
     """Nats, predicted tokens and bytes from one plain loop over the split's windows."""
-    _, sources = tfds_builder.open_dataset(run.config.data)
+    _, sources = open_splits(run.config.data)
     texts = [TokenizeDocument.text_of(sources[split][i]) for i in range(len(sources[split]))]
     tok, seq = run.tokenizer, run.model_cfg.max_seq_len
     stream = [t for text in texts for t in [tok.bos_id, *tok.encode(text), tok.eos_id]]

@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 from train_utils import REPO
 
-from jaxsparse.train.target.slices import CHIPS, EXAMPLES, parse_slice
+from jaxsparse.train.tpu_target.slices import CHIPS, EXAMPLES, parse_slice
 
 RENDER = REPO / "launch" / "k8s" / "render.py"
 GUIDE = REPO / "docs" / "launch-kubernetes.md"
@@ -105,7 +105,7 @@ def test_every_slice_renders_a_valid_jobset_shaped_like_the_slice_table(name):
 def test_hosts_and_chips_per_host_are_those_of_the_compiled_topology():
     """The slice table's hosts are the processes of the devices --compile_for compiles for."""
     pytest.importorskip("libtpu", reason="the TPU topologies need libtpu: pip install -e '.[tpu]'")
-    from jaxsparse.train.target.compile_for import slice_devices
+    from jaxsparse.train.tpu_target.compile_for import slice_devices
     for name in EXAMPLES:
         target = parse_slice(name)
         devices = slice_devices(target)

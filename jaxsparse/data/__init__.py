@@ -14,14 +14,20 @@ Public API (the trainer's contract):
                                                       num_batches is the trainer's config.eval.batches
   to_global_batch(local_batch, sharding) -> dict[str, jax.Array]
   split_stats(data_cfg, ...) -> dict                  example/token counts per split
+  open_splits(data_cfg) -> (dataset_id, {split: source})
+                                                      the configured dataset's splits, whatever its
+                                                      source; each has len() and [i] -> {"text": ...}
+  TokenizeDocument(tokenizer), TOKENS                 a source element -> {TOKENS: [BOS] + ids + [EOS]}
 Local corpora: data.dataset="text:<folder>" or "parquet:<folder or glob>", or a source of your own
 registered with jaxsparse.data.sources.register (one module per source).
 Command line: python -m jaxsparse.data {inspect,train_tokenizer} --config=CONFIG_FILE
 """
 
-from jaxsparse.data.config import check_batch_layout, default_config, validate_data_config
+from jaxsparse.data.data_config import check_batch_layout, default_config, validate_data_config
 from jaxsparse.data.inspect import inspect_data, split_stats
+from jaxsparse.data.packing import TOKENS, TokenizeDocument
 from jaxsparse.data.pipeline import TrainIterator, make_eval_batches, make_train_iterator, to_global_batch
+from jaxsparse.data.tfds_builder import open_splits
 from jaxsparse.data.tokenizer import (
     ByteTokenizer,
     SentencePieceTokenizer,
@@ -34,6 +40,8 @@ from jaxsparse.data.tokenizer import (
 __all__ = [
     "ByteTokenizer",
     "SentencePieceTokenizer",
+    "TOKENS",
+    "TokenizeDocument",
     "Tokenizer",
     "TrainIterator",
     "check_batch_layout",
@@ -42,6 +50,7 @@ __all__ = [
     "inspect_data",
     "make_eval_batches",
     "make_train_iterator",
+    "open_splits",
     "split_stats",
     "to_global_batch",
     "train_for_dataset",

@@ -24,7 +24,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxsparse.data import config as config_lib
+from jaxsparse.data import data_config
 from jaxsparse.config_keys import check_overrides, override_keys, parse_config_flags
 from jaxsparse.errors import ConfigError, entry_point
 
@@ -42,7 +42,7 @@ _DATASET = flags.DEFINE_string("dataset", None, "train_tokenizer: overrides data
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "train_tokenizer: overrides data.data_dir.")
 _VOCAB = flags.DEFINE_integer("vocab_size", None, "train_tokenizer: overrides data.vocab_size.")
 _MODEL_TYPE = flags.DEFINE_enum(
-    "model_type", None, list(config_lib.MODEL_TYPES), "train_tokenizer: overrides data.tokenizer_model_type."
+    "model_type", None, list(data_config.MODEL_TYPES), "train_tokenizer: overrides data.tokenizer_model_type."
 )
 _OUTPUT = flags.DEFINE_string(
     "output",
@@ -81,7 +81,7 @@ def _data_config() -> ml_collections.ConfigDict:
     cfg = _config()
     if cfg is not None and "data" not in cfg:
         raise ConfigError("config.data is missing: expected a trainer config (see configs/default.py).")
-    data = config_lib.default_config() if cfg is None else cfg.data
+    data = data_config.default_config() if cfg is None else cfg.data
     for key, flag in (
         ("dataset", _DATASET),
         ("data_dir", _DATA_DIR),
@@ -108,9 +108,9 @@ def _train_tokenizer() -> dict:
     from jaxsparse.data.tokenizer import cache_path, train_for_dataset
 
     data = _data_config()
-    config_lib.validate_data_config(data)
+    data_config.validate_data_config(data)
     start = time.time()
-    dataset_id, _ = tfds_builder.open_dataset(data)
+    dataset_id, _ = tfds_builder.open_splits(data)
     out = _OUTPUT.value or cache_path(data, dataset_id)
     tok = train_for_dataset(data, out)
     return {

@@ -8,7 +8,7 @@ import grain
 import ml_collections
 import numpy as np
 
-from jaxsparse.data import config as config_lib
+from jaxsparse.data import data_config
 from jaxsparse.data import packing
 from jaxsparse.data import pipeline
 from jaxsparse.data import tfds_builder
@@ -25,7 +25,7 @@ def split_stats(
     "counted_examples": documents actually tokenized, "estimated": True when tokens were extrapolated
     from the first `max_examples` documents (None = count all)}.
     """
-    _, sources = tfds_builder.open_dataset(data_cfg)
+    _, sources = tfds_builder.open_splits(data_cfg)
     tokenizer = get_tokenizer(data_cfg)
     stats = {}
     for split, source in sources.items():
@@ -53,12 +53,12 @@ def inspect_data(config: ml_collections.ConfigDict, *, max_examples: int | None 
             node = node[part]
     data_cfg = config.data
     seq_len, batch, eval_batches = config.train.seq_len, config.train.batch_size, config.eval.batches
-    config_lib.validate_data_config(data_cfg)
-    config_lib.check_batch_args(seq_len, batch, 0, 1)
-    config_lib.check_batch_layout(data_cfg, batch)
+    data_config.validate_data_config(data_cfg)
+    data_config.check_batch_args(seq_len, batch, 0, 1)
+    data_config.check_batch_layout(data_cfg, batch)
     if isinstance(eval_batches, bool) or not isinstance(eval_batches, int) or eval_batches < 1:
         raise ConfigError(f"config.eval.batches={eval_batches!r} is not allowed: expected an integer >= 1.")
-    dataset_id, _ = tfds_builder.open_dataset(data_cfg)
+    dataset_id, _ = tfds_builder.open_splits(data_cfg)
     stats = split_stats(data_cfg, max_examples=max_examples)
     it = pipeline.make_train_iterator(
         data_cfg, seq_len=seq_len, global_batch_size=batch, process_index=0, process_count=1,
@@ -72,7 +72,7 @@ def inspect_data(config: ml_collections.ConfigDict, *, max_examples: int | None 
     return {
         "dataset": data_cfg.dataset,
         "dataset_id": dataset_id,
-        "data_dir": config_lib.data_dir_of(data_cfg),
+        "data_dir": data_config.data_dir_of(data_cfg),
         "tokenizer": {
             "name": tok.name,
             "vocab_size": tok.vocab_size,

@@ -25,7 +25,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxsparse.data import config as config_lib
+from jaxsparse.data import data_config
 from jaxsparse.data import packing
 from jaxsparse.data.packing import Batch, windows_to_batch
 from jaxsparse.data import shards as shards_lib
@@ -135,11 +135,11 @@ def make_train_iterator(
     global batch, which is the same for any process count. Epoch-aware shuffle by (data.shuffle_seed,
     seed); process_index/count default to JAX's. Raises ConfigError for bad config or shapes.
     """
-    config_lib.validate_data_config(data_cfg)
+    data_config.validate_data_config(data_cfg)
     pidx, pcount = _process(process_index, process_count)
-    config_lib.check_batch_args(seq_len, global_batch_size, pidx, pcount)
-    rows_per_shard = config_lib.check_batch_layout(data_cfg, global_batch_size, pcount)
-    dataset_id, sources = tfds_builder.open_dataset(data_cfg)
+    data_config.check_batch_args(seq_len, global_batch_size, pidx, pcount)
+    rows_per_shard = data_config.check_batch_layout(data_cfg, global_batch_size, pcount)
+    dataset_id, sources = tfds_builder.open_splits(data_cfg)
     if len(sources["train"]) == 0:
         raise ConfigError(f"config.data.dataset={data_cfg.dataset!r}: the train split is empty.")
     tokenizer = get_tokenizer(data_cfg)
@@ -198,12 +198,12 @@ def make_eval_batches(
     the fields when the validation split holds fewer than num_batches * global_batch_size * (seq_len + 1)
     tokens.
     """
-    config_lib.validate_data_config(data_cfg)
+    data_config.validate_data_config(data_cfg)
     pidx, pcount = _process(process_index, process_count)
-    local_batch = config_lib.check_batch_args(seq_len, global_batch_size, pidx, pcount)
+    local_batch = data_config.check_batch_args(seq_len, global_batch_size, pidx, pcount)
     if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
         raise ConfigError(f"config.eval.batches={num_batches!r} is not allowed: expected an integer >= 1.")
-    _, sources = tfds_builder.open_dataset(data_cfg)
+    _, sources = tfds_builder.open_splits(data_cfg)
     tokenizer = get_tokenizer(data_cfg)
     need = num_batches * global_batch_size * (seq_len + 1)
     tokens = validation_tokens(sources["validation"], tokenizer, threads=data_cfg.read_threads, limit=need)

@@ -25,7 +25,7 @@ from absl import logging
 from etils import epath
 
 from jaxsparse import noise
-from jaxsparse.data import config as config_lib
+from jaxsparse.data import data_config
 from jaxsparse.data import corpus
 from jaxsparse.errors import ConfigError
 
@@ -132,9 +132,9 @@ def file_lock(path: str) -> Iterator[None]:
 _BUILT: dict[tuple[str, str], tfds.core.DatasetBuilder] = {}  # (data_dir, config name) -> built builder
 
 
-def local_builder(cfg: ml_collections.ConfigDict, spec: config_lib.DatasetSpec) -> JaxsparseText:
+def local_builder(cfg: ml_collections.ConfigDict, spec: data_config.DatasetSpec) -> JaxsparseText:
     """The builder of a local corpus (maybe not built yet), with its fingerprinted config name."""
-    files = corpus.list_files(spec.kind, spec.path, config_lib.read_options(cfg))
+    files = corpus.list_files(spec.kind, spec.path, data_config.read_options(cfg))
     # A text: or embedded corpus read by the default column keeps the fingerprint (and so the cache and the
     # dataset id in checkpoints) it had before sources and text_column existed.
     read_as = () if spec.kind in ("embedded", "text") and cfg.text_column == "text" else (spec.kind, cfg.text_column)
@@ -155,7 +155,7 @@ def local_builder(cfg: ml_collections.ConfigDict, spec: config_lib.DatasetSpec) 
         text_column=cfg.text_column,
         validation_fraction=float(cfg.validation_fraction),
     )
-    data_dir = config_lib.data_dir_of(cfg)
+    data_dir = data_config.data_dir_of(cfg)
     cached = _BUILT.get((data_dir, builder_cfg.name))
     if cached is not None and _prepared(cached):
         return cached  # type: ignore[return-value]
@@ -167,9 +167,9 @@ def _prepared(builder: tfds.core.DatasetBuilder) -> bool:
     return os.path.exists(os.path.join(str(builder.data_dir), "dataset_info.json"))
 
 
-def ensure_built(cfg: ml_collections.ConfigDict, spec: config_lib.DatasetSpec) -> tfds.core.DatasetBuilder:
+def ensure_built(cfg: ml_collections.ConfigDict, spec: data_config.DatasetSpec) -> tfds.core.DatasetBuilder:
     """Builds the local corpus if its directory is missing (under a lock); returns the builder."""
-    data_dir = config_lib.data_dir_of(cfg)
+    data_dir = data_config.data_dir_of(cfg)
     builder = local_builder(cfg, spec)
     if not _prepared(builder):
         builder = _build(builder, cfg, spec, data_dir)
@@ -178,7 +178,7 @@ def ensure_built(cfg: ml_collections.ConfigDict, spec: config_lib.DatasetSpec) -
 
 
 def _build(
-    builder: JaxsparseText, cfg: ml_collections.ConfigDict, spec: config_lib.DatasetSpec, data_dir: str
+    builder: JaxsparseText, cfg: ml_collections.ConfigDict, spec: data_config.DatasetSpec, data_dir: str
 ) -> JaxsparseText:
     lock = os.path.join(data_dir, BUILDER_NAME, builder.builder_config.name + ".lock")
     made = _missing(lock, os.path.dirname(str(builder.data_dir)), os.path.join(data_dir, "downloads", "extracted"))
@@ -222,10 +222,10 @@ def _remove_empty(paths: list[str]) -> None:
 
 
 def prepared_builder(
-    cfg: ml_collections.ConfigDict, spec: config_lib.DatasetSpec
+    cfg: ml_collections.ConfigDict, spec: data_config.DatasetSpec
 ) -> tfds.core.DatasetBuilder:
     """The builder of a prepared tfds dataset (e.g. c4/en); never downloads or prepares."""
-    data_dir = config_lib.data_dir_of(cfg)
+    data_dir = data_config.data_dir_of(cfg)
     if "://" not in data_dir and not os.path.isdir(data_dir):
         raise ConfigError(
             f"config.data.data_dir={cfg.data_dir!r} does not exist; prepare {spec.name} there "
@@ -249,13 +249,14 @@ def prepared_builder(
     return builder
 
 
-def open_dataset(cfg: ml_collections.ConfigDict) -> tuple[str, Mapping[str, Sequence[Mapping[str, Any]]]]:
-    """Returns (dataset_id, {split: random-access source}) for the configured dataset.
+def open_splits(cfg: ml_collections.ConfigDict) -> tuple[str, Mapping[str, Sequence[Mapping[str, Any]]]]:
+    """Returns (dataset_id, {split: random-access source}) for the configured dataset, whatever its
+    source: a prepared tfds builder, or a local corpus (`jaxsparse.data.sources`) built into one here.
 
     dataset_id names the exact data (builder name/config/version), e.g. for tokenizer caches. Each
     source supports len() and [i] -> {"text": bytes, ...}. Raises when a split is missing.
     """
-    spec = config_lib.validate_data_config(cfg)
+    spec = data_config.validate_data_config(cfg)
     builder = prepared_builder(cfg, spec) if spec.kind == "tfds" else ensure_built(cfg, spec)
     missing = [s for s in SPLITS if s not in builder.info.splits]
     if missing:

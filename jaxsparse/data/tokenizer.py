@@ -20,7 +20,7 @@ import sentencepiece as spm
 from absl import logging
 from etils import epath
 
-from jaxsparse.data import config as config_lib
+from jaxsparse.data import data_config
 from jaxsparse.errors import ConfigError
 
 TOKENIZER_DIR = "jaxsparse_tokenizers"
@@ -96,11 +96,11 @@ class SentencePieceTokenizer:
 
 def load_sentencepiece(path: str) -> SentencePieceTokenizer:
     """Loads a .model file (local path or gs://); ConfigError names the file."""
-    config_lib.check_tokenizer_value(path)
+    data_config.check_tokenizer_value(path)
     p = epath.Path(os.path.expanduser(path))
     if not p.exists():
         raise ConfigError(f"config.data.tokenizer={path!r}: no such file; expected one of "
-                          f"{config_lib.TOKENIZER_KINDS} or the path of a SentencePiece .model file.")
+                          f"{data_config.TOKENIZER_KINDS} or the path of a SentencePiece .model file.")
     return SentencePieceTokenizer(p.read_bytes(), name=f"sentencepiece:{path}", source=str(path))
 
 
@@ -180,7 +180,7 @@ def cache_path(cfg: ml_collections.ConfigDict, dataset_id: str) -> str:
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     slug = re.sub(r"[^A-Za-z0-9_.]+", "_", dataset_id).strip("_")
     name = f"{slug}-{cfg.tokenizer_model_type}{cfg.vocab_size}-{digest}.model"
-    return os.path.join(config_lib.data_dir_of(cfg), TOKENIZER_DIR, name)
+    return os.path.join(data_config.data_dir_of(cfg), TOKENIZER_DIR, name)
 
 
 def train_for_dataset(
@@ -189,7 +189,7 @@ def train_for_dataset(
     """Trains the configured tokenizer on the train split; saves to output_path (default: the cache)."""
     from jaxsparse.data import tfds_builder  # deferred: tfds is only needed for corpus tokenizers
 
-    dataset_id, sources = tfds_builder.open_dataset(cfg)
+    dataset_id, sources = tfds_builder.open_splits(cfg)
     out = output_path or cache_path(cfg, dataset_id)
     train = sources["train"]
     texts = (_as_str(train[i][tfds_builder.TEXT_FEATURE]) for i in range(len(train)))
@@ -209,14 +209,14 @@ def _as_str(value: bytes | str) -> str:
 
 def get_tokenizer(cfg: ml_collections.ConfigDict) -> Tokenizer:
     """The configured tokenizer: 'bytes', 'embedded' (trained once per dataset and cached) or a file."""
-    config_lib.validate_data_config(cfg)
+    data_config.validate_data_config(cfg)
     if cfg.tokenizer == "bytes":
         return ByteTokenizer()
     if cfg.tokenizer != "embedded":
         return load_sentencepiece(cfg.tokenizer)
     from jaxsparse.data import tfds_builder
 
-    dataset_id, _ = tfds_builder.open_dataset(cfg)
+    dataset_id, _ = tfds_builder.open_splits(cfg)
     path = cache_path(cfg, dataset_id)
     if not epath.Path(path).exists():
         with tfds_builder.file_lock(path + ".lock"):

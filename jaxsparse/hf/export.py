@@ -21,13 +21,13 @@ import numpy as np
 
 from jaxsparse.errors import ConfigError
 from jaxsparse.hf import card, convert, replace
-from jaxsparse.hf.config import llama_config
+from jaxsparse.hf.hf_config import llama_config
 from jaxsparse.hf.tokenizer import write_tokenizer
 
 MARKER = "jaxsparse-export.json"  # in every export: --overwrite replaces only folders holding it
 
 
-class RestoredRun(Protocol):
+class ExportSource(Protocol):
     """What the export reads of a restored run (`jaxsparse.inference.restore.load_run` gives one;
     hf imports nothing above it): the checkpoint `step` of `workdir`, its config (a ConfigDict),
     model config, params and masks (Flax trees), meta (identity, progress) and tokenizer."""
@@ -85,7 +85,7 @@ def masked_names(model_cfg: Any, masks: Any) -> set[str]:
     return names
 
 
-def generation_config(run: RestoredRun, ids: dict[str, int]) -> dict[str, Any]:
+def generation_config(run: ExportSource, ids: dict[str, int]) -> dict[str, Any]:
     """Greedy by default; the vocabulary's padding ids (never produced by the tokenizer) suppressed."""
     padding = list(range(run.tokenizer.vocab_size, run.model_cfg.vocab_size))
     out = {**ids, "do_sample": False}
@@ -94,7 +94,7 @@ def generation_config(run: RestoredRun, ids: dict[str, int]) -> dict[str, Any]:
     return out
 
 
-def write_export(run: RestoredRun, out: str, overwrite: bool = False, *, summary: Optional[dict],
+def write_export(run: ExportSource, out: str, overwrite: bool = False, *, summary: Optional[dict],
                  records: list[dict]) -> dict[str, Any]:
     """Export `run` to `out` (see the module docstring); returns a summary of what was written.
     `summary` and `records`: the run's summary.json (None: not finished) and metrics.jsonl records,
@@ -139,7 +139,7 @@ def _make_parents(folder: str, made: list[str]) -> None:
         made.append(path)
 
 
-def _write_files(run: RestoredRun, tmp: str, tensors: dict[str, np.ndarray], sparsity: dict[str, float],
+def _write_files(run: ExportSource, tmp: str, tensors: dict[str, np.ndarray], sparsity: dict[str, float],
                  sizes: dict[str, int], figures: dict[str, Any]) -> None:
     """Every file of the export, into the empty folder `tmp`."""
     from safetensors import SafetensorError

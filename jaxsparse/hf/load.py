@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxsparse.errors import ConfigError
 from jaxsparse.hf import files
-from jaxsparse.hf.config import check_llama_config
+from jaxsparse.hf.hf_config import check_llama_config
 from jaxsparse.hf.convert import expected_hf_shapes, from_hf
 from jaxsparse.models import ModelConfig
 

@@ -24,7 +24,7 @@ from jax.sharding import Mesh
 
 from jaxsparse import data as data_lib
 from jaxsparse import models
-from jaxsparse.data.config import with_defaults
+from jaxsparse.data.data_config import with_defaults
 from jaxsparse.errors import ConfigError
 from jaxsparse.train.workdir import layout
 from jaxsparse.train.workdir.fallback import named_step_damaged

@@ -15,8 +15,8 @@ from typing import Optional, Sequence
 
 from jaxsparse.errors import ArgumentParser, as_bad_input, entry_point
 
-from .accounting import attention_flops_per_token, flops_per_token, param_counts
-from .config import SIZES, get_config
+from .accounting import attention_flops_per_token, flops_per_token, formula_param_counts
+from .model_config import SIZES, get_config
 
 
 @entry_point
@@ -31,7 +31,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         overrides = {} if args.vocab_size is None else {"vocab_size": args.vocab_size}
         config = get_config(args.size, **overrides)
         seq_len = config.max_seq_len if args.seq_len is None else args.seq_len
-        report = {"name": args.size.lower(), "config": dataclasses.asdict(config), **param_counts(config),
+        report = {"name": args.size.lower(), "config": dataclasses.asdict(config), **formula_param_counts(config),
                   "seq_len": seq_len, "flops_per_token": flops_per_token(config, seq_len),
                   "attention_flops_per_token": attention_flops_per_token(config, seq_len)}
         if args.density is not None:

@@ -4,10 +4,10 @@ Counts are numbers of scalar parameters; FLOPs are floating-point operations (a 
 """
 from __future__ import annotations
 
-from .config import ModelConfig
+from .model_config import ModelConfig
 
 
-def param_counts(config: ModelConfig) -> dict[str, int]:
+def formula_param_counts(config: ModelConfig) -> dict[str, int]:
     """Parameter counts of the model described by `config`.
 
     Returns a dict of ints:
@@ -65,7 +65,7 @@ def flops_per_token(config: ModelConfig, seq_len: int, density: float = 1.0) -> 
         raise ValueError(f"seq_len={seq_len!r}: must be an integer >= 1 (tokens)")
     if not isinstance(density, (int, float)) or not 0.0 <= float(density) <= 1.0:
         raise ValueError(f"density={density!r}: must be a number in [0, 1] (fraction of prunable weights kept)")
-    linear = 6.0 * float(density) * param_counts(config)["prunable"]
+    linear = 6.0 * float(density) * formula_param_counts(config)["prunable"]
     return int(round(linear)) + attention_flops_per_token(config, seq_len)
 
 

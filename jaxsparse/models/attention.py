@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from . import sharding
-from .config import ATTENTION_IMPLS
+from .model_config import ATTENTION_IMPLS
 
 
 def _reference(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:

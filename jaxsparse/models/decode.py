@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .config import ModelConfig
+from .model_config import ModelConfig
 from .layers import Block, ShardedMaskedDense, rotary_qkv
 from .loss import logits_of
 from .transformer import decoder_trunk

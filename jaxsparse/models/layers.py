@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from .attention import causal_attention
-from .config import ModelConfig
+from .model_config import ModelConfig
 from .sharding import constrain, gathered
 
 Initializer = Callable[..., jax.Array]

@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .config import ModelConfig
+from .model_config import ModelConfig
 from .layers import EMBED, MASKS, Block, ShardedMaskedDense, RMSNorm
 from .loss import cross_entropy_sums, logits_of
 from .sharding import constrain, gathered

@@ -33,7 +33,7 @@ from jaxsparse.sweep.collect import finished as finished_runs
 from jaxsparse.sweep.spec import RunSpec, SweepError
 from jaxsparse.errors import EXIT_PREEMPTED
 from jaxsparse.train.workdir import layout
-from jaxsparse.train.workdir import lock as workdir_lock
+from jaxsparse.train.workdir import lock
 from jaxsparse.train.loop.console import format_duration
 
 __all__ = ["LocalRunner", "is_done"]
@@ -61,10 +61,10 @@ def _child_setup(parent: int, cores: list[int] | None) -> None:
 
 def lock_holder(workdir: str) -> str | None:
     """Why a trainer must not start on `workdir` now (a live or uncheckable lock), else None."""
-    record = workdir_lock.read_lock(workdir)
-    if record is None or workdir_lock.holder_state(record) == "stale":
+    record = lock.read_lock(workdir)
+    if record is None or lock.holder_state(record) == "stale":
         return None  # a stale lock: the trainer takes it over with a message
-    return (f"its workdir is locked by {workdir_lock.describe(record)} "
+    return (f"its workdir is locked by {lock.describe(record)} "
             f"({layout.lock_path(workdir)})")
 
 

@@ -18,9 +18,9 @@ from jaxsparse.train.resolve.parts import model_config, total_steps
 
 
 def config_param_counts(config: ml_collections.ConfigDict) -> dict[str, int]:
-    """Parameter counts (jaxsparse.models.param_counts keys) of the model `config` trains with the
+    """Parameter counts (jaxsparse.models.formula_param_counts keys) of the model `config` trains with the
     byte tokenizer (the embedded corpus's), the vocabulary padded as the trainer pads it."""
-    return models.param_counts(model_config(config, ByteTokenizer.vocab_size))
+    return models.formula_param_counts(model_config(config, ByteTokenizer.vocab_size))
 
 
 def steps_for(config: ml_collections.ConfigDict, budget: float, n_total: int) -> int:

@@ -11,7 +11,7 @@ the compiled steps), ``workdir`` (the run directory and its checkpoints), ``loop
 loop), and ``target`` (compiling for a TPU slice that is not here).
 """
 from jaxsparse.train.loop.driver import TrainingFault, train
-from jaxsparse.train.resolve.config import base_config, validate
+from jaxsparse.train.resolve.train_config import base_config, validate
 from jaxsparse.train.resolve.overrides import parse_budget, parse_config_args
 from jaxsparse.train.resolve.plan import Plan
 from jaxsparse.train.resolve.run import Run, prepare

@@ -30,7 +30,7 @@ from ml_collections import config_flags
 
 from jaxsparse import noise
 from jaxsparse.errors import EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED, ConfigError, entry_point
-from jaxsparse.train.resolve import flags as cli_args
+from jaxsparse.train.resolve.flags import parse_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py[:args]).",
                                           lock_config=True)
@@ -105,14 +105,14 @@ def run(argv: list[str]) -> int:
     if len(argv) > 1:
         raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])} (flags look like --name=value)")
     config = _config()
-    from jaxsparse.train.resolve import config as config_lib  # after flag parsing: keeps --help fast
+    from jaxsparse.train.resolve import train_config  # after flag parsing: keeps --help fast
     from jaxsparse.train.loop import driver as loop
     if _PRINT_CONFIG.value:
-        print(config_lib.describe(config))
+        print(train_config.describe_keys(config))
         return EXIT_OK
     if _COMPILE_FOR.value:  # nothing is written; exit 0 fits, 4 does not fit
-        from jaxsparse.train.target import compile_for as compile_target
-        return compile_target.main(config, _COMPILE_FOR.value, dry_run=_DRY_RUN.value)
+        from jaxsparse.train.tpu_target import compile_for
+        return compile_for.main(config, _COMPILE_FOR.value, dry_run=_DRY_RUN.value)
     if _DRY_RUN.value:
         print(json.dumps(loop.prepare(config).plan.to_json(), indent=2))
         return EXIT_OK
@@ -133,4 +133,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli_args.parse_flags)
+    app.run(main, flags_parser=parse_flags)

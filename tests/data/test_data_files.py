@@ -11,7 +11,7 @@ import os
 import pytest
 import zstandard
 
-from jaxsparse.data import config as data_config
+from jaxsparse.data import data_config
 from jaxsparse.data import corpus, local_files, tfds_builder
 from jaxsparse.errors import ConfigError
 
@@ -55,7 +55,7 @@ def test_a_symlink_to_a_regular_file_is_read_and_a_dangling_one_is_named(tmp_pat
     (root / "link.txt").symlink_to(elsewhere)
     (root / "notes.md").symlink_to("/dev/zero")  # no corpus suffix: skipped, never opened
     cfg = small_config(f"text:{root}", str(tmp_path / "tfds"))
-    _, sources = tfds_builder.open_dataset(cfg)
+    _, sources = tfds_builder.open_splits(cfg)
     texts = [s[i]["text"].decode() for s in sources.values() for i in range(len(s))]
     assert any(t.startswith("[linked]") for t in texts)
     (root / "gone.txt").symlink_to(tmp_path / "missing.txt")

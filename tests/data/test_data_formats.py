@@ -15,7 +15,7 @@ import pytest
 import zstandard
 
 from jaxsparse import data
-from jaxsparse.data import config as data_config
+from jaxsparse.data import data_config
 from jaxsparse.data import corpus, sources, tfds_builder
 from jaxsparse.errors import ConfigError
 
@@ -49,7 +49,7 @@ def test_parquet_corpus_reads_every_row_once_by_row_group(fineweb, data_dir):
     assert [pq.ParquetFile(p).num_row_groups for p in sorted(fineweb.glob("*.parquet"))] == [5, 4]
     want = fineweb_rows(240, 0)["text"] + fineweb_rows(160, 1, start=240)["text"]
     cfg = small_config(f"parquet:{fineweb}", data_dir, shards=4)
-    dataset_id, split_sources = tfds_builder.open_dataset(cfg)
+    dataset_id, split_sources = tfds_builder.open_splits(cfg)
     assert dataset_id.startswith("jaxsparse_text/10bt_")
     assert sorted(_texts(split_sources)) == sorted(want)  # each row is one document, in one split
     assert 0.03 < len(split_sources["validation"]) / len(want) < 0.25
@@ -59,7 +59,7 @@ def test_parquet_corpus_reads_every_row_once_by_row_group(fineweb, data_dir):
     assert keys == [f"000_00000.parquet#{i}" for i in range(240)] + [f"001_00000.parquet#{i}" for i in range(160)]
     # A glob and a single file select their files; relative paths start before the first wildcard.
     for value in (f"{fineweb}/001_*.parquet", f"{fineweb.parent}/**/001_*.parquet", f"{fineweb}/001_00000.parquet"):
-        _, part = tfds_builder.open_dataset(small_config(f"parquet:{value}", data_dir))
+        _, part = tfds_builder.open_splits(small_config(f"parquet:{value}", data_dir))
         assert sorted(_texts(part)) == sorted(want[240:]), value
 
 
@@ -67,10 +67,10 @@ def test_parquet_cache_is_keyed_by_content(tmp_path):
     root = tmp_path / "shards"
     write_fineweb_parquet(root / "a.parquet", 60, 20, seed=0)
     cfg = small_config(f"parquet:{root}", str(tmp_path / "tfds"))
-    first_id, _ = tfds_builder.open_dataset(cfg)
-    assert tfds_builder.open_dataset(cfg)[0] == first_id
+    first_id, _ = tfds_builder.open_splits(cfg)
+    assert tfds_builder.open_splits(cfg)[0] == first_id
     write_fineweb_parquet(root / "a.parquet", 60, 20, seed=3)  # same name and shape, other rows
-    second_id, second = tfds_builder.open_dataset(cfg)
+    second_id, second = tfds_builder.open_splits(cfg)
     assert second_id != first_id and sorted(_texts(second)) == sorted(fineweb_rows(60, 3)["text"])
 
 
@@ -83,17 +83,17 @@ def test_the_text_column_is_chosen_by_config_and_null_rows_are_named(tmp_path):
     cfg = small_config(f"parquet:{root}", str(tmp_path / "tfds"))
     with pytest.raises(ConfigError, match=r"c.parquet has no column config.data.text_column='text'; its "
                                           r"columns are \['content', 'n'\]"):
-        tfds_builder.open_dataset(cfg)
+        tfds_builder.open_splits(cfg)
     cfg.text_column = "content"
     with pytest.warns(UserWarning, match=r"1 record\(s\) skipped \(no string 'content'.*c.parquet:row 29"):
-        _, split_sources = tfds_builder.open_dataset(cfg)
+        _, split_sources = tfds_builder.open_splits(cfg)
     assert sorted(_texts(split_sources)) == sorted(docs[:29])
     # The same key names a JSON lines field.
     jsonl = tmp_path / "jsonl"
     jsonl.mkdir()
     (jsonl / "c.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps({"content": d}) + "\n"
                                                              for d in docs).encode()))
-    _, split_sources = tfds_builder.open_dataset(small_config(f"text:{jsonl}", str(tmp_path / "tfds"),
+    _, split_sources = tfds_builder.open_splits(small_config(f"text:{jsonl}", str(tmp_path / "tfds"),
                                                               text_column="content"))
     assert sorted(_texts(split_sources)) == sorted(docs)
 
@@ -171,7 +171,7 @@ def test_batches_do_not_depend_on_the_process_count_and_resume_exactly(kind, fin
     else:
         root, texts = _zstd_corpus(tmp_path / "zst")
         cfg = small_config(f"text:{root}", data_dir, shards=4, read_threads=2)
-        assert sorted(_texts(tfds_builder.open_dataset(cfg)[1])) == sorted(texts)
+        assert sorted(_texts(tfds_builder.open_splits(cfg)[1])) == sorted(texts)
     one = _iterators(cfg, 1)
     want = _global(one, 10)
     two = _iterators(cfg, 2)
@@ -208,7 +208,7 @@ def test_a_new_source_is_one_module(tmp_path):
         docs = [f"[t{i}] tab separated words" for i in range(40)]
         (tmp_path / "tsv" / "a.tsv").write_text("".join(f"{i}\t{d}\n" for i, d in enumerate(docs)))
         cfg = small_config(f"tsv:{tmp_path / 'tsv'}", str(tmp_path / "tfds"))
-        dataset_id, split_sources = tfds_builder.open_dataset(cfg)
+        dataset_id, split_sources = tfds_builder.open_splits(cfg)
         assert dataset_id.startswith("jaxsparse_text/tsv_") and sorted(_texts(split_sources)) == sorted(docs)
     finally:
         sources.SOURCES.pop("tsv")

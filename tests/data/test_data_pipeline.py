@@ -32,7 +32,7 @@ def cfg(tmp_path_factory):
 
 
 def _train_texts(cfg) -> list[str]:
-    src = tfds_builder.open_dataset(cfg)[1]["train"]
+    src = tfds_builder.open_splits(cfg)[1]["train"]
     return [src[i]["text"].decode("utf-8") for i in range(len(src))]
 
 
@@ -144,7 +144,7 @@ def test_eval_batches_are_fixed_and_split_by_process(cfg):
         )
         for a, b in zip(part, full):
             np.testing.assert_array_equal(a["targets"], b["targets"][2 * p : 2 * p + 2])
-    val_docs = tfds_builder.open_dataset(cfg)[1]["validation"]
+    val_docs = tfds_builder.open_splits(cfg)[1]["validation"]
     assert _documents(_stream(full))[0] == val_docs[0]["text"].decode("utf-8")
     with pytest.raises(ConfigError, match=r"config\.eval\.batches=2.*config\.train\.seq_len=4096"):
         data.make_eval_batches(
@@ -184,7 +184,7 @@ def test_to_global_batch_on_8_devices(cfg):
 
 def test_prepared_tfds_path_reads_the_same_data(cfg):
     """The prepared-tfds code path (as for c4/en) reads a locally built dataset by name."""
-    dataset_id, _ = tfds_builder.open_dataset(cfg)
+    dataset_id, _ = tfds_builder.open_splits(cfg)
     by_name = cfg.copy_and_resolve_references()
     by_name.dataset = dataset_id.rsplit("/", 1)[0]  # "jaxsparse_text/<config>"
     kw = dict(seq_len=SEQ, global_batch_size=4, process_index=0, process_count=1)
@@ -209,7 +209,7 @@ def test_cli_inspect_and_train_tokenizer(cfg, tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     info = json.loads(out.stdout)
-    _, sources = tfds_builder.open_dataset(cfg)
+    _, sources = tfds_builder.open_splits(cfg)
     for split in ("train", "validation"):
         src = sources[split]
         expected = sum(len(src[i]["text"]) + 2 for i in range(len(src)))  # bytes + BOS + EOS

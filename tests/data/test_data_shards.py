@@ -101,7 +101,7 @@ def test_a_state_lacking_a_process_shards_is_refused(cfg):
 def test_shard_rows_come_from_disjoint_document_slices_covering_the_epoch(cfg):
     """Shard s fills rows [2s, 2s+2) from its own documents; over all shards each train document of the
     first epoch is read exactly once."""
-    train = tfds_builder.open_dataset(cfg)[1]["train"]
+    train = tfds_builder.open_splits(cfg)[1]["train"]
     texts = collections.Counter(train[i]["text"].decode("utf-8") for i in range(len(train)))
     it = _iterators(cfg, 1)[0]
     rows_per_shard = BATCH // SHARDS

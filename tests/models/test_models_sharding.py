@@ -98,7 +98,7 @@ def test_kernels_are_gathered_masked_before_use(mesh):
     """FSDP's gather before use (models.sharding.gathered): the compiled gradient step on the mesh
     all-gathers exactly the kernels and the embedding table, each once and already masked (never a bool
     mask beside it), and no activation or token batch. (XLA:CPU widens bfloat16 collectives to float32;
-    tests/train/target/test_compile_for.py checks the TPU step.)"""
+    tests/train/tpu_target/test_compile_for.py checks the TPU step.)"""
     cfg = get_config("test", dtype="bfloat16")
     model = Transformer(cfg)
     tokens = jnp.zeros((8, 16), jnp.int32)

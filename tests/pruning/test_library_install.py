@@ -78,7 +78,7 @@ def test_pruning_library_imports_and_trains_without_the_trainer_stack():
 
 def test_the_blocker_does_block():
     """The same finder makes a trainer module fail to import (so the test above can fail)."""
-    script = SCRIPT.split("import jax, jax.numpy")[0] + "import jaxsparse.train.resolve.config\n"
+    script = SCRIPT.split("import jax, jax.numpy")[0] + "import jaxsparse.train.resolve.train_config\n"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", script, ",".join(BLOCKED)], capture_output=True,
                           text=True, env=env, cwd=ROOT, timeout=300)

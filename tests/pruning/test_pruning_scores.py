@@ -163,11 +163,11 @@ def test_a_score_with_a_wrong_leaf_is_refused_naming_it():
 @pytest.mark.parametrize("name", ["magnitude", "random", "saliency"])
 def test_config_key_pruning_score_reaches_the_trainer_optimizer(name):
     from jaxsparse.pruning import score_by_name
-    from jaxsparse.train.resolve import config as config_lib
+    from jaxsparse.train.resolve import train_config
     from jaxsparse.train.resolve.optimizer import pruning_schedule
     from jaxsparse.train.resolve.optimizer import learning_rate_schedule, make_optimizer
 
-    config = config_lib.base_config()
+    config = train_config.base_config()
     config.pruning.score = name
     config.pruning.update(schedule="one_shot", start=0.1, end=0.1, interval=1, final_sparsity=0.7)
     config.train.grad_clip = 0.0
@@ -187,10 +187,10 @@ def test_config_key_pruning_score_reaches_the_trainer_optimizer(name):
 
 @pytest.mark.trainer
 def test_config_rejects_an_unknown_score_naming_the_allowed_ones():
-    from jaxsparse.train.resolve import config as config_lib
+    from jaxsparse.train.resolve import train_config
 
-    config = config_lib.base_config()
+    config = train_config.base_config()
     config.train.steps = 100
     config.pruning.score = "wanda"
     with pytest.raises(ValueError, match="pruning.score='wanda'.*magnitude.*random.*saliency"):
-        config_lib.validate(config)
+        train_config.validate(config)

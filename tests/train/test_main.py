@@ -67,11 +67,11 @@ BAD_INPUT = [  # (id, config file text or None for configs/tiny.py, extra args, 
     ("get_config raises", "def get_config():\n    raise RuntimeError('no corpus here')\n", [],
      ["bad.py", "no corpus here"]),
     ("unknown key in the file",
-     "from jaxsparse.train.resolve.config import base_config\n"
+     "from jaxsparse.train.resolve.train_config import base_config\n"
      "def get_config():\n    c = base_config()\n    c.train.stpes = 3\n    return c\n", ["--dry_run"],
      ["unknown key train.stpes", "did you mean train.steps?"]),
     ("unknown data key in the file",
-     "from jaxsparse.train.resolve.config import base_config\n"
+     "from jaxsparse.train.resolve.train_config import base_config\n"
      "def get_config():\n    c = base_config()\n    c.data.tokenzier = 'bytes'\n    return c\n",
      ["--dry_run"], ["data.tokenzier", "did you mean data.tokenizer?"]),
     ("unknown override", None, ["--config.train.stesp=3"], ["train.stesp", "did you mean train.steps?"]),
@@ -110,7 +110,7 @@ def test_print_config_lists_every_key_with_value_default_and_doc(corpus, env):
     out = run_cli([*train_cmd(corpus, REPO)[:4], "--config.train.steps=7", "--print_config"], env)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = {line.split(" = ")[0]: line for line in out.stdout.splitlines()}
-    from jaxsparse.train.resolve.config import key_docs
+    from jaxsparse.train.resolve.train_config import key_docs
     assert set(key_docs()) <= set(lines)  # every key, data's included
     assert lines["train.steps"].startswith("train.steps = 7 ")
     assert "optimizer steps" in lines["train.steps"] and "(default 0)" in lines["train.steps"]

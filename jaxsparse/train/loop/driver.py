@@ -18,7 +18,7 @@ import ml_collections
 from jaxsparse.errors import ConfigError, Fault
 from jaxsparse.train.workdir import layout
 from jaxsparse.train.resolve import environment
-from jaxsparse.train.workdir import lock as workdir_lock
+from jaxsparse.train.workdir import lock
 from jaxsparse.train.workdir.check import make_writable, move_previous_outputs, outputs_to_set_aside
 from jaxsparse.train.workdir.checkpoints import Checkpointer
 from jaxsparse.train.loop.console import say
@@ -81,7 +81,7 @@ def _train_in(run: Run, workdir: str, stack: contextlib.ExitStack, restart: bool
     anything is compiled), compile the steps once (deciding "auto" and checking its memory plan
     unless `force`), then hand the loop to a Session, with the log routed to `log` (started
     once steps run: what fails after is a fault)."""
-    stack.enter_context(workdir_lock.held(workdir))  # one trainer per workdir
+    stack.enter_context(lock.held(workdir))  # one trainer per workdir
     if outputs_to_set_aside(workdir, restart):  # outputs no checkpoint resumes
         move_previous_outputs(workdir, "--restart" if restart else
                               "metrics of an attempt that saved no checkpoint")

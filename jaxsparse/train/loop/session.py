@@ -34,7 +34,7 @@ from jaxsparse.train.resolve.run import Run
 from jaxsparse.train.steps.compiled import CompiledSteps
 from jaxsparse.train.steps.state import create_state
 from jaxsparse.train.steps.step import active_params
-from jaxsparse.train.workdir import fallback as ckpt_fallback
+from jaxsparse.train.workdir import fallback
 from jaxsparse.train.workdir.checkpoints import Checkpointer, Restored
 from jaxsparse.train.workdir.records import MetricsWriter
 
@@ -115,7 +115,7 @@ class Session:
             self.eval_loss = self.eval_loss if out.eval_loss is None else out.eval_loss
             self.writer.write_all(out.records)
             if out.divergence is not None:  # raised once the spoiled checkpoints are set aside
-                last_good = ckpt_fallback.set_aside_from(self.ckpt, out.first_bad - 1, "its "
+                last_good = fallback.set_aside_from(self.ckpt, out.first_bad - 1, "its "
                                                          f"parameters gave a non-finite loss at step {out.first_bad}")
                 raise FloatingPointError(out.divergence.replace(actions.LAST_GOOD, last_good))
             saved = None

@@ -1,7 +1,7 @@
 """Flag parsing of the trainer's command line, with every input error as one plain line, exit 2.
 
 Handles `--help` (exit 0, pointing to `--print_config`), resolves `--config=FILE[:args]` once
-(`config_args.resolve_config_file`: the current directory, then the project root), refuses an
+(`overrides.resolve_config_file`: the current directory, then the project root), refuses an
 unknown `--config.<key>` override with the nearest known key (`config_keys.check_overrides`), and
 turns what loading a config file can raise (missing file, syntax error, a failing get_config, a bad
 argument) into one ConfigError that names the file; `errors.entry_point` prints it and exits 2.
@@ -69,7 +69,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     if any(a in HELP_FLAGS for a in argv[1:]):
         _print_help(full="--helpfull" in argv)
         return sys.exit(EXIT_OK)
-    from jaxsparse.train.resolve.config import base_config
+    from jaxsparse.train.resolve.train_config import base_config
     config_file = None
     try:
         argv, config_file = _resolve_config_arg(argv)

@@ -3,7 +3,7 @@ before: the loop's fields, the vocabulary, the device mesh, the ModelConfig, the
 against a `model.init_from` checkpoint), its abstract params, the prunable leaves, the parameter
 counts and the step count.
 
-`describe(config, grad_accum, local_devices)` resolves them all for
+`build_parts(config, grad_accum, local_devices)` resolves them all for
 `jaxsparse.train.resolve.run.prepare`; the pieces are public for the callers that need one
 (`--compile_for` builds a TPU slice's mesh, sweeps the model config and step count). Every
 failure is a `ConfigError` naming the field: bad input, nothing computed.
@@ -25,7 +25,7 @@ from jaxsparse import data as data_lib
 from jaxsparse import models
 from jaxsparse.errors import ConfigError
 from jaxsparse.pruning import prunable_flags
-from jaxsparse.train.resolve import config as config_lib
+from jaxsparse.train.resolve import train_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +44,7 @@ class ParamCounts:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Parts:
-    """What `describe` resolved. mesh: None when planned for another machine; abstract_params:
+    """What `build_parts` resolved. mesh: None when planned for another machine; abstract_params:
     `jax.ShapeDtypeStruct` leaves of the params tree; steps: optimizer steps; loop_fields: the
     `Run` fields the loop reads (`loop_fields`)."""
 
@@ -58,7 +58,7 @@ class Parts:
     steps: int
 
 
-def describe(config: ml_collections.ConfigDict, grad_accum: int | None,
+def build_parts(config: ml_collections.ConfigDict, grad_accum: int | None,
              local_devices: bool = True) -> Parts:
     """The Parts of a validated `config` (`config.validate`); `grad_accum` from
     `config.grad_accum_of` (None for "auto": the mesh is checked for one micro-batch);
@@ -75,7 +75,7 @@ def describe(config: ml_collections.ConfigDict, grad_accum: int | None,
         hf_load.check_folder(folder, model_cfg)
     abstract_params = jax.eval_shape(lambda: nn.unbox(model.init(
         jax.random.key(0), jnp.zeros((1, config.train.seq_len), jnp.int32)))["params"])
-    params = param_counts(abstract_params, prunable(config, abstract_params))
+    params = measured_param_counts(abstract_params, prunable(config, abstract_params))
     return Parts(loop_fields=fields, vocab=vocab, mesh=mesh, model_config=model_cfg, model=model,
                  abstract_params=abstract_params, params=params,
                  steps=total_steps(config, params.total))
@@ -141,7 +141,7 @@ def build_mesh(config: ml_collections.ConfigDict, devices: list | None = None) -
     Raises ConfigError naming config.mesh.* when the axes do not match the device count, or
     config.train.batch_size when the batch does not split over data x fsdp (per micro-batch).
     """
-    return _mesh(config, config_lib.grad_accum_of(config), devices)
+    return _mesh(config, train_config.grad_accum_of(config), devices)
 
 
 def _mesh(config: ml_collections.ConfigDict, grad_accum: int | None, devices: list | None) -> Mesh:
@@ -188,7 +188,7 @@ def prunable(config: ml_collections.ConfigDict, abstract_params: Any) -> list[bo
         raise ConfigError(f"config.pruning: {err}") from err
 
 
-def param_counts(abstract_params: Any, flags: list[bool]) -> ParamCounts:
+def measured_param_counts(abstract_params: Any, flags: list[bool]) -> ParamCounts:
     """Counts from the abstract params (`jax.eval_shape` of init) and the transform's flags
     (`prunable`, one per leaf)."""
     flat = jax.tree_util.tree_flatten_with_path(abstract_params)[0]

@@ -1,7 +1,7 @@
 """The resolved run: the config read once into typed objects that everything else takes.
 
 `prepare(config)` validates the config, then builds, exactly once each, the mesh, the model config,
-the model (through `jaxsparse.models.build`) and the step count (`parts.describe`), the pruning
+the model (through `jaxsparse.models.build`) and the step count (`parts.build_parts`), the pruning
 `Schedule` and the optax transform (`optimizer.resolve_optimizer`) and the `Plan`
 (`plan.make_plan`), and returns them as a frozen `Run`. The loop, the checkpoint
 identity, the report, the dry run and the sweep all read the Run (or its Plan).
@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 from jaxsparse import models
 from jaxsparse.errors import ConfigError
 from jaxsparse.pruning import Schedule
-from jaxsparse.train.resolve import config as config_lib
+from jaxsparse.train.resolve import train_config
 from jaxsparse.train.resolve import parts as parts_lib
 from jaxsparse.train.resolve.optimizer import resolve_optimizer
 from jaxsparse.train.resolve.parts import model_config
@@ -124,9 +124,9 @@ def prepare(config: ml_collections.ConfigDict, *, local_devices: bool = True) ->
     local_devices=False plans for another machine: no mesh, `plan.mesh` is {}. The memory plan is
     checked against the devices by `train`. Raises ConfigError naming the field on bad input.
     """
-    config_lib.validate(config)
-    grad_accum = config_lib.grad_accum_of(config)
-    parts = parts_lib.describe(config, grad_accum, local_devices)
+    train_config.validate(config)
+    grad_accum = train_config.grad_accum_of(config)
+    parts = parts_lib.build_parts(config, grad_accum, local_devices)
     sched, learning_rate, tx = resolve_optimizer(config, parts.steps, parts.abstract_params)
     plan = make_plan(size=config.model.size, model_cfg=parts.model_config, params=parts.params,
                      steps=parts.steps, batch_size=config.train.batch_size,

@@ -2,7 +2,7 @@
 pick `train.grad_accum="auto"` by compiling, keeping the chosen steps' executables.
 
 Used by the trainer (`for_run`: the steps its session calls, compiled once) and by
-`jaxsparse.train.target.compile_for` (`--compile_for=SLICE`). `run` arguments are resolved runs
+`jaxsparse.train.tpu_target.compile_for` (`--compile_for=SLICE`). `run` arguments are resolved runs
 (`jaxsparse.train.resolve.run.Run`: model, tx, batch_size, seq_len, grad_accum, mesh); bytes are
 per device.
 """

@@ -5,7 +5,7 @@ checksums of every state array, of the data state and of the rest of the meta (`
 
 Saves are asynchronous (orbax renames a temporary directory when complete). A checkpoint whose
 metadata or data cannot be read or does not match its checksums is damaged. `restore_newest_intact`
-(ckpt_fallback) is the one fallback of every reader: the trainer sets a damaged checkpoint aside as
+(`fallback.newest_intact`) is the one fallback of every reader: the trainer sets a damaged checkpoint aside as
 ``<step>.corrupt-<UTC time>`` (renamed, never deleted); generate, evaluate and export read the next
 older one, changing nothing. A file this user may not read is
 not damage (ConfigError, nothing set aside). Only orbax's keep-N policy deletes checkpoints.
@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 
 from jaxsparse.errors import ConfigError
 from jaxsparse.train.workdir import checksum
-from jaxsparse.train.workdir import fallback as ckpt_fallback
+from jaxsparse.train.workdir import fallback
 from jaxsparse.train.workdir import layout
 from jaxsparse.train.workdir.fallback import DamagedCheckpoint, short, warn
 from jaxsparse.train.steps.state import TrainState
@@ -125,7 +125,7 @@ class Checkpointer:
             if summary_json is not None:
                 return summary_json, None
         try:
-            return None, ckpt_fallback.newest_intact(self, abstract, ident, set_aside=True)
+            return None, fallback.newest_intact(self, abstract, ident, set_aside=True)
         except ConfigError:
             raise
         except ValueError as err:  # arrays of another shape: another run's checkpoint
@@ -175,7 +175,7 @@ class Checkpointer:
         else:
             unreadable = None
         if unreadable:
-            ckpt_fallback.drop_failed_read_noise()
+            fallback.drop_failed_read_noise()
             raise DamagedCheckpoint(unreadable)
         expected = meta.get("checksums")
         bad = []
@@ -224,13 +224,13 @@ class Checkpointer:
         try:
             return self.restore_verified(step, abstract, ident)
         except DamagedCheckpoint as err:
-            raise ckpt_fallback.named_step_damaged(self.path(step), step, str(err)) from err
+            raise fallback.named_step_damaged(self.path(step), step, str(err)) from err
 
     def restore_newest_intact(self, abstract: Abstract, ident: dict | None,
                               set_aside: bool = True) -> Restored | None:
-        """The newest checkpoint that verifies, or None if the workdir has none (ckpt_fallback:
+        """The newest checkpoint that verifies, or None if the workdir has none (fallback:
         the trainer, `set_aside`, renames damaged ones aside; a reader leaves them). Collective."""
-        return ckpt_fallback.newest_intact(self, abstract, ident, set_aside)
+        return fallback.newest_intact(self, abstract, ident, set_aside)
 
     def set_aside(self, step: int, reason: str | None, tag: str = layout.CORRUPT_TAG,
                   what: str = "is damaged") -> str:

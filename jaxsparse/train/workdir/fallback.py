@@ -5,7 +5,7 @@ The trainer reports each newer damaged checkpoint by path and step and sets it a
 (``Checkpointer.set_aside``: renamed ``<step>.corrupt-<UTC time>``, never deleted); generate, evaluate
 and export report it and read the next older one, changing nothing. A reader beside a live trainer
 (which saves new checkpoints and removes old ones) lists the steps again instead of calling a
-vanished or overtaken step damaged. Works on a `checkpointing.Checkpointer` (duck-typed here, so this
+vanished or overtaken step damaged. Works on a `checkpoints.Checkpointer` (duck-typed here, so this
 module imports nothing of it).
 """
 from __future__ import annotations

@@ -11,19 +11,19 @@ from train_utils import tiny_config
 from jaxsparse import models
 from jaxsparse.data import ByteTokenizer
 from jaxsparse.errors import ConfigError
-from jaxsparse.train.resolve import config as config_lib
+from jaxsparse.train.resolve import train_config
 from jaxsparse.train.resolve import parts
 
 
 def _described(config, local_devices=True):
-    config_lib.validate(config)
-    return parts.describe(config, config_lib.grad_accum_of(config), local_devices)
+    train_config.validate(config)
+    return parts.build_parts(config, train_config.grad_accum_of(config), local_devices)
 
 
 def test_describe_counts_the_models_params_and_derives_steps_from_the_budget(corpus):
     config = tiny_config(corpus, **{"train.steps": 0, "train.budget": 20.0})
     p = _described(config)
-    want = models.param_counts(p.model_config)
+    want = models.formula_param_counts(p.model_config)
     assert (p.params.total, p.params.prunable) == (want["total"], want["prunable"])
     assert p.params.embedding == p.model_config.vocab_size * p.model_config.d_model
     assert p.params.other == p.params.total - p.params.prunable > 0
@@ -43,7 +43,7 @@ def test_describe_for_another_machine_builds_no_mesh(corpus):
 def test_prunable_follows_the_include_and_exclude_patterns(corpus):
     p = _described(tiny_config(corpus))
     flags = parts.prunable(tiny_config(corpus, **{"pruning.exclude": "mlp"}), p.abstract_params)
-    fewer = parts.param_counts(p.abstract_params, flags)
+    fewer = parts.measured_param_counts(p.abstract_params, flags)
     assert 0 < fewer.prunable < p.params.prunable and fewer.total == p.params.total
     with pytest.raises(ConfigError, match="config.pruning"):
         parts.prunable(tiny_config(corpus, **{"pruning.include": "("}), p.abstract_params)

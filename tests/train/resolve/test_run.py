@@ -11,7 +11,7 @@ from jaxsparse import data as data_lib
 from jaxsparse.errors import ConfigError
 from jaxsparse.pruning import average_param_count
 from jaxsparse.train import prepare
-from jaxsparse.train.resolve import config as config_lib
+from jaxsparse.train.resolve import train_config
 from jaxsparse.train.resolve import run as run_lib
 
 
@@ -28,7 +28,7 @@ def _counting(monkeypatch, module, name):
 
 def test_prepare_validates_once_loads_the_tokenizer_once_and_writes_nothing(
         corpus, tmp_path, monkeypatch):
-    validations = _counting(monkeypatch, config_lib, "validate")
+    validations = _counting(monkeypatch, train_config, "validate")
     tokenizers = _counting(monkeypatch, data_lib, "get_tokenizer")
     config = tiny_config(corpus, **{"train.grad_accum": "auto", "data.data_dir": str(tmp_path / "data")})
     run = prepare(config)
@@ -109,7 +109,7 @@ def test_the_trainer_builds_its_model_through_the_registry(corpus):
     config = tiny_config(corpus, **{"model.family": "test_counting_llama"})
     run = prepare(config)
     assert built == [run.model_config]  # built once, through the seam
-    assert run.plan.params.total == models.param_counts(run.model_config)["total"]
+    assert run.plan.params.total == models.formula_param_counts(run.model_config)["total"]
     fields = {f"model.{f.name}" for f in dataclasses.fields(run.model_config)}
     model_keys = {k for k in run.identity if k.startswith("model.")}
     compute_only = {"model.remat", "model.remat_policy", "model.attention", "model.loss_chunk"}

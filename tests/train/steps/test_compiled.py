@@ -15,7 +15,7 @@ from train_utils import REPO, tiny_config
 
 from jaxsparse import models
 from jaxsparse.train import prepare, train
-from jaxsparse.train.resolve import config as config_lib
+from jaxsparse.train.resolve import train_config
 from jaxsparse.train.resolve import environment
 from jaxsparse.train.steps import compiled
 from jaxsparse.train.steps.state import abstract_state
@@ -80,10 +80,10 @@ def paper(arg):
 def test_grad_accum_auto_resolves_on_cpu_and_searches_candidates():
     config = paper("size=58m,batch=32")
     config.train.grad_accum = "auto"
-    config_lib.validate(config)  # "auto" is a valid value
+    train_config.validate(config)  # "auto" is a valid value
     assert prepare(config).grad_accum is None  # decided by compiling (tests/train/steps/test_compiled.py)
     assert compiled.accum_candidates(4096, 64) == [1, 2, 4, 8, 16, 32, 64]
     assert compiled.accum_candidates(48, 8) == [1, 2, 3, 6]
     config.train.grad_accum = "sometimes"
     with pytest.raises(ValueError, match="train.grad_accum"):
-        config_lib.validate(config)
+        train_config.validate(config)

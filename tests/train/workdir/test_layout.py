@@ -27,7 +27,7 @@ ALLOWED = {
     # hf/ sits below the trainer (it imports nothing from it): the card names where N̄ came from.
     ("hf/card.py", layout.SUMMARY),
     # the config key metrics.tensorboard (whether to write the directory), not a path.
-    ("train/resolve/config.py", layout.TENSORBOARD),
+    ("train/resolve/train_config.py", layout.TENSORBOARD),
     # parses --shard K/N, lists no directory.
     ("sweep/__main__.py", "isdigit"),
     # parses SLURM_NTASKS, lists no directory.

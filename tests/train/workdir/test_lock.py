@@ -13,7 +13,7 @@ import pytest
 from train_utils import cli_env, run_cli, train_cmd, write_corpus
 
 from jaxsparse.train.workdir import layout
-from jaxsparse.train.workdir import lock as workdir_lock
+from jaxsparse.train.workdir import lock
 from jaxsparse.train.workdir.lock import WorkdirLocked
 
 
@@ -40,16 +40,16 @@ def sleeper():
 
 
 def test_lock_is_held_for_the_run_and_refuses_a_live_holder(tmp_path, sleeper):
-    record = workdir_lock.acquire(str(tmp_path / "a"))
-    on_disk = workdir_lock.read_lock(str(tmp_path / "a"))
-    assert on_disk == record and on_disk["pid"] == workdir_lock.os.getpid()
+    record = lock.acquire(str(tmp_path / "a"))
+    on_disk = lock.read_lock(str(tmp_path / "a"))
+    assert on_disk == record and on_disk["pid"] == lock.os.getpid()
     assert on_disk["host"] == socket.gethostname() and on_disk["started"]
-    workdir_lock.release(str(tmp_path / "a"), record)
-    assert workdir_lock.read_lock(str(tmp_path / "a")) is None
+    lock.release(str(tmp_path / "a"), record)
+    assert lock.read_lock(str(tmp_path / "a")) is None
 
     path = _lock(tmp_path / "b", sleeper.pid)
     with pytest.raises(WorkdirLocked, match=f"in use by another trainer \\(pid {sleeper.pid} "):
-        workdir_lock.acquire(str(tmp_path / "b"))
+        lock.acquire(str(tmp_path / "b"))
     assert json.loads(path.read_text())["pid"] == sleeper.pid  # untouched
 
 
@@ -57,21 +57,21 @@ def test_stale_lock_is_taken_over_with_a_message(tmp_path):
     dead = _dead_pid()
     path = _lock(tmp_path, dead)
     said = []
-    record = workdir_lock.acquire(str(tmp_path), say=said.append)
-    assert record["pid"] == workdir_lock.os.getpid()
-    assert json.loads(path.read_text())["pid"] == workdir_lock.os.getpid()
+    record = lock.acquire(str(tmp_path), say=said.append)
+    assert record["pid"] == lock.os.getpid()
+    assert json.loads(path.read_text())["pid"] == lock.os.getpid()
     assert len(said) == 1 and f"stale lock {path}" in said[0] and f"pid {dead}" in said[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == [layout.LOCK]
 
 
 def test_reused_pid_counts_as_stale(tmp_path):
     """Our own pid, but recorded with another start time: the holder is gone."""
-    _lock(tmp_path, workdir_lock.os.getpid())
+    _lock(tmp_path, lock.os.getpid())
     record = json.loads((tmp_path / layout.LOCK).read_text())
     record["pid_start"] = "1"
     (tmp_path / layout.LOCK).write_text(json.dumps(record))
     said = []
-    workdir_lock.acquire(str(tmp_path), say=said.append)
+    lock.acquire(str(tmp_path), say=said.append)
     assert said and "stale lock" in said[0]
 
 
@@ -79,7 +79,7 @@ def test_lock_of_another_host_is_refused_naming_the_file(tmp_path):
     path = _lock(tmp_path, 12345, host="some-other-host")
     with pytest.raises(WorkdirLocked, match=f"cannot be checked from this host; if no trainer "
                                             f"runs there, delete {path}"):
-        workdir_lock.acquire(str(tmp_path))
+        lock.acquire(str(tmp_path))
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from jaxsparse.train.steps.compiled import (HEADROOM, _fits, _say, accum_candida
 from jaxsparse.train.resolve.run import Run, plan_for_mesh, prepare, with_grad_accum
 from jaxsparse.train.resolve.parts import build_mesh
 from jaxsparse.train.steps.state import abstract_state
-from jaxsparse.train.target.slices import GIB, Slice, parse_slice
+from jaxsparse.train.tpu_target.slices import GIB, Slice, parse_slice
 
 
 def slice_devices(target: Slice) -> list:

@@ -20,8 +20,8 @@ from jaxsparse.train.resolve.parts import build_mesh  # noqa: E402
 from jaxsparse.train.resolve.run import prepare  # noqa: E402
 from jaxsparse.train.steps.compiled import collective_counts  # noqa: E402
 from jaxsparse.train.steps.state import abstract_state  # noqa: E402
-from jaxsparse.train.target import compile_for as compile_target  # noqa: E402
-from jaxsparse.train.target.slices import GIB, parse_slice  # noqa: E402
+from jaxsparse.train.tpu_target import compile_for  # noqa: E402
+from jaxsparse.train.tpu_target.slices import GIB, parse_slice  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -35,7 +35,7 @@ def paper(arg):
 
 @pytest.fixture(scope="module")
 def report_58m_v4_8():
-    return compile_target.compile_for(paper("size=58m,batch=32"), "v4-8")
+    return compile_for.compile_for(paper("size=58m,batch=32"), "v4-8")
 
 
 def _cli(*args, tmp_path=None):
@@ -80,7 +80,7 @@ def test_fsdp_scaling_shrinks_activation_memory(report_58m_v4_8):
     Measured 0.49 (2.31 -> 1.13 GiB) with activation sharding and weights gathered before use
     (models.sharding.gathered); 0.71 with activation sharding alone (XLA's windowed einsums on 8
     devices), 0.89 with neither."""
-    on_8 = compile_target.compile_for(paper("size=58m,batch=32"), "v4-16", with_eval=False)
+    on_8 = compile_for.compile_for(paper("size=58m,batch=32"), "v4-16", with_eval=False)
     ratio = on_8["bytes_per_device"]["temporaries"] / report_58m_v4_8["bytes_per_device"]["temporaries"]
     assert ratio <= 0.6, f"temporaries on 8 devices / on 4 = {ratio:.3f}"
     assert on_8["collectives"]["collective-permute"] == 0  # no windowed einsums (120 without the gather)
@@ -90,7 +90,7 @@ def test_pruning_event_on_tpu_reduces_counts_only():
     """The optimizer update (pruning-event branch included), compiled for a v4-8 with the 58m's real
     shardings, never gathers a weight or mask: its all-reduces carry scalars and small count vectors."""
     config = paper("size=58m,batch=32")
-    mesh = build_mesh(config, compile_target.slice_devices(parse_slice("v4-8")))
+    mesh = build_mesh(config, compile_for.slice_devices(parse_slice("v4-8")))
     run = prepare(config, local_devices=False)  # the run's own model and transform
     tx = run.tx
     abstract, sh = abstract_state(run.model, tx, mesh, models.DEFAULT_RULES, config.train.seq_len)
@@ -154,7 +154,7 @@ def test_1b_at_batch_256_compiles_for_v4_128_with_headroom():
     """The paper's largest model at the paper's batch (256 x 2048, 4 sequences per device) on the
     paper's slice: the compiled train step leaves at least 10% of each device's HBM free. Before
     activation sharding it needed 94 GiB per device and did not compile."""
-    r = compile_target.compile_for(paper("size=1b,batch=256"), "v4-128", with_eval=False)
+    r = compile_for.compile_for(paper("size=1b,batch=256"), "v4-128", with_eval=False)
     assert (r["devices"], r["sequences_per_device"], r["grad_accum"]) == (64, 4, 1)
     assert r["fits"] is True, r.get("message")
     assert 0 < r["bytes_per_device"]["total"] <= 0.9 * r["hbm_bytes_per_device"]

@@ -20,7 +20,7 @@ import ml_collections
 
 from jaxsparse import data as data_lib
 from jaxsparse import models
-from jaxsparse.data import config as data_config
+from jaxsparse.data import data_config
 from jaxsparse.config_keys import check_tree
 from jaxsparse.errors import ConfigError
 from jaxsparse.pruning import KINDS, SCOPES, SCORES
@@ -119,7 +119,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def _data_docs() -> dict[str, str]:
-    """Docs of the data keys, read from data.config.default_config's docstring (one source):
+    """Docs of the data keys, read from data.data_config.default_config's docstring (one source):
     `      key: text` lines, with their more-indented continuation lines joined."""
     docs: dict[str, str] = {}
     key = None
@@ -148,7 +148,7 @@ def key_docs() -> dict[str, tuple[Any, str]]:
     return out
 
 
-def describe(config: ml_collections.ConfigDict) -> str:
+def describe_keys(config: ml_collections.ConfigDict) -> str:
     """Every resolved key: `key = value  (default ...)  # doc`, one a line, in KEYS order."""
     docs = key_docs()
     flat = _flatten(config)
@@ -229,8 +229,8 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
     _one_of(config, "model.remat", (None, True, False))
     if config.model.init_from and not str(config.model.init_from).startswith("hf:"):
         raise_not_allowed("model.init_from", config.model.init_from, "'' (random init) or 'hf:/path/to/folder'")
-    _one_of(config, "model.remat_policy", models.config.REMAT_POLICIES)
-    _one_of(config, "model.attention", models.config.ATTENTION_IMPLS)
+    _one_of(config, "model.remat_policy", models.model_config.REMAT_POLICIES)
+    _one_of(config, "model.attention", models.model_config.ATTENTION_IMPLS)
     _int(config, "model.loss_chunk", 0)
     if config.model.loss_chunk and config.train.seq_len % config.model.loss_chunk:
         raise_not_allowed("model.loss_chunk", config.model.loss_chunk,
