@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from jaxsparse.errors import ArgumentParser, ConfigError, entry_point
-from jaxsparse.scaling import uncertainty as boot
+from jaxsparse.scaling import uncertainty
 from jaxsparse.scaling.compare import compare_sizes, format_table
 from jaxsparse.scaling.fitting import DuplicateRunsWarning, fit_points, validate_points
 from jaxsparse.scaling.io import LOSS_KEYS, SIZE_KINDS, Runs, load_runs
@@ -176,11 +176,11 @@ def _cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
     res = fit_points(points, delta=args.delta, n_kind=kind)
     out: dict[str, Any] = {"fit": res.to_dict(), "inputs": [str(p) for p in args.inputs], "notes": runs.notes}
     if args.bootstrap:
-        out["bootstrap"] = boot.bootstrap_points(points, fit=res, n_boot=args.bootstrap, seed=args.seed,
+        out["bootstrap"] = uncertainty.bootstrap_points(points, fit=res, n_boot=args.bootstrap, seed=args.seed,
                                                  confidence=args.confidence, delta=args.delta,
                                                  progress=_progress("bootstrap resamples")).to_dict()
     if not args.no_loo and n.size > len(PARAM_NAMES):
-        out["loo"] = boot.leave_one_out_points(points, fit=res, delta=args.delta,
+        out["loo"] = uncertainty.leave_one_out_points(points, fit=res, delta=args.delta,
                                                progress=_progress("leave-one-out fits")).to_dict()
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:

@@ -106,7 +106,7 @@ def run(argv: list[str]) -> int:
         raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])} (flags look like --name=value)")
     config = _config()
     from jaxsparse.train.resolve import train_config  # after flag parsing: keeps --help fast
-    from jaxsparse.train.loop import driver as loop
+    from jaxsparse.train.loop import driver
     if _PRINT_CONFIG.value:
         print(train_config.describe_keys(config))
         return EXIT_OK
@@ -114,12 +114,12 @@ def run(argv: list[str]) -> int:
         from jaxsparse.train.tpu_target import compile_for
         return compile_for.main(config, _COMPILE_FOR.value, dry_run=_DRY_RUN.value)
     if _DRY_RUN.value:
-        print(json.dumps(loop.prepare(config).plan.to_json(), indent=2))
+        print(json.dumps(driver.prepare(config).plan.to_json(), indent=2))
         return EXIT_OK
     if not _WORKDIR.value:
         raise ConfigError("--workdir is required (or use --dry_run / --print_config)")
     init_distributed()
-    result = loop.train(config, _WORKDIR.value, restart=_RESTART.value, force=_FORCE.value)
+    result = driver.train(config, _WORKDIR.value, restart=_RESTART.value, force=_FORCE.value)
     return EXIT_PREEMPTED if "preempted_at" in result else EXIT_OK
 
 

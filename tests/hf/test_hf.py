@@ -16,7 +16,7 @@ from hf_fixtures import train_tiny_run  # noqa: E402
 from jaxsparse import models  # noqa: E402
 from jaxsparse.errors import ConfigError  # noqa: E402
 from jaxsparse.generate import generate_ids, settings_for  # noqa: E402
-from jaxsparse.hf import load as hf_load  # noqa: E402
+from jaxsparse.hf.load import load_params  # noqa: E402
 from jaxsparse.hf.convert import LAYER_TENSORS, TOP_TENSORS, block_leaf, get_path  # noqa: E402
 from jaxsparse.hf.export import write_export  # noqa: E402
 from jaxsparse.inference.restore import load_run  # noqa: E402
@@ -137,7 +137,7 @@ def test_hf_greedy_generate_equals_jaxsparse_generate(exported):
 
 def test_import_gives_bitwise_equal_params(exported):
     run, out = exported
-    imported = hf_load.load_params(f"hf:{out}", run.model_cfg)
+    imported = load_params(f"hf:{out}", run.model_cfg)
     params = jax.device_get(run.params)
     flat_ours = jax.tree_util.tree_flatten_with_path(params)[0]
     flat_imported = dict(jax.tree_util.tree_flatten_with_path(imported)[0])
@@ -155,7 +155,7 @@ def test_import_refuses_another_architecture_and_mismatched_shapes(exported, tmp
     (other / "config.json").write_text(json.dumps({**config, "model_type": "gpt2",
                                                    "architectures": ["GPT2LMHeadModel"]}))
     with pytest.raises(ConfigError, match="only LLaMA checkpoints"):
-        hf_load.load_params(f"hf:{other}", run.model_cfg)
+        load_params(f"hf:{other}", run.model_cfg)
     (other / "config.json").write_text(json.dumps(config))
     from safetensors.numpy import load_file, save_file
     tensors = load_file(str(other / "model.safetensors"))
@@ -164,9 +164,9 @@ def test_import_refuses_another_architecture_and_mismatched_shapes(exported, tmp
     mlp = run.model_cfg.mlp_dim
     with pytest.raises(ConfigError, match=rf"model.layers.1.mlp.up_proj.weight has shape \[{mlp - 1}, 64\].*"
                                           rf"needs \[{mlp}, 64\]"):
-        hf_load.load_params(f"hf:{other}", run.model_cfg)
+        load_params(f"hf:{other}", run.model_cfg)
     with pytest.raises(ConfigError, match="hidden_size=64, but the trainer config's model has 32"):
-        hf_load.load_params(f"hf:{out}", models.get_config("test", d_model=32, vocab_size=384))
+        load_params(f"hf:{out}", models.get_config("test", d_model=32, vocab_size=384))
 
 
 def test_a_training_run_starts_from_imported_params(exported, tmp_path):

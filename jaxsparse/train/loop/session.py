@@ -181,9 +181,9 @@ def open_session(run: Run, workdir: str, ckpt: Checkpointer, stack: contextlib.E
     else:
         s.state = create_state(run.model, run.tx, run.seed, seq, steps.shardings)
         if run.init_from:  # start from a Hugging Face checkpoint's weights
-            from jaxsparse.hf import load as hf_load
-            params = hf_load.load_params(run.init_from, run.model_config)
-            s.state = hf_load.with_params(s.state, run.tx, params, steps.shardings)
+            from jaxsparse.hf.load import load_params, with_params
+            params = load_params(run.init_from, run.model_config)
+            s.state = with_params(s.state, run.tx, params, steps.shardings)
     s.start = s.step_at_log = int(jax.device_get(s.state.step))
     if not s.dense:
         s.active = int(jax.device_get(s.count_active(s.state)))

@@ -70,9 +70,9 @@ def build_parts(config: ml_collections.ConfigDict, grad_accum: int | None,
     model_cfg = model_config(config, vocab)
     model = models.build(model_cfg, config.model.family)
     if config.model.init_from:  # the HF folder's architecture and every shape, before any write
-        from jaxsparse.hf import load as hf_load  # [hf] extra only when used
-        folder = hf_load.parse_init_from(config.model.init_from)
-        hf_load.check_folder(folder, model_cfg)
+        from jaxsparse.hf.load import check_folder, parse_init_from  # [hf] extra only when used
+        folder = parse_init_from(config.model.init_from)
+        check_folder(folder, model_cfg)
     abstract_params = jax.eval_shape(lambda: nn.unbox(model.init(
         jax.random.key(0), jnp.zeros((1, config.train.seq_len), jnp.int32)))["params"])
     params = measured_param_counts(abstract_params, prunable(config, abstract_params))
