@@ -66,7 +66,7 @@ def sparsity_summary(params_or_masks: Any, *, include: str | None = None,
                      exclude: str | None = None) -> SparsitySummary:
     """Sparsity of a masks tree (bool leaves; None leaves are skipped: not prunable) or of a
     params tree (nonzero weights of the prunable leaves, chosen by the same rule and
-    ``include``/``exclude`` patterns as ``magnitude_pruning``)."""
+    ``include``/``exclude`` patterns as the pruning transform)."""
     flat = [("/".join(names), x) for names, x in named_leaves(params_or_masks)]
     is_masks = bool(flat) and all(jnp.asarray(x).dtype == jnp.bool_ for _, x in flat)
     if is_masks:

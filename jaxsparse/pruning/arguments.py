@@ -1,4 +1,4 @@
-"""The arguments of ``magnitude_pruning`` (transform.py), checked on the host before anything is traced."""
+"""The arguments of ``scheduled_pruning`` (transform.py), checked on the host before anything is traced."""
 from __future__ import annotations
 
 import math

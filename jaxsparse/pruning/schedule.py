@@ -150,7 +150,7 @@ class Schedule:
         """Exact mean of ``density_at(t)`` over ``t = 0 .. total_steps - 1``.
 
         ``densities`` (one per event) replaces the scheduled ones, e.g. the densities an n:m
-        structure realises (``jaxsparse.pruning.realised_densities``).
+        structure realises (``jaxsparse.pruning.structure.realised_densities``).
         """
         _check_total(total_steps)
         events = self.event_steps(total_steps)

@@ -20,19 +20,22 @@ Contract of a score::
   or n:m), computed only on event steps; scores are compared as float32.
 
 ``magnitude`` (|w|, the default and the paper's method), ``random_scores(seed)`` (the standard
-baseline) and ``saliency`` (|w * g|, first-order Taylor saliency) are provided; ``score_by_name``
-builds one from a config string.
+baseline) and ``saliency`` (|w * g|, first-order Taylor saliency) are provided.
+
+The registry: every score a trainer can choose by name (the jaxsparse trainer's config key
+``pruning.score``) is registered once, here or from your own code, with ``register_score(name,
+build, needs_gradients=...)``; ``registered_score(name)`` returns its entry, which says how to build
+it and what it needs, so the trainer hard-codes no score.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 Score = Callable[..., Any]
-SCORES = ("magnitude", "random", "saliency")
 
 
 def magnitude(params: Any, updates: Any = None, **_: Any) -> Any:
@@ -77,17 +80,6 @@ def saliency(params: Any, updates: Any = None, *, grads: Any = None, **_: Any) -
                         params, grads)
 
 
-def score_by_name(name: str, *, seed: int = 0) -> Score:
-    """The score called ``name`` (one of ``SCORES``); ``seed`` is used by "random"."""
-    if name == "magnitude":
-        return magnitude
-    if name == "random":
-        return random_scores(seed)
-    if name == "saliency":
-        return saliency
-    raise ValueError(f"score={name!r} is unknown; allowed: {', '.join(SCORES)}")
-
-
 def with_gradients(tx: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
     """``tx`` whose ``update`` also passes the incoming gradients on as the extra arg ``grads``
     (unless the caller gave one), so a gradient-based score inside the chain sees the raw gradient.
@@ -101,3 +93,47 @@ def with_gradients(tx: optax.GradientTransformation) -> optax.GradientTransforma
         return inner.update(updates, state, params, **extra_args)
 
     return optax.GradientTransformationExtraArgs(inner.init, update_fn)
+
+
+class RegisteredScore(NamedTuple):
+    """A score chosen by name: ``build(seed)`` returns the score function (``seed``: the run's
+    seed, for scores that draw random numbers); ``needs_gradients``: it reads the extra arg
+    ``grads``, so the optimizer must be wrapped in ``with_gradients``."""
+
+    build: Callable[[int], Score]
+    needs_gradients: bool
+
+
+_REGISTRY: dict[str, RegisteredScore] = {}
+
+
+def register_score(name: str, build: Callable[[int], Score], *, needs_gradients: bool = False) -> None:
+    """Make ``name`` a score a trainer can choose (the jaxsparse trainer's ``pruning.score``).
+
+    ``build(seed) -> score`` (contract above). Register before the trainer reads its config, from
+    the same process. Raises ValueError for a name already taken, TypeError for a ``build`` that
+    is not callable."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"score name {name!r} must be a non-empty string")
+    if name in _REGISTRY:
+        raise ValueError(f"score {name!r} is already registered; registered: {', '.join(score_names())}")
+    if not callable(build):
+        raise TypeError(f"register_score({name!r}, build={build!r}): build must be a function seed -> score")
+    _REGISTRY[name] = RegisteredScore(build, bool(needs_gradients))
+
+
+def score_names() -> tuple[str, ...]:
+    """The registered scores' names, in the order they were registered."""
+    return tuple(_REGISTRY)
+
+
+def registered_score(name: str) -> RegisteredScore:
+    """The entry registered as ``name``; ValueError naming the registered ones otherwise."""
+    if name not in _REGISTRY:
+        raise ValueError(f"score={name!r} is unknown; allowed: {', '.join(score_names())}")
+    return _REGISTRY[name]
+
+
+register_score("magnitude", lambda seed: magnitude)
+register_score("random", random_scores)
+register_score("saliency", lambda seed: saliency, needs_gradients=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -84,8 +84,15 @@ def compile_pattern(name: str, pattern: str | None) -> re.Pattern | None:
         raise ValueError(f"{name}={pattern!r} is not a valid regular expression: {err}") from err
 
 
-def prunable_flags(params: Any, include: str | None = None,
-                   exclude: str | None = None) -> tuple[list[str], list[bool]]:
+class Prunable(NamedTuple):
+    """Every leaf of a params tree, in ``jax.tree.leaves`` order: its '/'-joined module path and
+    whether the pruning transform masks it."""
+
+    paths: list[str]
+    flags: list[bool]
+
+
+def prunable_flags(params: Any, include: str | None = None, exclude: str | None = None) -> Prunable:
     """Paths and prunable flags of the leaves of ``params``, in ``jax.tree.leaves`` order.
 
     Raises:
@@ -118,7 +125,7 @@ def prunable_flags(params: Any, include: str | None = None,
             f"no prunable parameter (include={include!r}, exclude={exclude!r}); by default "
             "prunable means floating point, rank >= 2 and no 'embed' in the path; parameter paths are: "
             + ", ".join(paths[:20]))
-    return paths, flags
+    return Prunable(paths, flags)
 
 
 def _is_float(leaf: Any) -> bool:

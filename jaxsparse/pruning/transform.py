@@ -77,7 +77,16 @@ from jaxsparse.pruning.structure import kept_per_group
 _INT32_MAX = 2**31 - 1
 
 
-def magnitude_pruning(schedule: Schedule, total_steps: int, *, scope: str = "global",
+def magnitude_pruning(schedule: Schedule, total_steps: int, **options: Any) -> optax.GradientTransformationExtraArgs:
+    """Gradual magnitude pruning, the method of Jin et al. (ICLR 2025): ``scheduled_pruning`` with
+    the score |w|. ``options`` are those of ``scheduled_pruning``, all but ``score``."""
+    if "score" in options:
+        raise TypeError("magnitude_pruning ranks weights by |w| and takes no score=; for another "
+                        "score call scheduled_pruning(schedule, total_steps, score=...)")
+    return scheduled_pruning(schedule, total_steps, **options)
+
+
+def scheduled_pruning(schedule: Schedule, total_steps: int, *, scope: str = "global",
                       structure: str | None = None, include: str | None = None,
                       exclude: str | None = None, score: scores_lib.Score | None = None,
                       min_density: float | None = None,
@@ -133,7 +142,7 @@ def magnitude_pruning(schedule: Schedule, total_steps: int, *, scope: str = "glo
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class _Config:
-    """What ``magnitude_pruning`` was asked for, resolved on the host (event table, score)."""
+    """What ``scheduled_pruning`` was asked for, resolved on the host (event table, score)."""
 
     events: np.ndarray
     densities: np.ndarray

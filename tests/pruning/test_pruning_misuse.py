@@ -5,7 +5,9 @@ import numpy as np
 import optax
 import pytest
 
-from jaxsparse.pruning import Schedule, check_events, get_masks, magnitude_pruning, prunable_flags, sparsity_summary
+from jaxsparse.pruning import (Schedule, check_events, get_masks, magnitude_pruning, scheduled_pruning,
+                               sparsity_summary)
+from jaxsparse.pruning.selection import prunable_flags
 
 ONE_SHOT_AT_1 = Schedule("one_shot", 0.75, 0.1, 0.1, 1)  # one event, before step 1 of 10
 
@@ -13,8 +15,8 @@ ONE_SHOT_AT_1 = Schedule("one_shot", 0.75, 0.1, 0.1, 1)  # one event, before ste
 def test_integer_leaves_are_never_pruned_even_when_included():
     params = {"dense": {"kernel": jnp.arange(1.0, 17.0).reshape(4, 4)},
               "table": {"index": jnp.arange(16, dtype=jnp.int32).reshape(4, 4)}}
-    assert prunable_flags(params)[1] == [True, False]
-    assert prunable_flags(params, include="index|kernel")[1] == [True, False]
+    assert prunable_flags(params).flags == [True, False]
+    assert prunable_flags(params, include="index|kernel") == (["dense/kernel", "table/index"], [True, False])
     with pytest.raises(ValueError, match="floating point"):
         prunable_flags(params, include="index")
     tx = optax.chain(optax.sgd(0.0), magnitude_pruning(ONE_SHOT_AT_1, 10, include="index|kernel"))
@@ -71,7 +73,7 @@ def test_inf_from_the_update_is_caught_and_the_flag_is_sticky():
 
 def test_negative_score_is_refused_at_the_event():
     params = {"fc": {"kernel": jnp.ones((4, 4))}}
-    tx = magnitude_pruning(ONE_SHOT_AT_1, 10, score=lambda p, u, **_: jax.tree.map(lambda w: -w, p), report="off")
+    tx = scheduled_pruning(ONE_SHOT_AT_1, 10, score=lambda p, u, **_: jax.tree.map(lambda w: -w, p), report="off")
     _, state = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
     with pytest.raises(FloatingPointError, match="score.*negative: fc/kernel"):
         check_events(state)

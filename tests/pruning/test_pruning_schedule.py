@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxsparse.pruning import KINDS, Schedule, average_param_count
+from jaxsparse.pruning import Schedule, average_param_count
+from jaxsparse.pruning.schedule import KINDS
 
 
 @st.composite

@@ -197,7 +197,8 @@ def test_pruned_weights_are_exactly_zero_with_lower_precision_updates():
 
 
 def test_average_param_count_uses_the_densities_n_of_m_realises():
-    from jaxsparse.pruning import average_param_count, realised_densities
+    from jaxsparse.pruning import average_param_count
+    from jaxsparse.pruning.structure import realised_densities
     sched = Schedule("geometric", 0.5, 0.25, 0.75, 10)
     plain = average_param_count(sched, 1000, 400, 100)
     nm = average_param_count(sched, 1000, 400, 100, structure="2:4")

@@ -1,5 +1,5 @@
-"""The optimizer: AdamW with warm-up + cosine, global-norm clipping, then magnitude pruning
-(left out for pruning.schedule = "dense").
+"""The optimizer: AdamW with warm-up + cosine, global-norm clipping, then scheduled pruning by the
+score `pruning.score` names (magnitude by default; left out for pruning.schedule = "dense").
 
 Jin et al. (ICLR 2025), section 5: AdamW (b1 0.9, b2 0.95, eps 1e-8, weight decay 0.1), clipping
 1.0, linear warm-up then cosine decay to 10% of the peak. The pruning transform is the last element of the
@@ -15,7 +15,8 @@ import ml_collections
 import optax
 
 from jaxsparse.errors import ConfigError
-from jaxsparse.pruning import Schedule, score_by_name, magnitude_pruning, with_gradients
+from jaxsparse.pruning import Schedule, scheduled_pruning, with_gradients
+from jaxsparse.pruning.scores import registered_score
 
 
 def resolve_optimizer(config: ml_collections.ConfigDict, steps: int, abstract_params: Any = None
@@ -67,22 +68,23 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) 
 
 def make_optimizer(config: ml_collections.ConfigDict, total_steps: int, schedule: Schedule,
                    learning_rate: optax.Schedule) -> optax.GradientTransformationExtraArgs:
-    """clip -> adamw(`learning_rate`) -> magnitude_pruning(`schedule`, score `pruning.score`), for a run of
-    `total_steps` steps (both schedules are the run's own, built once by `resolve_optimizer`)."""
+    """clip -> adamw(`learning_rate`) -> scheduled_pruning(`schedule`, the registered score
+    `pruning.score`), for a run of `total_steps` steps (both schedules are the run's own, built once
+    by `resolve_optimizer`); wrapped in `with_gradients` when that score needs the raw gradient."""
     t, p = config.train, config.pruning
+    score = registered_score(p.score)
     parts = []
     if t.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(t.grad_clip))
     parts.append(optax.adamw(learning_rate, b1=t.b1, b2=t.b2,
                              eps=t.eps, weight_decay=t.weight_decay))
     if schedule.kind != "dense":  # a dense run carries no masks and pays nothing for pruning
-        parts.append(magnitude_pruning(schedule, total_steps, scope=p.scope,
+        parts.append(scheduled_pruning(schedule, total_steps, scope=p.scope,
                                        structure=p.structure or None, include=p.include or None,
-                                       exclude=p.exclude or None,
-                                       score=score_by_name(p.score, seed=config.seed), fan_in_axes=_fan_in,
+                                       exclude=p.exclude or None, score=score.build(config.seed),
+                                       fan_in_axes=_fan_in,
                                        report="off"))  # the loop reads check_events after every event
-    # saliency ranks by |w * g| with the raw gradient, which with_gradients passes on as an extra arg
-    return with_gradients(optax.chain(*parts)) if p.score == "saliency" else optax.chain(*parts)
+    return with_gradients(optax.chain(*parts)) if score.needs_gradients else optax.chain(*parts)
 
 
 def _fan_in(path: str, kernel) -> int:

@@ -24,7 +24,7 @@ from jax.sharding import Mesh
 from jaxsparse import data as data_lib
 from jaxsparse import models
 from jaxsparse.errors import ConfigError
-from jaxsparse.pruning import prunable_flags
+from jaxsparse.pruning.selection import prunable_flags
 from jaxsparse.train.resolve import train_config
 
 
@@ -183,7 +183,7 @@ def prunable(config: ml_collections.ConfigDict, abstract_params: Any) -> list[bo
     exclude patterns)."""
     p = config.pruning
     try:
-        return list(prunable_flags(abstract_params, p.include or None, p.exclude or None)[1])
+        return list(prunable_flags(abstract_params, p.include or None, p.exclude or None).flags)
     except ValueError as err:
         raise ConfigError(f"config.pruning: {err}") from err
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from jaxsparse import models
 from jaxsparse.models.accounting import train_flops_per_token
-from jaxsparse.pruning import Schedule, realised_densities
+from jaxsparse.pruning import Schedule
+from jaxsparse.pruning.structure import realised_densities
 from jaxsparse.train.resolve.parts import ParamCounts
 
 EVENTS_SHOWN = 50

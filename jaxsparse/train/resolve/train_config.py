@@ -23,7 +23,9 @@ from jaxsparse import models
 from jaxsparse.data import data_config
 from jaxsparse.config_keys import check_tree
 from jaxsparse.errors import ConfigError
-from jaxsparse.pruning import KINDS, SCOPES, SCORES
+from jaxsparse.pruning.arguments import SCOPES
+from jaxsparse.pruning.schedule import KINDS
+from jaxsparse.pruning.scores import score_names
 from jaxsparse.train.workdir import layout
 
 # section -> ((key, default, one-line doc), ...). A default of (None, type) means "None = the
@@ -73,7 +75,8 @@ KEYS: dict[str, tuple[tuple[str, Any, str], ...]] = {
         ("structure", "", "'' (unstructured) or 'n:m' such as '2:4'"),
         ("include", "", "regex on parameter paths to prune; '' = every kernel"),
         ("exclude", "", "regex on parameter paths never pruned"),
-        ("score", "magnitude", f"what ranks the weights at an event: one of {', '.join(SCORES)}"),
+        ("score", "magnitude", "what ranks the weights at an event: a registered score "
+         f"(built in: {', '.join(score_names())}; more with jaxsparse.pruning.scores.register_score)"),
     ),
     "checkpoint": (
         ("every_steps", 100, "steps between checkpoints (also at the end and on SIGTERM)"),
@@ -284,7 +287,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.data: {err}") from err
     _validate_train(config)
     _one_of(config, "pruning.scope", SCOPES)
-    _one_of(config, "pruning.score", SCORES)
+    _one_of(config, "pruning.score", score_names())
     _one_of(config, "pruning.schedule", KINDS)
     _int(config, "checkpoint.every_steps", 0)
     _int(config, "checkpoint.keep", 1)

@@ -17,7 +17,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxsparse.models.sharding import (DEFAULT_RULES, Rules, batch_sharding, traced_with_activation_sharding,
                                        variable_shardings)
-from jaxsparse.pruning import PruningState, get_masks, mask_collection
+from jaxsparse.pruning import get_masks, mask_collection
+from jaxsparse.pruning.state import PruningState
 from jaxsparse.train.steps.state import TrainState
 
 Batch = dict[str, jax.Array]

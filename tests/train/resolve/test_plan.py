@@ -51,7 +51,7 @@ def test_plan_counts_only_masked_weights_and_realised_n_of_m_densities(corpus, d
     assert no_head["n_avg"] > base["n_avg"] and no_head["flops"] > base["flops"]
     nm = prepare(config_in(corpus, data_dir, **{"pruning.structure": "2:4",
                                               "pruning.final_sparsity": 0.5})).plan.to_json()
-    from jaxsparse.pruning import realised_densities
+    from jaxsparse.pruning.structure import realised_densities
     sched = Schedule("geometric", 0.5, 0.25, 0.75, 2)
     realised = realised_densities(sched, 24, "2:4")
     assert set(np.round(realised * 4, 9)) <= {2.0, 3.0, 4.0} and realised[-1] == 0.5
