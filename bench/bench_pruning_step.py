@@ -8,7 +8,13 @@ in wall-clock time and in this process's CPU time (less disturbed by other jobs 
 * ``nnx``: a small NNX project shaped like a Gemma-style client: ``nnx.Embed`` (tied head), 2 decoder
   layers of d_model 64 with ``nnx.Einsum`` attention kernels (q ``[N, D, H]``, kv ``[2, K, D, H]``,
   out ``[N, H, D]``) and an ``nnx.Linear`` gated MLP, ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` under
-  ``nnx.jit``; ``tx`` is ``optax.adamw`` against ``optax.chain(optax.adamw, magnitude_pruning(...))``.
+  ``nnx.jit``; ``tx`` is ``optax.adamw`` against ``optax.chain(optax.adamw, magnitude_pruning(...))``, with
+  the default ``report="raise"`` and with ``report="off"`` (no host callback compiled into the step).
+  Two more measurements split the difference: an ``nnx.jit`` call that does nothing, given each
+  optimizer (what ``nnx.jit`` itself pays per call for the transform's state variables: masks, count,
+  invalid, and their params-shaped containers), and how many step calls return before their loss is
+  computed (asynchronous dispatch: the host's per-call work overlaps the computation; on the CPU
+  backend a program holding a host callback runs synchronously, so with ``report="raise"`` none do).
 * ``default``: the default config's train step (configs/default.py, its mesh and batch), dense (plain
   AdamW, no masks) against sparse (AdamW + the transform, the model applying its masks).
 
@@ -40,6 +46,8 @@ from bench_pruning_versions import baseline_package  # noqa: E402
 
 TOTAL = 10_000
 SCHEDULE = Schedule("geometric", 0.75, 0.25, 0.75, 100)
+LABELS = {"without": "without the transform", "with": "with the transform", "report off": "with, report='off'",
+          "baseline": "with the baseline"}
 
 
 class Attention(nnx.Module):
@@ -101,7 +109,8 @@ def nnx_steps(batch, baseline=None):
         opt.update(model, grads)
         return loss
 
-    txs = {"without": optax.adamw(1e-3), "with": optax.chain(optax.adamw(1e-3), magnitude_pruning(SCHEDULE, TOTAL))}
+    txs = {"without": optax.adamw(1e-3), "with": optax.chain(optax.adamw(1e-3), magnitude_pruning(SCHEDULE, TOTAL)),
+           "report off": optax.chain(optax.adamw(1e-3), magnitude_pruning(SCHEDULE, TOTAL, report="off"))}
     if baseline is not None:
         own = baseline.Schedule(SCHEDULE.kind, SCHEDULE.final_sparsity, SCHEDULE.start, SCHEDULE.end, SCHEDULE.interval)
         txs["baseline"] = optax.chain(optax.adamw(1e-3), baseline.magnitude_pruning(own, TOTAL))
@@ -109,6 +118,31 @@ def nnx_steps(batch, baseline=None):
     for name, tx in txs.items():
         model = Decoder(nnx.Rngs(0))
         out[name] = (step, (model, nnx.Optimizer(model, tx, wrt=nnx.Param), batch))
+    return out
+
+
+@nnx.jit
+def _noop(model, opt, tokens):
+    """An ``nnx.jit`` call that computes nothing: only ``nnx.jit``'s own per-call work on its arguments."""
+    del model, opt
+    return tokens[0, 0]
+
+
+def noop_pair(pair):
+    """{name: (noop, args)} for the "without" and "with" entries of ``nnx_steps``' result."""
+    return {name: (_noop, pair[name][1]) for name in ("without", "with")}
+
+
+def returned_early(pair, calls):
+    """{name: how many of ``calls`` step calls returned before their result was computed}."""
+    out = {}
+    for name, (step, args) in pair.items():
+        early = 0
+        for _ in range(calls):
+            loss = step(*args)
+            early += not loss.is_ready()
+            jax.block_until_ready(loss)
+        out[name] = early
     return out
 
 
@@ -171,7 +205,7 @@ def report(title, clocks):
 def _report_clock(times):
     med = {k: statistics.median(v) for k, v in times.items()}
     for name in times:
-        label = f"{name} the transform" if name != "baseline" else "with the baseline"
+        label = LABELS[name]
         line = f"  {label:22s} {med[name] * 1e3:9.3f} ms/step"
         if name != "without":
             paired = statistics.median(w / o for w, o in zip(times[name], times["without"]))
@@ -197,6 +231,14 @@ def main() -> None:
             jax.block_until_ready(step(*step_args))
         report("NNX Gemma-style client, 2 layers, d_model 64, batch 8 x 32",
                time_pair(pair, args.repeats, args.steps, functional=False))
+        noops = noop_pair(pair)
+        for step, step_args in noops.values():
+            jax.block_until_ready(step(*step_args))
+        report("an nnx.jit call that does nothing, given each optimizer",
+               time_pair(noops, args.repeats, args.steps, functional=False))
+        early = returned_early(pair, 4 * args.steps)
+        print("step calls that returned before their loss was computed: "
+              + ", ".join(f"{LABELS[name]} {n} of {4 * args.steps}" for name, n in early.items()))
     if args.workload in ("default", "both"):
         report("default config train step (dense / sparse)",
                time_pair(default_steps(), args.repeats, max(1, args.steps // 5), functional=True))

@@ -50,9 +50,12 @@ not last in the chain) keeps the old masks and flags the leaf; the step that fou
 does), and ``check_events`` / ``get_masks`` raise an error naming it, and warn naming a tensor that
 lost every weight (event.py). These checks run on event steps, and the not-last check also on the
 update right after each event (so a single-event schedule is covered); every other step pays
-nothing for these checks. The callback itself is not free: a step holding a host callback costs
-jax some dispatch work on every call (about 0.5 ms a step on CPU in bench/bench_pruning_step.py;
-a pure callback has no effect, so much less than a ``jax.debug.callback``); ``report="off"`` has none.
+nothing for these checks. The callback is not free where it does not run: on the CPU backend a
+program holding a host callback runs synchronously (the step's call returns only once the step has
+run), so the caller's per-call host work (``nnx.jit``'s is several ms on a small model) no longer
+overlaps the computation: wall time suffers most (bench/bench_pruning_step.py). ``report="off"``
+compiles none. It is a pure callback because an effectful one (``jax.debug.callback``,
+``io_callback``) also costs jax's fast dispatch path on every call (event.py).
 """
 from __future__ import annotations
 
