@@ -1,2 +1,3 @@
-"""The training loop: `driver.train` opens a `Session` (state, data, checkpoints, metrics), runs its
-steps with the actions due after each (eval, checkpoint, pruning records), and ends every fault."""
+"""The training loop: `driver.train` opens the loop (`session.open_session`: its fixed `Loop` and the
+`Carry` its steps change: state, data, checkpoints, metrics), runs its steps with the actions due after
+each (eval, checkpoint, pruning records), and ends every fault."""

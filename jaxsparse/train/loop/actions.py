@@ -1,7 +1,8 @@
 """What the loop measures after a step, in one call (`after_step`): the metrics fetched to
 host and their divergence check, the pruning-event record (total and per-layer densities), the
 train record, the eval loss; returned as a `StepOutcome` (records to write, console lines to print)
-that the session hands to the records, the checkpointer and the console in that order.
+that the loop (`jaxsparse.train.loop.driver.run_loop`) hands to the records, the checkpointer and
+the console in that order. `after_step` reads the loop's `Loop` and `Carry` and changes neither.
 
 The helpers below it are pure: each takes what it measures and returns plain numbers.
 """
@@ -12,7 +13,7 @@ import functools
 import math
 import time
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -20,34 +21,22 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from jaxsparse import data as data_lib
+from jaxsparse.models.accounting import train_flops_per_token
 from jaxsparse.pruning import sparsity_summary
 from jaxsparse.pruning.selection import named_leaves
-from jaxsparse.models.accounting import train_flops_per_token
+from jaxsparse.train.loop.session import Carry, Due, Loop
+from jaxsparse.train.resolve.run import Run
+from jaxsparse.train.steps.state import TrainState
 from jaxsparse.train.steps.step import model_masks
 
-LAST_GOOD = "<last good checkpoint>"  # filled in by the session once the checkpointer says which
-
-
-@dataclasses.dataclass(frozen=True)
-class Due:
-    """Which actions are due after a step (`redo`: only the eval of the resume step, whose record
-    a run stopped between its checkpoint and that record never wrote)."""
-
-    log: bool
-    event: bool
-    checkpoint: bool
-    eval: bool
-    stop: bool
-    redo: bool = False
-
-    def any(self) -> bool:
-        return self.log or self.event or self.checkpoint or self.eval or self.stop
+LAST_GOOD = "<last good checkpoint>"  # filled in by the loop once the checkpointer says which
 
 
 @dataclasses.dataclass(frozen=True)
 class StepOutcome:
     """What `after_step` measured after step `done`. records: (kind, step, values) for metrics.jsonl in
-    order; lines: console lines before the progress line (the redo note, warnings); active: prunable weights in
+    order; lines: console lines before the progress line (the redo note, new warnings); warned:
+    every pruning-check warning printed so far, these lines' included; active: prunable weights in
     force; losses: the interval's train losses; eval_loss: None when no eval was due (over
     `eval_batches` batches); train: the train record (None: no step since the last). On a
     non-finite loss: `first_bad` is the step whose loss was not finite (its parameters are those
@@ -55,6 +44,7 @@ class StepOutcome:
 
     records: list[tuple[str, int, dict]]
     lines: list[str]
+    warned: frozenset[str]
     active: int
     losses: list[float]
     eval_loss: float | None = None
@@ -64,57 +54,51 @@ class StepOutcome:
     divergence: str | None = None
 
 
-def after_step(s: Any, done: int, due: Due, pending: list) -> StepOutcome:
-    """Measure what `due` asks after step `done` (`s`: the loop's Session: its state, run, eval
-    batches and counts; `pending`: the device metrics of the steps since the last fetch; none
-    at the resume step). A non-finite loss stops the measuring first; then what other rooms give
-    (the masks of an event step, their leaves' names, the FLOPs per token at the density in
-    force) is read before the records are built."""
-    fetched = jax.device_get(pending)
-    losses = [float(m["loss"]) for m in fetched] or s.losses
+def after_step(loop: Loop, carry: Carry, done: int, due: Due) -> StepOutcome:
+    """Measure what `due` asks after step `done`; `carry.pending` holds the device metrics of the
+    steps since the last fetch (none at the resume step). A non-finite loss stops the measuring
+    first; then what other rooms give (the masks of an event step, their leaves' names, the FLOPs
+    per token at the density in force) is read before the records are built."""
+    fetched = jax.device_get(carry.pending)
+    losses = [float(m["loss"]) for m in fetched] or carry.losses
     norms = [float(m["grad_norm"]) for m in fetched]
     bad = first_non_finite(losses, norms) if fetched else None
     if bad is not None:
         first = done - len(losses) + bad + 1  # its loss was computed on step first-1's params
-        return StepOutcome([], [], s.active, losses, first_bad=first,
+        return StepOutcome([], [], carry.warned, carry.active, losses, first_bad=first,
                            divergence=diverged(losses, norms, done, LAST_GOOD))
-    masks, lines = masks_of(s) if due.event else (None, [])
+    masks, new = masks_of(carry.state, carry.warned) if due.event else (None, [])
+    lines = [f"warning: {message}" for message in new]
     named = named_leaves(masks) if masks is not None else []
-    active = sparsity_summary(masks).active if masks is not None else s.active
-    plan = s.run.plan
-    flops = train_flops_per_token(s.run.model_config, s.run.seq_len, plan.params.prunable,
-                                  active / plan.params.prunable) if fetched else 0.0
+    active = sparsity_summary(masks).active if masks is not None else carry.active
+    run, prunable = loop.run, loop.run.plan.params.prunable
+    flops = train_flops_per_token(run.model_config, run.seq_len, prunable, active / prunable) if fetched else 0.0
     if due.redo:
         lines.insert(0, f"redoing the eval of step {done}: its record is missing (the run was "
                         "stopped after the checkpoint, before the eval)")
     records = []
     if masks is not None:
-        records.append(("pruning_event", done, event_record(s.run, done, named, active, s.replicated)))
-    train = train_record(s, done, losses, norms, active, flops) if fetched else None
+        records.append(("pruning_event", done, event_record(run, done, named, active, loop.replicated)))
+    train = train_record(run, carry, done, losses, norms, active, flops) if fetched else None
     if train is not None:
         records.append(("train", done, train))
-    eval_loss = evaluate(s.eval_step, s.state, s.eval_batches, s.batch_sharding) if due.eval else None
+    eval_loss = evaluate(loop.eval_step, carry.state, loop.eval_batches, loop.batch_sharding) if due.eval else None
     if eval_loss is not None:
         records.append(("eval", done, {"eval_loss": eval_loss}))
-    return StepOutcome(records, lines, active, losses, eval_loss, s.run.eval_batches, train)
+    return StepOutcome(records, lines, carry.warned | frozenset(new), active, losses, eval_loss,
+                       run.eval_batches, train)
 
 
-def masks_of(s: Any) -> tuple[Any, list[str]]:
-    """(the masks collection of the session's state; the pruning checks' new warnings as console
-    lines). A warning already printed (kept in `s.warned`) is not repeated."""
+def masks_of(state: TrainState, warned: frozenset[str]) -> tuple[Any, list[str]]:
+    """(the masks collection of `state`; the pruning checks' warnings not in `warned`, each once)."""
     with warnings.catch_warnings(record=True) as found:
         warnings.simplefilter("always")
-        masks = model_masks(s.state.opt_state)
-    lines = []
-    for message in dict.fromkeys(str(w.message) for w in found):
-        if message not in s.warned:
-            s.warned.add(message)
-            lines.append(f"warning: {message}")
-    return masks, lines
+        masks = model_masks(state.opt_state)
+    return masks, [m for m in dict.fromkeys(str(w.message) for w in found) if m not in warned]
 
 
-def event_record(run: Any, done: int, named: list, active: int, replicated: NamedSharding) -> dict:
-    """The pruning_event record of step `done` (`run`: the resolved Run; `named`: the masks'
+def event_record(run: Run, done: int, named: list, active: int, replicated: NamedSharding) -> dict:
+    """The pruning_event record of step `done` of `run` (`named`: the masks'
     (names, mask) leaves, `named_leaves`; `active`: their kept weights): density, scheduled
     density and per-layer sparsity."""
     return {"density": active / run.plan.params.prunable,
@@ -122,8 +106,10 @@ def event_record(run: Any, done: int, named: list, active: int, replicated: Name
             "per_layer_sparsity": layer_sparsity(named, replicated)}
 
 
-def evaluate(eval_step, state, batches, sharding) -> float:
-    """Mean eval loss (nats/token) over the fixed validation batches."""
+def evaluate(eval_step: Callable[[TrainState, dict[str, jax.Array]], dict[str, jax.Array]],
+             state: TrainState, batches: list[dict[str, np.ndarray]], sharding: NamedSharding) -> float:
+    """Mean eval loss (nats/token) of `state` over the fixed validation `batches` (each this
+    process's rows, made global with `sharding`)."""
     sums = [eval_step(state, data_lib.to_global_batch(b, sharding)) for b in batches]
     sums = jax.device_get(sums)
     return float(sum(s["loss_sum"] for s in sums) / max(1.0, sum(s["weights"] for s in sums)))
@@ -176,21 +162,21 @@ def diverged(losses: list[float], norms: list[float], done: int, last_good: str)
         "config.train.learning_rate (or check the data) and rerun to resume from it.")
 
 
-def train_record(s: Any, done: int, losses: list[float], norms: list[float], active: int,
-                 flops_per_token: float) -> dict:
-    """The metrics.jsonl record of the log interval ending at step `done` (`s`: the loop's
-    `Session`: its run, clock and N̄ so far; `active`: prunable weights in force;
-    `flops_per_token`: training FLOPs per token at that density, `train_flops_per_token`)."""
-    plan, now = s.run.plan, time.time()
-    tok_s = plan.tokens_per_step * (done - s.step_at_log) / max(now - s.t_log, 1e-9)
+def train_record(run: Run, carry: Carry, done: int, losses: list[float], norms: list[float],
+                 active: int, flops_per_token: float) -> dict:
+    """The metrics.jsonl record of the log interval ending at step `done` (`carry`: where and when
+    the interval began, `step_at_log` and `t_log`, and N̄ so far; `active`: prunable weights in
+    force; `flops_per_token`: training FLOPs per token at that density, `train_flops_per_token`)."""
+    plan, now = run.plan, time.time()
+    tok_s = plan.tokens_per_step * (done - carry.step_at_log) / max(now - carry.t_log, 1e-9)
     density = active / plan.params.prunable
     tflops = flops_per_token * tok_s / 1e12
-    record = {"loss": float(sum(losses) / len(losses)), "learning_rate": float(s.run.learning_rate(done - 1)),
+    record = {"loss": float(sum(losses) / len(losses)), "learning_rate": float(run.learning_rate(done - 1)),
               "grad_norm": norms[-1], "tokens_per_s": tok_s,
-              "step_time_s": (now - s.t_log) / max(done - s.step_at_log, 1),
+              "step_time_s": (now - carry.t_log) / max(done - carry.step_at_log, 1),
               "density": density, "active_params": plan.params.other + active,
-              "n_avg_so_far": s.active_sum / done, "tflops_per_s": tflops}
-    peak = s.run.peak_tflops_per_device
+              "n_avg_so_far": carry.active_sum / done, "tflops_per_s": tflops}
+    peak = run.peak_tflops_per_device
     if peak > 0:
         record["mfu"] = tflops / (peak * jax.device_count())
     return record

@@ -7,9 +7,14 @@ completed step, so it excludes the compilation of the train step.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from absl import logging
+
+if TYPE_CHECKING:  # types only: the sweep's report imports this module without jax's loop
+    from jaxsparse.train.loop.actions import StepOutcome
+    from jaxsparse.train.loop.session import Due
+    from jaxsparse.train.resolve.run import Run
 
 
 def format_duration(seconds: float) -> str:
@@ -36,7 +41,7 @@ def count(n: float) -> str:
     return f"{n:.0f}"
 
 
-def startup_line(run: Any, workdir: str, start_step: int) -> str:
+def startup_line(run: Run, workdir: str, start_step: int) -> str:
     """'58m model (57.94M params, 46.4M prunable), 1,000 steps, 2.05B tokens, batch 256 x 2048,
     mesh data=1 fsdp=8 tensor=1, workdir runs/x' (and where it resumes)."""
     p = run.plan
@@ -76,15 +81,12 @@ class Progress:
                 f"loss {loss:7.4f}  density {density:6.4f}  {tokens_per_s:10,.0f} tok/s  "
                 f"elapsed {format_duration(now - self.t0)}  ETA {eta}")
 
-    def log(self, *args: Any) -> None:
-        say(self.line(*args))
-
     def opened(self, resumed: str | None, startup: str) -> None:
         """The lines of a session opening: where it resumed (None: from scratch), the startup line."""
         for line in [*([resumed] if resumed else []), startup]:
             say(line)
 
-    def report(self, done: int, due: Any, out: Any, first_done: tuple[int, float] | None,
+    def report(self, done: int, due: Due, out: StepOutcome, first_done: tuple[int, float] | None,
                checkpoint: str | None, finished: str | None = None) -> None:
         """The lines after step `done` (`due`: the loop's `Due`; `out`: its `StepOutcome`): new
         warnings, the progress line (log steps and SIGTERM), the checkpoint saved at path
@@ -96,7 +98,7 @@ class Progress:
         for line in out.lines:
             say(line)
         if out.train is not None and (due.log or due.stop):
-            self.log(done, out.train["loss"], out.train["density"], out.train["tokens_per_s"])
+            say(self.line(done, out.train["loss"], out.train["density"], out.train["tokens_per_s"]))
         if checkpoint is not None:
             say(f"checkpoint: saving step {done} to {checkpoint}")
         if due.stop:

@@ -1,18 +1,35 @@
-"""End-of-run outputs: WORKDIR/summary.json (the scaling-law fitter's input) and PNG plots."""
+"""End-of-run outputs: WORKDIR/summary.json (the scaling-law fitter's input, with the loop's
+`measured` entries) and PNG plots."""
 from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import ml_collections
+import numpy as np
 
-from jaxsparse.train.workdir import layout
 from jaxsparse.train.resolve.plan import Plan
+from jaxsparse.train.workdir import layout
+
+if TYPE_CHECKING:  # types only: the sweep's tests import write_summary without the loop's data
+    from jaxsparse.train.loop.session import Carry
+    from jaxsparse.train.resolve.run import Run
 
 
-def finish(workdir: str, run: Any, final: dict[str, Any], records: list[dict[str, Any]]
+def measured(run: Run, carry: Carry) -> dict[str, Any]:
+    """summary.json's measured entries once `run`'s final step is done (`carry`: the loop's)."""
+    params = run.plan.params
+    final_active = params.prunable if run.schedule.kind == "dense" else carry.active
+    return {"n_avg_realised": carry.active_sum / run.steps,
+            "n_final": params.other + final_active,
+            "final_sparsity": 1.0 - final_active / params.prunable,
+            "final_train_loss": float(np.mean(carry.losses)) if carry.losses else None,
+            "final_eval_loss": carry.eval_loss}
+
+
+def finish(workdir: str, run: Run, final: dict[str, Any], records: list[dict[str, Any]]
            ) -> tuple[dict[str, Any], str | None]:
     """The end of a run (process 0): summary.json (`write_summary` of `run`'s config and plan
     with `final`) and, when `run.plots`, training.png of `records` (metrics.jsonl's). Returns

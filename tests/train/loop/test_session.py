@@ -1,5 +1,6 @@
 """What the loop does when: `due_after` (after a step) and `due_at_resume` (at the step a
-session opens at), on a resolved run of configs/tiny.py."""
+session opens at), on a resolved run of configs/tiny.py; `open_session`'s Loop and Carry at a
+restored checkpoint, run to a SIGTERM by `driver.run_loop`."""
 from __future__ import annotations
 
 import pytest
@@ -57,6 +58,8 @@ def test_a_sigterm_in_the_final_step_saves_it_and_the_rerun_evaluates_and_finish
 
     from jaxsparse import models
     from jaxsparse.train import train
+    from jaxsparse.train.loop.console import Progress
+    from jaxsparse.train.loop.driver import run_loop
     from jaxsparse.train.loop.session import open_session
     from jaxsparse.train.steps import compiled
     from jaxsparse.train.steps.state import abstract_state
@@ -77,10 +80,11 @@ def test_a_sigterm_in_the_final_step_saves_it_and_the_rerun_evaluates_and_finish
         stack.callback(ckpt.close)
         _, restored = ckpt.resume_point(state[0], run.identity, run.steps, lambda: None)
         assert restored.step == 7
-        session = open_session(run, str(work), ckpt, stack, compiled.for_run(run, None, state), restored)
+        loop, carry = open_session(run, str(work), ckpt, stack, compiled.for_run(run, None, state), restored)
+        assert (loop.start, carry.state.step) == (7, 7) and not loop.at_resume.any()
         preempt = Preemption()
         preempt.requested = True  # what the SIGTERM handler sets
-        assert session.train(preempt) == {"preempted_at": 8}
+        assert run_loop(loop, carry, Progress(run.steps), preempt) == {"preempted_at": 8}
     assert (work / "checkpoints" / "8").is_dir() and not (work / "summary.json").exists()
     resumed = train(config, str(work))
     assert resumed["final_eval_loss"] == clean["final_eval_loss"]
