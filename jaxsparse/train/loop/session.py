@@ -70,11 +70,6 @@ class Loop:
     start: int
     at_resume: Due
 
-    @property
-    def dense(self) -> bool:
-        """No pruning transform: every weight stays active."""
-        return self.run.schedule.kind == "dense"
-
 
 @dataclasses.dataclass
 class Carry:
@@ -139,7 +134,7 @@ def open_session(run: Run, workdir: str, ckpt: Checkpointer, stack: contextlib.E
     state, active_sum, losses = _state_at(run, steps, restored, train_iter)
     start = int(jax.device_get(state.step))
     replicated = NamedSharding(run.mesh, PartitionSpec())
-    dense = run.schedule.kind == "dense"
+    dense = run.schedule.kind == "dense"  # no pruning transform: every weight stays active
     active = run.plan.params.prunable
     if not dense:
         count_active = jax.jit(active_params, in_shardings=(steps.shardings,), out_shardings=replicated)

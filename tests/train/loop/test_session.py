@@ -53,14 +53,16 @@ def test_a_sigterm_in_the_final_step_saves_it_and_the_rerun_evaluates_and_finish
     sets it) saves the final checkpoint and writes no summary.json; the rerun resumes there,
     evaluates and writes the summary an uninterrupted run writes."""
     import contextlib
+    import dataclasses
     import json
     import shutil
 
     from jaxsparse import models
     from jaxsparse.train import train
+    from jaxsparse.train.loop.actions import after_step
     from jaxsparse.train.loop.console import Progress
     from jaxsparse.train.loop.driver import run_loop
-    from jaxsparse.train.loop.session import open_session
+    from jaxsparse.train.loop.session import Due, open_session
     from jaxsparse.train.steps import compiled
     from jaxsparse.train.steps.state import abstract_state
     from jaxsparse.train.workdir.checkpoints import Checkpointer
@@ -82,6 +84,10 @@ def test_a_sigterm_in_the_final_step_saves_it_and_the_rerun_evaluates_and_finish
         assert restored.step == 7
         loop, carry = open_session(run, str(work), ckpt, stack, compiled.for_run(run, None, state), restored)
         assert (loop.start, carry.state.step) == (7, 7) and not loop.at_resume.any()
+        before = dataclasses.replace(carry, losses=list(carry.losses), pending=list(carry.pending))
+        out = after_step(loop, carry, 7, Due(log=False, event=True, checkpoint=False, eval=True, stop=False))
+        assert [(kind, step) for kind, step, _ in out.records] == [("pruning_event", 7), ("eval", 7)]
+        assert carry == before  # measured, nothing changed: the loop applies `out` itself
         preempt = Preemption()
         preempt.requested = True  # what the SIGTERM handler sets
         assert run_loop(loop, carry, Progress(run.steps), preempt) == {"preempted_at": 8}
