@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from absl import logging
 
-if TYPE_CHECKING:  # types only: the sweep's report imports this module without jax's loop
+if TYPE_CHECKING:  # types only: the sweep imports the formatters here without the loop
     from jaxsparse.train.loop.actions import StepOutcome
     from jaxsparse.train.loop.session import Due
     from jaxsparse.train.resolve.run import Run
