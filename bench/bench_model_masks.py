@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxsparse.models import Transformer, flops_per_token, get_config, formula_param_counts
+from jaxsparse.models import Transformer, flops_per_token, get_config, param_counts
 
 GOAL = 1.03
 
@@ -72,8 +72,8 @@ def main() -> None:
 
     tokens_per_step = args.batch * args.seq_len
     flops = flops_per_token(cfg, args.seq_len) * tokens_per_step
-    print(f"model {args.size}: {formula_param_counts(cfg)['total'] / 1e6:.2f}M params "
-          f"({formula_param_counts(cfg)['prunable'] / 1e6:.2f}M masked), dtype {cfg.dtype}, batch {args.batch} x "
+    print(f"model {args.size}: {param_counts(cfg).total / 1e6:.2f}M params "
+          f"({param_counts(cfg).prunable / 1e6:.2f}M masked), dtype {cfg.dtype}, batch {args.batch} x "
           f"seq {args.seq_len} tokens, {args.reps} interleaved steps per variant, "
           f"backend {jax.default_backend()} ({jax.device_count()} device(s))")
     print(f"{'variant':<10} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'tokens/s':>10} {'GFLOP/s':>9}")

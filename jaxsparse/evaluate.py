@@ -27,6 +27,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from jaxsparse import models
+from jaxsparse.models.accounting import count_params
 from jaxsparse.models.sharding import activation_sharding
 from jaxsparse.errors import ArgumentParser, ConfigError, Fault, as_bad_input, entry_point
 from jaxsparse.inference.restore import RestoredRun, load_run
@@ -78,7 +79,7 @@ def tokenized_documents(source: Sequence[Any], tokenizer: Any, counts: dict[str,
 def make_loss_sums(run: RestoredRun, batch_sharding: NamedSharding):
     """Jitted (params, masks, batch) -> (sum of nats over weighted targets, sum of weights), sharded:
     the model's own loss path (`model.loss_chunk` included) with activations sharded as in training."""
-    model = models.build(run.model_cfg, run.config.model.get("family", models.DEFAULT_FAMILY))
+    model = models.build(run.model_cfg)
 
     def sums(params, masks, batch):
         with activation_sharding(run.mesh):
@@ -147,14 +148,11 @@ def check_batch_memory(run: RestoredRun, batch_size: Optional[int]) -> int:
     check, `memory_estimate(..., backward=False)` and `check_memory`; the host's own batch arrays,
     12 bytes a token, are far smaller than a device's share of the logits)."""
     from jaxsparse.train.resolve.environment import check_memory
-    from jaxsparse.train.resolve.parts import ParamCounts
     from jaxsparse.train.resolve.plan import memory_estimate
 
     shards = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
     batch = -(-int(batch_size or run.config.train.batch_size) // shards) * shards
-    size = lambda tree: sum(int(leaf.size) for leaf in jax.tree.leaves(tree))  # noqa: E731
-    counts = ParamCounts(total=size(run.params), prunable=size(run.masks),
-                         embedding=size(run.params.get("embed", {})))
+    counts = count_params(run.params, masks=run.masks)
     estimate = memory_estimate(run.model_cfg, counts, dict(run.mesh.shape), batch,
                                run.model_cfg.max_seq_len, backward=False)
     check_memory(estimate.total, advice=f"lower --batch_size (windows per step: {batch})")

@@ -12,6 +12,7 @@ sparsity whose exact N̄ (jaxsparse.pruning.average_param_count) equals the part
 
 Argument (optional): scale (multiplies every token budget; default 1.0; e.g. 0.1 for a smoke run).
 """
+from jaxsparse.models import ParamCounts
 from jaxsparse.pruning import Schedule
 from jaxsparse.sweep import matching
 from jaxsparse.train import base_config, parse_config_args
@@ -34,14 +35,14 @@ def _config(width: int):
     return c
 
 
-def counts(width: int) -> dict:
+def counts(width: int) -> ParamCounts:
     """Parameter counts of the width-`width` model as the trainer builds it (byte vocabulary)."""
     return matching.config_param_counts(_config(width))
 
 
 def steps_for(width: int, budget: float) -> int:
     """Optimizer steps of `budget` tokens per total parameter (the trainer's own rule)."""
-    return matching.steps_for(_config(width), budget, counts(width)["total"])
+    return matching.steps_for(_config(width), budget, counts(width).total)
 
 
 def interval_for(steps: int) -> int:
@@ -88,7 +89,7 @@ def get_sweep(arg=None):
                                  steps_for(width, b), s, {"kind": "sparse", "budget": budget}))
         for width, partner in MATCHED:
             steps = steps_for(partner, b)
-            s = matched_sparsity(width, counts(partner)["total"], steps)
+            s = matched_sparsity(width, counts(partner).total, steps)
             runs.append(_run(f"matched_d{width}_to_d{partner}_b{budget:g}", width, steps, s,
                              {"kind": "matched", "budget": budget,
                               "match": f"dense_d{partner}_b{budget:g}"}))

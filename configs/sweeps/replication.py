@@ -42,6 +42,7 @@ Expected wall time: 4.0 hours at those tokens/s plus start-up; on the shared mac
 """
 import dataclasses
 
+from jaxsparse.models import ParamCounts
 from jaxsparse.pruning import Schedule
 from jaxsparse.sweep import matching
 from jaxsparse.train import base_config, parse_config_args
@@ -90,14 +91,14 @@ def _config(shape: Shape):
     return c
 
 
-def counts(shape: Shape) -> dict:
+def counts(shape: Shape) -> ParamCounts:
     """Parameter counts of `shape` as the trainer builds it."""
     return matching.config_param_counts(_config(shape))
 
 
 def steps_for(shape: Shape, budget: float) -> int:
     """Optimizer steps of `budget` tokens per total parameter of `shape`."""
-    return matching.steps_for(_config(shape), budget, counts(shape)["total"])
+    return matching.steps_for(_config(shape), budget, counts(shape).total)
 
 
 def schedule(sparsity: float, steps: int, start: float = START, end: float = END) -> Schedule:
@@ -110,7 +111,7 @@ def matched_sparsity(sparse: Shape, dense: Shape, steps: int, start=START, end=E
     """The final sparsity at which `sparse`'s exact N̄ over `steps` steps is `dense`'s size."""
     c = counts(sparse)
     return matching.matched_sparsity(lambda s: matching.n_avg(c, schedule(s, steps, start, end), steps),
-                                     counts(dense)["total"])
+                                     counts(dense).total)
 
 
 def run(name, shape, steps, sparsity=0.0, *, seed=0, lr=LEARNING_RATE, start=START, end=END,

@@ -1,9 +1,10 @@
 """The data section of a training config, and its validation.
 
-`default_config()` is the single source of truth for the data keys; the trainer's config files embed it
-as `config.data`. Sequence length, global batch size and the number of evaluation batches are *not*
-data keys: the trainer keeps them at `config.train.seq_len`, `config.train.batch_size` and
-`config.eval.batches` and passes them to the pipeline functions.
+`KEYS` is the single source of truth for the data keys, their defaults and docs; `default_config()`
+builds them and the trainer's config files embed it as `config.data`. Sequence length, global batch size
+and the number of evaluation batches are *not* data keys: the trainer keeps them at
+`config.train.seq_len`, `config.train.batch_size` and `config.eval.batches` and passes them to the
+pipeline functions.
 
 Every check raises `jaxsparse.errors.ConfigError` naming the field (`config.data.KEY`), the value and
 what is allowed, before anything is built or computed.
@@ -32,42 +33,36 @@ _TFDS_NAME = re.compile(r"^[a-z][a-z0-9_]*(/[A-Za-z0-9_.\-]+)?(:[0-9]+\.[0-9]+\.
 SECTION = "config.data"
 
 
-def default_config() -> ml_collections.ConfigDict:
-    """Returns the data config with defaults (see the README for the meaning of each key).
+# key -> (default, one-line doc): the one source of the data keys (`default_config` builds them,
+# `--print_config` prints the docs). data_dir's default is read from $JAXSPARSE_DATA_DIR when set.
+KEYS: dict[str, tuple[object, str]] = {
+    "dataset": (EMBEDDED_DATASET, "'shakespeare' (embedded corpus) | 'c4/en' (or any prepared tfds "
+                "name[/config][:version]) | 'text:/path/to/folder' (.txt, .jsonl, .jsonl.gz and .jsonl.zst "
+                "files, read recursively) | 'parquet:/path/to/folder' or 'parquet:/path/*.parquet' | "
+                "'<prefix>:...' of a source registered with jaxsparse.data.sources.register"),
+    "data_dir": (DEFAULT_DATA_DIR, "tfds data directory (cache of built datasets and trained "
+                 f"tokenizers); default ${DATA_DIR_ENV} or {DEFAULT_DATA_DIR}"),
+    "tokenizer": ("embedded", "'embedded' (SentencePiece trained on this corpus, cached) | 'bytes' | "
+                  "path to a .model file"),
+    "vocab_size": (2048, "vocabulary size when training a SentencePiece model (ignored otherwise)"),
+    "tokenizer_model_type": ("bpe", "'bpe' | 'unigram' (SentencePiece model type when training)"),
+    "tokenizer_train_chars": (2_000_000, "characters of training text sampled to train the tokenizer"),
+    "text_column": ("text", "the column (parquet) or field (JSON lines) that holds each document's text"),
+    "chunk_chars": (4000, "local corpora are cut into documents of about this many characters (at "
+                    "paragraph boundaries) before the train/validation split"),
+    "validation_fraction": (0.05, "fraction of documents of a local corpus held out as the validation split"),
+    "shuffle_seed": (0, "seed of the per-epoch document shuffle (combined with the `seed` argument)"),
+    "shards": (8, "logical data shards; shard s fills rows [s*B/shards, (s+1)*B/shards) of every global "
+               "batch of B rows, so the data of a step never depends on the number of processes. Must "
+               "divide config.train.batch_size and be divisible by the process count"),
+    "read_threads": (4, "threads reading + tokenizing documents (per process)"),
+}
 
-    Keys:
-      dataset: "shakespeare" (embedded corpus) | "c4/en" (or any prepared tfds name[/config][:version])
-        | "text:/path/to/folder" (.txt, .jsonl, .jsonl.gz and .jsonl.zst files, read recursively)
-        | "parquet:/path/to/folder" or "parquet:/path/*.parquet" (parquet files with a text column).
-      data_dir: tfds data directory (cache of built datasets and trained tokenizers); default
-        $JAXSPARSE_DATA_DIR or ~/.cache/jaxsparse/tfds.
-      tokenizer: "embedded" (SentencePiece trained on this corpus, cached) | "bytes" | path to a .model file.
-      vocab_size: vocabulary size when training a SentencePiece model (ignored otherwise).
-      tokenizer_model_type: "bpe" | "unigram" (SentencePiece model type when training).
-      tokenizer_train_chars: characters of training text sampled to train the tokenizer.
-      text_column: the column (parquet) or field (JSON lines) that holds each document's text.
-      chunk_chars: local corpora are cut into documents of about this many characters (at paragraph
-        boundaries) before the train/validation split.
-      validation_fraction: fraction of documents of a local corpus held out as the validation split.
-      shuffle_seed: seed of the per-epoch document shuffle (combined with the `seed` argument).
-      shards: logical data shards; shard s fills rows [s*B/shards, (s+1)*B/shards) of every global batch
-        of B rows, so the data of a step never depends on the number of processes. Must divide
-        config.train.batch_size and be divisible by the process count.
-      read_threads: threads reading + tokenizing documents (per process).
-    """
-    cfg = ml_collections.ConfigDict()
-    cfg.dataset = EMBEDDED_DATASET
+
+def default_config() -> ml_collections.ConfigDict:
+    """The data config with every key of `KEYS` at its default (data_dir: $JAXSPARSE_DATA_DIR when set)."""
+    cfg = ml_collections.ConfigDict({key: default for key, (default, _) in KEYS.items()})
     cfg.data_dir = os.environ.get(DATA_DIR_ENV, DEFAULT_DATA_DIR)
-    cfg.tokenizer = "embedded"
-    cfg.vocab_size = 2048
-    cfg.tokenizer_model_type = "bpe"
-    cfg.tokenizer_train_chars = 2_000_000
-    cfg.text_column = "text"
-    cfg.chunk_chars = 4000
-    cfg.validation_fraction = 0.05
-    cfg.shuffle_seed = 0
-    cfg.shards = 8
-    cfg.read_threads = 4
     return cfg
 
 

@@ -18,7 +18,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from jaxsparse.models import ModelConfig
+from jaxsparse.errors import ConfigError
+from jaxsparse.models import DEFAULT_FAMILY, ModelConfig
 
 # (our block-relative path, HF name relative to model.layers.{i}, is a linear kernel)
 LAYER_TENSORS: tuple[tuple[tuple[str, ...], str, bool], ...] = (
@@ -38,6 +39,14 @@ TOP_TENSORS: tuple[tuple[tuple[str, ...], str, bool], ...] = (
     (("final_norm", "scale"), "model.norm.weight", False),
     (("lm_head", "kernel"), "lm_head.weight", True),
 )
+
+
+def require_llama(cfg: ModelConfig, where: str) -> None:
+    """ConfigError unless `cfg` is the LLaMA family's: Hugging Face import and export map only its
+    tensors (`LAYER_TENSORS`, `TOP_TENSORS`)."""
+    if cfg.family != DEFAULT_FAMILY:
+        raise ConfigError(f"{where}: model.family={cfg.family!r} has no Hugging Face LLaMA mapping; "
+                          f"import and export support model.family={DEFAULT_FAMILY!r} only")
 
 
 def get_path(tree: Any, path: tuple[str, ...]) -> Any:

@@ -99,7 +99,9 @@ def write_export(run: ExportSource, out: str, overwrite: bool = False, *, summar
     """Export `run` to `out` (see the module docstring); returns a summary of what was written.
     `summary` and `records`: the run's summary.json (None: not finished) and metrics.jsonl records,
     for the model card (`card.run_figures`). Missing parent folders of `out` are made (and removed
-    again if the write fails); leftovers of interrupted exports to `out` are removed after."""
+    again if the write fails); leftovers of interrupted exports to `out` are removed after.
+    ConfigError before anything is written for a family other than LLaMA (`convert.require_llama`)."""
+    convert.require_llama(run.model_cfg, f"--workdir={run.workdir}")
     target = check_out_dir(out, overwrite)
     params, masks = jax.device_get((run.params, run.masks))
     tensors = convert.to_hf(run.model_cfg, params, masks)

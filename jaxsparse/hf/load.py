@@ -22,7 +22,7 @@ import numpy as np
 from jaxsparse.errors import ConfigError
 from jaxsparse.hf import files
 from jaxsparse.hf.hf_config import check_llama_config
-from jaxsparse.hf.convert import expected_hf_shapes, from_hf
+from jaxsparse.hf.convert import expected_hf_shapes, from_hf, require_llama
 from jaxsparse.models import ModelConfig
 
 PREFIX = "hf:"
@@ -53,6 +53,7 @@ def check_headers(folder: str, cfg: ModelConfig) -> tuple[dict, dict[str, str]]:
     architecture and sizes, and every tensor's shape and dtype (floating point), reading no values;
     ConfigError naming the file, the tensor and the problem."""
     where = f"config.model.init_from=hf:{folder}"
+    require_llama(cfg, where)
     config_path = os.path.join(folder, "config.json")
     if not os.path.isfile(config_path):
         raise ConfigError(f"{where}: {config_path} does not exist (expected a Hugging Face model folder)")

@@ -2,8 +2,8 @@
 
 Usage: python -m jaxsparse.models SIZE [--seq-len TOKENS] [--density FRACTION] [--vocab-size V]
 
-Keys: name, config (all ModelConfig fields), total, prunable, embedding, other, attention, mlp, lm_head,
-per_layer (parameter counts), seq_len (tokens), flops_per_token (dense training FLOPs per token at
+Keys: name, config (all ModelConfig fields), total, prunable, embedding, other (parameter counts,
+measured from the model's init), seq_len (tokens), flops_per_token (dense training FLOPs per token at
 seq_len), attention_flops_per_token, and, with --density, density and flops_per_token_at_density.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 from jaxsparse.errors import ArgumentParser, as_bad_input, entry_point
 
-from .accounting import attention_flops_per_token, flops_per_token, formula_param_counts
+from .accounting import attention_flops_per_token, flops_per_token, param_counts
 from .model_config import SIZES, get_config
 
 
@@ -31,7 +31,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         overrides = {} if args.vocab_size is None else {"vocab_size": args.vocab_size}
         config = get_config(args.size, **overrides)
         seq_len = config.max_seq_len if args.seq_len is None else args.seq_len
-        report = {"name": args.size.lower(), "config": dataclasses.asdict(config), **formula_param_counts(config),
+        report = {"name": args.size.lower(), "config": dataclasses.asdict(config), **_counts(config),
                   "seq_len": seq_len, "flops_per_token": flops_per_token(config, seq_len),
                   "attention_flops_per_token": attention_flops_per_token(config, seq_len)}
         if args.density is not None:
@@ -39,6 +39,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             report["flops_per_token_at_density"] = flops_per_token(config, seq_len, args.density)
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _counts(config) -> dict[str, int]:
+    counts = param_counts(config)
+    return {**dataclasses.asdict(counts), "other": counts.other}
 
 
 if __name__ == "__main__":

@@ -71,6 +71,8 @@ class ModelConfig:
         one [B, loss_chunk, V] chunk of logits is alive at a time, forward and backward).
       norm_eps: RMSNorm epsilon.
       rope_max_timescale: rotary embedding maximum timescale.
+      family: the model family that builds this config (`jaxsparse.models.registry`; "llama" is the
+        LLaMA-style `Transformer`); a family reads the fields it needs.
     """
 
     vocab_size: int
@@ -89,6 +91,7 @@ class ModelConfig:
     loss_chunk: int = 0
     norm_eps: float = 1e-5
     rope_max_timescale: float = 10000.0
+    family: str = "llama"
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len"):
@@ -119,6 +122,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.norm_eps={self.norm_eps!r}: must be a number > 0")
         if not (isinstance(self.rope_max_timescale, (int, float)) and self.rope_max_timescale > 1):
             raise ValueError(f"ModelConfig.rope_max_timescale={self.rope_max_timescale!r}: must be a number > 1")
+        if not isinstance(self.family, str) or not self.family:
+            raise ValueError(f"ModelConfig.family={self.family!r}: must be a registered family's name")
 
     @property
     def qkv_dim(self) -> int:

@@ -31,8 +31,9 @@ COLUMNS = ("name", "n", "n_avg", "n_avg_prunable", "n_final", "n_initial", "n_to
            "seed", "workdir")
 # Config keys that say where outputs go or how often progress is reported, not what is
 # trained: a summary that differs from the spec only in these still counts as the run's.
+# (imports: where the code of a family or source comes from; model.family and data.dataset count.)
 # (mesh.*: the checkpoint identity excludes it too; a run resumes on another mesh.)
-NOT_IDENTITY = ("checkpoint.", "metrics.", "mesh.", "data.data_dir", "train.log_every_steps",
+NOT_IDENTITY = ("checkpoint.", "metrics.", "mesh.", "data.data_dir", "train.log_every_steps", "imports",
                 "eval.every_steps")
 
 

@@ -11,16 +11,17 @@ from typing import Callable
 
 import ml_collections
 
-from jaxsparse import models
 from jaxsparse.data import ByteTokenizer
+from jaxsparse.models import ParamCounts
 from jaxsparse.pruning import Schedule, average_param_count
-from jaxsparse.train.resolve.parts import model_config, total_steps
+from jaxsparse.train.resolve.parts import measured, model_config, total_steps
 
 
-def config_param_counts(config: ml_collections.ConfigDict) -> dict[str, int]:
-    """Parameter counts (jaxsparse.models.formula_param_counts keys) of the model `config` trains with the
-    byte tokenizer (the embedded corpus's), the vocabulary padded as the trainer pads it."""
-    return models.formula_param_counts(model_config(config, ByteTokenizer.vocab_size))
+def config_param_counts(config: ml_collections.ConfigDict) -> ParamCounts:
+    """Parameter counts of the model `config` trains with the byte tokenizer (the embedded
+    corpus's), the vocabulary padded as the trainer pads it: measured as the trainer's plan
+    measures them (`parts.measured`: the family's init, config.pruning's prunable leaves)."""
+    return measured(config, model_config(config, ByteTokenizer.vocab_size))[1]
 
 
 def steps_for(config: ml_collections.ConfigDict, budget: float, n_total: int) -> int:
@@ -31,10 +32,9 @@ def steps_for(config: ml_collections.ConfigDict, budget: float, n_total: int) ->
     return total_steps(c, n_total)
 
 
-def n_avg(counts: dict[str, int], schedule: Schedule, steps: int) -> float:
+def n_avg(counts: ParamCounts, schedule: Schedule, steps: int) -> float:
     """Exact N̄ over all parameters of a `steps`-step run of a model with `counts` under `schedule`."""
-    return average_param_count(schedule, steps, counts["prunable"],
-                               counts["total"] - counts["prunable"]).total
+    return average_param_count(schedule, steps, counts.prunable, counts.other).total
 
 
 def matched_sparsity(n_avg_at: Callable[[float], float], target: float, digits: int = 4) -> float:

@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from jaxsparse.models import (SIZES, ModelConfig, Transformer, attention_flops_per_token, flops_per_token,
-                              get_config, formula_param_counts)
+                              get_config, param_counts)
 
 BATCH, SEQ = 2, 16
 
@@ -168,24 +168,24 @@ def _count(tree):
 def test_param_counts_match_initialised_model(name, scan):
     cfg = get_config(name, scan_layers=scan)
     shapes = jax.eval_shape(lambda: nn.unbox(Transformer(cfg).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))))
-    counts = formula_param_counts(cfg)
+    counts = param_counts(cfg)
     params = _paths(shapes["params"])
-    assert _count(shapes["params"]) == counts["total"]
-    assert _count(shapes["masks"]) == counts["prunable"]
-    assert sum(math.prod(x.shape) for p, x in params.items() if "embed" in p) == counts["embedding"]
-    assert sum(math.prod(x.shape) for p, x in params.items() if p.endswith("['scale']")) == counts["other"]
-    assert counts["total"] == counts["embedding"] + counts["prunable"] + counts["other"]
+    assert _count(shapes["params"]) == counts.total
+    assert _count(shapes["masks"]) == counts.prunable
+    assert sum(math.prod(x.shape) for p, x in params.items() if "embed" in p) == counts.embedding
+    norms = sum(math.prod(x.shape) for p, x in params.items() if p.endswith("['scale']"))
+    assert counts.other == counts.total - counts.prunable == counts.embedding + norms
     if name == "demo":
-        assert 2e6 < counts["total"] < 10e6
+        assert 2e6 < counts.total < 10e6
 
 
 @pytest.mark.parametrize("name,total,prunable,unit", [
     ("58m", 57.94, 41.55, 1e6), ("162m", 162.42, 137.82, 1e6), ("468m", 468.24, 435.42, 1e6),
     ("1b", 1.20, 1.14, 1e9)])
 def test_param_counts_match_paper(name, total, prunable, unit):
-    counts = formula_param_counts(get_config(name))
-    assert round(counts["total"] / unit, 2) == total
-    assert round(counts["prunable"] / unit, 2) == prunable
+    counts = param_counts(get_config(name))
+    assert round(counts.total / unit, 2) == total
+    assert round(counts.prunable / unit, 2) == prunable
 
 
 def test_flops_per_token_against_xla_cost_analysis(setup):
@@ -199,7 +199,7 @@ def test_flops_per_token_against_xla_cost_analysis(setup):
     # XLA also counts elementwise work (norms, softmax, loss, mask multiply), which the formula omits.
     assert ours <= xla_flops <= 1.05 * ours, (ours, xla_flops)
     sparse = flops_per_token(cfg, seq, density=0.25)
-    assert sparse == flops_per_token(cfg, seq) - round(6 * 0.75 * formula_param_counts(cfg)["prunable"])
+    assert sparse == flops_per_token(cfg, seq) - round(6 * 0.75 * param_counts(cfg).prunable)
     assert flops_per_token(cfg, seq, density=0.0) == attention_flops_per_token(cfg, seq)
 
 
@@ -242,9 +242,9 @@ def test_cli_prints_accounting_json():
     out = subprocess.run([sys.executable, "-m", "jaxsparse.models", "162m"], capture_output=True, text=True,
                          check=True, timeout=120)
     report = json.loads(out.stdout)
-    counts = formula_param_counts(get_config("162m"))
-    for key in ("total", "prunable", "embedding"):
-        assert report[key] == counts[key]
+    counts = param_counts(get_config("162m"))
+    for key in ("total", "prunable", "embedding", "other"):
+        assert report[key] == getattr(counts, key)
     assert report["flops_per_token"] == flops_per_token(get_config("162m"), 2048)
     bad = subprocess.run([sys.executable, "-m", "jaxsparse.models", "2b"], capture_output=True, text=True,
                          timeout=120)

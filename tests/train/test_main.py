@@ -115,6 +115,9 @@ def test_print_config_lists_every_key_with_value_default_and_doc(corpus, env):
     assert lines["train.steps"].startswith("train.steps = 7 ")
     assert "optimizer steps" in lines["train.steps"] and "(default 0)" in lines["train.steps"]
     assert "(default" not in lines["train.b1"] and "AdamW beta1" in lines["train.b1"]
+    from jaxsparse.data.data_config import KEYS as DATA_KEYS
+    for key, (_, doc) in DATA_KEYS.items():  # the data keys' docs, from their one source
+        assert doc and f"# {doc}" in lines[f"data.{key}"], key
 
 
 def test_outputs_without_a_checkpoint_are_refused_unless_restart(corpus, env, tmp_path):

@@ -1,5 +1,5 @@
 """The parts a validated config describes, each resolved once, in the order each needs the one
-before: the loop's fields, the vocabulary, the device mesh, the ModelConfig, the model (checked
+before: the vocabulary, the device mesh, the ModelConfig, the model (checked
 against a `model.init_from` checkpoint), its abstract params, the prunable leaves, the parameter
 counts and the step count.
 
@@ -17,44 +17,28 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh
 
 from jaxsparse import data as data_lib
 from jaxsparse import models
+from jaxsparse.models import accounting
 from jaxsparse.errors import ConfigError
 from jaxsparse.pruning.selection import prunable_flags
 from jaxsparse.train.resolve import train_config
 
 
-@dataclasses.dataclass(frozen=True)
-class ParamCounts:
-    """total: all parameters (from `jax.eval_shape` of the model's init); prunable: the weights
-    the pruning transform masks; embedding: the token table; other = total - prunable."""
-
-    total: int
-    prunable: int
-    embedding: int
-
-    @property
-    def other(self) -> int:
-        return self.total - self.prunable
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class Parts:
     """What `build_parts` resolved. mesh: None when planned for another machine; abstract_params:
-    `jax.ShapeDtypeStruct` leaves of the params tree; steps: optimizer steps; loop_fields: the
-    `Run` fields the loop reads (`loop_fields`)."""
+    `jax.ShapeDtypeStruct` leaves of the params tree; steps: optimizer steps."""
 
-    loop_fields: dict[str, Any]
     vocab: int
     mesh: Mesh | None
     model_config: models.ModelConfig
     model: nn.Module
     abstract_params: Any
-    params: ParamCounts
+    params: models.ParamCounts
     steps: int
 
 
@@ -64,34 +48,18 @@ def build_parts(config: ml_collections.ConfigDict, grad_accum: int | None,
     `config.grad_accum_of` (None for "auto": the mesh is checked for one micro-batch);
     local_devices=False builds no mesh. The HF checkpoint of `model.init_from` is checked
     (architecture, every shape) before the params are shaped."""
-    fields = loop_fields(config, grad_accum)
     vocab = resolve_vocab(config)
     mesh = _mesh(config, grad_accum, None) if local_devices else None
     model_cfg = model_config(config, vocab)
-    model = models.build(model_cfg, config.model.family)
+    model = models.build(model_cfg)
     if config.model.init_from:  # the HF folder's architecture and every shape, before any write
         from jaxsparse.hf.load import check_folder, parse_init_from  # [hf] extra only when used
         folder = parse_init_from(config.model.init_from)
         check_folder(folder, model_cfg)
-    abstract_params = jax.eval_shape(lambda: nn.unbox(model.init(
-        jax.random.key(0), jnp.zeros((1, config.train.seq_len), jnp.int32)))["params"])
-    params = measured_param_counts(abstract_params, prunable(config, abstract_params))
-    return Parts(loop_fields=fields, vocab=vocab, mesh=mesh, model_config=model_cfg, model=model,
+    abstract_params, params = measured(config, model_cfg)
+    return Parts(vocab=vocab, mesh=mesh, model_config=model_cfg, model=model,
                  abstract_params=abstract_params, params=params,
                  steps=total_steps(config, params.total))
-
-
-def loop_fields(config: ml_collections.ConfigDict, grad_accum: int | None) -> dict[str, Any]:
-    """The `Run` fields the loop reads, from a validated config (see `Run` for their units)."""
-    t = config.train
-    return dict(grad_accum=grad_accum, batch_size=t.batch_size,
-                seq_len=t.seq_len, seed=config.seed, data=config.data,
-                init_from=config.model.init_from, log_every=t.log_every_steps,
-                eval_every=config.eval.every_steps, eval_batches=config.eval.batches,
-                checkpoint_every=config.checkpoint.every_steps, checkpoint_keep=config.checkpoint.keep,
-                checkpoint_async=bool(config.checkpoint.async_save),
-                tensorboard=bool(config.metrics.tensorboard), plots=bool(config.metrics.plots),
-                peak_tflops_per_device=float(config.metrics.peak_tflops_per_device))
 
 
 def resolve_vocab(config: ml_collections.ConfigDict) -> int:
@@ -160,15 +128,18 @@ def _mesh(config: ml_collections.ConfigDict, grad_accum: int | None, devices: li
     return models.make_mesh(sizes["data"], sizes["fsdp"], sizes["tensor"], devices)
 
 
+# config.model keys that are ModelConfig fields override the size's preset (model.family included)
+_MODEL_KEYS = {f.name for f in dataclasses.fields(models.ModelConfig)}
+
+
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> models.ModelConfig:
-    """The ModelConfig of a training config: the size's preset with the config's overrides
-    (a 0 / '' / None key keeps the size's value), the vocabulary padded up to a multiple of
-    model.vocab_multiple (the extra ids are never produced by the tokenizer)."""
+    """The ModelConfig of a training config: the size's preset with the config's overrides (every
+    config.model key named as a ModelConfig field; a 0 / '' / None value keeps the size's), the
+    vocabulary padded up to a multiple of model.vocab_multiple (the extra ids are never produced by the tokenizer)."""
     multiple = config.model.vocab_multiple
     overrides: dict[str, Any] = dict(vocab_size=-(-vocab_size // multiple) * multiple,
                                      max_seq_len=config.train.seq_len)
-    for key in ("d_model", "n_layers", "n_heads", "dtype", "scan_layers", "remat", "remat_policy",
-                "attention", "loss_chunk"):
+    for key in _MODEL_KEYS & set(config.model.keys()) - set(overrides):
         value = config.model[key]
         if value not in (0, "", None) or value is False:
             overrides[key] = value
@@ -188,15 +159,12 @@ def prunable(config: ml_collections.ConfigDict, abstract_params: Any) -> list[bo
         raise ConfigError(f"config.pruning: {err}") from err
 
 
-def measured_param_counts(abstract_params: Any, flags: list[bool]) -> ParamCounts:
-    """Counts from the abstract params (`jax.eval_shape` of init) and the transform's flags
-    (`prunable`, one per leaf)."""
-    flat = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
-    sizes = [math.prod(leaf.shape) for _, leaf in flat]
-    embedding = sum(n for (path, _), n in zip(flat, sizes)
-                    if getattr(path[0], "key", None) == "embed")
-    return ParamCounts(total=sum(sizes), embedding=embedding,
-                       prunable=sum(n for n, f in zip(sizes, flags) if f))
+def measured(config: ml_collections.ConfigDict, model_cfg: models.ModelConfig
+             ) -> tuple[Any, models.ParamCounts]:
+    """(abstract params, their counts with config.pruning's prunable leaves) of `model_cfg`'s
+    model: the one measurement the plan and N̄ matching (`jaxsparse.sweep.matching`) read."""
+    abstract_params = accounting.abstract_variables(model_cfg)["params"]
+    return abstract_params, accounting.count_params(abstract_params, prunable(config, abstract_params))
 
 
 def total_steps(config: ml_collections.ConfigDict, n_total: int) -> int:

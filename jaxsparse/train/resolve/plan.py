@@ -10,10 +10,9 @@ import dataclasses
 from typing import Any
 
 from jaxsparse import models
-from jaxsparse.models.accounting import train_flops_per_token
+from jaxsparse.models.accounting import ParamCounts, train_flops_per_token
 from jaxsparse.pruning import Schedule
 from jaxsparse.pruning.structure import realised_densities
-from jaxsparse.train.resolve.parts import ParamCounts
 
 EVENTS_SHOWN = 50
 

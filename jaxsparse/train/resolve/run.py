@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -34,11 +35,25 @@ __all__ = ["COMPUTE_ONLY_FIELDS", "Run", "identity", "model_identity", "plan_for
 COMPUTE_ONLY_FIELDS = ("remat", "remat_policy", "attention", "loss_chunk")  # change compute, not the state
 
 
+def _setting(key: str, kind: Callable[[Any], Any] | None = None) -> property:
+    """A read-only view of config.<key> (dotted), converted by `kind` when given."""
+
+    def get(run: Run) -> Any:
+        value = run.config
+        for part in key.split("."):
+            value = value[part]
+        return value if kind is None else kind(value)
+
+    return property(get, doc=f"config.{key}")
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Run:
-    """One resolved training run. `steps`: optimizer steps; `learning_rate`: step -> rate (the
-    one the transform `tx` uses); `mesh` is None when planned for another machine.
+    """One resolved training run: `config` (validated) and what was built from it. `steps`:
+    optimizer steps; `learning_rate`: step -> rate (the one the transform `tx` uses); `mesh` is
+    None when planned for another machine.
 
+    The loop's settings are read from `config` (one source; properties below, units as named):
     grad_accum: micro-batches per step, or None for train.grad_accum="auto" (decided by compiling:
     `with_grad_accum`). batch_size: sequences per step (global); seq_len: tokens per sequence.
     Every *_every is in steps, 0 meaning never (a checkpoint and an eval still end the run).
@@ -54,21 +69,25 @@ class Run:
     tx: optax.GradientTransformation
     mesh: Mesh | None
     plan: Plan
-    grad_accum: int | None
-    batch_size: int
-    seq_len: int
-    seed: int
-    data: ml_collections.ConfigDict
-    init_from: str
-    log_every: int
-    eval_every: int
-    eval_batches: int
-    checkpoint_every: int
-    checkpoint_keep: int
-    checkpoint_async: bool
-    tensorboard: bool
-    plots: bool
-    peak_tflops_per_device: float
+
+    @property
+    def grad_accum(self) -> int | None:
+        return train_config.grad_accum_of(self.config)
+
+    batch_size = _setting("train.batch_size")
+    seq_len = _setting("train.seq_len")
+    seed = _setting("seed")
+    data = _setting("data")
+    init_from = _setting("model.init_from")
+    log_every = _setting("train.log_every_steps")
+    eval_every = _setting("eval.every_steps")
+    eval_batches = _setting("eval.batches")
+    checkpoint_every = _setting("checkpoint.every_steps")
+    checkpoint_keep = _setting("checkpoint.keep")
+    checkpoint_async = _setting("checkpoint.async_save", bool)
+    tensorboard = _setting("metrics.tensorboard", bool)
+    plots = _setting("metrics.plots", bool)
+    peak_tflops_per_device = _setting("metrics.peak_tflops_per_device", float)
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -79,11 +98,10 @@ class Run:
 
 def identity(config: ml_collections.ConfigDict, model_cfg: models.ModelConfig,
              steps: int) -> dict[str, Any]:
-    """See `Run.identity`: `model_identity`, the model's size and family, the pruning config,
+    """See `Run.identity`: `model_identity` (the family included), the model's size, the pruning config,
     steps and batch."""
     ident = model_identity(model_cfg)
     ident["model.size"] = config.model.size
-    ident["model.family"] = config.model.family
     ident.update({f"pruning.{k}": v for k, v in config.pruning.to_dict().items()})
     ident.update({"train.steps": steps, "train.batch_size": config.train.batch_size,
                   "train.seq_len": config.train.seq_len,
@@ -102,6 +120,7 @@ def resolve_saved(config: ml_collections.ConfigDict, saved_identity: dict[str, A
     """(ModelConfig, model, optax transform) of a checkpoint's saved config and identity, resolved
     as `prepare` resolves a run (the saved padded vocabulary and steps), for restoring its state.
     Raises ConfigError when the config describes no model or a model the identity does not."""
+    train_config.import_extensions(config)  # the families and data sources the run used
     try:
         model_cfg = model_config(config, int(saved_identity["model.vocab_size"]))
         steps = int(saved_identity["train.steps"])
@@ -112,7 +131,7 @@ def resolve_saved(config: ml_collections.ConfigDict, saved_identity: dict[str, A
              if key in saved_identity and saved_identity[key] != value]
     if diffs:
         raise ConfigError(f"{where}: the checkpoint's config and identity disagree: " + "; ".join(diffs))
-    model = models.build(model_cfg, config.model.get("family", models.DEFAULT_FAMILY))
+    model = models.build(model_cfg)
     return model_cfg, model, resolve_optimizer(config, steps)[2]
 
 
@@ -133,19 +152,16 @@ def prepare(config: ml_collections.ConfigDict, *, local_devices: bool = True) ->
                      seq_len=config.train.seq_len, grad_accum=grad_accum or 1, schedule=sched,
                      structure=config.pruning.structure or None,
                      mesh_shape=dict(parts.mesh.shape) if parts.mesh is not None else {})
-    run = Run(config=config, model_config=parts.model_config, model=parts.model, schedule=sched,
-              steps=parts.steps, learning_rate=learning_rate, tx=tx, mesh=parts.mesh, plan=plan,
-              **parts.loop_fields)
-    return run
+    return Run(config=config, model_config=parts.model_config, model=parts.model, schedule=sched,
+               steps=parts.steps, learning_rate=learning_rate, tx=tx, mesh=parts.mesh, plan=plan)
 
 
 def with_grad_accum(run: Run, grad_accum: int) -> Run:
     """`run` with train.grad_accum decided (what "auto" chose): its config (as checkpoints and
     summary.json record it), `grad_accum` and the plan's memory estimate say `grad_accum`."""
-    out = copy.deepcopy(run.config.to_dict())
-    out["train"]["grad_accum"] = grad_accum
-    return dataclasses.replace(run, config=ml_collections.ConfigDict(out), grad_accum=grad_accum,
-                               plan=_replanned(run, run.plan.mesh, grad_accum))
+    config = copy.deepcopy(run.config)
+    config.train.grad_accum = grad_accum
+    return dataclasses.replace(run, config=config, plan=_replanned(run, run.plan.mesh, grad_accum))
 
 
 def plan_for_mesh(run: Run, mesh_shape: dict[str, int]) -> Plan:

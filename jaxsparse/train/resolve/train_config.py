@@ -12,8 +12,8 @@ fractions of `train.steps`; `pruning.interval`, `*.every_steps` and `train.warmu
 """
 from __future__ import annotations
 
+import importlib
 import math
-import re
 from typing import Any, NoReturn
 
 import ml_collections
@@ -31,7 +31,10 @@ from jaxsparse.train.workdir import layout
 # section -> ((key, default, one-line doc), ...). A default of (None, type) means "None = the
 # model size's value", overridable with a value of that type.
 KEYS: dict[str, tuple[tuple[str, Any, str], ...]] = {
-    "": (("seed", 0, "seed of parameter init and the data order"),),
+    "": (("seed", 0, "seed of parameter init and the data order"),
+         ("imports", "", "comma-separated Python modules imported before the config is checked, and "
+          "again when its checkpoints are read: they register model families "
+          "(jaxsparse.models.register) and data sources (jaxsparse.data.sources.register)")),
     "model": (
         ("family", models.DEFAULT_FAMILY, "model family registered with jaxsparse.models.register"),
         ("size", "demo", f"named size: {', '.join(models.SIZES)}"),
@@ -121,23 +124,6 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def _data_docs() -> dict[str, str]:
-    """Docs of the data keys, read from data.data_config.default_config's docstring (one source):
-    `      key: text` lines, with their more-indented continuation lines joined."""
-    docs: dict[str, str] = {}
-    key = None
-    for line in (data_config.default_config.__doc__ or "").splitlines():
-        match = re.match(r"^\s{6}(\w+): (.+)$", line)
-        if match:
-            key = match.group(1)
-            docs[key] = match.group(2).strip()
-        elif key and re.match(r"^\s{8,}\S", line):
-            docs[key] += " " + line.strip()
-        else:
-            key = None
-    return docs
-
-
 def key_docs() -> dict[str, tuple[Any, str]]:
     """Dotted key -> (default, one-line doc), for every key of `base_config()`."""
     out = {}
@@ -145,9 +131,8 @@ def key_docs() -> dict[str, tuple[Any, str]]:
         for key, default, doc in keys:
             out[f"{section}.{key}" if section else key] = (
                 default[0] if isinstance(default, tuple) else default, doc)
-    data_docs = _data_docs()
     for key, default in data_lib.default_config().items():
-        out[f"data.{key}"] = (default, data_docs.get(key, ""))
+        out[f"data.{key}"] = (default, data_config.KEYS[key][1])
     return out
 
 
@@ -273,10 +258,27 @@ def grad_accum_of(config: ml_collections.ConfigDict) -> int | None:
     return t.grad_accum
 
 
+def import_extensions(config: ml_collections.ConfigDict) -> None:
+    """Import the modules `config.imports` names (comma-separated; '' or absent: none), so that the
+    model families and data sources they register exist. ConfigError naming config.imports when
+    one cannot be imported."""
+    value = config.get("imports", "")
+    if not isinstance(value, str):
+        raise_not_allowed("imports", value, "a string of comma-separated module names")
+    for name in filter(None, (part.strip() for part in value.split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ConfigError(f"config.imports={value!r}: cannot import {name!r} ({err}); expected "
+                              "modules importable from sys.path (PYTHONPATH)") from None
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Check every value (not the mesh against devices, nor the vocabulary, nor the schedule
-    against the steps: `jaxsparse.train.resolve.run.prepare` resolves those, once). Raises ConfigError."""
+    against the steps: `jaxsparse.train.resolve.run.prepare` resolves those, once), after importing
+    `config.imports`. Raises ConfigError."""
     check_keys(config)
+    import_extensions(config)
     _int(config, "seed", 0)
     _validate_model(config)
     try:

@@ -11,6 +11,7 @@ from train_utils import tiny_config
 from jaxsparse import models
 from jaxsparse.data import ByteTokenizer
 from jaxsparse.errors import ConfigError
+from jaxsparse.models import accounting
 from jaxsparse.train.resolve import train_config
 from jaxsparse.train.resolve import parts
 
@@ -23,14 +24,12 @@ def _described(config, local_devices=True):
 def test_describe_counts_the_models_params_and_derives_steps_from_the_budget(corpus):
     config = tiny_config(corpus, **{"train.steps": 0, "train.budget": 20.0})
     p = _described(config)
-    want = models.formula_param_counts(p.model_config)
-    assert (p.params.total, p.params.prunable) == (want["total"], want["prunable"])
+    assert p.params == models.param_counts(p.model_config)  # the default patterns prune every kernel
     assert p.params.embedding == p.model_config.vocab_size * p.model_config.d_model
     assert p.params.other == p.params.total - p.params.prunable > 0
     assert p.steps == math.ceil(20.0 * p.params.total / (8 * 32))
     assert p.vocab == ByteTokenizer.vocab_size and p.model_config.vocab_size % config.model.vocab_multiple == 0
     assert dict(p.mesh.shape) == {"data": jax.device_count(), "fsdp": 1, "tensor": 1}
-    assert p.loop_fields["batch_size"] == 8 and p.loop_fields["grad_accum"] == 1
 
 
 def test_describe_for_another_machine_builds_no_mesh(corpus):
@@ -43,7 +42,7 @@ def test_describe_for_another_machine_builds_no_mesh(corpus):
 def test_prunable_follows_the_include_and_exclude_patterns(corpus):
     p = _described(tiny_config(corpus))
     flags = parts.prunable(tiny_config(corpus, **{"pruning.exclude": "mlp"}), p.abstract_params)
-    fewer = parts.measured_param_counts(p.abstract_params, flags)
+    fewer = accounting.count_params(p.abstract_params, flags)
     assert 0 < fewer.prunable < p.params.prunable and fewer.total == p.params.total
     with pytest.raises(ConfigError, match="config.pruning"):
         parts.prunable(tiny_config(corpus, **{"pruning.include": "("}), p.abstract_params)

@@ -47,6 +47,11 @@ def test_run_fields_are_the_configs_values(corpus):
     assert (run.grad_accum, run.batch_size, run.seq_len, run.seed) == (2, 8, 32, config.seed)
     assert (run.log_every, run.eval_every, run.eval_batches) == (4, 8, 2)
     assert (run.checkpoint_every, run.checkpoint_keep, run.tensorboard, run.plots) == (8, 3, False, False)
+    stored = {f.name for f in dataclasses.fields(run)}
+    assert stored.isdisjoint({"grad_accum", "batch_size", "seq_len", "seed", "data", "log_every"})  # one source
+    decided = run_lib.with_grad_accum(run, 4)
+    assert (decided.grad_accum, decided.config.train.grad_accum, run.grad_accum) == (4, 4, 2)
+    assert decided.config.train.to_dict() == {**run.config.train.to_dict(), "grad_accum": 4}
 
 
 @pytest.mark.parametrize("structure,sparsity", [("", 0.75), ("2:4", 0.5)])
@@ -108,12 +113,19 @@ def test_the_trainer_builds_its_model_through_the_registry(corpus):
 
     config = tiny_config(corpus, **{"model.family": "test_counting_llama"})
     run = prepare(config)
-    assert built == [run.model_config]  # built once, through the seam
-    assert run.plan.params.total == models.formula_param_counts(run.model_config)["total"]
+    assert built and set(built) == {run.model_config}  # every build goes through the seam
+    assert run.plan.params == models.param_counts(run.model_config)
     fields = {f"model.{f.name}" for f in dataclasses.fields(run.model_config)}
     model_keys = {k for k in run.identity if k.startswith("model.")}
     compute_only = {"model.remat", "model.remat_policy", "model.attention", "model.loss_chunk"}
-    assert model_keys == fields - compute_only | {"model.size", "model.family"}
+    assert model_keys == fields - compute_only | {"model.size"}
     config.model.family = "lama"
     with pytest.raises(ConfigError, match="config.model.family='lama'"):
         prepare(config)
+
+
+def test_config_imports_are_imported_before_the_config_is_checked(corpus):
+    with pytest.raises(ConfigError, match=r"config.imports='json, no_such_module': cannot import "
+                                          r"'no_such_module'"):
+        prepare(tiny_config(corpus, imports="json, no_such_module"))
+    assert prepare(tiny_config(corpus, imports="json,")).config.imports == "json,"
