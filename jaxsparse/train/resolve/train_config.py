@@ -32,9 +32,8 @@ from jaxsparse.train.workdir import layout
 # model size's value", overridable with a value of that type.
 KEYS: dict[str, tuple[tuple[str, Any, str], ...]] = {
     "": (("seed", 0, "seed of parameter init and the data order"),
-         ("imports", "", "comma-separated Python modules imported before the config is checked, and "
-          "again when its checkpoints are read: they register model families "
-          "(jaxsparse.models.register) and data sources (jaxsparse.data.sources.register)")),
+         ("imports", "", "comma-separated Python modules imported before the config is checked and when its "
+          "checkpoints are read: they register model families and data sources (docs/models.md)")),
     "model": (
         ("family", models.DEFAULT_FAMILY, "model family registered with jaxsparse.models.register"),
         ("size", "demo", f"named size: {', '.join(models.SIZES)}"),
@@ -262,9 +261,7 @@ def import_extensions(config: ml_collections.ConfigDict) -> None:
     """Import the modules `config.imports` names (comma-separated; '' or absent: none), so that the
     model families and data sources they register exist. ConfigError naming config.imports when
     one cannot be imported."""
-    value = config.get("imports", "")
-    if not isinstance(value, str):
-        raise_not_allowed("imports", value, "a string of comma-separated module names")
+    value = str(config.get("imports", "") or "")
     for name in filter(None, (part.strip() for part in value.split(","))):
         try:
             importlib.import_module(name)
