@@ -62,7 +62,7 @@ def test_interrupted_sweep_resumes_skips_finished_runs_and_collects(tmp_path):
     #    trainer checkpoints and stops, nothing else starts.
     proc = subprocess.Popen(_sweep_cmd(sweep, root, "--run", "local"), cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while not _checkpoints(long_dir) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert _checkpoints(long_dir), "the first run never wrote a checkpoint"
@@ -153,7 +153,7 @@ def test_killed_runner_leaves_no_trainer_and_a_locked_workdir_is_not_started(tmp
     # 1. SIGKILL the runner while its trainer holds the workdir: the trainer stops too.
     runner = subprocess.Popen(_sweep_cmd(f"{sweep}:long", root, "--run", "local"), cwd=REPO,
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while not lock.exists() and time.time() < deadline and runner.poll() is None:
         time.sleep(0.05)
     holder = read_lock(str(root / "long"))
