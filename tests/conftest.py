@@ -34,7 +34,7 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 # xdist (`-n 2`) each file runs on one worker, so its module fixtures are built once and not once per
 # worker, and these files start first, so that the many short files fill the end on both workers.
 SLOW_FIRST = (
-    "train/target/test_compile_for.py",
+    "train/tpu_target/test_compile_for.py",
     "train/loop/test_multihost.py",
     "test_docs_commands.py",
     "hf/test_hf.py",
