@@ -32,8 +32,6 @@ BAD_ARGUMENTS = [
     ("data unknown key", ["jaxsparse.data", "inspect", f"--config={DATA_TINY}", "--config.data.tokenzier=bytes"],
      "--config.data.tokenzier=bytes: unknown key data.tokenzier; did you mean data.tokenizer?"),
     ("sweep", ["jaxsparse.sweep", "mini", "--bogus"], "unrecognized arguments: --bogus"),
-    ("sweep.replication", ["jaxsparse.sweep.replication", "--root=nowhere", "--out=nowhere", "--bogus"],
-     "unrecognized arguments: --bogus"),
     ("scaling", ["jaxsparse.scaling", "fit", "runs.csv", "--bogus"], "unrecognized arguments: --bogus"),
     ("models", ["jaxsparse.models", "test", "--bogus"], "unrecognized arguments: --bogus"),
 ]

@@ -7,8 +7,6 @@ summary.json keys. Sizes in parameters, tokens in tokens, compute in FLOPs, loss
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -48,13 +46,3 @@ def sparse_dense_summaries(params: dict[str, float], *, sizes: Sequence[float] =
                 })
     return out
 
-
-def write_summaries(root: str | Path, summaries: Sequence[dict[str, Any]]) -> list[Path]:
-    """Write each summary as root/size_<N>/run_<i>/summary.json (a nested tree, like trainer workdirs)."""
-    paths = []
-    for i, summary in enumerate(summaries):
-        path = Path(root) / f"size_{int(summary['n_total'])}" / f"run_{i:03d}" / "summary.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary, indent=1))
-        paths.append(path)
-    return paths

@@ -10,7 +10,8 @@ import pytest
 
 from jaxsparse.scaling import ScalingLawFit, plan
 from jaxsparse.scaling.cli import main
-from jaxsparse.scaling.synthetic import noisy_loss, sparse_dense_summaries, write_summaries
+from jaxsparse.scaling.synthetic import noisy_loss, sparse_dense_summaries
+from scaling_utils import write_summaries
 
 LAW = {"E": 1.8, "A": 480.0, "B": 2100.0, "alpha": 0.35, "beta": 0.37}
 REPO = Path(__file__).resolve().parents[2]

@@ -4,7 +4,8 @@ import pytest
 
 from jaxsparse.scaling import ScalingLawFit, average_density, compare_sizes, load_runs, plan
 from jaxsparse.scaling.compare import format_table
-from jaxsparse.scaling.synthetic import sparse_dense_summaries, write_summaries
+from jaxsparse.scaling.synthetic import sparse_dense_summaries
+from scaling_utils import write_summaries
 
 LAW = {"E": 1.8, "A": 480.0, "B": 2100.0, "alpha": 0.35, "beta": 0.37}
 

@@ -1,6 +1,7 @@
-"""The replication sweep (configs/sweeps/replication.py): its design, validated run by run as the
-trainer reads it, and its CI smoke version trained for real and carried through to the results
-(CSV with a seed column, matched pairs over seeds, the report whose numbers `scaling compare` prints)."""
+"""The replication study (configs/sweeps/replication.py and its results script,
+results/replication/report.py): the sweep's design, validated run by run as the trainer reads it, and
+its CI smoke version trained for real and carried through to the results (CSV with a seed column,
+matched pairs over seeds, the report whose numbers `scaling compare` prints)."""
 from __future__ import annotations
 
 import csv
@@ -8,15 +9,21 @@ import io
 import json
 from contextlib import redirect_stderr, redirect_stdout
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from jaxsparse.scaling.cli import main as scaling_main
-from jaxsparse.sweep import replication as rep
 from jaxsparse.sweep.check import load_config, plan_runs
-from jaxsparse.sweep.spec import load_sweep
+from jaxsparse.sweep.spec import load_module, load_sweep
 from jaxsparse.train import train
 
 SWEEP = "configs/sweeps/replication.py"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "results", "replication", "report.py")
+rep = load_module(SCRIPT)
 
 
 @pytest.fixture(scope="module")
@@ -232,3 +239,16 @@ def test_no_dense_law_from_one_budget_so_no_position():
     assert "| 1 | +0.2372 | - (one seed) | - |" in "\n".join(rep._pairs_lines(groups))  # no spread of one seed
     quarter = [row(int(r["n"]), int(r["d"]) // 4, float(r["loss"]) + 0.15) for r in one_budget]
     assert rep.dense_law(one_budget + quarter) is not None
+
+
+def test_the_script_refuses_a_bad_argument_with_one_line_and_exit_2(tmp_path):
+    """Run as the results' README prints it (from the repository root): a bad argument exits 2 with
+    one `error:` line naming it; a root with no finished run exits 2 naming the root."""
+    bad = subprocess.run([sys.executable, SCRIPT, "--root=nowhere", "--out=nowhere", "--bogus"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert (bad.returncode, bad.stdout) == (2, "")
+    assert "unrecognized arguments: --bogus" in bad.stderr
+    empty = subprocess.run([sys.executable, SCRIPT, f"--root={tmp_path}", f"--out={tmp_path / 'out'}",
+                            f"--sweep={SWEEP}:part=smoke"], cwd=REPO, capture_output=True, text=True,
+                           timeout=300)
+    assert empty.returncode == 2 and f"has finished under {tmp_path}" in empty.stderr, empty.stderr

@@ -1,6 +1,6 @@
 """The replication's results (configs/sweeps/replication.py): one command from the runs to the files.
 
-    python -m jaxsparse.sweep.replication --root RUNS_ROOT --out results/replication
+    python3 results/replication/report.py --root RUNS_ROOT --out results/replication
 
 writes, from whatever runs of the sweep (--sweep, default all of it) have finished under RUNS_ROOT:
   results.csv   the runs that enter the law's fit (tag fit=1, the sweep's `part=fit`), as `--collect`
@@ -188,7 +188,7 @@ def write_results(sweep: str, root: str, out: str, report: bool = True) -> list[
 
 @entry_point
 def main(argv: list[str] | None = None) -> int:
-    ap = ArgumentParser(prog="python -m jaxsparse.sweep.replication", description=__doc__,
+    ap = ArgumentParser(prog="results/replication/report.py", description=__doc__,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", required=True, help="the sweep's run root (its --root)")
     ap.add_argument("--out", required=True, help="folder for the CSVs, reports and plots")
