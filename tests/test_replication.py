@@ -236,7 +236,7 @@ def test_no_dense_law_from_one_budget_so_no_position():
              "final_sparsity": "0.8"}]
     groups = rep.pair_groups(pair, rep.dense_law(one_budget))
     assert groups[0]["position"] is None
-    assert "| 1 | +0.2372 | - (one seed) | - |" in "\n".join(rep._pairs_lines(groups))  # no spread of one seed
+    assert "| 1 | +0.2372 | - (one seed) | - |" in "\n".join(rep.pairs_lines(groups))  # no spread of one seed
     quarter = [row(int(r["n"]), int(r["d"]) // 4, float(r["loss"]) + 0.15) for r in one_budget]
     assert rep.dense_law(one_budget + quarter) is not None
 
@@ -252,3 +252,24 @@ def test_the_script_refuses_a_bad_argument_with_one_line_and_exit_2(tmp_path):
                             f"--sweep={SWEEP}:part=smoke"], cwd=REPO, capture_output=True, text=True,
                            timeout=300)
     assert empty.returncode == 2 and f"has finished under {tmp_path}" in empty.stderr, empty.stderr
+
+
+def test_measured_position_reads_the_final_size_dense_run_of_the_same_seed_and_d():
+    """With a dense run of the sparse run's final size (round 2's design), the position is measured:
+    (sparse - partner) / (final size - partner), per seed, then averaged; the delta gets its standard
+    error over seeds. A variant (another learning rate) has no final-size run of its own: no position."""
+    rows = []
+    for seed, (sparse, partner, final) in enumerate([(2.10, 2.00, 2.20), (2.16, 2.02, 2.30)]):
+        common = {"pair": "p", "seed": str(seed), "d": "1000", "budget": "100", "final_sparsity": "0.8"}
+        rows += [{"name": f"dense{seed}", "kind": "dense", "loss": str(partner), "n": "50", **common},
+                 {"name": f"final{seed}", "kind": "final_size", "loss": str(final), "n": "25", **common},
+                 {"name": f"sparse{seed}", "kind": "matched", "match": f"dense{seed}", "loss": str(sparse),
+                  "n_final": "25", "variant": "base", **common}]
+    rows.append({**rows[2], "name": "sparse_lr", "variant": "lrx2", "seed": "0"})
+    groups = {g["variant"]: g for g in rep.pair_groups(rows, None)}
+    base = groups["base"]
+    assert base["measured"] == pytest.approx((0.10 / 0.20 + 0.14 / 0.28) / 2)
+    assert base["delta"] == pytest.approx(0.12) and base["se"] == pytest.approx(0.02)
+    assert groups["lrx2"]["measured"] is None and groups["lrx2"]["se"] is None
+    table = "\n".join(rep.pairs_lines(list(groups.values())))
+    assert "| p | base | 100 | 0.800 | 2 | +0.1200 | 0.0200 | - | 0.0200 | 0.50 |" in table

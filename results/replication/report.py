@@ -54,12 +54,24 @@ def dense_law(rows: list[dict[str, Any]]) -> scaling.ScalingLawFit | None:
         return None
 
 
+def _measured_position(r: dict[str, Any], partner: dict[str, Any], finals: dict) -> float | None:
+    """delta / (loss of the dense run of the sparse run's final size - the partner's loss), that run
+    (kind final_size, same pair and seed) trained on the same D; None without one (or another D)."""
+    final = finals.get((str(r.get("pair")), int(r["seed"])))
+    if final is None or (r.get("variant") or "base") != "base" or float(final["d"]) != float(r["d"]):
+        return None
+    gap = float(final["loss"]) - float(partner["loss"])
+    return (float(r["loss"]) - float(partner["loss"])) / gap if gap > 0 else None
+
+
 def pair_groups(rows: list[dict[str, Any]], law: scaling.ScalingLawFit | None) -> list[dict[str, Any]]:
     """Matched pairs grouped by (pair, variant, budget) over seeds. Per group: delta (sparse - dense
-    loss) mean and spread, and `position` = delta / (law at the sparse run's final size - law at the
-    partner's size), both at the pair's D: 0 = the sparse run lands on its N̄ partner, 1 = on a
-    dense model of its final size (None without a law)."""
+    loss) mean, spread and standard error, and `position` = delta / (law at the sparse run's final
+    size - law at the partner's size), both at the pair's D: 0 = the sparse run lands on its N̄
+    partner, 1 = on a dense model of its final size (None without a law); `measured`: the same with
+    the final size's dense run (`_measured_position`), mean over seeds (None without those runs)."""
     by_name = {r["name"]: r for r in rows}
+    finals = {(str(r.get("pair")), int(r["seed"])): r for r in rows if r.get("kind") == "final_size"}
     groups: dict[tuple, list] = {}
     for r in rows:
         partner = by_name.get(str(r.get("match") or ""))
@@ -74,14 +86,18 @@ def pair_groups(rows: list[dict[str, Any]], law: scaling.ScalingLawFit | None) -
             pos = delta / gap if gap > 0 else None
         key = (str(r.get("pair")), str(r.get("variant") or "base"), float(r["budget"]))
         groups.setdefault(key, []).append({"seed": int(r["seed"]), "delta": delta, "position": pos,
-                                           "sparsity": float(r["final_sparsity"])})
+                                           "sparsity": float(r["final_sparsity"]),
+                                           "measured": _measured_position(r, partner, finals)})
     out = []
     for (pair, variant, budget), items in groups.items():
         mean, spread = _mean_spread([x["delta"] for x in items])
         positions = [x["position"] for x in items if x["position"] is not None]
+        measured = [x["measured"] for x in items if x["measured"] is not None]
+        se = float(np.std([x["delta"] for x in items], ddof=1) / np.sqrt(len(items))) if len(items) > 1 else None
         out.append({"pair": pair, "variant": variant, "budget": budget, "seeds": len(items),
-                    "sparsity": items[0]["sparsity"], "delta": mean, "spread": spread,
-                    "position": float(np.mean(positions)) if positions else None})
+                    "sparsity": items[0]["sparsity"], "delta": mean, "spread": spread, "se": se,
+                    "position": float(np.mean(positions)) if positions else None,
+                    "measured": float(np.mean(measured)) if measured else None})
     return sorted(out, key=lambda g: (g["variant"] != "base", g["pair"], g["budget"], g["variant"]))
 
 
@@ -104,16 +120,23 @@ def lr_table(rows: list[dict[str, Any]]) -> dict[int, dict[float, float]]:
     return dict(sorted(table.items()))
 
 
-def _pairs_lines(groups: list[dict[str, Any]]) -> list[str]:
+def pairs_lines(groups: list[dict[str, Any]]) -> list[str]:
     if not groups:
         return ["No matched pair has finished with its dense partner yet."]
+    extra = any(g["measured"] is not None for g in groups)  # a design with final-size dense runs
     lines = ["| pair | variant | budget (tok/param) | final sparsity | seeds | sparse - dense (mean) | "
-             "seed spread | position (0 = N̄, 1 = final size) |", "|---|---|---|---|---|---|---|---|"]
+             "seed spread | position (0 = N̄, 1 = final size) |"
+             + (" standard error | measured position (final size's dense run) |" if extra else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|---|" if extra else "")]
     for g in groups:
         pos = "-" if g["position"] is None else f"{g['position']:.2f}"
         spread = "- (one seed)" if g["seeds"] == 1 else f"{g['spread']:.4f}"
-        lines.append(f"| {g['pair']} | {g['variant']} | {g['budget']:g} | {g['sparsity']:.3f} | "
-                     f"{g['seeds']} | {g['delta']:+.4f} | {spread} | {pos} |")
+        line = (f"| {g['pair']} | {g['variant']} | {g['budget']:g} | {g['sparsity']:.3f} | "
+                f"{g['seeds']} | {g['delta']:+.4f} | {spread} | {pos} |")
+        if extra:
+            line += (" - |" if g["se"] is None else f" {g['se']:.4f} |") + \
+                (" - |" if g["measured"] is None else f" {g['measured']:.2f} |")
+        lines.append(line)
     return lines
 
 
@@ -153,7 +176,7 @@ def write_tables(rows: list[dict[str, Any]], fit_rows: list[dict[str, Any]], mis
              "## Matched pairs over seeds (the base pairs, then the investigation's variants)", "",
              "Same N̄ and D (so the same training FLOPs). Position: where the sparse run's loss lies between "
              "its dense partner (0) and the dense-only law at its final size (1), at its D.", "",
-             *_pairs_lines(groups), "", "## The schedule grid (paper, section 3)", "",
+             *pairs_lines(groups), "", "## The schedule grid (paper, section 3)", "",
              *_schedule_lines(schedule_ranking(rows)), "", "## Learning-rate check (dense ladder)", "",
              *_lr_lines(lr_table(rows)), ""]
     with open(path, "w", encoding="utf-8") as f:
