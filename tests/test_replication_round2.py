@@ -87,17 +87,17 @@ def _train_smoke(root, corpus, data_dir) -> list:
     return runs
 
 
-def test_finished_runs_saved_then_restored_elsewhere_count_as_done(tmp_path, monkeypatch):
+def test_finished_runs_saved_then_restored_elsewhere_count_as_done(tmp_path):
     """A session trains and saves; the next one, on a fresh root with the corpus in another folder,
     restores, and the runner's own check finds every run done (so it starts none)."""
     round2 = load_module(SCRIPT)
-    monkeypatch.setattr(round2, "STORE", str(tmp_path / "store"))
+    store = str(tmp_path / "store")
     corpus = _corpus(tmp_path / "one" / "gcide", kib=400)
     runs = _train_smoke(tmp_path / "root", corpus, tmp_path / "tfds")
     with open(tmp_path / "root" / "runner.jsonl", "w", encoding="utf-8") as f:
         for i, run in enumerate(runs):
             f.write(json.dumps({"name": run.name, "exit": 0, "wall_s": 10.0 + i, "finished": "now"}) + "\n")
-    said = round2.save(str(tmp_path / "root"), corpus, part="smoke")
+    said = round2.save(str(tmp_path / "root"), corpus, part="smoke", store=store)
     assert said[0].startswith("4 of 4 runs finished")
     stored = (tmp_path / "store" / "runs" / runs[1].workdir / "summary.json").read_text()
     assert str(tmp_path / "one") not in stored and round2.CORPUS_MARK in stored
@@ -115,9 +115,15 @@ def test_finished_runs_saved_then_restored_elsewhere_count_as_done(tmp_path, mon
     shutil.copytree(corpus, moved)
     again = load_sweep(f"{SWEEP}:part=smoke,corpus={moved}")
     assert finished(again, str(tmp_path / "fresh")) == {}
-    assert round2.restore(str(tmp_path / "fresh"), str(moved)) == 4
+    assert round2.restore(str(tmp_path / "fresh"), str(moved), store) == 4
     assert set(finished(again, str(tmp_path / "fresh"))) == {r.name for r in again}
-    assert round2.restore(str(tmp_path / "fresh"), str(moved)) == 0   # nothing overwritten
+    assert round2.restore(str(tmp_path / "fresh"), str(moved), store) == 0   # nothing overwritten
+    out = subprocess.run([sys.executable, SCRIPT, "run", "--part=smoke", f"--corpus={moved}", "--parallel=1",
+                          f"--root={tmp_path / 'third'}", f"--store={store}"], cwd=REPO, capture_output=True,
+                         text=True, timeout=600)   # the command a new session runs: nothing left to train
+    assert out.returncode == 0, out.stderr
+    assert "restored 4 committed summaries" in out.stdout and "4 of 4 runs already have summary.json" in out.stdout
+    assert not (tmp_path / "third" / runs[0].workdir / "checkpoints").exists()
 
 
 def test_corpus_of_another_package_version_is_refused_naming_the_sizes(tmp_path):

@@ -8,8 +8,9 @@ session puts them back under the sweep root before running, so the runner skips 
     python3 results/replication/round2.py run --parallel 2        # restore, then run what is left
     python3 results/replication/round2.py save                    # commit-ready: summaries, status
 
-`run` is `python -m jaxsparse.sweep configs/sweeps/replication2.py --run local --root ROOT` after
-`restore`; stop it with SIGINT or SIGTERM (running trainers checkpoint), rerun it to resume.
+`run` is `restore`, then this process becomes `python -m jaxsparse.sweep configs/sweeps/replication2.py
+--run local --root ROOT`: stop it with SIGINT or SIGTERM (running trainers checkpoint), rerun it to
+resume.
 `save` copies the finished runs' summaries here, appends their wall times (the runner's record,
 ROOT/runner.jsonl) to round2/walltimes.jsonl and writes round2/STATUS.md: runs done, measured wall
 time per run, and the time left, estimated from the finished runs (seconds = a + b x planned FLOPs,
@@ -83,11 +84,11 @@ def _corpus_parent(corpus_arg: str) -> str:
     return os.path.dirname(os.path.abspath(corpus_arg.rstrip("/")))
 
 
-def restore(root: str, corpus: str = f"{DEFAULT_CORPUS}/gcide") -> int:
+def restore(root: str, corpus: str = f"{DEFAULT_CORPUS}/gcide", store: str = STORE) -> int:
     """Copy every committed summary to ROOT/<workdir>/summary.json where none is; returns how many."""
     parent, n = _corpus_parent(corpus), 0
-    for path in sorted(glob.glob(os.path.join(STORE, "runs", "**", "summary.json"), recursive=True)):
-        rel = os.path.relpath(os.path.dirname(path), os.path.join(STORE, "runs"))
+    for path in sorted(glob.glob(os.path.join(store, "runs", "**", "summary.json"), recursive=True)):
+        rel = os.path.relpath(os.path.dirname(path), os.path.join(store, "runs"))
         target = os.path.join(root, rel, "summary.json")
         if os.path.exists(target):
             continue
@@ -115,11 +116,11 @@ def idle_seconds(layers: int, n_total: int, tokens: int) -> float:
     return FIXED_S + tokens / float(np.exp(icept + slope * np.log(n_total)))
 
 
-def _walltimes(root: str, names: set[str]) -> dict[str, dict]:
+def _walltimes(root: str, names: set[str], store: str) -> dict[str, dict]:
     """name -> wall-time record of the finished runs `names`: the committed one, else the runner's
     (ROOT/runner.jsonl), its trainer processes' wall times summed (a run stopped and resumed has
     several), with the load average at this save; the committed file is rewritten with them."""
-    path, records = os.path.join(STORE, "walltimes.jsonl"), {}
+    path, records = os.path.join(store, "walltimes.jsonl"), {}
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             records = {r["name"]: r for r in map(json.loads, f) if r["name"] in names}
@@ -134,15 +135,16 @@ def _walltimes(root: str, names: set[str]) -> dict[str, dict]:
                     seen["finished"] = r["finished"]
     load = [round(x, 1) for x in os.getloadavg()]
     records.update({name: {**r, "load": load} for name, r in fresh.items()})
-    os.makedirs(STORE, exist_ok=True)
+    os.makedirs(store, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         for name in sorted(records):
             f.write(json.dumps(records[name]) + "\n")
     return records
 
 
-def save(root: str, corpus: str = f"{DEFAULT_CORPUS}/gcide", part: str = "all") -> list[str]:
-    """Store the finished runs' summaries and wall times here and write round2/STATUS.md."""
+def save(root: str, corpus: str = f"{DEFAULT_CORPUS}/gcide", part: str = "all", store: str = STORE) -> list[str]:
+    """Keep the finished runs' summaries and wall times in `store`, with all_runs.csv, pairs.md and
+    STATUS.md."""
     from jaxsparse.sweep.check import plan_runs
     from jaxsparse.sweep.collect import collect, write_csv
     from jaxsparse.sweep.spec import load_sweep
@@ -154,20 +156,20 @@ def save(root: str, corpus: str = f"{DEFAULT_CORPUS}/gcide", part: str = "all") 
     for run in runs:
         if run.name in done:
             text = json.dumps(done[run.name], indent=1, default=str).replace(parent, CORPUS_MARK)
-            _write(os.path.join(STORE, "runs", run.workdir, "summary.json"), text.encode())
-    walls = _walltimes(root, set(done))
+            _write(os.path.join(store, "runs", run.workdir, "summary.json"), text.encode())
+    walls = _walltimes(root, set(done), store)
     plans = plan_runs(runs, local_devices=True)
     idle = {r.name: idle_seconds(r.tags["layers"], plans[r.name].params.total, plans[r.name].tokens)
             for r in runs}
-    path = os.path.join(STORE, "STATUS.md")
+    path = os.path.join(store, "STATUS.md")
     _write(path, status_text(runs, done, walls, idle).encode())
-    said = [f"{len(done)} of {len(runs)} runs finished: summaries under {os.path.join(STORE, 'runs')}",
+    said = [f"{len(done)} of {len(runs)} runs finished: summaries under {os.path.join(store, 'runs')}",
             f"wrote {path}"]
     if rows:
         for row in rows:
             row["workdir"] = os.path.relpath(row["workdir"], root)
-        said.append(f"wrote {write_csv(rows, os.path.join(STORE, 'all_runs.csv'))} ({len(rows)} runs)")
-        said.append(f"wrote {write_pairs(rows, os.path.join(STORE, 'pairs.md'))}")
+        said.append(f"wrote {write_csv(rows, os.path.join(store, 'all_runs.csv'))} ({len(rows)} runs)")
+        said.append(f"wrote {write_pairs(rows, os.path.join(store, 'pairs.md'))}")
     return said
 
 
@@ -218,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--root", default=DEFAULT_ROOT, help="the sweep root")
         p.add_argument("--corpus", default=f"{DEFAULT_CORPUS}/gcide", help="the sweep's corpus argument")
         p.add_argument("--part", default="all", help="the sweep's part (run, save)")
+        p.add_argument("--store", default=STORE, help="where finished runs are kept (default: here)")
         if name == "run":
             p.add_argument("--parallel", type=int, default=2)
     args = ap.parse_args(argv)
@@ -225,15 +228,16 @@ def main(argv: list[str] | None = None) -> int:
         for path in prepare_corpus(args.dest, args.deb):
             print(f"wrote {path} ({os.path.getsize(path):,} bytes)")
         return 0
+    if args.command in ("restore", "run"):
+        n = restore(args.root, args.corpus, args.store)
+        print(f"restored {n} committed summaries under {args.root}", flush=True)
     if args.command == "restore":
-        print(f"restored {restore(args.root, args.corpus)} committed summaries under {args.root}")
         return 0
     if args.command == "run":
-        print(f"restored {restore(args.root, args.corpus)} committed summaries under {args.root}", flush=True)
         spec = f"{SWEEP}:part={args.part},corpus={args.corpus}"
-        return subprocess.call([sys.executable, "-m", "jaxsparse.sweep", spec, "--run", "local",
-                                "--parallel", str(args.parallel), "--root", args.root])
-    for line in save(args.root, args.corpus, args.part):
+        os.execv(sys.executable, [sys.executable, "-m", "jaxsparse.sweep", spec, "--run", "local",  # signals
+                                  "--parallel", str(args.parallel), "--root", args.root])  # reach the runner
+    for line in save(args.root, args.corpus, args.part, args.store):
         print(line)
     return 0
 
