@@ -66,8 +66,8 @@ def _data(corpus: str, corpus_bytes: int, steps: int) -> tuple[dict, dict]:
 def final_width(sparse: Shape, partner: Shape, steps: int) -> int:
     """The width (same depth) whose dense size is nearest the matched sparse run's final size."""
     c = R1.counts(sparse)
-    n_final = c["total"] - R1.matched_sparsity(sparse, partner, steps) * c["prunable"]
-    return min(WIDTHS, key=lambda w: abs(R1.counts(Shape(w, sparse.layers))["total"] - n_final))
+    n_final = c.total - R1.matched_sparsity(sparse, partner, steps) * c.prunable
+    return min(WIDTHS, key=lambda w: abs(R1.counts(Shape(w, sparse.layers)).total - n_final))
 
 
 def dense(shape, steps, a, *, name, seed=0, lr_factor=1.0, kind="dense", corpus=None, tags=None):
