@@ -110,7 +110,8 @@ class RunLog:
         if self._handler is None:
             return
         threading.excepthook = self._excepthook
-        sys.unraisablehook = self._unraisablehook
+        if sys.unraisablehook is _log_unraisable:  # a hook chained on since (workdir.fallback's) stays
+            sys.unraisablehook = self._unraisablehook
         logging.captureWarnings(False)
         self._warnings.__exit__(None, None, None)
         root = logging.getLogger()

@@ -44,7 +44,8 @@ def drop_failed_read_noise() -> None:
     """After orbax failed to read a damaged checkpoint, its leftover read coroutines raise the same
     error again when they are freed (often at exit), which Python prints as "Exception ignored in:
     <coroutine ...>" with a traceback. The damage was already reported in one line: from now on this
-    process drops those (only those; every other unraisable exception is printed as before)."""
+    process drops those and hands every other unraisable exception to the hook it had (the console's,
+    or `train.loop.run_log`'s while a run's log is started)."""
     previous = sys.unraisablehook
     if getattr(previous, "drops_failed_reads", False):
         return

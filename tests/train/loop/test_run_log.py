@@ -129,3 +129,20 @@ def test_a_native_callback_thread_exception_goes_to_the_file(tmp_path, capfd, co
     text = (tmp_path / "trainer.log").read_text()
     assert "exception ignored" in text and "RuntimeError: Event loop is closed" in text, text
     assert sys.unraisablehook is hook  # stopped: the console's hook is back
+
+
+def test_a_hook_chained_on_while_started_is_not_undone_by_stop(tmp_path, capfd, console):
+    """`workdir.fallback.drop_failed_read_noise` wraps whatever unraisable hook is current, for the
+    rest of the process; a log stopped after it must not put back the hook from before it."""
+    from jaxsparse.train.workdir import fallback
+    original = sys.unraisablehook
+    log = RunLog()
+    log.start(str(tmp_path / "trainer.log"))
+    try:
+        fallback.drop_failed_read_noise()
+        chained = sys.unraisablehook
+        log.close()
+        assert sys.unraisablehook is chained and chained is not original
+    finally:
+        log.close()
+        sys.unraisablehook = original
