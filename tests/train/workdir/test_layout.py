@@ -21,9 +21,8 @@ OWNER = PACKAGE / "train" / "workdir" / "layout.py"
 # (file, name): spellings outside the owner that cannot go through it, each with its reason.
 ALLOWED = {
     # scaling/ needs only numpy/scipy/jax (never the trainer): it reads the summary.json files a
-    # user points it at, and writes synthetic ones laid out like trainer workdirs.
+    # user points it at.
     ("scaling/io.py", layout.SUMMARY), ("scaling/cli.py", layout.SUMMARY),
-    ("scaling/synthetic.py", layout.SUMMARY),
     # hf/ sits below the trainer (it imports nothing from it): the card names where N̄ came from.
     ("hf/card.py", layout.SUMMARY),
     # the config key metrics.tensorboard (whether to write the directory), not a path.
