@@ -141,3 +141,12 @@ def test_corpus_of_another_package_version_is_refused_naming_the_sizes(tmp_path)
                          timeout=300)
     assert out.returncode == 1 and "holds 14 bytes, expected 39952321" in out.stderr, out.stderr
     assert not (tmp_path / "c" / "gcide" / "gcide.txt").exists()
+
+
+def test_the_default_store_is_committed_not_ignored_by_git():
+    """`save` writes under round2.STORE for git to carry across sessions: the repository's ignore
+    rules (its `runs/` line ignores every run folder) must let a saved summary through."""
+    round2 = load_module(SCRIPT)
+    saved = os.path.join(round2.STORE, "runs", "dense_d48_2L_small", "summary.json")
+    out = subprocess.run(["git", "check-ignore", "-v", saved], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 1, f"git ignores {saved}: {out.stdout.strip()}"
