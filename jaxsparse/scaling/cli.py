@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxsparse.errors import ArgumentParser, ConfigError, entry_point
 from jaxsparse.scaling import uncertainty
-from jaxsparse.scaling.compare import compare_sizes, format_table
+from jaxsparse.scaling.compare import compare_sizes, format_paired, format_table, paired_by_group
 from jaxsparse.scaling.fitting import DuplicateRunsWarning, fit_points, validate_points
 from jaxsparse.scaling.io import LOSS_KEYS, SIZE_KINDS, Runs, load_runs
 from jaxsparse.scaling.law import PARAM_NAMES, ScalingLawFit
@@ -44,6 +44,13 @@ def _count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
     return value
+
+
+def _where(text: str) -> tuple[str, str]:
+    col, eq, value = text.partition("=")
+    if not eq or not col.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not COLUMN=VALUE")
+    return col.strip(), value.strip()
 
 
 def _add_inputs(p: argparse.ArgumentParser) -> None:
@@ -93,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kinds", nargs="+", choices=list(SIZE_KINDS) + ["n"], default=None,
                    help="size kinds to compare (default: all the inputs have)")
     p.add_argument("--loo", action="store_true", help="also leave-one-out errors")
+    p.add_argument("--where", action="append", type=_where, default=[], metavar="COLUMN=VALUE",
+                   help="keep only the CSV rows whose COLUMN equals VALUE (repeatable: all must hold)")
+    p.add_argument("--by", type=lambda t: [c.strip() for c in t.split(",") if c.strip()], default=[],
+                   metavar="COLUMN[,COLUMN]",
+                   help="with --loo: the leave-one-out errors of the first two --kinds (default: the first two "
+                   "present of avg, avg_prunable, final, initial) paired per run (mean |error| difference ± "
+                   "standard error), overall and per value of these CSV columns (comma-separated)")
     p = sub.add_parser("plan", help="compute-optimal sparse run for a FLOP budget")
     _add_law(p)
     p.add_argument("--flops", type=_positive, required=True, help="training compute budget C = 6 N-bar D")
@@ -235,14 +249,27 @@ def _text_plan(p: dict[str, Any]) -> str:
         f"  inference-size saving vs that dense model: {p['inference_saving']:.1%}"])
 
 
+def _cmd_compare(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    if args.by and not args.loo:
+        raise ValueError("--by pairs leave-one-out errors: give --loo with it")
+    runs = _runs(args)
+    if args.where:
+        runs = runs.select(dict(args.where))
+    rows = compare_sizes(runs, args.kinds, delta=args.delta, loo=args.loo)
+    out, text = {"rows": rows, "notes": runs.notes}, format_table(rows)
+    if args.loo:
+        kinds = args.kinds or [k for k in SIZE_KINDS if k in runs.sizes]
+        out["paired"] = paired_by_group(runs, rows, kinds, args.by)
+        text += "\n" + format_paired(out["paired"])
+    return out, text
+
+
 def _run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     if args.command == "fit":
         out = _cmd_fit(args)
         return out, _text_fit(out)
     if args.command == "compare":
-        runs = _runs(args)
-        rows = compare_sizes(runs, args.kinds, delta=args.delta, loo=args.loo)
-        return {"rows": rows, "notes": runs.notes}, format_table(rows)
+        return _cmd_compare(args)
     if args.command == "predict":
         out = _cmd_predict(args)
         return out, "\n".join(f"N={r['n']:.4g}  D={r['d']:.4g}  loss={r['loss']:.4f}" for r in out["predictions"])

@@ -40,6 +40,23 @@ class Runs:
     notes: list[str] = dataclasses.field(default_factory=list)
     drop_highest: int = 0
     on_bad: str = "error"
+    columns: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # CSV columns as text ("": none)
+
+    def select(self, where: dict[str, str]) -> "Runs":
+        """The runs whose CSV column equals each value of `where` (as numbers when both parse, else as
+        text; column names case-insensitive). ValueError naming a missing column or an empty result."""
+        keep = np.ones(len(self.labels), bool)
+        for col, want in where.items():
+            if col.lower() not in self.columns:
+                raise ValueError(f"--where {col}={want}: no column {col!r} in the inputs; CSV columns are "
+                                 f"{sorted(self.columns)}")
+            keep &= np.array([_same(v, want) for v in self.columns[col.lower()]], bool)
+        if not keep.any():
+            raise ValueError(f"--where {where}: no run of {len(self.labels)} matches")
+        idx = np.flatnonzero(keep)
+        return dataclasses.replace(self, sizes={k: v[idx] for k, v in self.sizes.items()}, tokens=self.tokens[idx],
+                                   loss=self.loss[idx], labels=[self.labels[i] for i in idx], notes=list(self.notes),
+                                   columns={k: [v[i] for i in idx] for k, v in self.columns.items()})
 
     def default_kind(self) -> str:
         """"avg" when any run has it, else the CSV column "n"."""
@@ -82,6 +99,11 @@ class Runs:
             warnings.warn(msg, stacklevel=3)
 
 
+def _same(value: str, want: str) -> bool:
+    a, b = _to_float(value), _to_float(want)
+    return a == b if math.isfinite(a) and math.isfinite(b) else value.strip() == want.strip()
+
+
 def _to_float(value: Any) -> float:
     try:
         return float(value) if value not in (None, "") else math.nan
@@ -121,7 +143,8 @@ def read_csv(path: Path, *, chinchilla: bool = False) -> Runs:
     labels = [f"{path} row {i + 1}" for i in range(len(rows))]
     if not rows:
         raise ValueError(f"{path}: CSV has a header but no rows")
-    return Runs(sizes, tokens, loss, labels)
+    columns = {key: [r.get(raw) or "" for r in rows] for key, raw in header.items()}
+    return Runs(sizes, tokens, loss, labels, columns=columns)
 
 
 def check_size(path: Path, limit: int, what: str) -> None:
@@ -211,7 +234,9 @@ def load_runs(paths: Sequence[str | Path], *, loss: str = "eval", chinchilla: bo
     kinds = sorted({k for p in parts for k in p.sizes})
     sizes = {k: np.concatenate([p.sizes.get(k, np.full(len(p.labels), np.nan)) for p in parts]) for k in kinds}
     runs = Runs(sizes, np.concatenate([p.tokens for p in parts]), np.concatenate([p.loss for p in parts]),
-                [lab for p in parts for lab in p.labels], drop_highest=drop_highest, on_bad=on_bad)
+                [lab for p in parts for lab in p.labels], drop_highest=drop_highest, on_bad=on_bad,
+                columns={c: [v for p in parts for v in p.columns.get(c, [""] * len(p.labels))]
+                         for c in dict.fromkeys(c for p in parts for c in p.columns)})
     if fallbacks:
         runs._note(f"{fallbacks} run(s) have no final_eval_loss; used final_train_loss for them")
     return runs

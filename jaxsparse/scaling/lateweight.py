@@ -1,0 +1,153 @@
+"""Beyond the paper: a late-weighted average parameter count, tested by nested leave-one-out.
+
+Jin et al. (ICLR 2025, section 3) put N̄, the plain average of the parameter count over training, in
+the law L(N, D) = E + A/N^α + B/D^β. Its natural family is the late-weighted average
+
+    N_k = ∫ w_k(t) N(t) dt / ∫ w_k(t) dt,   w_k(t) = (t/T)^k,
+
+with k = 0 giving N̄ and k → ∞ the final size. `nested_leave_group_out` chooses k inside each
+leave-one-configuration-out fold (an inner leave-one-configuration-out over `ks`, on the training
+fold only) and predicts the held-out configuration (every seed and budget of one model size) with
+the law fitted at the chosen k, so the chosen k never sees the runs it is scored on.
+
+Trajectories are float[T] arrays of the parameter count in force during each step t = 0 .. T-1
+(piecewise constant over [t, t+1)); this module does not know how they were made (the caller builds
+them from its pruning schedule). Sizes in parameters, tokens in tokens, losses and errors in nats.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from jaxsparse.scaling.fitting import fit_log_space, fit_points, validate_points
+from jaxsparse.scaling.law import PARAM_NAMES, ScalingLawFit, theta_to_params
+
+K_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, math.inf)
+
+
+def late_weighted_size(trajectory: Sequence[float], k: float) -> float:
+    """N_k of one run: the (t/T)^k-weighted mean of its per-step parameter counts (exact for a count
+    constant within each step: step t weighs ((t+1)/T)^(k+1) - (t/T)^(k+1)); k = inf: the last step's."""
+    n = np.asarray(trajectory, dtype=np.float64).ravel()
+    if n.size == 0 or not np.all(np.isfinite(n) & (n > 0)):
+        raise ValueError("late_weighted_size: a trajectory must be a non-empty array of counts > 0")
+    if not k >= 0:
+        raise ValueError(f"late_weighted_size: k={k!r} must be >= 0 (or inf)")
+    if math.isinf(k):
+        return float(n[-1])
+    weights = np.diff((np.arange(n.size + 1) / n.size) ** (k + 1.0))
+    return float(weights @ n)
+
+
+def late_weighted_sizes(trajectories: Sequence[Sequence[float]], k: float) -> np.ndarray:
+    """float64[R]: N_k of each run."""
+    return np.array([late_weighted_size(t, k) for t in trajectories])
+
+
+@dataclasses.dataclass
+class NestedResult:
+    """Leave-one-configuration-out errors (prediction - observed, nats; one per run, in input order).
+
+    ks: the grid; errors_fixed[i]: the errors with k = ks[i] in every fold (ks 0 and inf: N̄ and the
+    final size under the same folds); errors: the nested errors, each run predicted at its fold's
+    chosen k; chosen: {group: chosen k}; inner_mae: {group: [inner MAE per k]}.
+    """
+
+    ks: tuple[float, ...]
+    groups: list[Any]
+    errors: np.ndarray
+    errors_fixed: np.ndarray
+    chosen: dict[Any, float]
+    inner_mae: dict[Any, list[float]]
+
+    @property
+    def mae(self) -> float:
+        return float(np.mean(np.abs(self.errors)))
+
+    def mae_fixed(self, k: float) -> float:
+        return float(np.mean(np.abs(self.errors_fixed[self.ks.index(k)])))
+
+    def to_dict(self) -> dict[str, Any]:
+        key = [k if math.isfinite(k) else "inf" for k in self.ks]
+        return {"ks": key, "mae": self.mae,
+                "mae_fixed": {str(k): self.mae_fixed(v) for k, v in zip(key, self.ks)},
+                "chosen": {str(g): (k if math.isfinite(k) else "inf") for g, k in self.chosen.items()},
+                "errors": [float(e) for e in self.errors]}
+
+
+def _fold_weights(labels: list[Any], order: list[Any]) -> tuple[np.ndarray, list[tuple[Any, Any]]]:
+    """Weight rows (0 = left out): for each outer group g, all but g (key (g, None)); for each inner
+    h != g, all but g and h (key (g, h))."""
+    lab = np.array([order.index(x) for x in labels])
+    rows, keys = [], []
+    for gi, g in enumerate(order):
+        rows.append(lab != gi)
+        keys.append((g, None))
+        for hi, h in enumerate(order):
+            if hi != gi:
+                rows.append((lab != gi) & (lab != hi))
+                keys.append((g, h))
+    return np.array(rows, np.float64), keys
+
+
+def _base_starts(points_by_k: list, delta: float, starts: np.ndarray | None) -> np.ndarray:
+    """Warm starts of every fold's fit: the best distinct optima of full fits at the grid's ends."""
+    found = [fit_points(p, delta=delta, starts=starts).local_optima for p in (points_by_k[0], points_by_k[-1])]
+    return np.unique(np.concatenate(found), axis=0)
+
+
+def _check_folds(weights: np.ndarray, keys: list) -> None:
+    for row, key in zip(weights, keys):
+        if row.sum() <= len(PARAM_NAMES):
+            raise ValueError(f"nested leave-one-out: leaving out {key} keeps {int(row.sum())} runs; the law has "
+                             f"{len(PARAM_NAMES)} parameters: give more runs or more configurations")
+
+
+def nested_leave_group_out(trajectories: Sequence[Sequence[float]], d: Any, loss: Any, groups: Sequence[Any],
+                           *, ks: Sequence[float] = K_GRID, delta: float = 1e-3,
+                           starts: np.ndarray | None = None) -> NestedResult:
+    """Nested leave-one-configuration-out test of N_k (module docstring).
+
+    trajectories: R arrays of per-step parameter counts; d: (R,) tokens; loss: (R,) nats; groups: (R,)
+    labels, one per configuration (at least 3). For each held-out group g: for each k, fit the law on
+    the other groups minus one group h at a time and score h (inner MAE over those runs); choose the
+    k of least inner MAE (ties: the smaller k), then predict g from the fit to all other groups at it.
+    starts: (S, 5) starts of the two full-data fits that seed every fold's fit (default: the
+    4,500-point grid). Raises ValueError on bad input or folds too small to fit.
+    """
+    ks = tuple(float(k) for k in ks)
+    labels = list(groups)
+    order = list(dict.fromkeys(labels))
+    if len(order) < 3 or len(labels) != len(trajectories):
+        raise ValueError(f"nested leave-one-out needs >= 3 configurations and one label per run; got "
+                         f"{len(order)} configurations, {len(labels)} labels, {len(trajectories)} runs")
+    if len(ks) < 2 or sorted(ks) != list(ks):
+        raise ValueError(f"ks must be at least 2 ascending values, got {ks}")
+    points_by_k = [validate_points(late_weighted_sizes(trajectories, k), d, loss, source=f"N_k, k={k:g}")
+                   for k in ks]
+    weights, keys = _fold_weights(labels, order)
+    _check_folds(weights, keys)
+    warm = _base_starts(points_by_k, delta, starts)
+    lab = np.array([order.index(x) for x in labels])
+    preds = np.empty((len(ks), len(keys), len(labels)))  # every fold's prediction of every run
+    for i, (n, dd, ll) in enumerate(points_by_k):
+        thetas, _, _, _ = fit_log_space(np.log(n), np.log(dd), np.log(ll), delta=delta, weights=weights,
+                                        starts=warm, n_polish=2)
+        preds[i] = [ScalingLawFit(**theta_to_params(t)).predict(n, dd) for t in thetas]
+    obs = points_by_k[0].loss
+    errors_fixed = np.empty((len(ks), len(labels)))
+    errors, chosen, inner = np.empty(len(labels)), {}, {}
+    for gi, g in enumerate(order):
+        outer = keys.index((g, None))
+        held = lab == gi
+        errors_fixed[:, held] = preds[:, outer][:, held] - obs[held]
+        inner_idx = [(j, lab == order.index(h)) for j, (gg, h) in enumerate(keys) if gg == g and h is not None]
+        inner[g] = [float(np.mean(np.concatenate([np.abs(preds[i, j][m] - obs[m]) for j, m in inner_idx])))
+                    for i in range(len(ks))]
+        best = int(np.argmin(inner[g]))
+        chosen[g] = ks[best]
+        errors[held] = errors_fixed[best, held]
+    return NestedResult(ks, labels, errors, errors_fixed, chosen, inner)
