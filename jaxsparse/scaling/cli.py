@@ -255,6 +255,7 @@ def _cmd_compare(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     runs = _runs(args)
     if args.where:
         runs = runs.select(dict(args.where))
+    runs.check_columns(args.by, f"--by {','.join(args.by)}")
     rows = compare_sizes(runs, args.kinds, delta=args.delta, loo=args.loo)
     out, text = {"rows": rows, "notes": runs.notes}, format_table(rows)
     if args.loo:

@@ -72,9 +72,7 @@ def paired_by_group(runs: Runs, rows: list[dict[str, Any]], kinds: Sequence[str]
     errs = {r["kind"]: np.asarray(r["loo_errors"]) for r in rows}
     _, _, _, labels = runs.points(list(kinds))
     index = {lab: i for i, lab in enumerate(runs.labels)}
-    for col in by:
-        if col.lower() not in runs.columns:
-            raise ValueError(f"--by {col}: no column {col!r} in the inputs; CSV columns are {sorted(runs.columns)}")
+    runs.check_columns(by, f"--by {','.join(by)}")
     keys = ["/".join(runs.columns[c.lower()][index[lab]] or "-" for c in by) for lab in labels]
     out = {"kinds": [a, b], "paired": paired_difference(errs[a], errs[b]), "groups": []}
     if by:

@@ -42,14 +42,18 @@ class Runs:
     on_bad: str = "error"
     columns: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # CSV columns as text ("": none)
 
+    def check_columns(self, names: Sequence[str], what: str) -> None:
+        """ValueError `what: no column ...` unless every name is a CSV column (case-insensitive)."""
+        for col in names:
+            if col.lower() not in self.columns:
+                raise ValueError(f"{what}: no column {col!r} in the inputs; CSV columns are {sorted(self.columns)}")
+
     def select(self, where: dict[str, str]) -> "Runs":
         """The runs whose CSV column equals each value of `where` (as numbers when both parse, else as
         text; column names case-insensitive). ValueError naming a missing column or an empty result."""
         keep = np.ones(len(self.labels), bool)
         for col, want in where.items():
-            if col.lower() not in self.columns:
-                raise ValueError(f"--where {col}={want}: no column {col!r} in the inputs; CSV columns are "
-                                 f"{sorted(self.columns)}")
+            self.check_columns([col], f"--where {col}={want}")
             keep &= np.array([_same(v, want) for v in self.columns[col.lower()]], bool)
         if not keep.any():
             raise ValueError(f"--where {where}: no run of {len(self.labels)} matches")

@@ -6,7 +6,8 @@ session puts them back under the sweep root before running, so the runner skips 
 
     python3 results/replication/round2.py corpus                  # the GCIDE corpus, from Debian
     python3 results/replication/round2.py run --parallel 2        # restore, then run what is left
-    python3 results/replication/round2.py save                    # commit-ready: summaries, status
+    python3 results/replication/round2.py save                    # commit-ready: summaries, status, report
+    python3 results/replication/round2.py report                  # the verdict alone (round2_report.py)
 
 `run` is `restore`, then this process becomes `python -m jaxsparse.sweep configs/sweeps/replication2.py
 --run local --root ROOT`: stop it with SIGINT or SIGTERM (running trainers checkpoint), rerun it to
@@ -14,7 +15,8 @@ resume.
 `save` copies the finished runs' summaries here, appends their wall times (the runner's record,
 ROOT/runner.jsonl) to round2/walltimes.jsonl and writes round2/STATUS.md: runs done, measured wall
 time per run, and the time left, estimated from the finished runs (seconds = a + b x planned FLOPs,
-fitted) over the missing runs' planned FLOPs.
+fitted) over the missing runs' planned FLOPs; with the whole sweep (part all), it then writes the
+verdict, round2/report.md (round2_report.py: "pending" where runs are missing).
 
 A summary's config holds the corpus folder as an absolute path; it is stored here with the corpus
 folder's parent replaced by CORPUS_MARK and put back as this machine's (the corpus is the same
@@ -215,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("corpus", help="prepare the GCIDE corpus folders")
     c.add_argument("--dest", default=DEFAULT_CORPUS)
     c.add_argument("--deb", help="an already downloaded dict-gcide .deb (default: apt-get download)")
+    r = sub.add_parser("report", help="write the verdict (report.md, report.json, gaps.png) from the store")
+    r.add_argument("--store", default=STORE)
     for name in ("run", "save", "restore"):
         p = sub.add_parser(name)
         p.add_argument("--root", default=DEFAULT_ROOT, help="the sweep root")
@@ -237,8 +241,13 @@ def main(argv: list[str] | None = None) -> int:
         spec = f"{SWEEP}:part={args.part},corpus={args.corpus}"
         os.execv(sys.executable, [sys.executable, "-m", "jaxsparse.sweep", spec, "--run", "local",  # signals
                                   "--parallel", str(args.parallel), "--root", args.root])  # reach the runner
-    for line in save(args.root, args.corpus, args.part, args.store):
-        print(line)
+    if args.command == "save":
+        for line in save(args.root, args.corpus, args.part, args.store):
+            print(line)
+    if args.command == "report" or args.part == "all":
+        from jaxsparse.sweep.spec import load_module
+        for path in load_module(os.path.join(HERE, "round2_report.py")).write(args.store):
+            print(f"wrote {path}")
     return 0
 
 
