@@ -22,7 +22,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from jaxsparse.scaling.fitting import fit_log_space, fit_points, validate_points
+from jaxsparse.scaling import optim
+from jaxsparse.scaling.fitting import fit_points, validate_points
 from jaxsparse.scaling.law import PARAM_NAMES
 
 K_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, math.inf)
@@ -106,6 +107,22 @@ def _base_starts(points_by_k: list, delta: float, starts: np.ndarray | None) -> 
     return np.unique(np.concatenate(found), axis=0)
 
 
+def _fold_fits(points_by_k: list, weights: np.ndarray, warm: np.ndarray, delta: float) -> np.ndarray:
+    """(K, F, 5): the law fitted under every k (K) and fold weighting (F), each from every warm start,
+    best kept, all in one batched L-BFGS (scipy L-BFGS-B's default tolerances): the K copies of the runs
+    are stacked and each fit weighs only its own copy."""
+    n_k, n_f, n_r, n_s = len(points_by_k), weights.shape[0], weights.shape[1], warm.shape[0]
+    logs = [np.concatenate([np.log(getattr(p, c)) for p in points_by_k]) for c in ("n", "d", "loss")]
+    stacked = np.zeros((n_k, n_f, n_k * n_r))
+    for i in range(n_k):
+        stacked[i, :, i * n_r:(i + 1) * n_r] = weights
+    w = np.repeat(stacked.reshape(n_k * n_f, -1), n_s, axis=0)
+    x, f, _ = optim.minimize_batch(np.tile(warm, (n_k * n_f, 1)), *logs, delta=delta, weights=w)
+    f = np.where(np.isfinite(f), f, np.inf).reshape(n_k * n_f, n_s)
+    best = x.reshape(n_k * n_f, n_s, len(PARAM_NAMES))[np.arange(n_k * n_f), np.argmin(f, axis=1)]
+    return best.reshape(n_k, n_f, len(PARAM_NAMES))
+
+
 def _check_folds(weights: np.ndarray, keys: list) -> None:
     for row, key in zip(weights, keys):
         if row.sum() <= len(PARAM_NAMES):
@@ -139,11 +156,8 @@ def nested_leave_group_out(trajectories: Sequence[Sequence[float]], d: Any, loss
     _check_folds(weights, keys)
     warm = _base_starts(points_by_k, delta, starts)
     lab = np.array([order.index(x) for x in labels])
-    preds = np.empty((len(ks), len(keys), len(labels)))  # every fold's prediction of every run
-    for i, (n, dd, ll) in enumerate(points_by_k):
-        thetas, _, _, _ = fit_log_space(np.log(n), np.log(dd), np.log(ll), delta=delta, weights=weights,
-                                        starts=warm, n_polish=2)
-        preds[i] = [_predict(t, n, dd) for t in thetas]
+    thetas = _fold_fits(points_by_k, weights, warm, delta)
+    preds = np.array([[_predict(t, p.n, p.d) for t in thetas[i]] for i, p in enumerate(points_by_k)])
     obs = points_by_k[0].loss
     errors_fixed = np.empty((len(ks), len(labels)))
     errors, chosen, inner = np.empty(len(labels)), {}, {}
