@@ -83,7 +83,7 @@ def analyse(store: str, design: V.Design, starts: np.ndarray | None = None,
     """Every number of the report, JSON-ready. starts, late_starts: the starts of the size kinds' fits and
     of the late-weighted law's (default the 4,500-point grid, as `scaling compare` uses)."""
     from jaxsparse.scaling import load_runs
-    rows = load_rows(store)
+    rows = {n: r for n, r in load_rows(store).items() if n in design.tags}   # the sweep's runs only
     inside = os.path.abspath(store).startswith(REPO + os.sep)
     out: dict[str, Any] = {"store": os.path.relpath(store, REPO) if inside else os.path.abspath(store),
                            "finished": len(rows),

@@ -157,5 +157,7 @@ def report_lines(result: dict[str, Any]) -> list[str]:
     for depth in result["depths"]:
         lines += _depth_lines(result, depth)
     lines += ["## Learning-rate check (seed 0; both sides at 0.5x, 1x, 2x the sweep's rate)", "",
-              *_lr_lines(result), "", "## Repetition check", "", *_repetition_lines(result["repetition"])]
+              "One seed per rate, so no standard error here; the seeds' standard error of the gap at 1x is in "
+              "the gaps table above.", "", *_lr_lines(result), "",
+              "## Repetition check", "", *_repetition_lines(result["repetition"])]
     return lines
