@@ -14,7 +14,6 @@ import sys
 import numpy as np
 import pytest
 
-from jaxsparse.scaling import init_grid
 from jaxsparse.scaling.lateweight import late_weighted_size
 from jaxsparse.scaling.law import predict_loss
 from jaxsparse.sweep.spec import load_module
@@ -24,7 +23,6 @@ HERE = os.path.join(REPO, "results", "replication")
 report = load_module(os.path.join(HERE, "round2_report.py"))
 V, text = report.V, sys.modules["round2_text"]
 LAW = {"E": 1.0, "A": 60.0, "B": 300.0, "alpha": 0.4, "beta": 0.3}
-STARTS = init_grid()[::45]     # 100 starts for the late-weighted law's folds: enough here, and fast
 LR_OFFSET = {("dense", "lrx0.5"): 0.02, ("dense", "lrx2"): -0.01, ("matched", "lrx0.5"): 0.01,
              ("matched", "lrx2"): 0.03}
 
@@ -61,7 +59,7 @@ def write_store(folder, rows) -> str:
 @pytest.fixture(scope="module")
 def full(design, tmp_path_factory):
     store = write_store(tmp_path_factory.mktemp("store"), synthetic_rows(design))
-    report.write(store, design, late_starts=STARTS)   # the fits of compare: its full grid
+    report.write(store, design)   # every fit from the full grid, as `scaling compare`
     with open(os.path.join(store, "report.json"), encoding="utf-8") as f:
         return store, json.load(f)
 
@@ -99,6 +97,11 @@ def test_report_numbers_equal_what_scaling_compare_prints(full):
     assert f"{pair['paired']['mean']:+.4f} ± {pair['paired']['se']:.4f}" == text._pm(depth["paired"]["paired"])
     assert [(g["group"], text._pm(g["paired"])) for g in pair["groups"]] == \
         [(g["group"], text._pm(g["paired"])) for g in depth["paired"]["groups"]]
+    late, mine = cli["late_weighted"], depth["late_weighted"]
+    assert (f"{late['mae']:.4f}", late["chosen"]) == (f"{mine['mae']:.4f}", mine["chosen"])
+    assert {k: f"{v:.4f}" for k, v in late["mae_fixed"].items()} == \
+        {k: f"{v:.4f}" for k, v in mine["mae_fixed"].items()}
+    assert text._pm(late["paired_vs_nbar"]) == text._pm(mine["paired_vs_nbar"])
     md = open(os.path.join(store, "report.md"), encoding="utf-8").read()
     assert " ".join(cmd) in md and f"N̄ {depth['loo_mae']['avg']:.4f}" in md
 
@@ -127,7 +130,7 @@ def test_missing_seed_makes_its_regime_pending_and_final_size_law_fails_nbar(des
     assert "N̄ fails: the sparse run is worse" in text.verdict_line(fails, {"depths": []})
     store = write_store(tmp_path, rows)
     from jaxsparse.scaling import load_runs
-    depth = V.depth_fits(load_runs([os.path.join(store, "all_runs.csv")]), design, 4)
+    depth = V.depth_fits(load_runs([os.path.join(store, "all_runs.csv")]), design, 4, str(tmp_path / "no.json"))
     assert depth["runs"] == 20 and "loo_mae" not in depth       # no fit on an incomplete depth
     assert "Pending, 20 of 21 runs of the fit." in text._depth_lines({"store": store}, depth)
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxsparse.errors import ArgumentParser, ConfigError, entry_point
 from jaxsparse.scaling import uncertainty
-from jaxsparse.scaling.compare import compare_sizes, format_paired, format_table, paired_by_group
+from jaxsparse.scaling.compare import compare_command
 from jaxsparse.scaling.fitting import DuplicateRunsWarning, fit_points, validate_points
 from jaxsparse.scaling.io import LOSS_KEYS, SIZE_KINDS, Runs, load_runs
 from jaxsparse.scaling.law import PARAM_NAMES, ScalingLawFit
@@ -51,6 +51,10 @@ def _where(text: str) -> tuple[str, str]:
     if not eq or not col.strip():
         raise argparse.ArgumentTypeError(f"{text!r} is not COLUMN=VALUE")
     return col.strip(), value.strip()
+
+
+def _columns(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
 
 
 def _add_inputs(p: argparse.ArgumentParser) -> None:
@@ -102,11 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loo", action="store_true", help="also leave-one-out errors")
     p.add_argument("--where", action="append", type=_where, default=[], metavar="COLUMN=VALUE",
                    help="keep only the CSV rows whose COLUMN equals VALUE (repeatable: all must hold)")
-    p.add_argument("--by", type=lambda t: [c.strip() for c in t.split(",") if c.strip()], default=[],
+    p.add_argument("--by", type=_columns, default=[],
                    metavar="COLUMN[,COLUMN]",
                    help="with --loo: the leave-one-out errors of the first two --kinds (default: the first two "
                    "present of avg, avg_prunable, final, initial) paired per run (mean |error| difference ± "
                    "standard error), overall and per value of these CSV columns (comma-separated)")
+    p.add_argument("--late_weighted", metavar="TRAJECTORIES.json",
+                   help="also the late-weighted size N_k (jaxsparse.scaling.lateweight), k chosen by nested "
+                   "leave-one-configuration-out; the file holds each run's parameter count per step, by name")
+    p.add_argument("--configuration", type=_columns, default=[], metavar="COLUMN[,COLUMN]",
+                   help="with --late_weighted: the CSV columns whose values make a configuration")
     p = sub.add_parser("plan", help="compute-optimal sparse run for a FLOP budget")
     _add_law(p)
     p.add_argument("--flops", type=_positive, required=True, help="training compute budget C = 6 N-bar D")
@@ -249,28 +258,15 @@ def _text_plan(p: dict[str, Any]) -> str:
         f"  inference-size saving vs that dense model: {p['inference_saving']:.1%}"])
 
 
-def _cmd_compare(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
-    if args.by and not args.loo:
-        raise ValueError("--by pairs leave-one-out errors: give --loo with it")
-    runs = _runs(args)
-    if args.where:
-        runs = runs.select(dict(args.where))
-    runs.check_columns(args.by, f"--by {','.join(args.by)}")
-    rows = compare_sizes(runs, args.kinds, delta=args.delta, loo=args.loo)
-    out, text = {"rows": rows, "notes": runs.notes}, format_table(rows)
-    if args.loo:
-        kinds = args.kinds or [k for k in SIZE_KINDS if k in runs.sizes]
-        out["paired"] = paired_by_group(runs, rows, kinds, args.by)
-        text += "\n" + format_paired(out["paired"])
-    return out, text
-
-
 def _run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     if args.command == "fit":
         out = _cmd_fit(args)
         return out, _text_fit(out)
     if args.command == "compare":
-        return _cmd_compare(args)
+        runs = _runs(args)
+        return compare_command(runs.select(dict(args.where)) if args.where else runs, args.kinds,
+                               delta=args.delta, loo=args.loo, by=args.by, late_weighted=args.late_weighted,
+                               configuration=args.configuration)
     if args.command == "predict":
         out = _cmd_predict(args)
         return out, "\n".join(f"N={r['n']:.4g}  D={r['d']:.4g}  loss={r['loss']:.4f}" for r in out["predictions"])

@@ -101,3 +101,24 @@ def format_paired(result: dict[str, Any]) -> str:
         lines += [f"{g['group']:<{w}}  {g['n']:>4}  {g['loo_mae'][a]:>12.4f}  {g['loo_mae'][b]:>12.4f}  "
                   f"{diff(g['paired'])}" for g in result["groups"]]
     return "\n".join(lines)
+
+
+def compare_command(runs: Runs, kinds: Sequence[str] | None, *, delta: float, loo: bool, by: Sequence[str],
+                    late_weighted: str | None = None, configuration: Sequence[str] = ()) -> tuple[dict, str]:
+    """`python -m jaxsparse.scaling compare`: (JSON-ready result, text) of compare_sizes, with `loo`
+    the paired errors (paired_by_group over `by`), and with `late_weighted` (a trajectories file)
+    lateweight.compare_late_weighted over the `configuration` columns."""
+    from jaxsparse.scaling.lateweight import compare_late_weighted, format_late
+    if (by and not loo) or (late_weighted and not configuration):
+        raise ValueError("--by pairs leave-one-out errors: give --loo with it" if by and not loo else
+                         "--late_weighted holds out one configuration at a time: give --configuration COLUMNS")
+    runs.check_columns(by, f"--by {','.join(by)}")
+    rows = compare_sizes(runs, kinds, delta=delta, loo=loo)
+    out, text = {"rows": rows, "notes": runs.notes}, format_table(rows)
+    if loo:
+        out["paired"] = paired_by_group(runs, rows, kinds or [k for k in SIZE_KINDS if k in runs.sizes], by)
+        text += "\n" + format_paired(out["paired"])
+    if late_weighted:
+        out["late_weighted"] = compare_late_weighted(runs, late_weighted, configuration, delta=delta)
+        text += "\n" + format_late(out["late_weighted"])
+    return out, text

@@ -17,13 +17,17 @@ them from its pruning schedule). Sizes in parameters, tokens in tokens, losses a
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from jaxsparse.scaling import optim
 from jaxsparse.scaling.fitting import fit_points, validate_points
+from jaxsparse.scaling.io import Runs
+from jaxsparse.scaling.paired import paired_difference
 from jaxsparse.scaling.law import PARAM_NAMES
 
 K_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, math.inf)
@@ -172,3 +176,60 @@ def nested_leave_group_out(trajectories: Sequence[Sequence[float]], d: Any, loss
         chosen[g] = ks[best]
         errors[held] = errors_fixed[best, held]
     return NestedResult(ks, labels, errors, errors_fixed, chosen, inner)
+
+
+def write_trajectories(path: str | Path, trajectories: dict[str, np.ndarray]) -> str:
+    """Write {run name: per-step counts} as JSON, each run as its steps and the (step, count) pairs where
+    the count changes (a pruning schedule's events: a few per run)."""
+    runs = {}
+    for name, traj in trajectories.items():
+        t = np.asarray(traj, np.float64)
+        at = np.concatenate([[0], np.flatnonzero(np.diff(t)) + 1])
+        runs[name] = {"steps": int(t.size), "change_steps": at.tolist(), "sizes": t[at].tolist()}
+    lines = [f"{json.dumps(name)}: {json.dumps(r)}" for name, r in runs.items()]   # a run per line
+    Path(path).write_text('{"what": "parameters in force at each step, piecewise constant", "runs": {\n'
+                          + ",\n".join(lines) + "\n}}\n", encoding="utf-8")
+    return str(path)
+
+
+def read_trajectories(path: str | Path) -> dict[str, np.ndarray]:
+    """Inverse of write_trajectories. ValueError naming the file when it is not such a JSON."""
+    try:
+        runs = json.loads(Path(path).read_text(encoding="utf-8"))["runs"]
+        return {name: np.repeat(r["sizes"], np.diff(r["change_steps"] + [r["steps"]])).astype(np.float64)
+                for name, r in runs.items()}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: not a trajectories file of write_trajectories ({err})") from None
+
+
+def compare_late_weighted(runs: Runs, path: str | Path, configuration: Sequence[str], *, delta: float = 1e-3,
+                          starts: np.ndarray | None = None) -> dict[str, Any]:
+    """`nested_leave_group_out` of CSV runs (a `name` column) with the trajectories of file `path`; a
+    configuration is a distinct value of the CSV columns `configuration` (joined by "/"). Returns its
+    to_dict() with the paired differences against N̄ and the final size (same folds) and `runs`."""
+    runs.check_columns(["name", *configuration], "--late_weighted")
+    trajs, names = read_trajectories(path), runs.columns["name"]
+    missing = [n for n in names if n not in trajs]
+    if missing:
+        raise ValueError(f"{path}: no trajectory for run {missing[0]!r} ({len(missing)} of {len(names)} missing)")
+    groups = ["/".join(runs.columns[c.lower()][i] for c in configuration) for i in range(len(names))]
+    res = nested_leave_group_out([trajs[n] for n in names], runs.tokens, runs.loss, groups, delta=delta,
+                                 starts=starts)
+    return {**res.to_dict(), "runs": len(names),
+            "paired_vs_nbar": paired_difference(res.errors, res.errors_fixed[res.ks.index(0.0)]),
+            "paired_vs_final": paired_difference(res.errors, res.errors_fixed[res.ks.index(math.inf)])}
+
+
+def format_late(out: dict[str, Any]) -> str:
+    """Plain-text lines of compare_late_weighted."""
+    def pm(p: dict[str, Any]) -> str:
+        return f"{p['mean']:+.4f} ± {'-' if p['se'] is None else format(p['se'], '.4f')}"
+
+    fixed = out["mae_fixed"]
+    return "\n".join([f"late-weighted N_k, nested leave-one-configuration-out over {out['runs']} runs: MAE "
+                      f"{out['mae']:.4f}; with k fixed on the same folds: " +
+                      ", ".join(f"k={k} {v:.4f}" for k, v in fixed.items()),
+                      f"paired |error N_k| - |error N̄| {pm(out['paired_vs_nbar'])}, - |error final| "
+                      f"{pm(out['paired_vs_final'])}",
+                      "chosen k per held-out configuration: " +
+                      ", ".join(f"{g}: {k}" for g, k in out["chosen"].items())])

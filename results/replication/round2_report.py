@@ -3,7 +3,8 @@
     python3 results/replication/round2_report.py            # --store results/replication/round2
 
 reads STORE/all_runs.csv (the finished runs of configs/sweeps/replication2.py, as `round2.py save`
-writes them) and the sweep's design, and writes STORE/report.md, STORE/report.json and STORE/gaps.png:
+writes them) and the sweep's design, and writes STORE/report.md, STORE/report.json, STORE/gaps.png and
+STORE/trajectories.json:
 per regime (depth, size, sparsity) the gaps with standard errors over seeds, per depth the law's
 leave-one-out MAE with N̄ and with the final size (paired difference ± SE, overall and per regime),
 the late-weighted size N_k's nested leave-one-configuration-out, the learning-rate check and the
@@ -80,9 +81,11 @@ def check_trajectories(rows: dict, design: V.Design) -> int:
 
 def analyse(store: str, design: V.Design, starts: np.ndarray | None = None,
             late_starts: np.ndarray | None = None) -> dict[str, Any]:
-    """Every number of the report, JSON-ready. starts, late_starts: the starts of the size kinds' fits and
-    of the late-weighted law's (default the 4,500-point grid, as `scaling compare` uses)."""
+    """Every number of the report, JSON-ready; writes STORE/trajectories.json (the finished runs' N(t),
+    read by `scaling compare --late_weighted`). starts, late_starts: the starts of the size kinds' fits
+    and of the late-weighted law's (default the 4,500-point grid, as `scaling compare` uses)."""
     from jaxsparse.scaling import load_runs
+    from jaxsparse.scaling.lateweight import write_trajectories
     rows = {n: r for n, r in load_rows(store).items() if n in design.tags}   # the sweep's runs only
     inside = os.path.abspath(store).startswith(REPO + os.sep)
     out: dict[str, Any] = {"store": os.path.relpath(store, REPO) if inside else os.path.abspath(store),
@@ -92,7 +95,9 @@ def analyse(store: str, design: V.Design, starts: np.ndarray | None = None,
     out["lr"] = [V.lr_check(rows, design, p) for p in PAIRS]
     out["repetition"] = V.repetition(rows, design)
     runs = load_runs([os.path.join(store, "all_runs.csv")]) if rows else None
-    out["depths"] = [V.depth_fits(runs, design, layers, starts, late_starts) if runs else
+    trajectories = write_trajectories(os.path.join(store, "trajectories.json"), {
+        name: design.trajectory(name, float(r["n_total"]), float(r["n_prunable"])) for name, r in rows.items()})
+    out["depths"] = [V.depth_fits(runs, design, layers, trajectories, starts, late_starts) if runs else
                      {"layers": layers, "runs": 0,
                       "planned": sum(int(t["fit"]) and t["layers"] == layers for t in design.tags.values())}
                      for layers in (2, 4)]

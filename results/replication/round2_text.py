@@ -86,8 +86,10 @@ def _gap_table(result: dict[str, Any]) -> list[str]:
 
 
 def command(result: dict[str, Any], layers: int) -> str:
+    """The `scaling compare` command that prints a depth's fit numbers (leave-one-out and late-weighted)."""
     return (f"python -m jaxsparse.scaling compare --loo --kinds avg final --where fit=1 --where layers={layers} "
-            f"--by pair,kind {result['store']}/all_runs.csv")
+            f"--by pair,kind --late_weighted {result['store']}/trajectories.json --configuration "
+            f"layers,width,sparsity {result['store']}/all_runs.csv")
 
 
 def _depth_lines(result: dict[str, Any], depth: dict[str, Any]) -> list[str]:

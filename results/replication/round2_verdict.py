@@ -12,7 +12,6 @@ planned run finished; else it is "pending, k of n runs".
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import numpy as np
@@ -20,10 +19,11 @@ from scipy import stats
 
 from jaxsparse.scaling.compare import compare_sizes, paired_by_group
 from jaxsparse.scaling.io import Runs
-from jaxsparse.scaling.lateweight import nested_leave_group_out
-from jaxsparse.scaling.paired import mean_se, paired_difference
+from jaxsparse.scaling.lateweight import compare_late_weighted
+from jaxsparse.scaling.paired import mean_se
 
 KINDS = ("avg", "final")       # N̄ and the final size, as `scaling compare --kinds` names them
+CONFIGURATION = ("layers", "width", "sparsity")   # one model size: what nested leave-one-out holds out
 
 
 @dataclasses.dataclass
@@ -123,11 +123,13 @@ def repetition(rows: dict, design: Design, pair: str = "2L_small") -> dict[str, 
             "epochs": {v: float(rows[names[("dense", v)]]["epochs"]) for v in ("base", "4ep")}}
 
 
-def depth_fits(runs: Runs, design: Design, layers: int, starts: np.ndarray | None = None,
+def depth_fits(runs: Runs, design: Design, layers: int, trajectories: str, starts: np.ndarray | None = None,
                late_starts: np.ndarray | None = None) -> dict[str, Any]:
     """The law fitted per N choice on one depth's fit runs (`runs`: all_runs.csv read by
     scaling.load_runs, any rows): leave-one-out MAE, the paired N̄ - final-size difference ± SE, per
-    (pair, kind) group; and the late-weighted N_k's nested leave-one-configuration-out. starts,
+    (pair, kind) group; and the late-weighted N_k's nested leave-one-configuration-out (`trajectories`:
+    the file of the runs' N(t); a configuration is (layers, width, final sparsity): every seed and D of
+    one model size is held out together). starts,
     late_starts: (S, 5) starts of the two (default: the 4,500-point grid, as `scaling compare`)."""
     where = {"fit": "1", "layers": str(layers)}
     planned = [n for n, t in design.tags.items() if int(t.get("fit", 0)) and int(t["layers"]) == layers]
@@ -144,22 +146,5 @@ def depth_fits(runs: Runs, design: Design, layers: int, starts: np.ndarray | Non
     by_kind = {r["kind"]: r for r in rows}
     out["loo_mae"] = {k: by_kind[k]["loo_mae"] for k in KINDS}
     out["paired"] = paired_by_group(mine, rows, KINDS, ["pair", "kind"])
-    out["late_weighted"] = late_weighted(mine, design, late_starts)
-    return out
-
-
-def late_weighted(runs: Runs, design: Design, starts: np.ndarray | None) -> dict[str, Any]:
-    """Nested leave-one-configuration-out of N_k over these runs; a configuration is (depth, width,
-    final sparsity): every seed and D of one model size is held out together."""
-    names = runs.columns["name"]
-    col = {c: [float(v) for v in runs.columns[c]] for c in ("n_total", "n_prunable", "d", "loss")}
-    trajs = [design.trajectory(n, col["n_total"][i], col["n_prunable"][i]) for i, n in enumerate(names)]
-    groups = [f"L{design.tags[n]['layers']}d{design.tags[n]['width']}@{design.tags[n]['sparsity']:g}"
-              for n in names]
-    res = nested_leave_group_out(trajs, np.array(col["d"]), np.array(col["loss"]), groups, starts=starts)
-    out = res.to_dict()
-    i0, inf = res.ks.index(0.0), res.ks.index(math.inf)
-    out["paired_vs_nbar"] = paired_difference(res.errors, res.errors_fixed[i0])
-    out["paired_vs_final"] = paired_difference(res.errors, res.errors_fixed[inf])
-    out["runs"] = len(names)
+    out["late_weighted"] = compare_late_weighted(mine, trajectories, CONFIGURATION, starts=late_starts)
     return out

@@ -65,3 +65,8 @@ def test_by_needs_loo_and_an_existing_column(capsys, runs_csv):
     assert rc == 2 and "--by pair: no column 'pair'" in err
     rc, _, err = run(capsys, "compare", runs_csv, "--where", "pair")
     assert rc == 2 and "is not COLUMN=VALUE" in err
+
+
+def test_late_weighted_needs_configuration_columns(capsys, runs_csv, tmp_path):
+    rc, _, err = run(capsys, "compare", runs_csv, "--late_weighted", tmp_path / "t.json")
+    assert rc == 2 and "give --configuration COLUMNS" in err

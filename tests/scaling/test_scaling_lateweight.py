@@ -3,6 +3,7 @@ and the paired statistics (scaling/paired.py): on runs drawn from a known law th
 recovers the law's k, and the standard errors are the textbook ones."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -93,3 +94,15 @@ def test_standard_error_and_paired_difference_by_hand():
     assert diff["se"] == pytest.approx(np.sqrt(np.sum((d - d.mean())**2) / 3 / 4))
     assert group_mae([0.1, -0.3, 0.2], ["a", "b", "a"]) == {"a": {"mae": pytest.approx(0.15), "n": 2},
                                                             "b": {"mae": pytest.approx(0.3), "n": 1}}
+
+
+def test_trajectories_file_round_trips_and_is_checked(tmp_path):
+    from jaxsparse.scaling.lateweight import read_trajectories, write_trajectories
+    trajs = {"sparse": geometric_trajectory(1e5, 9e4, 0.8, steps=333), "dense": np.full(50, 7e4)}
+    path = write_trajectories(tmp_path / "t.json", trajs)
+    back = read_trajectories(path)
+    assert set(back) == {"sparse", "dense"} and all(np.array_equal(back[k], trajs[k]) for k in trajs)
+    assert len(json.loads((tmp_path / "t.json").read_text())["runs"]["sparse"]["sizes"]) == 21   # 20 events
+    (tmp_path / "bad.json").write_text('{"runs": {"x": {"steps": 3}}}')
+    with pytest.raises(ValueError, match="bad.json: not a trajectories file"):
+        read_trajectories(tmp_path / "bad.json")
