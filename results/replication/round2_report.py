@@ -118,6 +118,7 @@ def write_plot(result: dict[str, Any], path: str) -> str:
             ax.errorbar([i + off for i, _ in pts], [s["mean"] for _, s in pts],
                         yerr=[s["se"] or 0.0 for _, s in pts], fmt="o", color=colour, capsize=4, label=label)
     ax.axhline(0.0, color="k", lw=0.8)
+    ax.set_xlim(-0.5, len(x) - 0.5)
     ax.set_xticks(x, [g["pair"] + ("" if g["complete"] else f"\n(pending {g['runs']}/{g['planned']})")
                       for g in result["regimes"]])
     ax.set_ylabel("eval loss gap (nats/token), mean ± SE")
