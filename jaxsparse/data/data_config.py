@@ -129,17 +129,25 @@ def data_dir_of(cfg: ml_collections.ConfigDict) -> str:
     return path
 
 
-def validate_data_config(cfg: ml_collections.ConfigDict) -> DatasetSpec:
-    """Checks every data key, and that a local corpus (`text:`, `parquet:`, ...) exists and holds input
-    files that its source accepts (see `jaxsparse.data.sources`); returns the parsed dataset
-    spec. Raises ConfigError naming the field, its value and what is allowed.
+def validate_data_config(cfg: ml_collections.ConfigDict, global_batch_size: int | None = None) -> DatasetSpec:
+    """Checks that `cfg` sets only data keys (`config_keys.check_tree`), then every value
+    (`validate_data_values`); returns the parsed dataset spec. Raises ConfigError naming the field,
+    its value and what is allowed."""
+    check_tree(cfg, default_config(), root=SECTION)
+    return validate_data_values(cfg, global_batch_size)
+
+
+def validate_data_values(cfg: ml_collections.ConfigDict, global_batch_size: int | None = None) -> DatasetSpec:
+    """Checks every data value in one pass, once the keys are known to be data keys (the trainer checks
+    the whole config's, data's included): every key present, each value, with `global_batch_size` the
+    batch layout (`check_batch_layout`), and last that a local corpus (`text:`, `parquet:`, ...) exists
+    and holds input files that its source accepts (see `jaxsparse.data.sources`); returns the parsed
+    dataset spec. Raises ConfigError naming the field, its value and what is allowed.
 
     A tokenizer *file* is checked where it is loaded (`tokenizer.load_sentencepiece`), so that a run
     planned elsewhere (`--dry_run` with a fixed config.model.vocab_size) need not have it.
     """
-    known = default_config()
-    check_tree(cfg, known, root=SECTION)
-    missing = sorted(set(known.keys()) - set(cfg.keys()))
+    missing = sorted(set(KEYS) - set(cfg.keys()))
     if missing:
         raise ConfigError(f"{SECTION} is missing keys {missing}; start from jaxsparse.data.default_config().")
     spec = parse_dataset(cfg.dataset)
@@ -162,9 +170,12 @@ def validate_data_config(cfg: ml_collections.ConfigDict) -> DatasetSpec:
                           "(0, 0.5).")
     _check_int(cfg, "shuffle_seed", 0)
     _check_int(cfg, "shards", 1)
+    if global_batch_size is not None:
+        check_batch_layout(cfg, global_batch_size)
     _check_int(cfg, "read_threads", 1)
     if spec.kind not in ("embedded", "tfds"):
-        sources.get(spec.kind).list_files(spec.path, read_options(cfg))
+        options = read_options(cfg)
+        sources.get(spec.kind).list_files(spec.path, options)
     return spec
 
 

@@ -10,7 +10,7 @@ optimizer state (inside ``optax.chain``, ``optax.MultiSteps``, ``optax.inject_hy
 
 What an event found is recorded in ``PruningState.invalid`` (bits, sticky; event.py), reported by
 the step that found it (``report``: a host callback in the event branches) and read outside jit by
-``check_events`` (``get_masks`` calls it): errors for a NaN/Inf weight, a bad score or the transform
+``check_events`` (``get_masks`` runs the same checks): errors for a NaN/Inf weight, a bad score or the transform
 not being last in the chain; a warning naming a tensor that lost every weight.
 """
 from __future__ import annotations
@@ -59,11 +59,11 @@ def get_masks(opt_state: Any) -> Any:
       FloatingPointError: outside jit, when an event found NaN/Inf weights (see ``check_events``).
     """
     found = find_pruning_states(opt_state)
-    warn_inside_multi_steps(opt_state, PruningState)  # total_steps counts updates there (multi_steps.py)
     if len(found) != 1:
         raise ValueError(f"expected one PruningState in the optimizer state, found "
                          f"{len(found)}; is magnitude_pruning in the optax chain?")
-    check_events(found[0])
+    _check_state(found[0])  # as check_events does, with its warning below
+    warn_inside_multi_steps(opt_state, PruningState)  # total_steps counts updates there (multi_steps.py)
     return jax.tree.map(lambda x: None if isinstance(x, optax.MaskedNode) else x, found[0].masks,
                         is_leaf=lambda x: isinstance(x, optax.MaskedNode))
 
@@ -93,16 +93,21 @@ def check_events(opt_state: Any) -> None:
     ``FloatingPointError`` naming the leaves when an event found a NaN/Inf prunable weight or a
     NaN/negative score (its masks were then left unchanged), and warns (``UserWarning``) naming
     each tensor that lost every weight. Reads one small int32 array per pruning state from the
-    device; ``get_masks`` calls it. The transform also reports these by itself (``report``).
+    device; ``get_masks`` runs the same checks. The transform also reports these by itself (``report``).
     """
     warn_inside_multi_steps(opt_state, PruningState)  # total_steps counts updates there (multi_steps.py)
     for state in find_pruning_states(opt_state):
-        invalid, count = _unbox(state.invalid), _unbox(state.count)
-        if isinstance(invalid, jax.core.Tracer):
-            continue
-        codes = np.asarray(jax.device_get(invalid))
-        if codes.any():
-            _raise_or_warn(codes, leaf_paths(state.masks), int(jax.device_get(count)), warn=False)
+        _check_state(state)
+
+
+def _check_state(state: PruningState) -> None:
+    """``check_events`` of one pruning state (nothing under tracing)."""
+    invalid, count = _unbox(state.invalid), _unbox(state.count)
+    if isinstance(invalid, jax.core.Tracer):
+        return
+    codes = np.asarray(jax.device_get(invalid))
+    if codes.any():
+        _raise_or_warn(codes, leaf_paths(state.masks), int(jax.device_get(count)), warn=False)
 
 
 REPORTS = ("raise", "warn", "off")

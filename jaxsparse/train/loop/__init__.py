@@ -1,3 +1,3 @@
 """The training loop: `driver.train` opens the loop (`session.open_session`: its fixed `Loop` and the
-`Carry` its steps change: state, data, checkpoints, metrics), runs its steps with the actions due after
-each (eval, checkpoint, pruning records), and ends every fault."""
+`Carry` its steps change: state, data, checkpoints, metrics); `stepping.run_loop` runs its steps with
+the actions due after each (eval, checkpoint, pruning records); the driver ends every fault."""

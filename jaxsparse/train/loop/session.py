@@ -5,7 +5,7 @@ or change it. `due_after` and `due_at_resume` say what the loop does when (a `Du
 `open_session` builds what a run needs to step (the data iterators, the train state restored or
 created on the mesh, the metrics writer) around the steps the driver compiled once
 (`jaxsparse.train.steps.compiled.for_run`), and registers each closable resource on the
-caller's ExitStack. The loop itself is `jaxsparse.train.loop.driver.run_loop`. Units: `active`
+caller's ExitStack. The loop itself is `jaxsparse.train.loop.stepping.run_loop`. Units: `active`
 counts the prunable weights in force; `active_sum` sums, over the steps done, all parameters in
 force (N̄ so far = active_sum / steps done).
 """
@@ -143,12 +143,13 @@ def open_session(run: Run, workdir: str, ckpt: Checkpointer, stack: contextlib.E
                            tensorboard=run.tensorboard, keep_until=start)
     stack.callback(writer.close)
     eval_missing = writer.agreed_missing("eval", start)  # collective: every process asks
+    eval_loss = writer.value("eval", start, "eval_loss")
     loop = Loop(run=run, workdir=workdir, ckpt=ckpt, writer=writer, train_iter=train_iter,
                 eval_batches=eval_batches, train_step=steps.train, eval_step=steps.eval,
                 batch_sharding=models.batch_sharding(run.mesh), replicated=replicated,
                 start=start, at_resume=due_at_resume(run, start, dense, eval_missing))
     carry = Carry(state=state, active=active, active_sum=active_sum, losses=losses,
-                  eval_loss=writer.value("eval", start, "eval_loss"), step_at_log=start,
+                  eval_loss=eval_loss, step_at_log=start,
                   t_log=time.time())
     return loop, carry
 

@@ -59,7 +59,8 @@ class Plan:
     n_avg: N̄, the parameters active on average over the run (all parameters; paper section 2),
     from the densities the transform realises (`pruning.average_density`); n_final: active at the
     end; flops: sparsity-aware training FLOPs of the run; flops_dense: the same run without
-    pruning; mesh: axis -> size ({} when planned for another machine).
+    pruning (both computed from the model, `seq_len` and the densities, never stored); mesh:
+    axis -> size ({} when planned for another machine).
     """
 
     size: str
@@ -67,9 +68,8 @@ class Plan:
     params: ParamCounts
     steps: int
     tokens_per_step: int
+    seq_len: int
     pruning: SchedulePlan
-    flops: float
-    flops_dense: float
     mesh: dict[str, int]
     memory: MemoryEstimate
 
@@ -90,6 +90,18 @@ class Plan:
     @property
     def n_final(self) -> float:
         return self.params.other + self.pruning.final_density * self.params.prunable
+
+    @property
+    def flops(self) -> float:
+        """Sparsity-aware training FLOPs: per token at the run's average realised density."""
+        per_token = train_flops_per_token(self.model, self.seq_len, self.params.prunable,
+                                          self.pruning.average_density)
+        return per_token * self.steps * self.tokens_per_step
+
+    @property
+    def flops_dense(self) -> float:
+        """Training FLOPs of the same run without pruning."""
+        return models.flops_per_token(self.model, self.seq_len) * self.steps * self.tokens_per_step
 
     def to_json(self) -> dict[str, Any]:
         """The plan as `--dry_run` prints it (stable keys: sweeps and users read them)."""
@@ -129,16 +141,11 @@ def make_plan(*, size: str, model_cfg: models.ModelConfig, params: ParamCounts, 
               structure: str | None, mesh_shape: dict[str, int]) -> Plan:
     """The Plan of a resolved run (see `jaxsparse.train.resolve.run.prepare`, its one caller)."""
     tokens_per_step = batch_size * seq_len
-    pruning = schedule_plan(schedule, steps, structure)
     memory = memory_estimate(model_cfg, params, mesh_shape, batch_size // grad_accum, seq_len)
-    per_token = train_flops_per_token(model_cfg, seq_len, params.prunable,
-                                      pruning.average_density)
-    return Plan(
-        size=size, model=model_cfg, params=params, steps=steps, tokens_per_step=tokens_per_step,
-        pruning=pruning,
-        flops=per_token * steps * tokens_per_step,
-        flops_dense=models.flops_per_token(model_cfg, seq_len) * steps * tokens_per_step,
-        mesh=dict(mesh_shape), memory=memory)
+    pruning = schedule_plan(schedule, steps, structure)
+    return Plan(size=size, model=model_cfg, params=params, steps=steps,
+                tokens_per_step=tokens_per_step, seq_len=seq_len, pruning=pruning,
+                mesh=dict(mesh_shape), memory=memory)
 
 
 def memory_estimate(model_cfg: models.ModelConfig, params: ParamCounts,

@@ -143,8 +143,7 @@ def prepare(config: ml_collections.ConfigDict, *, local_devices: bool = True) ->
     local_devices=False plans for another machine: no mesh, `plan.mesh` is {}. The memory plan is
     checked against the devices by `train`. Raises ConfigError naming the field on bad input.
     """
-    train_config.validate(config)
-    grad_accum = train_config.grad_accum_of(config)
+    grad_accum = train_config.validate(config)  # None: "auto"
     parts = parts_lib.build_parts(config, grad_accum, local_devices)
     sched, learning_rate, tx = resolve_optimizer(config, parts.steps, parts.abstract_params)
     plan = make_plan(size=config.model.size, model_cfg=parts.model_config, params=parts.params,

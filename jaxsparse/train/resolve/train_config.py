@@ -231,7 +231,6 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
     if t.steps == 0 and t.budget <= 0:
         raise_not_allowed("train.steps", t.steps, "an integer >= 1, or 0 together with train.budget > 0")
     _int(config, "train.batch_size", 1)
-    data_config.check_batch_layout(config.data, t.batch_size)  # data.shards must divide the batch
     _int(config, "train.seq_len", 1)
     grad_accum_of(config)
     _num(config, "train.learning_rate", 0.0, 1e30, lo_open=True)
@@ -270,20 +269,17 @@ def import_extensions(config: ml_collections.ConfigDict) -> None:
                               "modules importable from sys.path (PYTHONPATH)") from None
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
+def validate(config: ml_collections.ConfigDict) -> int | None:
     """Check every value (not the mesh against devices, nor the vocabulary, nor the schedule
-    against the steps: `jaxsparse.train.resolve.run.prepare` resolves those, once), after importing
-    `config.imports`. Raises ConfigError."""
+    against the steps: `jaxsparse.train.resolve.run.prepare` resolves those, once), in one pass:
+    every key of the tree (data's included), then `config.imports` imported, the training
+    sections, and last the data section (`data_config.validate_data_values`, with the batch
+    layout; a local corpus listed last). Returns train.grad_accum as `grad_accum_of` reads it
+    (None: "auto"). Raises ConfigError."""
     check_keys(config)
     import_extensions(config)
     _int(config, "seed", 0)
     _validate_model(config)
-    try:
-        data_config.validate_data_config(config.data)
-    except ConfigError:
-        raise
-    except ValueError as err:  # the data package's own checks
-        raise ConfigError(f"config.data: {err}") from err
     _validate_train(config)
     _one_of(config, "pruning.scope", SCOPES)
     _one_of(config, "pruning.score", score_names())
@@ -297,3 +293,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or not (value >= 1 or value == -1):
             raise_not_allowed(f"mesh.{axis}", value, "an integer >= 1, or -1 for 'the remaining devices'")
     _num(config, "metrics.peak_tflops_per_device", 0.0, 1e6)
+    grad_accum = grad_accum_of(config)
+    try:
+        data_config.validate_data_values(config.data, config.train.batch_size)
+    except ConfigError:
+        raise
+    except ValueError as err:  # the data package's own checks
+        raise ConfigError(f"config.data: {err}") from err
+    return grad_accum

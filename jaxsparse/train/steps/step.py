@@ -18,7 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxsparse.models.sharding import (DEFAULT_RULES, Rules, batch_sharding, traced_with_activation_sharding,
                                        variable_shardings)
 from jaxsparse.pruning import get_masks, mask_collection
-from jaxsparse.pruning.state import PruningState
+from jaxsparse.pruning.state import find_pruning_states
 from jaxsparse.train.steps.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -27,9 +27,10 @@ Batch = dict[str, jax.Array]
 def model_masks(opt_state: Any) -> dict:
     """The model's `masks` collection from the pruning state; {} (all kernels dense) when the
     optimizer has no pruning transform (a dense run)."""
-    has_pruning = any(isinstance(x, PruningState) for x in jax.tree.leaves(
-        opt_state, is_leaf=lambda x: isinstance(x, PruningState)))
-    return mask_collection(get_masks(opt_state)) if has_pruning else {}
+    if not find_pruning_states(opt_state):
+        return {}
+    masks = get_masks(opt_state)  # the pruning events' checks first (raise or warn)
+    return mask_collection(masks)
 
 
 def _loss_sums(model: nn.Module, params: Any, masks: Any, batch: Batch) -> tuple[jax.Array,

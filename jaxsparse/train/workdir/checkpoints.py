@@ -45,12 +45,13 @@ class Restored:
     path: str = ""
 
 
-def _check_label(step: int, recorded: object, where: str) -> None:
-    """DamagedCheckpoint unless `recorded` (the step a checkpoint records in `where`) is `step`,
-    the step its directory is named by: a copy or a rename of another step's checkpoint."""
+def _label_error(step: int, recorded: object, where: str) -> DamagedCheckpoint | None:
+    """The DamagedCheckpoint to raise unless `recorded` (the step a checkpoint records in `where`)
+    is `step`, the step its directory is named by: a copy or a rename of another step's checkpoint."""
     if isinstance(recorded, bool) or not isinstance(recorded, (int, np.integer)) or recorded != step:
-        raise DamagedCheckpoint(f"{where} holds step {recorded!r}, not {step} (its directory's "
-                                "name): it is a copy or a rename of another checkpoint")
+        return DamagedCheckpoint(f"{where} holds step {recorded!r}, not {step} (its directory's "
+                                 "name): it is a copy or a rename of another checkpoint")
+    return None
 
 
 def _open_manager(directory: str, options: ocp.CheckpointManagerOptions,
@@ -186,7 +187,10 @@ class Checkpointer:
         if bad:
             raise DamagedCheckpoint(f"checksum mismatch in {len(bad)} item(s): "
                                     f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
-        _check_label(step, np.asarray(state.step.addressable_shards[0].data).item(), "its train state")
+        mislabelled = _label_error(step, np.asarray(state.step.addressable_shards[0].data).item(),
+                                   "its train state")
+        if mislabelled is not None:
+            raise mislabelled
         self.verified.add(step)
         return Restored(step, state, data, meta, self.path(step))
 
@@ -202,6 +206,8 @@ class Checkpointer:
             raise DamagedCheckpoint(f"its metadata cannot be read ({type(err).__name__}: "
                                     f"{short(err)})") from err
         other_run = self._identity_error(step, ident, meta)  # raised once the meta is verified
+        mislabelled = (_label_error(step, meta["step"], "its metadata") if "step" in meta
+                       else None)  # older checkpoints lack "step"; raised once the meta is verified
         sums = meta.get("checksums")
         if not isinstance(sums, dict):
             warn(f"checkpoint {self.path(step)} (step {step}) has no checksums (written by an "
@@ -212,8 +218,8 @@ class Checkpointer:
         elif sums["meta"] != checksum.json_checksum({k: v for k, v in meta.items() if k != "checksums"}):
             raise DamagedCheckpoint("checksum mismatch in meta (its config, identity or progress "
                                     "was changed)")
-        if "step" in meta:  # written since checkpoints record their step in the meta too
-            _check_label(step, meta["step"], "its metadata")
+        if mislabelled is not None:
+            raise mislabelled
         if other_run is not None:
             raise other_run
         return meta

@@ -1,6 +1,6 @@
 """What the loop does when: `due_after` (after a step) and `due_at_resume` (at the step a
 session opens at), on a resolved run of configs/tiny.py; `open_session`'s Loop and Carry at a
-restored checkpoint, run to a SIGTERM by `driver.run_loop`."""
+restored checkpoint, run to a SIGTERM by `stepping.run_loop`."""
 from __future__ import annotations
 
 import pytest
@@ -61,7 +61,7 @@ def test_a_sigterm_in_the_final_step_saves_it_and_the_rerun_evaluates_and_finish
     from jaxsparse.train import train
     from jaxsparse.train.loop.actions import after_step
     from jaxsparse.train.loop.console import Progress
-    from jaxsparse.train.loop.driver import run_loop
+    from jaxsparse.train.loop.stepping import run_loop
     from jaxsparse.train.loop.session import Due, open_session
     from jaxsparse.train.steps import compiled
     from jaxsparse.train.steps.state import abstract_state

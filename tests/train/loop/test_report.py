@@ -1,4 +1,4 @@
-"""The actions the loop runs after a step: per-layer sparsity records."""
+"""What a run reports: per-layer sparsity records."""
 from __future__ import annotations
 
 
@@ -8,7 +8,7 @@ def test_per_layer_sparsity_splits_scanned_kernels_by_layer():
     from jax.sharding import NamedSharding, PartitionSpec
 
     from jaxsparse import models
-    from jaxsparse.train.loop.actions import per_layer_sparsity
+    from jaxsparse.train.loop.report import per_layer_sparsity
     stacked = jnp.stack([jnp.ones((4, 4), bool), jnp.zeros((4, 4), bool).at[0, 0].set(True)])
     masks = {"layers": {"q": {"kernel": stacked}}, "lm_head": {"kernel": jnp.ones((4, 8), bool)}}
     mesh = models.make_mesh(1, 1, 1, devices=jax.devices()[:1])
