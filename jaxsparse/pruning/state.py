@@ -97,17 +97,19 @@ def check_events(opt_state: Any) -> None:
     """
     warn_inside_multi_steps(opt_state, PruningState)  # total_steps counts updates there (multi_steps.py)
     for state in find_pruning_states(opt_state):
-        _check_state(state)
+        _check_state(state, stacklevel=4)  # a warning names check_events' caller
 
 
-def _check_state(state: PruningState) -> None:
-    """``check_events`` of one pruning state (nothing under tracing)."""
+def _check_state(state: PruningState, stacklevel: int = 3) -> None:
+    """``check_events`` of one pruning state (nothing under tracing); a warning names the line
+    `stacklevel` frames above ``_raise_or_warn`` (3: this function's caller)."""
     invalid, count = _unbox(state.invalid), _unbox(state.count)
     if isinstance(invalid, jax.core.Tracer):
         return
     codes = np.asarray(jax.device_get(invalid))
     if codes.any():
-        _raise_or_warn(codes, leaf_paths(state.masks), int(jax.device_get(count)), warn=False)
+        _raise_or_warn(codes, leaf_paths(state.masks), int(jax.device_get(count)), warn=False,
+                       stacklevel=stacklevel)
 
 
 REPORTS = ("raise", "warn", "off")
@@ -134,18 +136,18 @@ def _report_new(paths: tuple[str, ...], warn: bool, before: Any, after: Any, cou
     return np.asarray(after)
 
 
-def _raise_or_warn(codes: np.ndarray, paths: list[str], count: int, warn: bool) -> None:
+def _raise_or_warn(codes: np.ndarray, paths: list[str], count: int, warn: bool, stacklevel: int = 3) -> None:
     """Raise (or with ``warn``, warn) what ``codes`` say about the leaves named by ``paths``."""
     steps = f" (steps so far: {count})"
     for describe, error in ((event_lib.describe_order, ValueError), (event_lib.describe_invalid, FloatingPointError)):
         message = describe(codes, paths)
         if message and warn:
-            warnings.warn(message + steps, UserWarning, stacklevel=3)
+            warnings.warn(message + steps, UserWarning, stacklevel=stacklevel)
         elif message:
             raise error(message + steps)
     message = event_lib.describe_emptied(codes, paths)
     if message:
-        warnings.warn(message, UserWarning, stacklevel=3)
+        warnings.warn(message, UserWarning, stacklevel=stacklevel)
 
 
 def _unbox(x: Any) -> Any:

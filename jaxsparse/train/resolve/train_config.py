@@ -224,7 +224,7 @@ def _validate_model(config: ml_collections.ConfigDict) -> None:
                           f"0 or a divisor of train.seq_len={config.train.seq_len}")
 
 
-def _validate_train(config: ml_collections.ConfigDict) -> None:
+def _validate_train(config: ml_collections.ConfigDict) -> int | None:
     t = config.train
     _int(config, "train.steps", 0)
     _num(config, "train.budget", 0.0, 1e7)
@@ -232,7 +232,7 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
         raise_not_allowed("train.steps", t.steps, "an integer >= 1, or 0 together with train.budget > 0")
     _int(config, "train.batch_size", 1)
     _int(config, "train.seq_len", 1)
-    grad_accum_of(config)
+    grad_accum = grad_accum_of(config)
     _num(config, "train.learning_rate", 0.0, 1e30, lo_open=True)
     _int(config, "train.warmup_steps", -1)
     _num(config, "train.min_lr_ratio", 0.0, 1.0)
@@ -242,6 +242,7 @@ def _validate_train(config: ml_collections.ConfigDict) -> None:
     _num(config, "train.weight_decay", 0.0, 10.0)
     _num(config, "train.grad_clip", 0.0, 1e9)
     _int(config, "train.log_every_steps", 1)
+    return grad_accum
 
 
 def grad_accum_of(config: ml_collections.ConfigDict) -> int | None:
@@ -270,17 +271,14 @@ def import_extensions(config: ml_collections.ConfigDict) -> None:
 
 
 def validate(config: ml_collections.ConfigDict) -> int | None:
-    """Check every value (not the mesh against devices, nor the vocabulary, nor the schedule
-    against the steps: `jaxsparse.train.resolve.run.prepare` resolves those, once), in one pass:
-    every key of the tree (data's included), then `config.imports` imported, the training
-    sections, and last the data section (`data_config.validate_data_values`, with the batch
-    layout; a local corpus listed last). Returns train.grad_accum as `grad_accum_of` reads it
-    (None: "auto"). Raises ConfigError."""
+    """Check every value in one pass (not the mesh, vocabulary or schedule: `run.prepare` resolves them):
+    every key (data's too), `config.imports` imported, the training sections, last the data section with
+    the batch layout (`data_config.validate_data_values`). Returns `grad_accum_of`. Raises ConfigError."""
     check_keys(config)
     import_extensions(config)
     _int(config, "seed", 0)
     _validate_model(config)
-    _validate_train(config)
+    grad_accum = _validate_train(config)
     _one_of(config, "pruning.scope", SCOPES)
     _one_of(config, "pruning.score", score_names())
     _one_of(config, "pruning.schedule", KINDS)
@@ -293,7 +291,6 @@ def validate(config: ml_collections.ConfigDict) -> int | None:
         if isinstance(value, bool) or not isinstance(value, int) or not (value >= 1 or value == -1):
             raise_not_allowed(f"mesh.{axis}", value, "an integer >= 1, or -1 for 'the remaining devices'")
     _num(config, "metrics.peak_tflops_per_device", 0.0, 1e6)
-    grad_accum = grad_accum_of(config)
     try:
         data_config.validate_data_values(config.data, config.train.batch_size)
     except ConfigError:
