@@ -129,12 +129,12 @@ def data_dir_of(cfg: ml_collections.ConfigDict) -> str:
     return path
 
 
-def validate_data_config(cfg: ml_collections.ConfigDict, global_batch_size: int | None = None) -> DatasetSpec:
+def validate_data_config(cfg: ml_collections.ConfigDict) -> DatasetSpec:
     """Checks that `cfg` sets only data keys (`config_keys.check_tree`), then every value
     (`validate_data_values`); returns the parsed dataset spec. Raises ConfigError naming the field,
     its value and what is allowed."""
     check_tree(cfg, default_config(), root=SECTION)
-    return validate_data_values(cfg, global_batch_size)
+    return validate_data_values(cfg)
 
 
 def validate_data_values(cfg: ml_collections.ConfigDict, global_batch_size: int | None = None) -> DatasetSpec:
