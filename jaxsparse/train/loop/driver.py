@@ -1,6 +1,7 @@
 """The trainer, top to bottom: `train(config, workdir)` resolves the run (`prepare`: everything
-checked before any compute), compiles its steps once (deciding train.grad_accum="auto") and checks
-the memory plan, all before the workdir is written; then takes the workdir, restores the newest
+checked before any compute), takes the workdir's lock, compiles its steps once (deciding
+train.grad_accum="auto") and checks the memory plan, all before anything but the lock is written
+(a refusal releases it); then restores the newest
 intact checkpoint in WORKDIR/checkpoints (or finds the run finished), opens the loop's `Loop` and
 `Carry` there (`session.open_session`) and runs the loop (`stepping.run_loop`). An ExitStack closes
 the metrics writer, the checkpointer and the data iterator on every exit path.
@@ -73,20 +74,21 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, restart: bool = Fa
 def _train_in(config: ml_collections.ConfigDict, workdir: str, stack: contextlib.ExitStack,
               restart: bool, force: bool, log: RunLog) -> dict[str, Any]:
     """`train` with its resources closed by `stack`, top to bottom: resolve the run, prove the
-    workdir writable, compile the steps once (deciding "auto"), check the memory plan once
-    (unless `force`), all before the workdir is written; then lock the workdir, set aside outputs
-    no checkpoint resumes, find where to start (a finished run: its summary.json; else the newest
+    workdir writable and lock it (a second trainer is refused before compiling), compile the steps
+    once (deciding "auto"), check the memory plan once (unless `force`), all before anything else
+    is written (a refusal releases the lock: nothing is left); then set aside outputs no checkpoint
+    resumes, find where to start (a finished run: its summary.json; else the newest
     intact checkpoint, restored), open the loop there and run it, with the log routed to `log`
     (started once steps run: what fails after is a fault)."""
     run = prepare(config)
     make_writable(workdir)
+    stack.enter_context(lock.held(workdir))  # one trainer per workdir; a refusal below removes it
     state = abstract_state(run.model, run.tx, run.mesh, models.DEFAULT_RULES, run.seq_len)
     steps = compiled.for_run(run, environment.device_bytes_limit(), state)
     if run.grad_accum is None:  # "auto": decided by compiling
         run = with_grad_accum(run, steps.grad_accum)
     if not force:  # the one memory check, once train.grad_accum is decided
         environment.check_memory(run.plan.memory.total)
-    stack.enter_context(lock.held(workdir))  # one trainer per workdir
     if outputs_to_set_aside(workdir, restart):  # outputs no checkpoint resumes
         move_previous_outputs(workdir, "--restart" if restart else
                               "metrics of an attempt that saved no checkpoint")

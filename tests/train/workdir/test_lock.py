@@ -120,3 +120,24 @@ def test_second_trainer_exits_2_and_the_first_finishes_with_every_record(corpus,
     assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 65))
     assert [r["step"] for r in records if r["kind"] == "eval"] == [16, 32, 48, 64]
     assert (work / "summary.json").exists() and not lock.exists()  # released at the end
+
+
+def test_a_locked_workdir_is_refused_before_the_steps_compile(corpus, data_dir, tmp_path, sleeper, caplog):
+    """The lock is taken before compiling: a second trainer on a held workdir compiles no step."""
+    import jax
+
+    from train_utils import config_in
+    from jaxsparse.train import train
+    work = tmp_path / "work"
+    _lock(work, sleeper.pid)
+    with jax.log_compiles(True), caplog.at_level("WARNING"), pytest.raises(WorkdirLocked, match=f"pid {sleeper.pid}"):
+        train(config_in(corpus, data_dir), str(work))
+    compiled = [r.getMessage() for r in caplog.records if "ompil" in r.getMessage()]
+    assert not [m for m in compiled if "jit(train_step)" in m or "jit(eval_step)" in m], compiled
+    assert [p.name for p in work.iterdir()] == [layout.LOCK]
+    # the same check sees a compile where there is one: the lock's holder gone, the run compiles
+    sleeper.kill(), sleeper.wait()
+    caplog.clear()
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        train(config_in(corpus, data_dir, **{"train.steps": 2}), str(work))
+    assert any("Compiling jit(train_step)" in r.getMessage() for r in caplog.records)
