@@ -54,12 +54,12 @@ def check_headers(folder: str, cfg: ModelConfig) -> tuple[dict, dict[str, str]]:
     ConfigError naming the file, the tensor and the problem."""
     where = f"config.model.init_from=hf:{folder}"
     require_llama(cfg, where)
+    expected = expected_hf_shapes(cfg)
     config_path = os.path.join(folder, "config.json")
     if not os.path.isfile(config_path):
         raise ConfigError(f"{where}: {config_path} does not exist (expected a Hugging Face model folder)")
     hf_config = files.read_json_object(config_path, where)
     check_llama_config(hf_config, cfg, f"{where}: config.json")
-    expected = expected_hf_shapes(cfg)
     found = files.weight_files(folder, where)
     if "lm_head.weight" not in found and hf_config.get("tie_word_embeddings") is True and \
             "model.embed_tokens.weight" in found:

@@ -25,18 +25,24 @@ def parse_structure(structure: str | None) -> tuple[int, int] | None:
     return n, m
 
 
-def kept_per_group(schedule: Schedule, total_steps: int, nm: tuple[int, int]) -> np.ndarray:
-    """int32[n_events]: weights kept per group of m at each event."""
-    n, m = nm
-    per_group = np.ceil(schedule.event_densities(total_steps) * m - 1e-9).astype(np.int64)
-    return np.clip(per_group, n, m).astype(np.int32)
-
-
 def realised_densities(schedule: Schedule, total_steps: int,
                        structure: str | None = None) -> np.ndarray:
     """float64[n_events]: the density after each event as the transform realises it (the
     schedule's own densities when unstructured)."""
     nm = parse_structure(structure)
+    return _realised(schedule, total_steps, nm)
+
+
+def kept_per_group(schedule: Schedule, total_steps: int, nm: tuple[int, int]) -> np.ndarray:
+    """int32[n_events]: weights kept per group of m at each event."""
+    return np.rint(_realised(schedule, total_steps, nm) * nm[1]).astype(np.int32)
+
+
+def _realised(schedule: Schedule, total_steps: int, nm: tuple[int, int] | None) -> np.ndarray:
+    """The schedule's event densities; under n:m each rounded up to whole weights per group of m
+    (at least n, at most m kept)."""
+    dens = schedule.event_densities(total_steps)
     if nm is None:
-        return schedule.event_densities(total_steps)
-    return kept_per_group(schedule, total_steps, nm) / nm[1]
+        return dens
+    n, m = nm
+    return np.clip(np.ceil(dens * m - 1e-9), n, m) / m
