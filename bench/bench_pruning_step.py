@@ -11,8 +11,8 @@ in wall-clock time and in this process's CPU time (less disturbed by other jobs 
   ``nnx.jit``; ``tx`` is ``optax.adamw`` against ``optax.chain(optax.adamw, magnitude_pruning(...))``, with
   the default ``report="raise"`` and with ``report="off"`` (no host callback compiled into the step).
   Two more measurements split the difference: an ``nnx.jit`` call that does nothing, given each
-  optimizer (what ``nnx.jit`` itself pays per call for the transform's state variables: masks, count,
-  invalid, and their params-shaped containers), and how many step calls return before their loss is
+  optimizer (what ``nnx.jit`` itself pays per call for the transform's state: count, invalid, one mask
+  per kernel, and their two containers), and how many step calls return before their loss is
   computed (asynchronous dispatch: the host's per-call work overlaps the computation; on the CPU
   backend a program holding a host callback runs synchronously, so with ``report="raise"`` none do).
 * ``default``: the default config's train step (configs/default.py, its mesh and batch), dense (plain

@@ -1,12 +1,14 @@
 """The pruning transform's state, and reading it: masks, event checks, the Flax ``masks`` collection.
 
-Masks live once, in ``PruningState.masks``: a pytree shaped like the params with a bool array for
-every prunable leaf (inside the same ``nn.Partitioned`` or NNX box as the param, when the params are
-boxed, and with the param's sharding) and ``optax.MaskedNode()`` elsewhere: optax's "no state for
-this leaf", a node with no leaves, so every leaf of the optimizer state is an array (an
-``nnx.Optimizer``'s state has a shape on every variable). ``get_masks`` finds them anywhere in an
-optimizer state (inside ``optax.chain``, ``optax.MultiSteps``, ``optax.inject_hyperparams``, NNX
-``OptState`` variables) and gives ``None`` at the leaves that are not pruned.
+Masks live once, in ``PruningState.masks``: a flat tuple with one bool array (True = kept) per
+prunable leaf, in ``jax.tree.leaves(params)`` order, each with its kernel's sharding (and inside the
+same ``nn.Partitioned`` or NNX box as the kernel when the params given to ``init`` are boxed).
+Where each mask sits in the params is static (``MaskLayout``, the state's pytree aux data), so
+the state's only leaves are arrays (count, masks, invalid: an ``nnx.Optimizer``'s state has a shape
+on every variable) and it adds few pytree nodes (``nnx.jit`` walks each of them on every call).
+``get_masks`` finds the state anywhere in an optimizer state (inside ``optax.chain``,
+``optax.MultiSteps``, ``optax.inject_hyperparams``, NNX ``OptState`` variables) and gives the masks
+params-shaped, with ``None`` at the leaves that are not pruned.
 
 What an event found is recorded in ``PruningState.invalid`` (bits, sticky; event.py), reported by
 the step that found it (``report``: a host callback in the event branches) and read outside jit by
@@ -15,10 +17,11 @@ not being last in the chain; a warning naming a tensor that lost every weight.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import numpy as np
@@ -29,26 +32,107 @@ from jaxsparse.pruning.multi_steps import warn_inside_multi_steps
 from jaxsparse.pruning.selection import is_box, leaf_paths, named_leaves
 
 
-class PruningState(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class MaskLayout:
+    """Where the masks of a ``PruningState`` sit in the params (static, hashable).
+
+    Attributes:
+      tree: the structure of the params with boxes (``is_box``) as leaves and ``optax.MaskedNode()``
+        in place of every leaf or box that is not pruned: ``tree.unflatten(masks)`` is params-shaped.
+      leaf_index: the position of each mask's leaf in ``jax.tree.leaves(params)``.
+      paths: the '/'-joined module path of each mask's leaf (``selection.leaf_paths``).
+    """
+
+    tree: Any
+    leaf_index: tuple[int, ...]
+    paths: tuple[str, ...]
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["count", "masks", "invalid"],
+                   meta_fields=["layout"])
+@dataclasses.dataclass(frozen=True, eq=False)
+class PruningState:
     """State of the pruning transform (whatever its score).
 
     Attributes:
       count: int32 scalar, updates applied so far (the index of the next forward-pass step).
-      masks: params-shaped pytree; bool array (True = kept) per prunable leaf, ``optax.MaskedNode()``
-        in place of every other leaf (and of its box).
-      invalid: int32[number of prunable leaves] (the non-None leaves of ``masks``, in order), sticky
-        bits set by events: a NaN/Inf weight (1), a NaN/negative score (2), a weight pruned earlier
-        no longer 0 (4: the transform is not last), every weight pruned (8: a warning).
+      masks: tuple, a bool array (True = kept) per prunable leaf in ``jax.tree.leaves(params)``
+        order, with its kernel's sharding (in the kernel's box when ``init`` was given boxed params).
+      invalid: int32[len(masks)], sticky bits set by events: a NaN/Inf weight (1), a NaN/negative
+        score (2), a weight pruned earlier no longer 0 (4: the transform is not last), every weight
+        pruned (8: a warning).
+      layout: static (pytree aux data): where each mask sits in the params (``MaskLayout``).
     """
 
-    count: jax.Array
-    masks: Any
-    invalid: jax.Array
+    count: Any
+    masks: tuple
+    invalid: Any
+    layout: MaskLayout
+
+    def _replace(self, **changes: Any) -> PruningState:
+        return dataclasses.replace(self, **changes)
+
+
+def new_state(params: Any, idx: list[int], masks: list[jax.Array], count: jax.Array,
+              invalid: jax.Array) -> PruningState:
+    """``PruningState`` of ``init``: ``masks[j]`` is the mask of leaf ``idx[j]`` of ``jax.tree.leaves(params)``
+    (put in that leaf's box, if any)."""
+    nodes, treedef = jax.tree.flatten(params, is_leaf=is_box)
+    if len(nodes) != len(jax.tree.leaves(params)):
+        raise ValueError("the pruning transform supports boxes holding one array each (nn.Partitioned, NNX "
+                         "variables); a params leaf holds several")
+    out: list = [optax.MaskedNode()] * len(nodes)
+    for j, i in enumerate(idx):
+        out[i] = jax.tree.map(lambda _, m=masks[j]: m, nodes[i]) if is_box(nodes[i]) else masks[j]
+    tree = jax.tree.structure(treedef.unflatten(out), is_leaf=is_box)
+    paths = leaf_paths(params)
+    layout = MaskLayout(tree, tuple(idx), tuple(paths[i] for i in idx))
+    return PruningState(count=count, masks=tuple(out[i] for i in idx), invalid=invalid, layout=layout)
+
+
+def stored_masks(state: PruningState) -> list[jax.Array]:
+    """The mask arrays of ``state``, out of their boxes (if any)."""
+    return [jax.tree.leaves(m)[0] for m in state.masks]
+
+
+def with_masks(state: PruningState, masks: list[jax.Array], **changes: Any) -> PruningState:
+    """``state`` holding ``masks`` (arrays), each in the box its predecessor was in (the state keeps
+    its pytree structure, as ``lax.cond`` and ``optax.MultiSteps`` need)."""
+    boxed = tuple(jax.tree.map(lambda _, m=m: m, old) for old, m in zip(state.masks, masks))
+    return dataclasses.replace(state, masks=boxed, **changes)
+
+
+def check_layout(state: Any, idx: list[int], paths: list[str]) -> PruningState:
+    """``state`` if it is a ``PruningState`` whose masks are those of the prunable leaves ``idx``
+    (named by ``paths``) of the params given to ``update``; else a ValueError saying what differs."""
+    if not isinstance(state, PruningState):
+        raise ValueError(f"the pruning transform's state is a {type(state).__name__}, not a PruningState "
+                         "(a state or checkpoint of another version of jaxsparse.pruning? its masks now "
+                         "sit in a flat tuple: initialise the optimizer state again with tx.init)")
+    if state.layout.leaf_index != tuple(idx):
+        named = [paths[i] for i in idx]
+        raise ValueError(f"the pruning state holds masks for {list(state.layout.paths)}, but the params "
+                         f"given to update have the prunable leaves {named}: was the state made by tx.init "
+                         "of other params?")
+    return state
+
+
+def params_like_masks(opt_state: Any, params_like: Any) -> Any:
+    """``opt_state`` with the masks of each ``PruningState`` in it replaced by the leaves of
+    ``params_like`` (a tree with one leaf per params leaf, e.g. the params' shardings) at the masks'
+    positions (``MaskLayout.leaf_index``)."""
+    leaves = jax.tree.leaves(params_like)
+
+    def swap(node):
+        if not isinstance(node, PruningState):
+            return node
+        return dataclasses.replace(node, masks=tuple(leaves[i] for i in node.layout.leaf_index))
+    return jax.tree.map(swap, opt_state, is_leaf=lambda x: isinstance(x, PruningState))
 
 
 def get_masks(opt_state: Any) -> Any:
     """The masks held in ``opt_state``: params-shaped, a bool array (True = kept) at each pruned
-    leaf and None at the others (``PruningState.masks`` holds ``optax.MaskedNode()`` there).
+    leaf (in the leaf's box if ``init`` was given boxed params) and None at the others.
 
     Works wherever the transform sits: inside ``optax.chain``, ``optax.MultiSteps``,
     ``optax.inject_hyperparams`` or any other pytree of states.
@@ -64,25 +148,9 @@ def get_masks(opt_state: Any) -> Any:
                          f"{len(found)}; is magnitude_pruning in the optax chain?")
     _check_state(found[0])  # as check_events does, with its warning below
     warn_inside_multi_steps(opt_state, PruningState)  # total_steps counts updates there (multi_steps.py)
-    return jax.tree.map(lambda x: None if isinstance(x, optax.MaskedNode) else x, found[0].masks,
+    masks = found[0].layout.tree.unflatten(found[0].masks)
+    return jax.tree.map(lambda x: None if isinstance(x, optax.MaskedNode) else x, masks,
                         is_leaf=lambda x: isinstance(x, optax.MaskedNode))
-
-
-def mask_tree(params: Any, idx: list[int], masks: list[jax.Array]) -> Any:
-    """``PruningState.masks`` for ``params``: ``masks[j]`` at leaf ``idx[j]`` of ``jax.tree.leaves(params)``
-    (in that leaf's box, if any), ``optax.MaskedNode()`` in place of every other leaf or box."""
-    nodes, treedef = jax.tree.flatten(params, is_leaf=is_box)
-    out: list = [optax.MaskedNode()] * len(nodes)
-    for j, i in enumerate(idx):
-        out[i] = jax.tree.map(lambda _, m=masks[j]: m, nodes[i]) if is_box(nodes[i]) else masks[j]
-    return treedef.unflatten(out)
-
-
-def stored_masks(params: Any, idx: list[int], masks: Any) -> list[jax.Array]:
-    """The masks of leaves ``idx`` of ``params`` from a ``PruningState.masks`` tree (``mask_tree``'s
-    form; a checkpoint written with ``None`` in place of ``optax.MaskedNode()`` reads the same)."""
-    nodes = jax.tree.structure(params, is_leaf=is_box).flatten_up_to(masks)
-    return [jax.tree.leaves(nodes[i])[0] for i in idx]
 
 
 def check_events(opt_state: Any) -> None:
@@ -108,7 +176,7 @@ def _check_state(state: PruningState, stacklevel: int = 3) -> None:
         return
     codes = np.asarray(jax.device_get(invalid))
     if codes.any():
-        _raise_or_warn(codes, leaf_paths(state.masks), int(jax.device_get(count)), warn=False,
+        _raise_or_warn(codes, list(state.layout.paths), int(jax.device_get(count)), warn=False,
                        stacklevel=stacklevel)
 
 

@@ -74,7 +74,8 @@ from jaxsparse.pruning import explicit, fanin
 from jaxsparse.pruning import scores as scores_lib
 from jaxsparse.pruning.schedule import Schedule
 from jaxsparse.pruning.selection import prunable_flags
-from jaxsparse.pruning.state import PruningState, check_events, mask_tree, report, stored_masks
+from jaxsparse.pruning.state import (PruningState, check_events, check_layout, new_state, report, stored_masks,
+                                     with_masks)
 from jaxsparse.pruning.structure import kept_per_group
 
 _INT32_MAX = 2**31 - 1
@@ -224,8 +225,7 @@ def _init(cfg: _Config, params: Any) -> PruningState:
     if len(cfg.events) and cfg.events[0] == 0:  # an event at step 0 acts on the initial weights
         masks, codes = _event_masks(cfg, tables, leaves, None, masks, jnp.asarray(_keep_table(cfg, tables)[0]),
                                     jnp.zeros((), jnp.int32), {})
-    state = PruningState(count=jnp.zeros((), jnp.int32), masks=mask_tree(params, idx, masks),
-                         invalid=codes)
+    state = new_state(params, idx, masks, jnp.zeros((), jnp.int32), codes)
     if not isinstance(codes, jax.core.Tracer):  # init outside jit: say so at once
         check_events(state)
     return state
@@ -237,7 +237,8 @@ def _update(cfg: _Config, updates, state: PruningState, params=None, **extra_arg
     tables = _tables(cfg, params)
     treedef, leaves, idx = tables.treedef, tables.leaves, tables.idx
     upd_leaves = treedef.flatten_up_to(updates)
-    masks = [explicit.like(m, leaves[i]) for m, i in zip(stored_masks(params, idx, state.masks), idx)]
+    state = check_layout(state, idx, tables.paths)
+    masks = [explicit.like(m, leaves[i]) for m, i in zip(stored_masks(state), idx)]
     invalid = state.invalid
     if len(cfg.events):
         masks, invalid = _maybe_event(cfg, tables, upd_leaves, masks, state, extra_args)
@@ -246,9 +247,8 @@ def _update(cfg: _Config, updates, state: PruningState, params=None, **extra_arg
         # in the wider of the two dtypes, so that params + updates is exactly 0 when pruned
         dtype = jnp.promote_types(upd_leaves[i].dtype, leaves[i].dtype)
         out[i] = jnp.where(masks[j], upd_leaves[i].astype(dtype), -leaves[i].astype(dtype))
-    new_state = PruningState(count=optax.safe_increment(state.count), masks=mask_tree(params, idx, masks),
-                             invalid=invalid)
-    return treedef.unflatten(out), new_state
+    return treedef.unflatten(out), with_masks(state, masks, count=optax.safe_increment(state.count),
+                                              invalid=invalid)
 
 
 def _maybe_event(cfg: _Config, tables: _Tables, upd_leaves, masks, state: PruningState, extra_args):

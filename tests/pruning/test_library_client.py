@@ -182,9 +182,9 @@ def test_ambiguous_fan_in_is_refused_naming_the_kernel():
 
 def test_include_and_exclude_match_boxed_kernels_by_module_path():
     params = Decoder().init(jax.random.key(0), data()[0, :, :-1])["params"]
-    masks = magnitude_pruning(SCHED, T, include="kernel$").init(params)[1]
+    masks = get_masks(magnitude_pruning(SCHED, T, include="kernel$").init(params))
     assert set(sparsity_summary(masks).tensors) == KERNELS
-    masks = magnitude_pruning(SCHED, T, include="kernel$", exclude="attn/value/kernel$").init(params)[1]
+    masks = get_masks(magnitude_pruning(SCHED, T, include="kernel$", exclude="attn/value/kernel$").init(params))
     assert set(sparsity_summary(masks).tensors) == KERNELS - {"attn/value/kernel"}
     with pytest.raises(ValueError, match=r"include='kernel/value\$' matches no parameter; .*attn/query/kernel"):
         magnitude_pruning(SCHED, T, include="kernel/value$").init(params)

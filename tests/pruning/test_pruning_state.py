@@ -1,11 +1,13 @@
-"""The transform's state holds an array at every leaf (optax.MaskedNode where a leaf is not pruned), so
-code that walks an optimizer state, such as an NNX trainer's start-up log, reads a shape and dtype
-everywhere; ``get_masks`` still answers None for the leaves that are not pruned."""
+"""The transform's state holds only arrays: count, invalid and one mask per pruned kernel (where they sit
+in the params is static pytree data), so code that walks an optimizer state, such as an NNX trainer's
+start-up log, reads a shape and dtype everywhere; ``get_masks`` is params-shaped and answers None for
+the leaves that are not pruned."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 from jaxsparse.pruning import Schedule, get_masks, magnitude_pruning, mask_collection
@@ -35,8 +37,9 @@ def test_every_leaf_of_an_nnx_optimizer_state_has_a_shape_before_and_after_an_ev
     tokens = jnp.arange(6) % 16
     for _ in range(4):  # events fall before steps 2, 3 and 4
         described = {path: (var.shape, var.dtype) for path, var in nnx.to_flat_state(nnx.state(opt))}
-        assert described[("opt_state", 1, "masks", "lin", "kernel")] == ((8, 8), jnp.bool_)
-        assert not any(path[:3] == ("opt_state", 1, "masks") and path[3] != "lin" for path in described)
+        assert described[("opt_state", 1, "masks", 0)] == ((8, 8), jnp.bool_)  # lin/kernel's, the one mask
+        assert [path for path in described if path[:2] == ("opt_state", 1)] == [
+            ("opt_state", 1, "count"), ("opt_state", 1, "invalid"), ("opt_state", 1, "masks", 0)]
         step(model, opt, tokens)
     masks = get_masks(opt.opt_state)
     assert masks["embed"]["embedding"] is None and masks["lin"]["bias"] is None
@@ -63,8 +66,17 @@ def test_linen_boxed_params_give_a_state_with_only_array_leaves_and_masks_in_the
         updates, state = step(params, state)
         params = optax.apply_updates(params, updates)
     assert all(hasattr(x, "shape") for x in jax.tree.leaves(state, is_leaf=lambda x: x is None))
-    stored = state[1].masks["Dense_0"]["kernel"]
+    (stored,) = state[1].masks  # one mask, for the one prunable kernel, in the kernel's box
     assert isinstance(stored, nn.Partitioned) and stored.names == ("d", None)
-    assert isinstance(state[1].masks["Embed_0"]["embedding"], optax.MaskedNode)
+    assert state[1].layout.paths == ("Dense_0/kernel",)
+    assert get_masks(state)["Embed_0"]["embedding"] is None
     collection = mask_collection(get_masks(state))
     assert list(collection) == ["Dense_0"] and int(np.asarray(collection["Dense_0"]["kernel"]).sum()) == 32
+
+
+def test_a_state_made_for_other_params_is_refused_naming_both_sets_of_kernels():
+    tx = optax.chain(optax.sgd(0.1), magnitude_pruning(Schedule("one_shot", 0.5, 0.5, 0.5, 1), 4))
+    state = tx.init({"a": jnp.ones((4, 4)), "b": jnp.ones((4,))})
+    other = {"a": jnp.ones((4,)), "b": jnp.ones((4, 4))}
+    with pytest.raises(ValueError, match=r"holds masks for \['a'\].*prunable leaves \['b'\]"):
+        tx.update(jax.tree.map(jnp.zeros_like, other), state, other)

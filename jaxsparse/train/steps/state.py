@@ -16,6 +16,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxsparse import models
+from jaxsparse.pruning.state import params_like_masks
 
 
 @flax.struct.dataclass
@@ -39,7 +40,8 @@ def _key_str(entry: Any) -> str:
 
 def like_params_shardings(tree: Any, params: Any, param_shardings: Any, mesh: Mesh) -> Any:
     """Shardings for `tree`: a leaf whose path ends with a parameter's path and whose shape is
-    that parameter's gets the parameter's sharding; other leaves are replicated."""
+    that parameter's gets the parameter's sharding, as does each mask of a pruning state (its
+    kernel's: `params_like_masks`); other leaves are replicated."""
     table = {}
     for (path, leaf), sharding in zip(jax.tree_util.tree_flatten_with_path(params)[0],
                                       jax.tree.leaves(param_shardings)):
@@ -55,7 +57,7 @@ def like_params_shardings(tree: Any, params: Any, param_shardings: Any, mesh: Me
                 return hit[1]
         return replicated
 
-    return jax.tree_util.tree_map_with_path(pick, tree)
+    return params_like_masks(jax.tree_util.tree_map_with_path(pick, tree), param_shardings)
 
 
 def abstract_state(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh,

@@ -167,6 +167,11 @@ class Checkpointer:
                               f"access (e.g. chmod -R u+rX {self.path(step)}) and rerun")
         meta = self._verified_meta(step, ident)
         target = abstract(meta) if callable(abstract) else abstract  # its errors are not damage
+        differs = checksum.other_layout((meta.get("checksums") or {}).get("state"), target)
+        if differs:  # e.g. the pruning state's layout before the masks became a flat tuple
+            raise ConfigError(f"checkpoint {self.path(step)} (step {step}) holds a train state of another layout, "
+                              f"written by another version of jaxsparse: {differs}; it was left untouched. "
+                              "Use a new --workdir, or rerun with --restart to start over from step 0")
         try:
             state, data = self.restore(step, target)
         except ConfigError:

@@ -79,6 +79,21 @@ def state_checksums(tree: Any) -> dict[str, str]:
     return {_path(p): f"{int(s):08x}" for (p, _), s in zip(flat, sums)}
 
 
+def other_layout(expected: Any, tree: Any) -> str | None:
+    """What differs between the leaf paths recorded in `expected` (a checkpoint's state checksums)
+    and those of `tree` (e.g. an abstract train state), or None when they are the same (or nothing
+    was recorded): a state of another layout, written by another version of jaxsparse."""
+    if not isinstance(expected, dict):
+        return None
+    paths = {_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    lacks, extra = sorted(paths - set(expected)), sorted(set(expected) - paths)
+    if not lacks and not extra:
+        return None
+    return (f"it lacks {len(lacks)} leaf path(s) this version's train state has ({', '.join(lacks[:3])}"
+            f"{' ...' if len(lacks) > 3 else ''}) and holds {len(extra)} it has not ({', '.join(extra[:3])}"
+            f"{' ...' if len(extra) > 3 else ''})")
+
+
 def json_checksum(obj: Any) -> str:
     """sha256 (hex) of `obj`'s canonical JSON (sorted keys): for small JSON items."""
     text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +26,11 @@ from train_utils import (
 )
 
 from jaxsparse.errors import ConfigError
+from jaxsparse.inference.restore import _abstract_for
+from jaxsparse.pruning import get_masks, mask_collection
+from jaxsparse.pruning.state import PruningState
 from jaxsparse.train import train
+from jaxsparse.train.workdir.checkpoints import Checkpointer
 from jaxsparse.train.workdir.checksum import state_checksums
 
 STEPS = 24
@@ -119,6 +124,43 @@ def test_every_checkpoint_damaged_is_refused_naming_them(reference, tmp_path, ca
     assert "--restart" in str(err.value)
     assert (work / "metrics.jsonl").read_bytes() == before  # nothing rewritten
     assert "is damaged" in capsys.readouterr().err
+
+
+class _OldPruningState(NamedTuple):
+    """The pruning state before its masks became a flat tuple: a params-shaped masks tree."""
+
+    count: Any
+    masks: Any
+    invalid: Any
+
+
+def _old_layout(opt_state):
+    def old(node):
+        if not isinstance(node, PruningState):
+            return node
+        return _OldPruningState(node.count, mask_collection(get_masks(node)), node.invalid)
+    return jax.tree.map(old, opt_state, is_leaf=lambda x: isinstance(x, PruningState))
+
+
+def test_a_checkpoint_of_the_old_pruning_state_layout_is_refused_and_left_untouched(reference, tmp_path):
+    """A checkpoint written before the pruning state held its masks in a flat tuple: a clear error
+    naming the differing paths; nothing set aside as damaged, nothing trained or rewritten."""
+    config, ref = reference
+    work = _copy_unfinished(ref, tmp_path / "work")
+    ckpt = Checkpointer(str(work), keep=3, async_save=False)
+    meta = ckpt.read_meta(STEPS)
+    state, data = ckpt.restore(STEPS, _abstract_for(str(work), None, {}, meta))
+    ckpt.close()
+    shutil.rmtree(work / "checkpoints" / str(STEPS))
+    ckpt = Checkpointer(str(work), keep=3, async_save=False)
+    ckpt.save_step(STEPS, state.replace(opt_state=_old_layout(state.opt_state)), data,
+                   {k: v for k, v in meta.items() if k != "checksums"}, wait=True)
+    ckpt.close()
+    before = (work / "metrics.jsonl").read_bytes()
+    with pytest.raises(ConfigError, match=r"another layout.*masks\[0\].*masks\['layers_0'\].*--restart"):
+        train(config, str(work))
+    assert sorted(p.name for p in (work / "checkpoints").iterdir()) == ["16", "24", "8"]
+    assert (work / "metrics.jsonl").read_bytes() == before
 
 
 def test_checksum_is_independent_of_sharding_and_sees_one_flipped_bit():
