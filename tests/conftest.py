@@ -52,15 +52,39 @@ SLOW_FIRST = (
 )
 
 
+# Files that share a session fixture run on one worker, so that it is built once (under `-n 2` a session
+# fixture is built once per worker that asks for it): a fixture's name -> the files that use it.
+SAME_WORKER = {
+    "killed_run": ("train/workdir/test_checkpoint_faults.py", "inference/test_inference_faults.py",
+                   "inference/test_reader_inputs.py"),
+}
+_GROUP_OF = {os.path.realpath(os.path.join(TESTS, f)): name for name, files in SAME_WORKER.items() for f in files}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Whole files per worker (`--dist loadfile`), SAME_WORKER's files as one unit."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFixtureScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return _GROUP_OF.get(os.path.realpath(config.rootpath / path), path)
+
+    return SharedFixtureScheduling(config, log) if config.option.dist == "loadfile" else None
+
+
 def pytest_unconfigure(config):
     if _own_cache:
         shutil.rmtree(_own_cache, ignore_errors=True)
 
 
 def pytest_configure(config):
-    missing = [f for f in SLOW_FIRST if not os.path.isfile(os.path.join(TESTS, f))]
+    named = [*SLOW_FIRST, *(f for files in SAME_WORKER.values() for f in files)]
+    missing = [f for f in named if not os.path.isfile(os.path.join(TESTS, f))]
     if missing:
-        raise pytest.UsageError(f"tests/conftest.py: SLOW_FIRST names files that do not exist: {missing}")
+        raise pytest.UsageError(f"tests/conftest.py: SLOW_FIRST or SAME_WORKER names files that do not exist: "
+                               f"{missing}")
     if getattr(config.option, "dist", "no") == "load":  # what -n implies: whole files, in our order
         config.option.dist = "loadfile"
         config.option.loadscopereorder = False

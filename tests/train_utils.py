@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,38 @@ def train_cmd(corpus: Path, workdir: Path, *extra: str) -> list[str]:
 
 def run_cli(args: list[str], env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+# The run of the two-process tests (tests/train/loop/test_multihost.py and
+# tests/train/workdir/test_checkpoint_multihost.py): one config, so that its steps, compiled for two
+# processes of 4 devices, come from the session's compilation cache after the first of them.
+TWO_PROCESS_STEPS, TWO_PROCESS_CKPT = 6, 3
+TWO_PROCESS_OVERRIDES = {
+    "train.steps": TWO_PROCESS_STEPS, "pruning.interval": 1, "pruning.start": 0.0, "pruning.end": 0.5,
+    "train.log_every_steps": 1, "eval.batches": 1, "eval.every_steps": 0,
+    "checkpoint.every_steps": TWO_PROCESS_CKPT, "checkpoint.async_save": False}
+
+
+def two_processes(corpus: Path, workdir: Path, data_dir: Path, expect: int = 0) -> list[tuple[str, str]]:
+    """(stdout, stderr) of each of two trainer processes (4 CPU devices each, 127.0.0.1, gloo) running
+    TWO_PROCESS_OVERRIDES on `corpus` in `workdir`; each must exit with `expect`."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    extra = [f"--config.{k}={v}" for k, v in TWO_PROCESS_OVERRIDES.items()]
+    procs = [subprocess.Popen(
+        train_cmd(corpus, workdir, *extra, f"--coordinator_address=127.0.0.1:{port}",
+                  "--num_processes=2", f"--process_id={i}"),
+        env=cli_env(data_dir, devices=4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:  # a hung process must not outlive the test
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == expect, err[-3000:]
+    return outs
 
 
 def train_losses(workdir: Path) -> dict[int, float]:

@@ -11,27 +11,17 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
-import subprocess
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from train_utils import cli_env, run_cli, train_cmd, train_losses, write_corpus
+from train_utils import (TWO_PROCESS_CKPT, TWO_PROCESS_OVERRIDES, TWO_PROCESS_STEPS, cli_env, run_cli, train_cmd,
+                         train_losses, two_processes, write_corpus)
 
 from jaxsparse.inference.restore import load_run
 
-STEPS, CKPT = 6, 3
-OVERRIDES = {"train.steps": STEPS, "pruning.interval": 1, "pruning.start": 0.0, "pruning.end": 0.5,
-             "train.log_every_steps": 1, "eval.batches": 1, "eval.every_steps": 0,
-             "checkpoint.every_steps": CKPT, "checkpoint.async_save": False}
-EXTRA = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+STEPS, CKPT = TWO_PROCESS_STEPS, TWO_PROCESS_CKPT
+EXTRA = [f"--config.{k}={v}" for k, v in TWO_PROCESS_OVERRIDES.items()]
 
 
 def _one_process(corpus, workdir, data_dir) -> str:
@@ -41,16 +31,7 @@ def _one_process(corpus, workdir, data_dir) -> str:
 
 
 def _two_processes(corpus, workdir, data_dir) -> list[str]:
-    port = _free_port()
-    procs = [subprocess.Popen(
-        train_cmd(corpus, workdir, *EXTRA, f"--coordinator_address=127.0.0.1:{port}",
-                  "--num_processes=2", f"--process_id={i}"),
-        env=cli_env(data_dir, devices=4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for i in range(2)]
-    outs = [p.communicate(timeout=300) for p in procs]
-    for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
-    return [o for o, _ in outs]
+    return [out for out, _ in two_processes(corpus, workdir, data_dir)]
 
 
 def _interrupted_copy(workdir, dest):

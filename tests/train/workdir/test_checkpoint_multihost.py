@@ -4,40 +4,18 @@ two processes together (one verdict, one rename by process 0, one report). Resum
 counts is tested in tests/train/loop/test_multihost.py."""
 from __future__ import annotations
 
-import socket
-import subprocess
-
 import numpy as np
 import orbax.checkpoint as ocp
-from train_utils import cli_env, flat, tiny_config, train_cmd, train_losses, write_corpus
+from train_utils import (TWO_PROCESS_CKPT, TWO_PROCESS_OVERRIDES, TWO_PROCESS_STEPS, flat, tiny_config,
+                         train_losses, two_processes, write_corpus)
 
 from jaxsparse import models
 from jaxsparse.train import prepare
 from jaxsparse.train.steps.state import abstract_state
 from jaxsparse.train.workdir.checkpoints import Checkpointer
 
-STEPS = 8
-OVERRIDES = {"train.steps": STEPS, "checkpoint.every_steps": 4, "checkpoint.async_save": False,
-             "train.log_every_steps": 1, "eval.every_steps": 0, "eval.batches": 1}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _two_processes(corpus, workdir, env, expect: int = 0) -> list[tuple[str, str]]:
-    port = _free_port()
-    extra = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
-    procs = [subprocess.Popen(
-        train_cmd(corpus, workdir, *extra, f"--coordinator_address=127.0.0.1:{port}",
-                  "--num_processes=2", f"--process_id={i}"),
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    outs = [p.communicate(timeout=300) for p in procs]
-    for p, (_, err) in zip(procs, outs):
-        assert p.returncode == expect, err[-3000:]
-    return outs
+# the run of tests/train/loop/test_multihost.py: checkpoints at steps 3 and 6
+STEPS, CKPT = TWO_PROCESS_STEPS, TWO_PROCESS_CKPT
 
 
 def _state_arrays(step_dir) -> dict[str, np.ndarray]:
@@ -47,13 +25,12 @@ def _state_arrays(step_dir) -> dict[str, np.ndarray]:
 def test_two_process_checksums_verify_on_one_process_and_damage_verdicts_are_collective(tmp_path):
     corpus = write_corpus(tmp_path / "corpus", files=4, paragraphs=30)
     data_dir = tmp_path / "data"
-    env = cli_env(data_dir, devices=4)
     workdir = tmp_path / "run"
-    _two_processes(corpus, workdir, env)
+    two_processes(corpus, workdir, data_dir)
     losses = train_losses(workdir)
 
     # One process with 8 devices verifies the checksums the two processes wrote.
-    config = tiny_config(corpus, **{"data.data_dir": str(data_dir), **OVERRIDES})
+    config = tiny_config(corpus, **{"data.data_dir": str(data_dir), **TWO_PROCESS_OVERRIDES})
     run = prepare(config)
     abstract, _ = abstract_state(run.model, run.tx, run.mesh, models.DEFAULT_RULES, config.train.seq_len)
     ckpt = Checkpointer(str(workdir), keep=3, async_save=False)
@@ -65,16 +42,17 @@ def test_two_process_checksums_verify_on_one_process_and_damage_verdicts_are_col
     # Damage both checkpoints: the two processes agree on each verdict, process 0 sets each
     # aside once, and both refuse to start over silently (exit 2), having trained nothing.
     before = (workdir / "metrics.jsonl").read_bytes()
-    (workdir / "checkpoints" / "8" / "meta" / "metadata").write_text("{ not json")
-    _flip_middle_bit(_largest_data_file(workdir / "checkpoints" / "4"))
+    (workdir / "checkpoints" / str(STEPS) / "meta" / "metadata").write_text("{ not json")
+    _flip_middle_bit(_largest_data_file(workdir / "checkpoints" / str(CKPT)))
     (workdir / "summary.json").unlink()
-    outs = _two_processes(corpus, workdir, env, expect=2)
-    for step in (8, 4):
+    outs = two_processes(corpus, workdir, data_dir, expect=2)
+    for step in (STEPS, CKPT):
         line = f"warning: checkpoint {workdir / 'checkpoints' / str(step)} (step {step}) is damaged"
         assert line in outs[0][1] and line not in outs[1][1]  # on the console once, by process 0
     assert all("every checkpoint in" in err and "Traceback" not in err for _, err in outs)
     names = sorted(p.name for p in (workdir / "checkpoints").iterdir())
-    assert [n.split(".corrupt-")[0] for n in names] == ["4", "8"] and all(".corrupt-" in n for n in names)
+    assert [n.split(".corrupt-")[0] for n in names] == [str(CKPT), str(STEPS)]
+    assert all(".corrupt-" in n for n in names)
     assert (workdir / "metrics.jsonl").read_bytes() == before
     assert train_losses(workdir) == losses
 
