@@ -88,7 +88,7 @@ def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(
 
 def test_resume_after_sigkill_matches_uninterrupted_run_bitwise(corpus, data_dir, tmp_path):
     env = cli_env(data_dir)
-    extra = ["--config.train.steps=120", "--config.checkpoint.every_steps=8",
+    extra = ["--config.train.steps=48", "--config.checkpoint.every_steps=8",
              "--config.train.log_every_steps=1", "--config.pruning.interval=10",
              "--config.eval.every_steps=0"]
     full, killed = tmp_path / "full", tmp_path / "killed"
@@ -101,7 +101,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run_bitwise(corpus, data_dir
     deadline = time.time() + 240
     ckpts = killed / "checkpoints"
     while time.time() < deadline and proc.poll() is None:
-        if ckpts.exists() and any(p.name.isdigit() and int(p.name) < 90 for p in ckpts.iterdir()):
+        if ckpts.exists() and any(p.name.isdigit() and int(p.name) < 32 for p in ckpts.iterdir()):
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.02)
@@ -112,12 +112,12 @@ def test_resume_after_sigkill_matches_uninterrupted_run_bitwise(corpus, data_dir
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed from" in again.stdout
 
-    a, b = flat(restore_raw_state(full, 120)), flat(restore_raw_state(killed, 120))
+    a, b = flat(restore_raw_state(full, 48)), flat(restore_raw_state(killed, 48))
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     la, lb = train_losses(full), train_losses(killed)
-    assert la.keys() == lb.keys() == set(range(1, 121))
+    assert la.keys() == lb.keys() == set(range(1, 49))
     assert la == lb  # bitwise: no batch repeated or skipped
 
 
