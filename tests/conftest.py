@@ -32,22 +32,23 @@ import pytest  # noqa: E402
 TESTS = os.path.dirname(os.path.abspath(__file__))
 # The files whose tests take over a minute in all, longest first (measured with --durations). Under
 # xdist (`-n 2`) each file runs on one worker, so its module fixtures are built once and not once per
-# worker, and these files start first, so that the many short files fill the end on both workers.
+# worker, and these files start first, so that the many short files fill the end on both workers. A
+# SAME_WORKER group (below) starts at the place of its first file here.
 SLOW_FIRST = (
     "train/tpu_target/test_compile_for.py",
+    "train/workdir/test_checkpoint_faults.py",  # with the other files of killed_run
     "train/loop/test_multihost.py",
-    "test_docs_commands.py",
     "hf/test_hf.py",
-    "train/workdir/test_checkpoint_faults.py",
+    "test_docs_commands.py",
     "train/loop/test_driver.py",
     "sweep/test_sweep_runner.py",
     "hf/test_hf_faults.py",
+    "train/workdir/test_checkpoint_multihost.py",
     "data/test_data_formats.py",
     "test_replication.py",
     "test_replication_round2.py",
     "train/test_main.py",
     "test_launch_slurm.py",
-    "inference/test_inference_faults.py",
     "train/steps/test_compiled.py",
 )
 
