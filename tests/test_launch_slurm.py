@@ -14,7 +14,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from train_utils import REPO, cli_env, run_cli, train_cmd, train_losses, write_corpus
+from train_utils import REPO, cli_env, run_cli, train_cmd, train_losses, wait_all, write_corpus
 
 SBATCH = REPO / "launch" / "slurm" / "train.sbatch"
 STEPS = 10
@@ -112,13 +112,7 @@ def test_two_slurm_tasks_train_like_one_process(tmp_path):
     base = cli_env(data_dir, devices=1)
     procs = [subprocess.Popen(command, env=_slurm_task(base, port - PORT_BASE, i, 2), cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    try:
-        outs = [p.communicate(timeout=300) for p in procs]
-    finally:  # a hung task must not outlive the test
-        for p in procs:
-            p.kill()
-    for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
+    outs = wait_all(procs)
     # one job of two processes: only process 0 reports, and the losses are the one-process run's
     assert "done: eval loss" in outs[0][0] and "loss" not in outs[1][0]
     np.testing.assert_allclose(_losses(double), want, rtol=0, atol=1e-6)

@@ -84,6 +84,12 @@ def two_processes(corpus: Path, workdir: Path, data_dir: Path, expect: int = 0) 
                   "--num_processes=2", f"--process_id={i}"),
         env=cli_env(data_dir, devices=4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(2)]
+    return wait_all(procs, expect)
+
+
+def wait_all(procs: list[subprocess.Popen], expect: int = 0) -> list[tuple[str, str]]:
+    """(stdout, stderr) of each of `procs` (started with text pipes), each of which must exit with
+    `expect` within 300 s; none outlives this call."""
     try:
         outs = [p.communicate(timeout=300) for p in procs]
     finally:  # a hung process must not outlive the test
