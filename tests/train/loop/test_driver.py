@@ -6,6 +6,7 @@ import math
 import signal
 import time
 
+import jax
 import numpy as np
 import pytest
 from train_utils import (
@@ -20,6 +21,7 @@ from train_utils import (
 )
 
 from jaxsparse.pruning import Schedule
+from jaxsparse.pruning.selection import prunable_flags
 from jaxsparse.train import train
 
 
@@ -59,9 +61,14 @@ def test_sparse_run_follows_schedule_zeroes_pruned_weights_and_reports_exact_n_a
     assert summary["final_train_loss"] < first["loss"]  # it learns
 
     state = restore_raw_state(tmp_path, steps)
-    params, masks = flat(state["params"]), flat(find_key(state["opt_state"], "masks"))
+    params = flat(state["params"])  # in jax.tree.leaves order, as the state's masks are
+    p = config.pruning
+    flags = prunable_flags(state["params"], p.include or None, p.exclude or None).flags
+    kernels = [key for key, prunable in zip(params, flags) if prunable]
+    masks = [np.asarray(m) for m in jax.tree.leaves(find_key(state["opt_state"], "masks"))]
+    assert len(masks) == len(kernels)  # one mask per prunable kernel, in leaf order
     checked = 0
-    for key, m in masks.items():
+    for key, m in zip(kernels, masks):
         w = params[key]
         assert m.dtype == np.bool_ and m.shape == w.shape
         assert np.all(w[~m] == 0.0)
