@@ -1,10 +1,10 @@
 """The trainer, top to bottom: `train(config, workdir)` resolves the run (`prepare`: everything
 checked before any compute), takes the workdir's lock, compiles its steps once (deciding
 train.grad_accum="auto") and checks the memory plan, all before anything but the lock is written
-(a refusal releases it); then restores the newest
-intact checkpoint in WORKDIR/checkpoints (or finds the run finished), opens the loop's `Loop` and
-`Carry` there (`session.open_session`) and runs the loop (`stepping.run_loop`). An ExitStack closes
-the metrics writer, the checkpointer and the data iterator on every exit path.
+(a refusal releases it); then restores the newest intact checkpoint in WORKDIR/checkpoints (or
+finds the run finished), opens the loop's `Loop` and `Carry` there (`session.open_session`) and runs
+the loop (`stepping.run_loop`). An ExitStack closes the metrics writer, the checkpointer and the data
+iterator on every exit path.
 """
 from __future__ import annotations
 
