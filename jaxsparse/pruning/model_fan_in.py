@@ -28,13 +28,13 @@ tree, as passed to ``tx.init``).
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import numpy as np
-from flax import nnx
 
 from jaxsparse.pruning import linen as masked_linen
 
@@ -85,7 +85,8 @@ def fan_in_axes_from(model: Any, *init_args: Any, **init_kwargs: Any) -> ModelFa
     Raises:
       TypeError: ``model`` is neither, or an NNX module was given init arguments.
     """
-    if isinstance(model, nnx.Module):
+    nnx = sys.modules.get("flax.nnx")  # an NNX model exists only once its program imported flax.nnx
+    if nnx is not None and isinstance(model, nnx.Module):
         if init_args or init_kwargs:
             raise TypeError("fan_in_axes_from(nnx_model) takes no other argument: the module tree is read as it is")
         return ModelFanIn(_nnx_layers(model))
@@ -121,14 +122,15 @@ def _einsum_layer(kind: str, einsum_str: str | None, shape: tuple[int, ...]) -> 
     return Layer(kind, shape, axes=axes, refused=why)
 
 
-_REFUSED_NNX = {nnx.Embed: ("embedding", "an embedding table (a lookup contracts nothing with an input)"),
-                nnx.Conv: ("kernel", "a convolution (n:m along its window and channels is not read here)"),
-                nnx.ConvTranspose: ("kernel", "a transposed convolution")}
+def _nnx_layers(model: Any) -> dict[str, Layer]:
+    """Each layer's kernel in the ``nnx.Module`` tree ``model``, with the shape its own configuration
+    gives it (so a kernel stacked by ``nnx.vmap``/``nnx.scan``, whose variable has more axes, is refused
+    by the shape check). flax.nnx is imported here, not with this module: the trainer never needs it."""
+    from flax import nnx
 
-
-def _nnx_layers(model: nnx.Module) -> dict[str, Layer]:
-    """Each NNX layer's kernel, with the shape its own configuration gives it (so a kernel stacked by
-    ``nnx.vmap``/``nnx.scan``, whose variable has more axes, is refused by the shape check)."""
+    refused = {nnx.Embed: ("embedding", "an embedding table (a lookup contracts nothing with an input)"),
+               nnx.Conv: ("kernel", "a convolution (n:m along its window and channels is not read here)"),
+               nnx.ConvTranspose: ("kernel", "a transposed convolution")}
     layers = {}
     for path, module in nnx.iter_modules(model):
         prefix = "".join(f"{p}/" for p in path)
@@ -143,7 +145,7 @@ def _nnx_layers(model: nnx.Module) -> dict[str, Layer]:
         elif isinstance(module, nnx.Linear):
             layers[prefix + "kernel"] = Layer(kind, (module.in_features, module.out_features), (0,))
         else:
-            for cls, (name, what) in _REFUSED_NNX.items():
+            for cls, (name, what) in refused.items():
                 if isinstance(module, cls):
                     layers[prefix + name] = Layer(kind, _shape(getattr(module, name)), refused=what)
     return layers
