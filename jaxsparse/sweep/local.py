@@ -49,12 +49,14 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _child_setup(parent: int, cores: list[int] | None) -> None:
-    """preexec_fn of a trainer: SIGTERM when the runner dies (Linux), then CPU pinning."""
+    """preexec_fn of a trainer (in its own session by then): SIGTERM when the runner dies (Linux),
+    the runner's CPU priority kept, then CPU pinning."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
         if os.getppid() != parent:  # the runner died before prctl: do not start at all
             os._exit(EXIT_PREEMPTED)  # "try again": a rerun starts it
+        _keep_niceness()
     if cores:
         os.sched_setaffinity(0, cores)
 
@@ -87,6 +89,19 @@ class _Tally:
     timed: list[tuple[float, float]] = dataclasses.field(default_factory=list)  # (weight, wall s) of finished runs
     t0: float = dataclasses.field(default_factory=time.time)
     last_progress: float = 0.0
+
+
+def _keep_niceness() -> None:
+    """Give this process's autogroup the process's own niceness. Under Linux's autogroup scheduling
+    (on by default in many distributions) each session is one CPU-share group at nice 0, and the
+    groups share the CPU equally whatever their processes' `nice`: a trainer in its own session would
+    take as much CPU as all of the user's other work together, though the runner was started with
+    `nice -n 19`. Nothing to do where there are no autogroups."""
+    try:
+        with open("/proc/self/autogroup", "w") as group:
+            group.write(str(os.getpriority(os.PRIO_PROCESS, 0)))
+    except OSError:
+        pass
 
 
 def _slot_cores(slot: int, parallel: int) -> list[int] | None:

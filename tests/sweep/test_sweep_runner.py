@@ -1,6 +1,7 @@
 """The local sweep runner end to end on tiny real runs: an interrupted run resumes from its
 checkpoint, finished runs are skipped, --collect gathers the summaries, an edited spec is
-refused, a SIGKILLed runner leaves no trainer behind, and a locked workdir is not started."""
+refused, a runner started with `nice` keeps its trainers at its priority, a SIGKILLed runner leaves
+no trainer behind, and a locked workdir is not started."""
 from __future__ import annotations
 
 import csv
@@ -150,14 +151,20 @@ def test_killed_runner_leaves_no_trainer_and_a_locked_workdir_is_not_started(tmp
     sweep, root = _sweep(tmp_path, corpus), tmp_path / "root"
     lock = root / "long" / LOCK_NAME
 
-    # 1. SIGKILL the runner while its trainer holds the workdir: the trainer stops too.
+    # 1. A runner started at low priority (`nice`) keeps its trainers there, in their own sessions'
+    # autogroups too; SIGKILL the runner while its trainer holds the workdir: the trainer stops too.
     runner = subprocess.Popen(_sweep_cmd(f"{sweep}:long", root, "--run", "local"), cwd=REPO,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              preexec_fn=lambda: os.nice(7))
     deadline = time.time() + 300
     while not lock.exists() and time.time() < deadline and runner.poll() is None:
         time.sleep(0.05)
     holder = read_lock(str(root / "long"))
     assert holder, "the trainer never took its workdir's lock"
+    assert os.getpriority(os.PRIO_PROCESS, holder["pid"]) == os.getpriority(os.PRIO_PROCESS, 0) + 7
+    if os.path.exists(f"/proc/{holder['pid']}/autogroup"):  # Linux with autogroup support
+        assert Path(f"/proc/{holder['pid']}/autogroup").read_text().split()[-2:] == [
+            "nice", str(os.getpriority(os.PRIO_PROCESS, 0) + 7)]
     runner.kill()
     runner.wait()
     assert _trainer_gone(holder["pid"], 120), f"trainer {holder['pid']} outlived its runner"
