@@ -44,8 +44,7 @@ EXTRAS = {
     "parquet": ["pyarrow>=26.0.1"],
     "zstd": ["zstandard>=0.25.0"],
     "test": ["pytest>=9.0.3", "pytest-xdist>=3.8.0", "hypothesis>=6.155.2", "ruff>=0.17.6",
-             "jsonschema>=4.26.0",  # validates launch/k8s's manifests
-             "filelock>=4.3.2"],  # JAX locks the tests' shared compilation cache with it (tests/conftest.py)
+             "jsonschema>=4.26.0"],  # validates launch/k8s's manifests
 }
 EXTRAS["dev"] = sorted(set(TRAIN + EXTRAS["tpu"] + EXTRAS["hf"] + EXTRAS["parquet"] + EXTRAS["zstd"] + EXTRAS["test"]))
 

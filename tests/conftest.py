@@ -15,18 +15,14 @@ if _flag not in os.environ.get("XLA_FLAGS", ""):
 # One persistent compilation cache for the session: the xdist workers (started after this runs, so
 # they inherit it) and every command line the tests start reuse each other's compiled executables
 # instead of compiling the same tiny programs again (most of a test-size CLI run's CPU time). Only
-# compile time changes: JAX's compile events still fire on a hit. A size limit (far above what the
-# suite writes) is what makes JAX hold a file lock on the folder for each read and write: without
-# one, it writes entries in place, and a process reading an entry another is still writing can load
-# a torn executable (seen once: an xdist worker aborted). An entry it cannot read is compiled again,
-# without its warning on the commands' stderr.
+# compile time changes: JAX's compile events still fire on a hit, and an entry it cannot read (one
+# being written by another process) is compiled again, without its warning on the commands' stderr.
 _CACHE = "JAX_COMPILATION_CACHE_DIR"
 _own_cache = None
 if _CACHE not in os.environ:
     _own_cache = os.environ[_CACHE] = tempfile.mkdtemp(prefix="jaxsparse-tests-xla-cache-")
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-    os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(8 << 30)  # bytes; needs the filelock package
     os.environ["PYTHONWARNINGS"] = ",".join(filter(None, (
         os.environ.get("PYTHONWARNINGS"), "ignore:Error reading persistent compilation cache entry")))
 
