@@ -61,6 +61,19 @@ def _child_setup(parent: int, cores: list[int] | None) -> None:
         os.sched_setaffinity(0, cores)
 
 
+def _keep_niceness() -> None:
+    """Give this process's autogroup the process's own niceness. Under Linux's autogroup scheduling
+    (on by default in many distributions) each session is one CPU-share group at nice 0, and the
+    groups share the CPU equally whatever their processes' `nice`: a trainer in its own session would
+    take as much CPU as all of the user's other work together, though the runner was started with
+    `nice -n 19`. Nothing to do where there are no autogroups."""
+    try:
+        with open("/proc/self/autogroup", "w") as group:
+            group.write(str(os.getpriority(os.PRIO_PROCESS, 0)))
+    except OSError:
+        pass
+
+
 def lock_holder(workdir: str) -> str | None:
     """Why a trainer must not start on `workdir` now (a live or uncheckable lock), else None."""
     record = lock.read_lock(workdir)
@@ -89,19 +102,6 @@ class _Tally:
     timed: list[tuple[float, float]] = dataclasses.field(default_factory=list)  # (weight, wall s) of finished runs
     t0: float = dataclasses.field(default_factory=time.time)
     last_progress: float = 0.0
-
-
-def _keep_niceness() -> None:
-    """Give this process's autogroup the process's own niceness. Under Linux's autogroup scheduling
-    (on by default in many distributions) each session is one CPU-share group at nice 0, and the
-    groups share the CPU equally whatever their processes' `nice`: a trainer in its own session would
-    take as much CPU as all of the user's other work together, though the runner was started with
-    `nice -n 19`. Nothing to do where there are no autogroups."""
-    try:
-        with open("/proc/self/autogroup", "w") as group:
-            group.write(str(os.getpriority(os.PRIO_PROCESS, 0)))
-    except OSError:
-        pass
 
 
 def _slot_cores(slot: int, parallel: int) -> list[int] | None:

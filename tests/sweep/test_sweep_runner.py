@@ -161,10 +161,11 @@ def test_killed_runner_leaves_no_trainer_and_a_locked_workdir_is_not_started(tmp
         time.sleep(0.05)
     holder = read_lock(str(root / "long"))
     assert holder, "the trainer never took its workdir's lock"
-    assert os.getpriority(os.PRIO_PROCESS, holder["pid"]) == os.getpriority(os.PRIO_PROCESS, 0) + 7
-    if os.path.exists(f"/proc/{holder['pid']}/autogroup"):  # Linux with autogroup support
-        assert Path(f"/proc/{holder['pid']}/autogroup").read_text().split()[-2:] == [
-            "nice", str(os.getpriority(os.PRIO_PROCESS, 0) + 7)]
+    niceness = os.getpriority(os.PRIO_PROCESS, 0) + 7
+    assert os.getpriority(os.PRIO_PROCESS, holder["pid"]) == niceness
+    group = Path(f"/proc/{holder['pid']}/autogroup")
+    if group.exists():  # Linux with autogroup support
+        assert group.read_text().split()[-2:] == ["nice", str(niceness)]
     runner.kill()
     runner.wait()
     assert _trainer_gone(holder["pid"], 120), f"trainer {holder['pid']} outlived its runner"
